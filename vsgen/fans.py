@@ -1,0 +1,169 @@
+"""Shapes and fans: how many input and output units a weight tensor has.
+
+Pure functions of a shape (and a layout); no I/O.
+
+Layouts:
+
+* ``keras`` (channels-last, the Keras/TF convention, the default):
+  rank 0: fan_in = fan_out = 1; rank 1: fan_in = fan_out = shape[0];
+  rank 2 ``(in, out)``: fan_in = shape[0], fan_out = shape[1];
+  rank >= 3 ``(*spatial, in, out)``: r = prod(shape[:-2]),
+  fan_in = shape[-2] * r, fan_out = shape[-1] * r.
+* ``torch`` (PyTorch's ``(out, in, *spatial)``): rank 0 and 1 as above
+  (PyTorch itself refuses them); rank >= 2: r = prod(shape[2:]),
+  fan_in = shape[1] * r, fan_out = shape[0] * r.
+* explicit axes (Keras 3.15 ``input_axes`` / ``output_axes``):
+  fan_in = prod(shape[a] for a in input_axes), likewise fan_out.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+
+LAYOUTS = ("keras", "torch")
+
+#: More dimensions than any real weight tensor has; NumPy's own limit is 64.
+MAX_RANK = 32
+#: Element counts must fit a signed 64-bit index (NumPy's ``intp``).
+MAX_ELEMENTS = 2**63 - 1
+
+Shape = tuple[int, ...]
+
+
+def normalize_shape(shape: object, argument: str = "shape") -> Shape:
+    """Return ``shape`` as a tuple of non-negative Python ints, or raise.
+
+    Accepts an int (rank 1) or a sequence of ints. Bools, floats, negative
+    sizes, more than ``MAX_RANK`` dimensions and element counts that do not fit
+    a signed 64-bit index are refused with a ``ValueError``/``TypeError`` that
+    names the argument.
+    """
+    if isinstance(shape, int) and not isinstance(shape, bool):
+        shape = (shape,)
+    if isinstance(shape, (str, bytes)) or not isinstance(shape, Sequence):
+        try:
+            shape = tuple(shape)  # type: ignore[arg-type]
+        except TypeError:
+            raise TypeError(
+                f"Argument `{argument}` must be a sequence of integers. Received: "
+                f"{argument}={shape!r}"
+            ) from None
+    dims = []
+    for dim in shape:
+        if isinstance(dim, bool) or not isinstance(dim, int) and not hasattr(dim, "__index__"):
+            raise TypeError(
+                f"Argument `{argument}` must contain integers only. Received: "
+                f"{argument}={tuple(shape)!r}"
+            )
+        dim = int(dim.__index__())
+        if dim < 0:
+            raise ValueError(
+                f"Argument `{argument}` must not contain negative sizes. Received: "
+                f"{argument}={tuple(shape)!r}"
+            )
+        dims.append(dim)
+    if len(dims) > MAX_RANK:
+        raise ValueError(
+            f"Argument `{argument}` has {len(dims)} dimensions; at most {MAX_RANK} are supported."
+        )
+    if math.prod(dims) > MAX_ELEMENTS:
+        raise ValueError(
+            f"Argument `{argument}` has {math.prod(dims)} elements, more than a 64-bit "
+            f"index can address. Received: {argument}={tuple(dims)!r}"
+        )
+    return tuple(dims)
+
+
+_SHAPE_SEPARATORS = re.compile(r"\s*[,xX×]\s*")
+
+
+def parse_shape(text: str) -> Shape:
+    """Parse ``"512,256"``, ``"512x256"``, ``"3,3,64,128"`` or ``"[512, 256]"``.
+
+    An empty string or ``"()"`` is the rank-0 (scalar) shape. Raises
+    ``ValueError`` with the offending text.
+    """
+    stripped = text.strip().strip("()[]").strip()
+    if stripped == "" and text.strip() in ("()", "[]"):
+        return ()
+    parts = _SHAPE_SEPARATORS.split(stripped)
+    if stripped.endswith(","):
+        parts = parts[:-1]  # "(512,)" is Python's spelling of a 1-D shape
+    if not stripped or any(not p.isdigit() for p in parts):
+        raise ValueError(
+            f"invalid shape {text!r}: expected non-negative integers separated by "
+            "',' or 'x', e.g. 512,256 or 3x3x64x128 ('()' for a scalar)"
+        )
+    return normalize_shape(tuple(int(p) for p in parts))
+
+
+def _normalize_axes(axes: Sequence[int], rank: int, argument: str) -> tuple[int, ...]:
+    result = []
+    for axis in axes:
+        if isinstance(axis, bool) or not isinstance(axis, int):
+            raise TypeError(
+                f"Argument `{argument}` must be a list of integers. Received: "
+                f"{argument}={list(axes)!r}"
+            )
+        if not -rank <= axis < rank:
+            raise ValueError(
+                f"Argument `{argument}` has axis {axis}, out of range for a rank-{rank} "
+                f"shape. Received: {argument}={list(axes)!r}"
+            )
+        result.append(axis % rank)
+    if len(set(result)) != len(result):
+        raise ValueError(
+            f"Argument `{argument}` repeats an axis. Received: {argument}={list(axes)!r}"
+        )
+    return tuple(result)
+
+
+def compute_fans(
+    shape: Sequence[int],
+    layout: str = "keras",
+    input_axes: Sequence[int] | None = None,
+    output_axes: Sequence[int] | None = None,
+) -> tuple[int, int]:
+    """Return ``(fan_in, fan_out)`` of a weight ``shape`` (see the module docstring).
+
+    ``input_axes`` and ``output_axes`` must be given together; they override
+    ``layout``. Negative axes count from the end.
+    """
+    shape = normalize_shape(shape)
+    if (input_axes is None) != (output_axes is None):
+        raise ValueError(
+            "Arguments `input_axes` and `output_axes` must be given together. Received: "
+            f"input_axes={input_axes!r}, output_axes={output_axes!r}"
+        )
+    if input_axes is not None and output_axes is not None:
+        rank = len(shape)
+        fan_in = math.prod(shape[a] for a in _normalize_axes(input_axes, rank, "input_axes"))
+        fan_out = math.prod(shape[a] for a in _normalize_axes(output_axes, rank, "output_axes"))
+        return fan_in, fan_out
+    if layout not in LAYOUTS:
+        raise ValueError(
+            f"Argument `layout` must be one of {', '.join(LAYOUTS)}. Received: layout={layout!r}"
+        )
+    rank = len(shape)
+    if rank == 0:
+        return 1, 1
+    if rank == 1:
+        return shape[0], shape[0]
+    if layout == "torch":
+        receptive_field = math.prod(shape[2:])
+        return shape[1] * receptive_field, shape[0] * receptive_field
+    receptive_field = math.prod(shape[:-2])
+    return shape[-2] * receptive_field, shape[-1] * receptive_field
+
+
+def parse_axes(text: str, argument: str) -> tuple[int, ...]:
+    """Parse ``"0,1,2"`` or ``"-2"`` into a tuple of ints (axes may be negative)."""
+    parts = [p.strip() for p in text.strip().strip("[]()").split(",") if p.strip()]
+    try:
+        return tuple(int(p) for p in parts)
+    except ValueError:
+        raise ValueError(
+            f"invalid {argument} {text!r}: expected integers separated by ',', e.g. 0,1,2"
+        ) from None

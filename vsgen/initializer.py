@@ -1,0 +1,676 @@
+"""The VarianceScaling initializer and its presets: what the numbers mean.
+
+No I/O and no printing here; files are written by ``vsgen.writers`` and the
+command line lives in ``vsgen.cli``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+import secrets
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from vsgen.dtypes import resolve_dtype
+from vsgen.fans import LAYOUTS, compute_fans, normalize_shape
+from vsgen.streams import DEFAULT_CHUNK, DEFAULT_STREAM, Draw, Stream, get_stream
+
+MODES = ("fan_in", "fan_out", "fan_avg")
+DISTRIBUTIONS = ("truncated_normal", "untruncated_normal", "uniform")
+
+#: Standard deviation of a standard normal truncated to [-2, 2]:
+#: sqrt(1 - 4 phi(2) / (2 Phi(2) - 1)). Dividing by it makes the truncated
+#: distribution's stddev equal the target.
+TRUNCATED_STD_FACTOR = 0.87962566103423978
+
+#: Seeds drawn when none is given stay below 2**53 so that every JSON reader
+#: (including ones that parse numbers as doubles) keeps them exact.
+_DRAWN_SEED_BOUND = {"keras": 2**32, "vsgen": 2**53}
+
+
+@dataclass(frozen=True)
+class Scaling:
+    """What a configuration means for one shape.
+
+    ``n`` is fan_in, fan_out or (fan_in + fan_out) / 2 by mode, floored at 1;
+    ``variance = scale / n``; ``stddev = sqrt(variance)``. For truncated_normal
+    the pre-truncation stddev is ``s = stddev / 0.87962566103423978`` and values
+    lie in ``[-2s, 2s]``; for uniform ``limit = sqrt(3 * variance)`` and values
+    lie in ``[-limit, limit)``.
+    """
+
+    shape: tuple[int, ...]
+    fan_in: int
+    fan_out: int
+    n: float
+    scale: float
+    mode: str
+    distribution: str
+    variance: float
+    stddev: float
+    pre_truncation_std: float | None
+    bound: float | None
+    limit: float | None
+
+    @property
+    def multiplier(self) -> float:
+        """What the unit distribution is multiplied by: s, stddev or limit."""
+        if self.distribution == "truncated_normal":
+            assert self.pre_truncation_std is not None
+            return self.pre_truncation_std
+        if self.distribution == "uniform":
+            assert self.limit is not None
+            return self.limit
+        return self.stddev
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain JSON types; keys as printed by ``vsgen describe --json``."""
+        return {
+            "shape": list(self.shape),
+            "fan_in": self.fan_in,
+            "fan_out": self.fan_out,
+            "n": self.n,
+            "scale": self.scale,
+            "mode": self.mode,
+            "distribution": self.distribution,
+            "variance": self.variance,
+            "stddev": self.stddev,
+            "pre_truncation_std": self.pre_truncation_std,
+            "bound": self.bound,
+            "limit": self.limit,
+        }
+
+
+def _check_scale(scale: object) -> float:
+    if isinstance(scale, bool) or not isinstance(scale, numbers.Real):
+        raise TypeError(
+            f"Argument `scale` must be a positive finite float. Received: scale={scale!r}"
+        )
+    value = float(scale)
+    if not math.isfinite(value) or value <= 0.0:
+        raise ValueError(
+            f"Argument `scale` must be a positive finite float. Received: scale={scale!r}"
+        )
+    return value
+
+
+def _check_mode(mode: object) -> str:
+    if mode not in MODES:
+        raise ValueError(
+            f"Argument `mode` must be one of {', '.join(MODES)}. Received: mode={mode!r}"
+        )
+    return str(mode)
+
+
+def _check_distribution(distribution: object) -> str:
+    if not isinstance(distribution, str):
+        raise TypeError(
+            f"Argument `distribution` must be one of {', '.join(DISTRIBUTIONS)}. "
+            f"Received: distribution={distribution!r}"
+        )
+    value = distribution.lower()
+    if value == "normal":
+        value = "truncated_normal"
+    if value not in DISTRIBUTIONS:
+        raise ValueError(
+            f"Argument `distribution` must be one of {', '.join(DISTRIBUTIONS)} "
+            f"(or 'normal', an alias of truncated_normal). Received: "
+            f"distribution={distribution!r}"
+        )
+    return value
+
+
+def _check_seed(seed: object, stream: Stream) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(
+            f"Argument `seed` must be None or a non-negative integer. Received: seed={seed!r}"
+        )
+    value = int(seed)
+    if not 0 <= value < stream.max_seed:
+        raise ValueError(
+            f"Argument `seed` must be in [0, 2**{stream.max_seed.bit_length() - 1}) for the "
+            f"{stream.name!r} stream. Received: seed={seed!r}"
+        )
+    return value
+
+
+def _check_axes(axes: object, argument: str) -> tuple[int, ...] | None:
+    if axes is None:
+        return None
+    if isinstance(axes, int) and not isinstance(axes, bool):
+        axes = [axes]
+    if isinstance(axes, (str, bytes)) or not isinstance(axes, Sequence):
+        raise TypeError(
+            f"Argument `{argument}` must be None or a list of integers. Received: "
+            f"{argument}={axes!r}"
+        )
+    if any(isinstance(a, bool) or not isinstance(a, int) for a in axes):
+        raise TypeError(
+            f"Argument `{argument}` must be None or a list of integers. Received: "
+            f"{argument}={list(axes)!r}"
+        )
+    return tuple(axes)
+
+
+class VarianceScaling:
+    """Initializer whose scale adapts to the shape of the weights.
+
+    With fans from ``vsgen.compute_fans`` and
+    ``n = max(1, fan_in | fan_out | (fan_in + fan_out) / 2)`` by ``mode``,
+    the target variance is ``v = scale / n``:
+
+    * ``truncated_normal``: N(0, s**2) truncated to [-2s, 2s] with
+      ``s = sqrt(v) / 0.87962566103423978``, so the result's stddev is sqrt(v);
+    * ``untruncated_normal``: N(0, v);
+    * ``uniform``: U(-limit, limit) with ``limit = sqrt(3 v)``.
+
+    Args:
+        scale: positive finite scaling factor.
+        mode: ``"fan_in"``, ``"fan_out"`` or ``"fan_avg"``.
+        distribution: ``"truncated_normal"`` (alias ``"normal"``),
+            ``"untruncated_normal"`` or ``"uniform"``; case-insensitive.
+        seed: None (draw a fresh seed now; see ``seed``), a non-negative int
+            (below 2**32 for the keras stream, 2**64 for the vsgen stream), or
+            a ``numpy.random.SeedSequence``, which gives fresh values per call.
+        input_axes, output_axes: explicit fan axes (Keras 3.15); together.
+        layout: ``"keras"`` (channels-last) or ``"torch"`` (``(out, in, *k)``).
+        stream: ``"vsgen"`` (fast, parallel, default) or ``"keras"``
+            (bit-identical to Keras 3's numpy backend).
+
+    Calling the initializer repeatedly returns the same values (Keras 3).
+    """
+
+    def __init__(
+        self,
+        scale: float = 1.0,
+        mode: str = "fan_in",
+        distribution: str = "truncated_normal",
+        seed: int | np.random.SeedSequence | None = None,
+        *,
+        input_axes: Sequence[int] | None = None,
+        output_axes: Sequence[int] | None = None,
+        layout: str = "keras",
+        stream: str = DEFAULT_STREAM,
+    ) -> None:
+        self.scale = _check_scale(scale)
+        self.mode = _check_mode(mode)
+        self.distribution = _check_distribution(distribution)
+        self._stream = get_stream(stream)
+        if layout not in LAYOUTS:
+            raise ValueError(
+                f"Argument `layout` must be one of {', '.join(LAYOUTS)}. Received: "
+                f"layout={layout!r}"
+            )
+        self.layout = layout
+        self.input_axes = _check_axes(input_axes, "input_axes")
+        self.output_axes = _check_axes(output_axes, "output_axes")
+        if (self.input_axes is None) != (self.output_axes is None):
+            raise ValueError(
+                "Arguments `input_axes` and `output_axes` must be given together. Received: "
+                f"input_axes={input_axes!r}, output_axes={output_axes!r}"
+            )
+        self._seed_sequence: np.random.SeedSequence | None = None
+        self.seed_was_drawn = False
+        if isinstance(seed, np.random.SeedSequence):
+            self._seed_sequence = seed
+            self.seed: int | None = None
+        elif seed is None:
+            self.seed = secrets.randbelow(_DRAWN_SEED_BOUND[self._stream.name])
+            self.seed_was_drawn = True
+        else:
+            self.seed = _check_seed(seed, self._stream)
+        #: The integer seed behind the most recent call (useful with a SeedSequence).
+        self.last_seed: int | None = self.seed
+
+    @property
+    def stream(self) -> str:
+        """Name of the random stream: ``"vsgen"`` or ``"keras"``."""
+        return self._stream.name
+
+    @property
+    def stream_label(self) -> str:
+        """``name/version`` of the random stream, as recorded in files."""
+        return self._stream.label
+
+    # --- what the numbers mean -------------------------------------------------
+
+    def fans(self, shape: Sequence[int]) -> tuple[int, int]:
+        """``(fan_in, fan_out)`` of ``shape`` under this initializer's layout/axes."""
+        return compute_fans(shape, self.layout, self.input_axes, self.output_axes)
+
+    def scaling(self, shape: Sequence[int]) -> Scaling:
+        """Fans, n, variance, stddev and the distribution's parameters for ``shape``.
+
+        The float arithmetic follows Keras 3 step by step
+        (``scale / max(1.0, n)``, then ``sqrt``), so the parameters are the
+        same doubles Keras computes.
+        """
+        shape = normalize_shape(shape)
+        fan_in, fan_out = self.fans(shape)
+        if self.mode == "fan_in":
+            n = max(1.0, fan_in)
+        elif self.mode == "fan_out":
+            n = max(1.0, fan_out)
+        else:
+            n = max(1.0, (fan_in + fan_out) / 2.0)
+        variance = self.scale / n
+        stddev = math.sqrt(variance)
+        pre_truncation_std = bound = limit = None
+        if self.distribution == "truncated_normal":
+            pre_truncation_std = math.sqrt(variance) / TRUNCATED_STD_FACTOR
+            bound = 2 * pre_truncation_std
+        elif self.distribution == "uniform":
+            limit = math.sqrt(3.0 * variance)
+        return Scaling(
+            shape=shape,
+            fan_in=fan_in,
+            fan_out=fan_out,
+            n=float(n),
+            scale=self.scale,
+            mode=self.mode,
+            distribution=self.distribution,
+            variance=variance,
+            stddev=stddev,
+            pre_truncation_std=pre_truncation_std,
+            bound=bound,
+            limit=limit,
+        )
+
+    # --- sampling --------------------------------------------------------------
+
+    def _next_seed(self) -> int:
+        if self._seed_sequence is None:
+            assert self.seed is not None
+            return self.seed
+        child = self._seed_sequence.spawn(1)[0]
+        words = child.generate_state(2, np.uint32)
+        value = int(words[0]) | (int(words[1]) << 32)
+        self.last_seed = value % self._stream.max_seed
+        return self.last_seed
+
+    def plan(
+        self,
+        shape: Sequence[int],
+        dtype: object = None,
+        *,
+        rows: tuple[int, int] | None = None,
+        fan_shape: Sequence[int] | None = None,
+    ) -> SamplePlan:
+        """Resolve what a call would sample, without sampling.
+
+        ``rows=(a, b)`` selects rows a..b-1 along axis 0 of the full ``shape``
+        (bit-identical to slicing the full tensor); fans then still come from
+        the full shape. ``fan_shape`` computes fans from another shape (TF1's
+        ``partition_info``) while sampling ``shape``.
+        """
+        shape = normalize_shape(shape)
+        scaling = self.scaling(shape if fan_shape is None else normalize_shape(fan_shape))
+        out_shape, start, stop = row_range(shape, rows)
+        resolved = resolve_dtype(dtype)
+        draw = Draw(self.distribution, scaling.multiplier, self._next_seed(), resolved)
+        return SamplePlan(
+            stream=self._stream,
+            draw=draw,
+            scaling=scaling,
+            full_shape=shape,
+            shape=out_shape,
+            start=start,
+            stop=stop,
+            rows=None if rows is None else (int(rows[0]), int(rows[1])),
+        )
+
+    def sample(
+        self,
+        shape: Sequence[int],
+        dtype: object = None,
+        *,
+        rows: tuple[int, int] | None = None,
+        fan_shape: Sequence[int] | None = None,
+        threads: int | None = None,
+    ) -> np.ndarray:
+        """Return the tensor (or rows ``a..b-1`` of it) as a NumPy array."""
+        return self.plan(shape, dtype, rows=rows, fan_shape=fan_shape).array(threads)
+
+    def __call__(self, shape: Sequence[int], dtype: object = None) -> np.ndarray:
+        """Return a ``shape`` array of ``dtype`` (default float32) drawn as documented."""
+        return self.sample(shape, dtype)
+
+    # --- configuration ---------------------------------------------------------
+
+    def get_config(self) -> dict[str, Any]:
+        """``{"scale", "mode", "distribution", "seed"}`` plus, where they are not
+        the defaults, ``input_axes``/``output_axes``, ``layout`` and ``stream``."""
+        config: dict[str, Any] = {
+            "scale": self.scale,
+            "mode": self.mode,
+            "distribution": self.distribution,
+            "seed": self.seed,
+        }
+        if self.input_axes is not None:
+            config["input_axes"] = list(self.input_axes)
+            config["output_axes"] = list(self.output_axes or ())
+        if self.layout != "keras":
+            config["layout"] = self.layout
+        if self.stream != DEFAULT_STREAM:
+            config["stream"] = self.stream
+        return config
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> VarianceScaling:
+        """Rebuild an initializer from ``get_config()`` output (unknown keys are refused)."""
+        if not isinstance(config, Mapping):
+            raise TypeError(
+                f"Argument `config` must be a JSON object (a dict). Received: config={config!r}"
+            )
+        allowed = set(_CONFIG_KEYS)
+        unknown = sorted(set(config) - allowed)
+        if unknown:
+            raise ValueError(
+                f"Argument `config` has unknown key(s) {', '.join(map(repr, unknown))}; "
+                f"allowed: {', '.join(_CONFIG_KEYS)}"
+            )
+        return cls(**dict(config))
+
+    def keras_config(self) -> dict[str, Any]:
+        """The Keras 3 serialized form, accepted by ``keras.initializers.deserialize``.
+
+        Only keys Keras knows are emitted; the stream is not part of it (Keras
+        always draws as vsgen's ``keras`` stream does). The ``torch`` layout has
+        no rank-free Keras equivalent and is refused: give explicit axes instead.
+        """
+        if self.layout != "keras":
+            raise ValueError(
+                f"layout {self.layout!r} has no Keras equivalent; use explicit "
+                "input_axes/output_axes instead"
+            )
+        config: dict[str, Any] = {
+            "scale": self.scale,
+            "mode": self.mode,
+            "distribution": self.distribution,
+            "seed": self.seed,
+        }
+        if self.input_axes is not None:
+            config["input_axes"] = list(self.input_axes)
+            config["output_axes"] = list(self.output_axes or ())
+        return {
+            "module": "keras.initializers",
+            "class_name": "VarianceScaling",
+            "config": config,
+            "registered_name": None,
+        }
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, VarianceScaling):
+            return NotImplemented
+        return type(self) is type(other) and self.get_config() == other.get_config()
+
+    def __hash__(self) -> int:
+        return hash(json.dumps(self.get_config(), sort_keys=True))
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{key}={value!r}" for key, value in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
+_CONFIG_KEYS = (
+    "scale",
+    "mode",
+    "distribution",
+    "seed",
+    "input_axes",
+    "output_axes",
+    "layout",
+    "stream",
+)
+
+
+@dataclass(frozen=True)
+class SamplePlan:
+    """A resolved request: which stream draws which flat range, and its meaning."""
+
+    stream: Stream
+    draw: Draw
+    scaling: Scaling
+    full_shape: tuple[int, ...]
+    shape: tuple[int, ...]
+    start: int
+    stop: int
+    rows: tuple[int, int] | None = None
+
+    @property
+    def size(self) -> int:
+        """Number of values this plan produces."""
+        return self.stop - self.start
+
+    def chunks(
+        self, chunk_size: int = DEFAULT_CHUNK, threads: int | None = None
+    ) -> Iterator[np.ndarray]:
+        """The values as consecutive flat chunks of at most ``chunk_size``."""
+        return self.stream.chunks(self.draw, self.start, self.stop, chunk_size, threads)
+
+    def array(self, threads: int | None = None) -> np.ndarray:
+        """The values as one array of ``shape``."""
+        out = np.empty(self.shape, dtype=self.draw.dtype)
+        if out.size:
+            self.stream.fill(out.reshape(-1), self.start, self.draw, threads)
+        return out
+
+
+def row_range(
+    shape: tuple[int, ...], rows: tuple[int, int] | None
+) -> tuple[tuple[int, ...], int, int]:
+    """Shape and flat index range [start, stop) of rows ``a..b-1`` along axis 0."""
+    total = math.prod(shape)
+    if rows is None:
+        return shape, 0, total
+    if not shape:
+        raise ValueError("Argument `rows` needs a shape of rank >= 1; a scalar has no rows.")
+    first, last = rows
+    if not 0 <= first <= last <= shape[0]:
+        raise ValueError(
+            f"Argument `rows` must satisfy 0 <= start <= stop <= {shape[0]} (the first "
+            f"dimension). Received: rows={first}:{last}"
+        )
+    row_size = math.prod(shape[1:])
+    return (last - first, *shape[1:]), first * row_size, last * row_size
+
+
+def shard_rows(shape: Sequence[int], index: int, count: int) -> tuple[int, int]:
+    """Rows of shard ``index`` (0-based) of ``count`` near-equal shards along axis 0.
+
+    The first ``rows % count`` shards get one extra row, as ``numpy.array_split``.
+    """
+    if count < 1 or not 0 <= index < count:
+        raise ValueError(
+            f"Argument `shard` must be K/N with 0 <= K < N. Received: shard={index}/{count}"
+        )
+    if not shape:
+        raise ValueError("Argument `shard` needs a shape of rank >= 1; a scalar has no rows.")
+    base, extra = divmod(shape[0], count)
+    first = index * base + min(index, extra)
+    return first, first + base + (1 if index < extra else 0)
+
+
+class _Preset(VarianceScaling):
+    """A VarianceScaling with fixed scale, mode and distribution (Keras presets)."""
+
+    _PARAMS: tuple[float, str, str] = (1.0, "fan_in", "truncated_normal")
+
+    def __init__(
+        self,
+        seed: int | np.random.SeedSequence | None = None,
+        *,
+        input_axes: Sequence[int] | None = None,
+        output_axes: Sequence[int] | None = None,
+        layout: str = "keras",
+        stream: str = DEFAULT_STREAM,
+    ) -> None:
+        scale, mode, distribution = self._PARAMS
+        super().__init__(
+            scale,
+            mode,
+            distribution,
+            seed,
+            input_axes=input_axes,
+            output_axes=output_axes,
+            layout=layout,
+            stream=stream,
+        )
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> VarianceScaling:
+        """Accept the preset's own config (``{"seed": ...}``) or a full one that
+        matches the preset's fixed parameters."""
+        if not isinstance(config, Mapping):
+            raise TypeError(
+                f"Argument `config` must be a JSON object (a dict). Received: config={config!r}"
+            )
+        config = dict(config)
+        fixed = dict(zip(("scale", "mode", "distribution"), cls._PARAMS, strict=True))
+        for key, expected in fixed.items():
+            if key in config:
+                given = config.pop(key)
+                same = (
+                    _check_distribution(given) == expected
+                    if key == "distribution"
+                    else given == expected
+                )
+                if not same:
+                    raise ValueError(
+                        f"{cls.__name__} has {key}={expected!r}; the config says {given!r}"
+                    )
+        unknown = sorted(set(config) - set(_CONFIG_KEYS))
+        if unknown:
+            raise ValueError(
+                f"Argument `config` has unknown key(s) {', '.join(map(repr, unknown))}"
+            )
+        return cls(**config)
+
+    def keras_config(self) -> dict[str, Any]:
+        """Keras' serialized form of the preset: its class name and ``{"seed"}``."""
+        form = super().keras_config()
+        config = {"seed": self.seed}
+        if self.input_axes is not None:
+            config["input_axes"] = form["config"]["input_axes"]
+            config["output_axes"] = form["config"]["output_axes"]
+        form["class_name"] = type(self).__name__
+        form["config"] = config
+        return form
+
+
+class GlorotNormal(_Preset):
+    """Glorot (Xavier) normal: truncated normal, stddev = sqrt(2 / (fan_in + fan_out))."""
+
+    _PARAMS = (1.0, "fan_avg", "truncated_normal")
+
+
+class GlorotUniform(_Preset):
+    """Glorot (Xavier) uniform: U(-limit, limit), limit = sqrt(6 / (fan_in + fan_out))."""
+
+    _PARAMS = (1.0, "fan_avg", "uniform")
+
+
+class HeNormal(_Preset):
+    """He (Kaiming) normal: truncated normal, stddev = sqrt(2 / fan_in)."""
+
+    _PARAMS = (2.0, "fan_in", "truncated_normal")
+
+
+class HeUniform(_Preset):
+    """He (Kaiming) uniform: U(-limit, limit), limit = sqrt(6 / fan_in)."""
+
+    _PARAMS = (2.0, "fan_in", "uniform")
+
+
+class LecunNormal(_Preset):
+    """LeCun normal: truncated normal, stddev = sqrt(1 / fan_in)."""
+
+    _PARAMS = (1.0, "fan_in", "truncated_normal")
+
+
+class LecunUniform(_Preset):
+    """LeCun uniform: U(-limit, limit), limit = sqrt(3 / fan_in)."""
+
+    _PARAMS = (1.0, "fan_in", "uniform")
+
+
+PRESETS: dict[str, type[_Preset]] = {
+    "glorot_normal": GlorotNormal,
+    "glorot_uniform": GlorotUniform,
+    "he_normal": HeNormal,
+    "he_uniform": HeUniform,
+    "lecun_normal": LecunNormal,
+    "lecun_uniform": LecunUniform,
+}
+_CLASSES: dict[str, type[VarianceScaling]] = {
+    "VarianceScaling": VarianceScaling,
+    **{cls.__name__: cls for cls in PRESETS.values()},
+}
+
+
+def get_preset(name: str) -> type[_Preset]:
+    """The preset class for ``"he_normal"``, ``"HeNormal"``, ``"he-normal"``..."""
+    key = str(name).strip()
+    by_class = {cls.__name__: cls for cls in PRESETS.values()}
+    if key in by_class:
+        return by_class[key]
+    snake = key.lower().replace("-", "_")
+    if snake in PRESETS:
+        return PRESETS[snake]
+    raise ValueError(f"Unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+
+
+def deserialize(obj: object) -> VarianceScaling:
+    """Build an initializer from any of the accepted config forms.
+
+    * the plain config ``{"scale", "mode", "distribution", "seed", ...}``;
+    * the Keras serialized form ``{"class_name": "VarianceScaling" | "HeNormal"
+      | ..., "config": {...}, "module": ..., "registered_name": ...}``;
+    * a preset or class name as a string (``"he_normal"``, ``"GlorotUniform"``).
+    """
+    if isinstance(obj, str):
+        if obj in _CLASSES:
+            return _CLASSES[obj]()
+        return get_preset(obj)()
+    if not isinstance(obj, Mapping):
+        raise TypeError(
+            'config must be a JSON object such as {"scale": 2.0, "mode": "fan_in"} or a '
+            f"Keras serialized initializer. Received: {type(obj).__name__}"
+        )
+    if "class_name" in obj:
+        class_name = obj["class_name"]
+        cls = _CLASSES.get(class_name) if isinstance(class_name, str) else None
+        if cls is None:
+            raise ValueError(
+                f"config class_name must be one of {', '.join(_CLASSES)}. Received: "
+                f"class_name={class_name!r}"
+            )
+        module = obj.get("module", "keras.initializers")
+        if module not in ("keras.initializers", "keras.src.initializers", "vsgen", None):
+            raise ValueError(f"config module {module!r} is not keras.initializers")
+        inner = obj.get("config", {})
+        if not isinstance(inner, Mapping):
+            raise TypeError(f"config['config'] must be a JSON object. Received: {inner!r}")
+        inner = dict(inner)
+        # Keras writes these as null when unset; that is our default too.
+        for key in ("input_axes", "output_axes"):
+            if key in inner and inner[key] is None:
+                del inner[key]
+        return cls.from_config(inner)
+    return VarianceScaling.from_config(obj)
+
+
+def loads(text: str) -> VarianceScaling:
+    """Parse a JSON config (any form ``deserialize`` accepts)."""
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(
+            f"config is not valid JSON: {error.msg} at line {error.lineno} column {error.colno}"
+        ) from None
+    return deserialize(obj)
