@@ -106,7 +106,8 @@ def render() -> str:
     w32 = [_f32_hex(x) for x in x64[:LAYERS]]
     f64 = [_f64(_density(x)) for x in edges]
     ln2 = mpmath.log(2)
-    ln2_hi = _f64(mpmath.ldexp(mpmath.floor(mpmath.ldexp(ln2, 32)), -32))  # k * LN2_HI exact for k < 2**21
+    # 32 significant bits: k * LN2_HI is exact for k < 2**21.
+    ln2_hi = _f64(mpmath.ldexp(mpmath.floor(mpmath.ldexp(ln2, 32)), -32))
     ln2_lo = _f64(ln2 - mpmath.mpf(ln2_hi))
     exp_coefficients = [_f64(1 / mpmath.factorial(k)) for k in range(EXP_DEGREE + 1)]
     log_coefficients = [_f64(mpmath.mpf(1) / (2 * k + 1)) for k in range(LOG_TERMS)]
@@ -134,15 +135,15 @@ def render() -> str:
         parts.append(f"# {comment}")
         parts.append(f'{name}_HEX = "{value.hex()}"')
     parts.append("")
-    parts.append(_hex_block("X", x64, "x_0 .. x_256: layer i spans [0, x_i] x [f(x_i), f(x_{i+1})]"))
+    parts.append(_hex_block("X", x64, "x_0 .. x_256; layer i is [0, x_i] x [f(x_i), f(x_{i+1})]"))
     parts.append("")
     parts.append(_hex_block("F", f64, "f(x_i) = exp(-x_i**2 / 2) for i = 0 .. 256"))
     parts.append("")
-    parts.append(_hex_block("X32", w32, "x_0 .. x_255 rounded to float32 (the float32 layer widths)"))
+    parts.append(_hex_block("X32", w32, "x_0 .. x_255 rounded to float32 (float32 layer widths)"))
     parts.append("")
-    parts.append(_int_block("K32", k32, "floor(2**23 x_{i+1} / x_i): 23-bit magnitudes below it are inside f"))
+    parts.append(_int_block("K32", k32, "floor(2**23 x_{i+1} / x_i): smaller 23-bit u lie under f"))
     parts.append("")
-    parts.append(_int_block("K64", k64, "floor(2**53 x_{i+1} / x_i): 53-bit magnitudes below it are inside f"))
+    parts.append(_int_block("K64", k64, "floor(2**53 x_{i+1} / x_i): smaller 53-bit u lie under f"))
     parts.append("")
     parts.append(_hex_block("EXP_COEFFICIENTS", exp_coefficients, "1 / k! for k = 0 .. 13"))
     parts.append("")

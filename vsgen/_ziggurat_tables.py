@@ -22,7 +22,7 @@ LOG2E_HEX = "0x1.71547652b82fep+0"
 # sqrt 2, the mantissa split point of the logarithm
 SQRT2_HEX = "0x1.6a09e667f3bcdp+0"
 
-# x_0 .. x_256: layer i spans [0, x_i] x [f(x_i), f(x_{i+1})]
+# x_0 .. x_256; layer i is [0, x_i] x [f(x_i), f(x_{i+1})]
 X_HEX = (
     "0x1.f493b7815d982p+1",
     "0x1.d3bb48209ad33p+1",
@@ -544,7 +544,7 @@ F_HEX = (
     "0x1.0000000000000p+0",
 )
 
-# x_0 .. x_255 rounded to float32 (the float32 layer widths)
+# x_0 .. x_255 rounded to float32 (float32 layer widths)
 X32_HEX = (
     "0x1.f493b80000000p+1",
     "0x1.d3bb480000000p+1",
@@ -804,7 +804,7 @@ X32_HEX = (
     "0x1.b8d0be0000000p-3",
 )
 
-# floor(2**23 x_{i+1} / x_i): 23-bit magnitudes below it are inside f
+# floor(2**23 x_{i+1} / x_i): smaller 23-bit u lie under f
 K32 = (
     7838188, 7918290, 8074799, 8146898,
     8189112, 8217090, 8237110, 8252204,
@@ -872,7 +872,7 @@ K32 = (
     7507891, 7150247, 6309364, 0,
 )
 
-# floor(2**53 x_{i+1} / x_i): 53-bit magnitudes below it are inside f
+# floor(2**53 x_{i+1} / x_i): smaller 53-bit u lie under f
 K64 = (
     8416190284947146, 8502199523358867, 8670250209927256, 8747665408408567,
     8792993062619950, 8823034015404263, 8844529650149479, 8860736633794675,

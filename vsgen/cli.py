@@ -82,6 +82,17 @@ def _describe_os_error(error: OSError) -> str:
 class VsgenGroup(click.Group):
     """A group whose ``main`` prints every error as one line with the right exit code."""
 
+    def invoke(self, ctx: click.Context) -> Any:
+        # SIGTERM unwinds like Ctrl-C for the whole command, so that a signal
+        # that arrives while an output is being created still removes its
+        # temporary file. Both are reported here, before click's own handler
+        # prints an empty line to stderr and turns them into click.Abort.
+        try:
+            with _terminate_as_interrupt():
+                return super().invoke(ctx)
+        except KeyboardInterrupt:
+            raise RuntimeFailure("interrupted") from None
+
     def main(self, args: Any = None, prog_name: str | None = None, **extra: Any) -> NoReturn:
         extra.pop("standalone_mode", None)
         try:
@@ -133,11 +144,17 @@ def _parse_shape_option(value: str | None, option: str = "--shape") -> tuple[int
         raise BadInput(f"{option}: {error}") from None
 
 
+def _is_count(text: str) -> bool:
+    # ASCII only: str.isdigit() also accepts '²', which int() then refuses.
+    text = text.strip()
+    return text.isascii() and text.isdigit()
+
+
 def _parse_rows(value: str | None) -> tuple[int, int] | None:
     if value is None:
         return None
     first, sep, last = value.partition(":")
-    if not sep or not first.strip().isdigit() or not last.strip().isdigit():
+    if not sep or not _is_count(first) or not _is_count(last):
         raise BadInput(f"--rows: invalid range {value!r}: expected START:STOP, e.g. 0:128")
     return int(first), int(last)
 
@@ -146,7 +163,7 @@ def _parse_shard(value: str | None) -> tuple[int, int] | None:
     if value is None:
         return None
     index, sep, count = value.partition("/")
-    if not sep or not index.strip().isdigit() or not count.strip().isdigit():
+    if not sep or not _is_count(index) or not _is_count(count):
         raise BadInput(f"--shard: invalid shard {value!r}: expected K/N, e.g. 0/4")
     return int(index), int(count)
 
@@ -357,12 +374,10 @@ def cli() -> None:
     """Generate variance-scaling (Glorot/He/LeCun) weights: fast, reproducible,
     Keras-compatible.
 
+    \b
     Examples:
-
       vsgen sample --shape 512,256 --seed 0 -o w.npy
-
       vsgen describe --shape 3,3,64,128 --preset he_normal
-
       vsgen config --preset glorot_uniform --seed 7 --keras
     """
 
@@ -411,25 +426,39 @@ def cli() -> None:
     metavar="FILE",
     help="Reproduce the tensor recorded in a vsgen .h5/.safetensors file.",
 )
+@click.option(
+    "--spec",
+    type=str,
+    default=None,
+    metavar="FILE",
+    help="Many named tensors from a .toml/.json model spec (see docs/spec-files.md).",
+)
+@click.option(
+    "--like",
+    type=str,
+    default=None,
+    metavar="FILE",
+    help="Names, shapes and dtypes from a .safetensors/.h5 checkpoint's header.",
+)
 def sample(**kwargs: Any) -> None:
     """Sample a tensor and write it to a file or stdout.
 
     Output is written to a temporary file and renamed into place when complete;
     an existing file is only replaced with --force.
 
+    \b
     Examples:
-
       vsgen sample --shape 512,256 --seed 0 -o w.npy
-
       vsgen sample --shape 3,3,64,128 --preset he_normal --seed 1 -o conv.h5
-
       vsgen sample --shape 1024,1024 --dtype bfloat16 --seed 2 -o w.safetensors
-
       vsgen sample --shape 4096,4096 --seed 3 --shard 1/4 -o part1.npy
-
       vsgen sample --shape 64,64 --seed 0 --stream keras -o - > w.npy
+      vsgen config --preset lecun_normal --seed 5 | vsgen sample --config - --shape 128,64 -o w2.npy
     """
     options = _pop_initializer_options(kwargs)
+    if kwargs["spec"] is not None or kwargs["like"] is not None:
+        _sample_model(kwargs, options)
+        return
     output: str = kwargs["output"]
     threads = kwargs["threads"]
     if threads is not None and threads < 1:
@@ -501,6 +530,64 @@ def _write_plans(target: Any, plans: list[SamplePlan], threads: int | None, quie
         target.commit()
 
 
+#: Options that select one tensor; whole-model sampling refuses them.
+_SINGLE_TENSOR_OPTIONS = ("shape", "rows", "shard", "fan_shape", "config_from", "name")
+_DEFAULT_INIT_OPTIONS = ("scale", "mode", "distribution", "preset", "config_source", "in_axes")
+
+
+def _sample_model(kwargs: dict[str, Any], options: dict[str, Any]) -> None:
+    """``sample --spec/--like``: every tensor of a model into one output.
+
+    --seed is the global seed, --dtype/--layout/--stream override the spec's
+    defaults, and the initializer options give the default for tensors of
+    rank >= 2 that no rule covers.
+    """
+    from click.core import ParameterSource
+
+    from vsgen import modelspec, writers
+
+    context = click.get_current_context()
+
+    def given(key: str) -> bool:
+        return context.get_parameter_source(key) not in (None, ParameterSource.DEFAULT)
+
+    conflicts = [f"--{key.replace('_', '-')}" for key in _SINGLE_TENSOR_OPTIONS if given(key)]
+    if conflicts:
+        raise BadInput(f"--spec/--like sample whole models; drop {', '.join(conflicts)}")
+    threads = kwargs["threads"]
+    if threads is not None and threads < 1:
+        raise BadInput(f"--threads must be >= 1. Received: --threads={threads}")
+    default_init = None
+    if any(options[key] is not None for key in _DEFAULT_INIT_OPTIONS):
+        # Seeds are derived per tensor; 0 only avoids drawing one here.
+        initializer = build_initializer({**options, "seed": 0})
+        default_init = modelspec.init_from_initializer(initializer)
+    output: str = kwargs["output"]
+    with user_errors():
+        spec = modelspec.load_spec(kwargs["spec"]) if kwargs["spec"] is not None else None
+        like = modelspec.like_tensors(kwargs["like"]) if kwargs["like"] is not None else None
+        job = modelspec.build_job(
+            spec,
+            like,
+            seed=options["seed"],
+            dtype=kwargs["dtype"] if given("dtype") else None,
+            layout=options["layout"],
+            stream=options["stream"],
+            init=default_init,
+        )
+        fmt = writers.resolve_format(output, kwargs["fmt"], len(job.infos))
+        if output == "-" and sys.stdout.isatty():
+            raise BadInput(
+                "refusing to write binary data to a terminal; redirect stdout or use -o FILE"
+            )
+        target = writers.open_output(
+            output, fmt, job.infos, metadata=job.metadata(), force=kwargs["force"]
+        )
+    if job.seed_was_drawn:
+        click.echo(f"seed: {job.seed}", err=True)
+    _write_plans(target, job.plans, threads, kwargs["quiet"])  # type: ignore[arg-type]
+
+
 def _recorded_tensor(path: str) -> tuple[VarianceScaling, tuple[int, ...], dict[str, Any]]:
     from vsgen import provenance, writers
 
@@ -526,10 +613,9 @@ def describe(**kwargs: Any) -> None:
     """Show what a configuration means for a shape: fans, n, variance, stddev,
     the truncated normal's pre-truncation stddev and bounds, or the uniform limit.
 
+    \b
     Examples:
-
       vsgen describe --shape 3,3,64,128 --preset he_normal
-
       vsgen describe --shape 512,256 --mode fan_avg --distribution uniform --json
     """
     options = _pop_initializer_options(kwargs)
@@ -606,13 +692,11 @@ def config(**kwargs: Any) -> None:
 
     Without --seed the config's seed is null: each use draws and reports one.
 
+    \b
     Examples:
-
       vsgen config --preset he_normal --seed 0
-
       vsgen config --scale 2 --distribution uniform --seed 1 --keras
-
-      vsgen config --preset lecun_normal --seed 5 | vsgen sample --config - --shape 128,64 -o w.npy
+      vsgen config --preset lecun_normal --seed 5 > lecun.json
     """
     options = _pop_initializer_options(kwargs)
     initializer = build_initializer(options)

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Run every example; CI calls this. Each example checks its own results.
+set -euo pipefail
+cd "$(dirname "$0")"
+bash pipeline.sh
+python python_api.py
+python torch_linear.py
+for extra in shards.py transformer_block.py; do
+  if [ -f "$extra" ]; then python "$extra"; fi
+done
+echo "all examples OK"

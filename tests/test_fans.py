@@ -1,0 +1,94 @@
+"""Fans and shape parsing, checked against hand-derived values."""
+
+from __future__ import annotations
+
+import pytest
+
+from vsgen.fans import compute_fans, normalize_shape, parse_axes, parse_shape
+
+
+@pytest.mark.parametrize(
+    ("shape", "expected"),
+    [
+        ((), (1, 1)),
+        ((7,), (7, 7)),
+        ((512, 256), (512, 256)),
+        # conv kernel (kh, kw, in, out): receptive field 3*3 = 9
+        ((3, 3, 64, 128), (64 * 9, 128 * 9)),
+        ((5, 2, 3, 4, 6), (4 * 30, 6 * 30)),
+        ((0, 5), (0, 5)),
+    ],
+)
+def test_keras_layout(shape, expected):
+    assert compute_fans(shape) == expected
+
+
+@pytest.mark.parametrize(
+    ("shape", "expected"),
+    [
+        ((256, 512), (512, 256)),  # torch Linear weight is (out, in)
+        ((128, 64, 3, 3), (64 * 9, 128 * 9)),  # Conv2d weight (out, in, kh, kw)
+        ((7,), (7, 7)),
+        ((), (1, 1)),
+    ],
+)
+def test_torch_layout(shape, expected):
+    assert compute_fans(shape, layout="torch") == expected
+
+
+def test_explicit_axes():
+    assert compute_fans((2, 3, 5, 7), input_axes=[0, 1], output_axes=[-1]) == (6, 7)
+    assert compute_fans((2, 3), input_axes=[], output_axes=[0, 1]) == (1, 6)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"input_axes": [0]}, "together"),
+        ({"input_axes": [5], "output_axes": [0]}, "out of range"),
+        ({"input_axes": [0, 0], "output_axes": [1]}, "repeats"),
+        ({"layout": "caffe"}, "layout"),
+    ],
+)
+def test_bad_fan_arguments(kwargs, error):
+    with pytest.raises(ValueError, match=error):
+        compute_fans((2, 3), **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("512,256", (512, 256)),
+        ("512x256", (512, 256)),
+        ("3, 3, 64, 128", (3, 3, 64, 128)),
+        ("[4, 5]", (4, 5)),
+        ("(9,)", (9,)),
+        ("()", ()),
+        ("0,3", (0, 3)),
+    ],
+)
+def test_parse_shape(text, expected):
+    assert parse_shape(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", ",", "-1", "0.5", "abc", "1,,2", "2x", "1;2"])
+def test_parse_shape_rejects(text):
+    with pytest.raises(ValueError, match="invalid shape"):
+        parse_shape(text)
+
+
+def test_shape_limits():
+    with pytest.raises(ValueError, match="dimensions"):
+        normalize_shape((1,) * 40)
+    with pytest.raises(ValueError, match="elements"):
+        normalize_shape((2**40, 2**40))
+    with pytest.raises(TypeError):
+        normalize_shape((2.5, 3))
+    with pytest.raises(TypeError):
+        normalize_shape((True, 3))
+
+
+def test_parse_axes():
+    assert parse_axes("0,1,-1", "--in-axes") == (0, 1, -1)
+    with pytest.raises(ValueError, match="--in-axes"):
+        parse_axes("a", "--in-axes")

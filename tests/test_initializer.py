@@ -1,0 +1,166 @@
+"""VarianceScaling: validation, formulas, configs, presets, determinism."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+import vsgen
+from vsgen.initializer import deserialize, get_preset, loads, shard_rows
+
+TRUNCATED_FACTOR = 0.87962566103423978
+
+
+def test_truncated_factor_is_the_std_of_the_truncated_standard_normal():
+    # Independent derivation: Var = 1 - 2*2*phi(2) / (2*Phi(2) - 1).
+    phi = math.exp(-2.0) / math.sqrt(2 * math.pi)
+    big_phi = 0.5 * (1 + math.erf(2 / math.sqrt(2)))
+    assert math.isclose(math.sqrt(1 - 4 * phi / (2 * big_phi - 1)), TRUNCATED_FACTOR,
+                        rel_tol=1e-15)
+
+
+@pytest.mark.parametrize(
+    ("mode", "n"),
+    [("fan_in", 3 * 3 * 64), ("fan_out", 3 * 3 * 128), ("fan_avg", 3 * 3 * (64 + 128) / 2)],
+)
+def test_scaling_formulas_for_conv_kernel(mode, n):
+    init = vsgen.VarianceScaling(2.0, mode, "truncated_normal", seed=0)
+    scaling = init.scaling((3, 3, 64, 128))
+    assert scaling.n == n
+    assert math.isclose(scaling.variance, 2.0 / n)
+    assert math.isclose(scaling.stddev, math.sqrt(2.0 / n))
+    assert math.isclose(scaling.pre_truncation_std, math.sqrt(2.0 / n) / TRUNCATED_FACTOR)
+    assert math.isclose(scaling.bound, 2 * scaling.pre_truncation_std)
+    assert scaling.limit is None
+
+
+def test_uniform_limit_and_floor_of_n():
+    init = vsgen.VarianceScaling(3.0, "fan_in", "uniform", seed=0)
+    scaling = init.scaling((0, 4))  # fan_in 0 is floored to n = 1
+    assert scaling.n == 1.0
+    assert scaling.limit == math.sqrt(3.0 * 3.0)
+
+
+@pytest.mark.parametrize("scale", [0, -1, float("nan"), float("inf"), True, "2", None])
+def test_bad_scale(scale):
+    with pytest.raises((ValueError, TypeError), match="scale"):
+        vsgen.VarianceScaling(scale)
+
+
+@pytest.mark.parametrize("mode", ["FAN_IN", "fanin", "", None])
+def test_bad_mode(mode):
+    with pytest.raises(ValueError, match="mode"):
+        vsgen.VarianceScaling(mode=mode)
+
+
+def test_distribution_is_case_insensitive_with_normal_alias():
+    assert vsgen.VarianceScaling(distribution="Normal", seed=1).distribution == "truncated_normal"
+    assert vsgen.VarianceScaling(distribution="UNIFORM", seed=1).distribution == "uniform"
+    with pytest.raises(ValueError, match="distribution"):
+        vsgen.VarianceScaling(distribution="gaussian")
+
+
+@pytest.mark.parametrize(("seed", "stream"), [(-1, "vsgen"), (2**64, "vsgen"), (2**32, "keras"),
+                                              (1.5, "vsgen"), (True, "vsgen"), ("3", "vsgen")])
+def test_bad_seed(seed, stream):
+    with pytest.raises((ValueError, TypeError), match="seed"):
+        vsgen.VarianceScaling(seed=seed, stream=stream)
+
+
+@pytest.mark.parametrize("dtype", ["int32", "bool", "float8", np.int64, "complex64"])
+def test_bad_dtype(dtype):
+    with pytest.raises(ValueError, match="dtype"):
+        vsgen.VarianceScaling(seed=0, stream="keras")((2, 2), dtype)
+
+
+@pytest.mark.parametrize("stream", ["keras", "vsgen"])
+def test_repeated_calls_are_identical_and_none_draws_once(stream):
+    init = vsgen.VarianceScaling(seed=None, stream=stream)
+    assert init.seed_was_drawn and isinstance(init.seed, int)
+    first, second = init((16, 8)), init((16, 8))
+    assert np.array_equal(first, second)
+    again = vsgen.VarianceScaling.from_config(init.get_config())
+    assert np.array_equal(again((16, 8)), first)
+
+
+def test_seed_sequence_gives_fresh_values_per_call():
+    init = vsgen.VarianceScaling(seed=np.random.SeedSequence(5), stream="keras")
+    first, second = init((32,)), init((32,))
+    assert not np.array_equal(first, second)
+    # ... and is itself reproducible.
+    init2 = vsgen.VarianceScaling(seed=np.random.SeedSequence(5), stream="keras")
+    assert np.array_equal(init2((32,)), first)
+
+
+def test_get_config_round_trip_and_json():
+    init = vsgen.VarianceScaling(0.5, "fan_avg", "uniform", seed=9, layout="torch",
+                                 stream="keras")
+    config = init.get_config()
+    assert json.loads(json.dumps(config)) == config
+    assert config == {"scale": 0.5, "mode": "fan_avg", "distribution": "uniform", "seed": 9,
+                      "layout": "torch", "stream": "keras"}
+    assert vsgen.VarianceScaling.from_config(config) == init
+    with pytest.raises(ValueError, match="unknown key"):
+        vsgen.VarianceScaling.from_config({**config, "gain": 2})
+
+
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [
+        ("glorot_normal", (1.0, "fan_avg", "truncated_normal")),
+        ("GlorotUniform", (1.0, "fan_avg", "uniform")),
+        ("he_normal", (2.0, "fan_in", "truncated_normal")),
+        ("he-uniform", (2.0, "fan_in", "uniform")),
+        ("LecunNormal", (1.0, "fan_in", "truncated_normal")),
+        ("lecun_uniform", (1.0, "fan_in", "uniform")),
+    ],
+)
+def test_presets(name, params):
+    init = get_preset(name)(seed=1)
+    assert (init.scale, init.mode, init.distribution) == params
+
+
+def test_deserialize_forms():
+    plain = deserialize({"scale": 2.0, "mode": "fan_in", "distribution": "normal", "seed": 4})
+    keras_form = deserialize({"module": "keras.initializers", "class_name": "HeNormal",
+                              "config": {"seed": 4, "input_axes": None, "output_axes": None},
+                              "registered_name": None})
+    assert plain.get_config() == keras_form.get_config()
+    assert isinstance(keras_form, vsgen.HeNormal)
+    assert isinstance(deserialize("glorot_uniform"), vsgen.GlorotUniform)
+    with pytest.raises(ValueError, match="HeNormal has scale"):
+        deserialize({"class_name": "HeNormal", "config": {"seed": 1, "scale": 1.0}})
+    with pytest.raises(ValueError, match="class_name"):
+        deserialize({"class_name": "Orthogonal", "config": {}})
+    with pytest.raises(ValueError, match="not valid JSON"):
+        loads("{scale: 1}")
+    with pytest.raises(TypeError, match="JSON object"):
+        loads("[1, 2]")
+
+
+def test_keras_config_refuses_torch_layout():
+    with pytest.raises(ValueError, match="no Keras equivalent"):
+        vsgen.VarianceScaling(seed=0, layout="torch").keras_config()
+
+
+@pytest.mark.parametrize(("rows", "count"), [(10, 4), (3, 5), (8, 8), (0, 2)])
+def test_shards_partition_rows(rows, count):
+    parts = [shard_rows((rows, 2), k, count) for k in range(count)]
+    assert parts[0][0] == 0 and parts[-1][1] == rows
+    assert all(a[1] == b[0] for a, b in zip(parts, parts[1:], strict=False))
+    sizes = [b - a for a, b in parts]
+    assert max(sizes) - min(sizes) <= 1
+    assert [len(p) for p in np.array_split(np.arange(rows), count)] == sizes
+
+
+def test_rows_and_fan_shape():
+    init = vsgen.VarianceScaling(seed=3, stream="keras")
+    full = init((10, 4))
+    assert np.array_equal(init.sample((10, 4), rows=(2, 5)), full[2:5])
+    with pytest.raises(ValueError, match="rows"):
+        init.sample((10, 4), rows=(5, 11))
+    plan = init.plan((4, 4), fan_shape=(400, 4))
+    assert plan.scaling.fan_in == 400

@@ -1,0 +1,164 @@
+"""The vsgen v1 stream gives the same bytes whatever the CPU features.
+
+NumPy dispatches its transcendental ufuncs to per-CPU SIMD kernels and numba
+compiles for the host CPU, so a stream that leaned on either's ``exp``/``log``
+or on fused multiply-adds would change its bytes between an AVX-512 node and
+an SSE2 laptop.  Here the golden checksums of test_stream_v1.py are recomputed
+in fresh interpreters under:
+
+(a) the default settings;
+(b) NumPy's top dispatch targets disabled (AVX2 kernels at most) and numba
+    building for an AVX2 CPU (Haswell features, AVX-512 off);
+(c) every NumPy dispatch target disabled, numba building for plain x86-64
+    (SSE2 only) and glibc's libm restricted to its non-AVX, non-FMA variants;
+
+each with its own NUMBA_CACHE_DIR (so kernels really are compiled for that
+CPU) and with both code paths, VSGEN_KERNEL=numpy and VSGEN_KERNEL=numba.
+(b) and (c) are x86-64 specific and skipped elsewhere.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import pathlib
+import platform
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+HERE = pathlib.Path(__file__).resolve().parent
+PACKAGE_ROOT = HERE.parent
+
+_spec = importlib.util.spec_from_file_location("_stream_v1_golden", HERE / "test_stream_v1.py")
+golden = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(golden)
+
+IS_X86_64 = platform.machine().lower() in ("x86_64", "amd64")
+
+AVX2_FEATURES = (
+    "+64bit,+cmov,+cx8,+cx16,+fxsr,+mmx,+sse,+sse2,+sse3,+ssse3,+sse4.1,+sse4.2,+popcnt,"
+    "+avx,+avx2,+fma,+f16c,+bmi,+bmi2,+lzcnt,+movbe,+xsave,"
+    "-avx512f,-avx512bw,-avx512cd,-avx512dq,-avx512vl,-avx512ifma,-avx512vbmi,"
+    "-avx512vbmi2,-avx512vnni,-avx512bitalg,-avx512vpopcntdq,-avx512bf16,-avx512fp16"
+)
+SSE2_FEATURES = (
+    "+64bit,+cmov,+cx8,+fxsr,+mmx,+sse,+sse2,"
+    "-sse3,-ssse3,-sse4.1,-sse4.2,-popcnt,-avx,-avx2,-fma,-f16c,-bmi,-bmi2,-lzcnt,-movbe,"
+    "-avx512f,-avx512bw,-avx512cd,-avx512dq,-avx512vl"
+)
+
+WORKER = """
+    import hashlib, json, sys
+    import numpy as np
+    from vsgen import _v1
+
+    cases = json.loads(sys.argv[1])
+    digests = []
+    for seed, distribution, dtype, size, start, multiplier in cases:
+        out = np.empty(size, dtype=dtype)
+        _v1.fill(out, start, seed, distribution, multiplier)
+        little = out.astype("<f4" if dtype == "float32" else "<f8", copy=False)
+        digests.append(hashlib.sha256(little.tobytes()).hexdigest())
+    report = {"digests": digests, "numba": "numba" in sys.modules}
+    if report["numba"]:
+        from vsgen import _v1_kernels
+        # The uniform kernel vectorises, so its registers show the build's
+        # vector width (inspection needs a fresh compile: a new cache dir).
+        assembly = "".join(
+            _v1_kernels.uniform_f32.inspect_asm(signature)
+            for signature in _v1_kernels.uniform_f32.signatures
+        ).lower()
+        report["xmm"] = "xmm" in assembly
+        report["zmm"] = "zmm" in assembly
+        report["ymm"] = "ymm" in assembly
+    print(json.dumps(report))
+"""
+
+
+def _dispatch_targets() -> list[str]:
+    from numpy._core import _multiarray_umath
+
+    return list(getattr(_multiarray_umath, "__cpu_dispatch__", []))
+
+
+def _settings() -> list:
+    targets = _dispatch_targets()
+    x86 = pytest.mark.skipif(not IS_X86_64, reason="x86-64 CPU feature settings")
+    return [
+        pytest.param("default", {}, id="default"),
+        pytest.param(
+            "avx2",
+            {
+                # Everything above the first (AVX2-level) target: AVX-512 kernels off.
+                "NPY_DISABLE_CPU_FEATURES": " ".join(targets[1:]),
+                "NUMBA_CPU_NAME": "haswell",
+                "NUMBA_CPU_FEATURES": AVX2_FEATURES,
+            },
+            id="avx2",
+            marks=x86,
+        ),
+        pytest.param(
+            "sse2",
+            {
+                "NPY_DISABLE_CPU_FEATURES": " ".join(targets),
+                "NUMBA_CPU_NAME": "x86-64",
+                "NUMBA_CPU_FEATURES": SSE2_FEATURES,
+                "GLIBC_TUNABLES": "glibc.cpu.hwcaps=-AVX2,-FMA,-AVX512F,-AVX",
+            },
+            id="sse2",
+            marks=x86,
+        ),
+    ]
+
+
+def _start(kernel: str, settings: dict[str, str], cache_dir: pathlib.Path) -> subprocess.Popen:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("VSGEN_", "NUMBA_", "NPY_")) and k != "GLIBC_TUNABLES"
+    }
+    env.update(settings)
+    env["VSGEN_KERNEL"] = kernel
+    env["NUMBA_CACHE_DIR"] = str(cache_dir)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), env.get("PYTHONPATH")]))
+    cases = json.dumps(golden.GOLDEN_CASES)
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(WORKER), cases],
+        env=env,
+        cwd=cache_dir.parent,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.mark.parametrize(("name", "settings"), _settings())
+def test_golden_checksums_under_cpu_settings(name, settings, tmp_path):
+    kernels = ["numpy"] + (["numba"] if golden.HAVE_NUMBA else [])
+    # Both paths run at once: two interpreters use both cores.
+    running = {}
+    for kernel in kernels:
+        cache_dir = tmp_path / f"numba-cache-{name}-{kernel}"
+        cache_dir.mkdir()
+        running[kernel] = _start(kernel, settings, cache_dir)
+    expected = [golden.GOLDEN[case] for case in golden.GOLDEN_CASES]
+    for kernel, process in running.items():
+        stdout, stderr = process.communicate(timeout=600)
+        assert process.returncode == 0, stderr
+        report = json.loads(stdout.strip().splitlines()[-1])
+        assert report["numba"] == (kernel == "numba")
+        pairs = zip(golden.GOLDEN_CASES, report["digests"], expected, strict=True)
+        mismatched = [case for case, got, want in pairs if got != want]
+        assert not mismatched, f"{name}/{kernel}: digests differ for {mismatched}"
+        if kernel == "numba":
+            assert report["xmm"], "no assembly to inspect: was the kernel loaded from a cache?"
+        if kernel == "numba" and name != "default":
+            # The setting really changed the build: no AVX-512 registers, and
+            # for the SSE2 build no AVX ones either.
+            assert not report["zmm"]
+            if name == "sse2":
+                assert not report["ymm"]

@@ -1,0 +1,437 @@
+"""Tests of the vsgen v1 stream (``vsgen._v1``): statistics, invariance, golden bytes.
+
+Statistical thresholds.  Each KS test compares n >= 2 * 10**5 values with the
+exact CDF and asserts D < t / sqrt(n) with t = 2.2252, the asymptotic
+Kolmogorov critical value for alpha = 1e-4 (P(sqrt(n) D > t) ~ 2 exp(-2 t**2)
+= 1.0e-4).  Moments and tail counts use 5-sigma bands.  Seeds are fixed, so a
+test cannot flake; a correct stream fails any one check with probability
+about 1e-4 for a random seed, a wrong one (a misplaced table entry, a biased
+wedge) fails by a wide margin at these sizes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import math
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from vsgen import _v1
+from vsgen import _ziggurat_tables as tables
+
+KS_T = 2.2252  # sqrt(ln(2 / 1e-4) / 2)
+TRUNCATED_STD = 0.87962566103423978
+DTYPES = (np.float32, np.float64)
+
+try:  # numba is a dependency, but the stream must work without it
+    importlib.import_module("numba")
+    HAVE_NUMBA = True
+except ImportError:  # pragma: no cover - depends on the environment
+    HAVE_NUMBA = False
+
+needs_numba = pytest.mark.skipif(not HAVE_NUMBA, reason="numba is not installed")
+
+
+def draw(size, seed, distribution, dtype, start=0, multiplier=1.0, threads=1):
+    out = np.empty(size, dtype=dtype)
+    _v1.fill(out, start, seed, distribution, multiplier, threads=threads)
+    return out
+
+
+@pytest.fixture
+def kernel(monkeypatch):
+    """Force a code path: ``kernel("numpy")`` or ``kernel("numba")``."""
+
+    def select(name):
+        monkeypatch.setenv("VSGEN_KERNEL", name)
+
+    return select
+
+
+# --- exact reference distributions ------------------------------------------
+
+
+def _normal_cdf(z: np.ndarray) -> np.ndarray:
+    try:
+        from scipy.special import ndtr
+    except ImportError:  # pragma: no cover - scipy is a test extra
+        return np.array([0.5 * math.erfc(-v / math.sqrt(2.0)) for v in z])
+    return ndtr(z)
+
+
+def _cdf(distribution: str, z: np.ndarray) -> np.ndarray:
+    if distribution == "uniform":
+        return np.clip((z + 1.0) / 2.0, 0.0, 1.0)
+    if distribution == "untruncated_normal":
+        return _normal_cdf(z)
+    low = _normal_cdf(np.array([-2.0]))[0]
+    return (_normal_cdf(z) - low) / (1.0 - 2.0 * low)
+
+
+def _moments(distribution: str) -> tuple[float, float]:
+    """(variance, fourth moment) of the standard distribution."""
+    if distribution == "uniform":
+        return 1.0 / 3.0, 1.0 / 5.0
+    if distribution == "untruncated_normal":
+        return 1.0, 3.0
+    # E z**k = (k - 1) E z**(k-2) - 2 a**(k-1) phi(a) / Z for N(0,1) on [-a, a]
+    a = 2.0
+    phi = math.exp(-a * a / 2) / math.sqrt(2 * math.pi)
+    mass = math.erf(a / math.sqrt(2))
+    second = 1.0 - 2 * a * phi / mass
+    return second, 3 * second - 2 * a**3 * phi / mass
+
+
+def ks_statistic(sample: np.ndarray, distribution: str) -> float:
+    z = np.sort(sample.astype(np.float64))
+    cdf = _cdf(distribution, z)
+    n = z.size
+    above = np.arange(1, n + 1) / n - cdf
+    below = cdf - np.arange(n) / n
+    return float(max(above.max(), below.max()))
+
+
+# --- statistics ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("distribution", _v1.DISTRIBUTIONS)
+def test_matches_exact_distribution(distribution, dtype, kernel):
+    kernel("numpy")
+    n = 200_000
+    z = draw(n, 20260101, distribution, dtype, start=977)
+    d = ks_statistic(z, distribution)
+    assert d < KS_T / math.sqrt(n), d
+
+    variance, fourth = _moments(distribution)
+    mean_bound = 5 * math.sqrt(variance / n)
+    assert abs(float(z.mean(dtype=np.float64))) < mean_bound
+    # Var(sample variance) ~ (mu4 - sigma**4) / n
+    variance_bound = 5 * math.sqrt((fourth - variance**2) / n)
+    assert abs(float(z.var(dtype=np.float64)) - variance) < variance_bound
+    if distribution == "truncated_normal":
+        assert math.isclose(math.sqrt(variance), TRUNCATED_STD, rel_tol=1e-15)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_bounds_are_never_exceeded(dtype, kernel):
+    kernel("numpy")
+    multiplier = 0.3712
+    m = dtype(multiplier)
+    truncated = draw(300_001, 5, "truncated_normal", dtype, start=1, multiplier=multiplier)
+    assert truncated.max() <= 2 * m and truncated.min() >= -2 * m
+    # Values at the bounds are reachable but need not occur; values near them must.
+    assert truncated.max() > 1.99 * m and truncated.min() < -1.99 * m
+    uniform = draw(300_001, 5, "uniform", dtype, start=1, multiplier=multiplier)
+    assert uniform.min() >= -m and uniform.max() < m
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_normal_tail_counts(dtype, kernel):
+    # 2**21 values reach the ziggurat's tail (|z| > r = 3.654) about 540 times.
+    kernel("numba" if HAVE_NUMBA else "numpy")
+    n = 1 << 21
+    z = np.abs(draw(n, 99, "untruncated_normal", dtype).astype(np.float64))
+    for threshold in (3.0, tables_r(), 4.0, 4.5):
+        expected = n * math.erfc(threshold / math.sqrt(2))
+        observed = int(np.count_nonzero(z > threshold))
+        assert abs(observed - expected) < 5 * math.sqrt(expected) + 1, (threshold, observed)
+    assert z.max() > tables_r()
+
+
+def tables_r() -> float:
+    return float.fromhex(tables.R_HEX)
+
+
+def test_own_exp_and_log_are_accurate():
+    # The rare paths' exp/log are made of + - * /; check them against libm
+    # (here libm is only the judge, never part of the stream): a few ulps.
+    t = np.linspace(0.0, 7.0, 10_001)
+    exact = np.array([math.exp(-v) for v in t])
+    assert np.max(np.abs(_v1._exp_neg(t) / exact - 1)) < 4e-16
+    rng = np.random.default_rng(3)
+    words = rng.integers(0, 2**64, size=20_000, dtype=np.uint64, endpoint=False)
+    words = np.concatenate([words, np.array([0, 2**11 - 1, 2**64 - 1, 2**63], dtype=np.uint64)])
+    u = ((words >> np.uint64(11)) + np.uint64(1)).astype(np.float64) * 2.0**-53
+    exact = np.array([-math.log(v) for v in u])
+    mine = _v1._neg_log_unit(words)
+    assert np.all(np.abs(mine - exact) <= 1e-15 * exact)
+    assert mine[-2] == 0.0  # U = 1 exactly
+
+
+# --- invariance --------------------------------------------------------------
+
+CASES = [(d, t) for d in _v1.DISTRIBUTIONS for t in DTYPES]
+
+
+@pytest.mark.parametrize(("distribution", "dtype"), CASES)
+def test_any_split_gives_the_same_bytes(distribution, dtype, kernel):
+    kernel("numpy")
+    whole = draw(10_001, 77, distribution, dtype, start=12_345)
+
+    @settings(
+        max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    )
+    @given(st.lists(st.integers(0, 10_001), max_size=6))
+    def check(cuts):
+        edges = sorted({0, 10_001, *cuts})
+        parts = [
+            draw(b - a, 77, distribution, dtype, start=12_345 + a)
+            for a, b in zip(edges, edges[1:], strict=False)
+        ]
+        assert np.concatenate(parts).tobytes() == whole.tobytes()
+
+    check()
+
+
+@needs_numba
+@pytest.mark.parametrize(("distribution", "dtype"), CASES)
+@pytest.mark.parametrize("start", [0, 1, 2**40 + 3])
+def test_numpy_and_numba_paths_agree(distribution, dtype, start, kernel):
+    kernel("numpy")
+    expected = draw(100_003, 11, distribution, dtype, start=start, multiplier=0.71)
+    kernel("numba")
+    got = draw(100_003, 11, distribution, dtype, start=start, multiplier=0.71)
+    assert got.tobytes() == expected.tobytes()
+    for lo, hi in ((1, 2), (3, 4), (5, 8), (99_999, 100_003)):
+        part = draw(hi - lo, 11, distribution, dtype, start=start + lo, multiplier=0.71)
+        assert part.tobytes() == expected[lo:hi].tobytes()
+
+
+@pytest.mark.parametrize("path", ["numpy", pytest.param("numba", marks=needs_numba)])
+@pytest.mark.parametrize(("distribution", "dtype"), CASES)
+def test_thread_count_does_not_change_bytes(distribution, dtype, path, kernel, monkeypatch):
+    kernel(path)
+    # Small, odd pieces so that threads really split the range and float32
+    # pairs straddle piece boundaries.
+    monkeypatch.setattr(_v1, "THREAD_PIECE", 4_099)
+    single = draw(50_001, 3, distribution, dtype, start=7, threads=1)
+    for threads in (2, 3):
+        assert draw(50_001, 3, distribution, dtype, start=7, threads=threads).tobytes() == (
+            single.tobytes()
+        )
+
+
+def test_distinct_seeds_and_indices_differ(kernel):
+    kernel("numpy")
+    a = draw(1000, 0, "uniform", np.float32)
+    b = draw(1000, 1, "uniform", np.float32)
+    assert np.count_nonzero(a == b) < 5
+    assert np.unique(a).size > 990
+
+
+def test_uniform_is_exact_grid():
+    out = draw(4096, 8, "uniform", np.float32)
+    k = (out.astype(np.float64) + 1.0) * 2.0**23
+    assert np.array_equal(k, np.round(k)) and k.min() >= 0 and k.max() < 2**24
+    out = draw(4096, 8, "uniform", np.float64)
+    k = (out + 1.0) * 2.0**52
+    assert np.array_equal(k, np.round(k))
+
+
+# --- arguments and environment ------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", [-1, 2**64, True, 1.5, "3", None])
+def test_bad_seed_names_the_argument(seed):
+    with pytest.raises(ValueError, match="seed"):
+        _v1.fill(np.empty(4, np.float32), 0, seed, "uniform", 1.0)
+
+
+def test_bad_arguments_name_the_argument():
+    out = np.empty(4, np.float32)
+    with pytest.raises(ValueError, match="distribution"):
+        _v1.fill(out, 0, 1, "normal", 1.0)
+    with pytest.raises(TypeError, match="out"):
+        _v1.fill(np.empty(4, np.int32), 0, 1, "uniform", 1.0)
+    with pytest.raises(ValueError, match="out"):
+        _v1.fill(np.empty((2, 2), np.float32), 0, 1, "uniform", 1.0)
+    with pytest.raises(ValueError, match="start"):
+        _v1.fill(out, -1, 1, "uniform", 1.0)
+    with pytest.raises(ValueError, match="multiplier"):
+        _v1.fill(out, 0, 1, "uniform", float("nan"))
+    with pytest.raises(ValueError, match="threads"):
+        _v1.fill(out, 0, 1, "uniform", 1.0, threads=0)
+
+
+def test_largest_seed_and_empty_output():
+    assert draw(0, 2**64 - 1, "uniform", np.float32).size == 0
+    assert np.isfinite(draw(7, 2**64 - 1, "truncated_normal", np.float64)).all()
+
+
+def test_unknown_kernel_choice_is_an_error(kernel):
+    kernel("fortran")
+    with pytest.raises(ValueError, match="VSGEN_KERNEL"):
+        draw(8, 1, "uniform", np.float32)
+
+
+def test_without_numba_the_numba_choice_falls_back(kernel, monkeypatch):
+    kernel("numpy")
+    expected = draw(5_001, 4, "untruncated_normal", np.float32, start=3)
+    monkeypatch.setitem(sys.modules, "numba", None)  # makes `import numba` fail
+    monkeypatch.delitem(sys.modules, "vsgen._v1_kernels", raising=False)
+    monkeypatch.setattr(_v1, "_kernels_module", None)
+    monkeypatch.setattr(_v1, "_kernels_failed", False)
+    kernel("numba")
+    got = draw(5_001, 4, "untruncated_normal", np.float32, start=3)
+    assert got.tobytes() == expected.tobytes()
+
+
+def run_python(code: str, env_extra: dict[str, str], tmp_path) -> subprocess.CompletedProcess:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VSGEN_", "NUMBA_"))}
+    env.update(env_extra)
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def test_small_fills_do_not_import_numba(tmp_path):
+    code = """
+        import sys
+        import numpy as np
+        from vsgen import _v1
+        _v1.fill(np.empty(512 * 256, np.float32), 0, 1, "truncated_normal", 0.05)
+        print("numba" in sys.modules)
+    """
+    result = run_python(code, {"PYTHONPATH": _package_root()}, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
+
+
+@needs_numba
+def test_numba_cache_dir_is_respected_and_optional(tmp_path):
+    code = """
+        import hashlib
+        import numpy as np
+        from vsgen import _v1
+        out = np.empty(1001, np.float32)
+        _v1.fill(out, 1, 5, "truncated_normal", 1.0)
+        print(hashlib.sha256(out.tobytes()).hexdigest())
+    """
+    cache = tmp_path / "cache"
+    env = {"PYTHONPATH": _package_root(), "VSGEN_KERNEL": "numba", "NUMBA_CACHE_DIR": str(cache)}
+    first = run_python(code, env, tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert any(cache.rglob("*.nbi")), "numba did not write its cache under NUMBA_CACHE_DIR"
+    # A cache path that cannot be a directory and no other place to cache:
+    # the kernels compile in memory, with a warning, and give the same bytes.
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    env.update(NUMBA_CACHE_DIR=str(blocker), NUMBA_CACHE_LOCATOR_CLASSES="UserProvidedCacheLocator")
+    second = run_python(code, env, tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert "cannot cache" in second.stderr
+    assert second.stdout == first.stdout
+    env["VSGEN_KERNEL"] = "numpy"
+    assert run_python(code, env, tmp_path).stdout == first.stdout
+
+
+def _package_root() -> str:
+    import pathlib
+
+    return str(pathlib.Path(_v1.__file__).resolve().parent.parent)
+
+
+# --- constants ------------------------------------------------------------------
+
+
+def test_ziggurat_table_invariants():
+    x = np.array([float.fromhex(h) for h in tables.X_HEX])
+    f = np.array([float.fromhex(h) for h in tables.F_HEX])
+    area = float.fromhex(tables.AREA_HEX)
+    r = tables_r()
+    assert x[1] == r and x[-1] == 0.0 and np.all(np.diff(x) < 0)
+    assert np.allclose(f, np.exp(-x * x / 2), rtol=1e-15, atol=0)
+    # Every layer has the same area v: x_i (f(x_{i+1}) - f(x_i)) = v, and the
+    # base layer's rectangle plus tail equals v = x_0 f(r).
+    layers = x[1:-1] * (f[2:] - f[1:-1])
+    assert np.allclose(layers, area, rtol=1e-11)
+    tail = math.sqrt(math.pi / 2) * math.erfc(r / math.sqrt(2))
+    assert math.isclose(r * f[1] + tail, area, rel_tol=1e-14)
+    assert math.isclose(x[0] * f[1], area, rel_tol=1e-15)
+    k32, k64 = np.array(tables.K32), np.array(tables.K64, dtype=object)
+    ratios = x[1:] / x[:-1]
+    assert np.all(np.abs(k32 - ratios * 2**23) <= 1)
+    pairs = zip(k64, ratios, strict=True)
+    assert all(abs(int(k) - q * 2**53) <= 2**53 * 1e-15 + 1 for k, q in pairs)
+    assert tables.K32[-1] == 0 and tables.K64[-1] == 0  # the top layer is all wedge
+
+
+def test_tables_match_their_generator():
+    mpmath = pytest.importorskip("mpmath")
+    del mpmath
+    import pathlib
+    import runpy
+
+    script = pathlib.Path(_package_root()) / "scripts" / "make_ziggurat_tables.py"
+    if not script.exists():
+        pytest.skip("the generator script is not shipped with this installation")
+    generator = runpy.run_path(str(script))
+    assert generator["render"]() == pathlib.Path(tables.__file__).read_text()
+
+
+# --- golden bytes ------------------------------------------------------------------
+# SHA-256 of out.astype("<f4"/"<f8").tobytes() for fill(out, start, seed,
+# distribution, multiplier).  Derived once from the implementation after the
+# statistical tests above passed; checked with numpy 2.4.6 and numba 0.68.1
+# (both paths) on x86-64 (AVX-512, AVX2-only and SSE2-only builds, see
+# test_portability.py).  A change here is a new stream version.
+
+GOLDEN_CASES = [
+    # (seed, distribution, dtype, size, start, multiplier)
+    (0, "truncated_normal", "float32", 1000, 0, 1.0),
+    (1, "untruncated_normal", "float32", 4097, 3, 1.0),
+    (2**64 - 1, "uniform", "float32", 777, 0, 1.0),
+    (42, "truncated_normal", "float64", 1001, 5, 1.0),
+    (12345, "untruncated_normal", "float64", 4096, 0, 1.0),
+    (7, "uniform", "float64", 333, 1, 1.0),
+    (2026, "untruncated_normal", "float32", 2**18 + 1, 2**40 + 1, 0.0625),
+    (2027, "truncated_normal", "float32", 2**17 - 1, 99, 0.05),
+    (2028, "untruncated_normal", "float64", 2**17 + 3, 17, 1.0),
+    (2029, "truncated_normal", "float64", 2**16, 2**33, 0.3),
+    (31337, "uniform", "float32", 65_537, 1, 0.4330127),
+]
+
+GOLDEN_DIGESTS = [
+    "e22af62ed613a2382ea576ab648391696430c76750f85756aa376022e56d0667",
+    "14979eaeffa95be2f7a837cd38f50861a70fc0e50b31883441a3b67eb1979648",
+    "a30e63aeafa20caac4daaff8375f55c7141eff49ee1643dd23d7881741f2773e",
+    "d396ec06b95302ba1072df1891f589b4c2aa3ba2449aa3873ed7203aafd7b1be",
+    "a901ff5f60ce663789deccef779c04d11019498ac428dceb812e35385f9a9d1b",
+    "978393f17e2973cf188e662284636d638bab6cfaf5c402885263677c3d020ec5",
+    "5b169ab04d84c4762855cab5a31edf2bf57612c7b283265c65fda657bc5eeff6",
+    "4a4c176bcb233734b2849f4513e6d5488b1c153eb6194d4bc675642fa514f280",
+    "b1fa94681b5ed784a7ddc0028655a562cadd22f5c27e0af171db61e72b428f30",
+    "bb52ca719f0b8ac939f50103e29c2d661d75a2cb041dfa92a5d1176bef450cc2",
+    "0d39ef42a9399b18dd782cd771a4d7e626897776e8c3dfa222639e92130ec12c",
+]
+GOLDEN = dict(zip(GOLDEN_CASES, GOLDEN_DIGESTS, strict=True))
+
+
+def golden_digest(seed, distribution, dtype, size, start, multiplier) -> str:
+    out = np.empty(size, dtype=dtype)
+    _v1.fill(out, start, seed, distribution, multiplier)
+    little = out.astype("<f4" if dtype == "float32" else "<f8", copy=False)
+    return hashlib.sha256(little.tobytes()).hexdigest()
+
+
+@pytest.mark.parametrize("path", ["numpy", pytest.param("numba", marks=needs_numba)])
+@pytest.mark.parametrize("case", GOLDEN_CASES, ids=lambda c: f"{c[1]}-{c[2]}-{c[3]}")
+def test_golden_checksums(case, path, kernel):
+    kernel(path)
+    assert golden_digest(*case) == GOLDEN[case]

@@ -1,0 +1,481 @@
+"""The ``vsgen`` v1 stream: counter-based, random-access, portable bytes.
+
+Every value is a pure function of (seed, distribution, working precision,
+flat index); docs/stream-v1.md defines it bit for bit.  In short:
+
+* keys: ``state = seed ^ TAG``; ``key_main = mix64(state + GAMMA)``,
+  ``key_extra = mix64(state + 2 GAMMA)`` (the first two splitmix64 outputs);
+* main words ``W(q) = mix64(key_main + q GAMMA)`` (mod 2**64); a float32 value
+  at index p uses half ``p & 1`` of ``W(p >> 1)``, a float64 value all of ``W(p)``;
+* normal: a 256-layer ziggurat, sign folded into the table, hot path
+  ``x = u * width[index]``, accepted when ``u < inside[index]``; the rare
+  wedge/tail/rejection paths read the words ``E(p, j) = mix64(B(p) + (j + 1)
+  GAMMA)``, ``B(p) = mix64(key_extra + p GAMMA)``, private to index p;
+* uniform: ``u * 2**-23 - 1`` (float32, 24-bit u) or ``u * 2**-52 - 1``
+  (float64, 53-bit u), exact, then one rounded product with the multiplier.
+
+Only ``+ - * /``, comparisons and integer operations are used, so the bytes do
+not depend on the CPU, on NumPy's SIMD dispatch or on libm.  Two code paths
+give identical bytes: vectorised NumPy (below; no compiler, fast start) and
+numba kernels (``_v1_kernels``; imported only for large fills).
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+import os
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from types import ModuleType
+
+import numpy as np
+
+from vsgen import _ziggurat_tables as tables
+
+STREAM_NAME = "vsgen"
+STREAM_VERSION = 1
+
+DISTRIBUTIONS = ("truncated_normal", "untruncated_normal", "uniform")
+
+# --- stream constants (part of the frozen definition) ----------------------
+
+#: splitmix64's Weyl increment (2**64 / golden ratio, odd) and mixing multipliers.
+GAMMA = 0x9E3779B97F4A7C15
+MIX1 = 0xBF58476D1CE4E5B9
+MIX2 = 0x94D049BB133111EB
+#: Domain tag XOR-ed into the seed: the bytes of "vsgen v1", big-endian.
+TAG = int.from_bytes(b"vsgen v1", "big")
+_MASK64 = (1 << 64) - 1
+
+
+def _floats(hex_strings: tuple[str, ...], dtype: type) -> np.ndarray:
+    return np.array([float.fromhex(text) for text in hex_strings], dtype=dtype)
+
+
+R = float.fromhex(tables.R_HEX)
+INV_R = float.fromhex(tables.INV_R_HEX)
+LN2_HI = float.fromhex(tables.LN2_HI_HEX)
+LN2_LO = float.fromhex(tables.LN2_LO_HEX)
+LOG2E = float.fromhex(tables.LOG2E_HEX)
+SQRT2 = float.fromhex(tables.SQRT2_HEX)
+UNIT53 = math.ldexp(1.0, -53)
+UNIFORM32_SCALE = math.ldexp(1.0, -23)
+UNIFORM64_SCALE = math.ldexp(1.0, -52)
+
+#: f(x_i) = exp(-x_i**2 / 2), i = 0 .. 256 (float64).
+DENSITY = _floats(tables.F_HEX, np.float64)
+#: 2**-k for k = 0 .. 63; ldexp scales by a power of two, which is exact.
+POW2_NEG = np.array([math.ldexp(1.0, -k) for k in range(64)], dtype=np.float64)
+EXP_COEFFICIENTS = _floats(tables.EXP_COEFFICIENTS_HEX, np.float64)
+LOG_COEFFICIENTS = _floats(tables.LOG_COEFFICIENTS_HEX, np.float64)
+
+
+def _signed_widths(layer_edges: np.ndarray, bits: int, dtype: type) -> np.ndarray:
+    """width[index] = (-1)**(index >> 8) * x_(index & 255) * 2**-bits.
+
+    Folding the sign bit into the table keeps the hot path free of a 50/50
+    branch; scaling by a power of two is exact in either precision.
+    """
+    widths = np.ldexp(layer_edges.astype(dtype), -bits).astype(dtype)
+    return np.concatenate([widths, -widths]).astype(dtype)
+
+
+WIDTH32 = _signed_widths(_floats(tables.X32_HEX, np.float32), 23, np.float32)
+WIDTH64 = _signed_widths(_floats(tables.X_HEX[: tables.LAYERS], np.float64), 53, np.float64)
+INSIDE32 = np.array(tables.K32 + tables.K32, dtype=np.int32)
+INSIDE64 = np.array(tables.K64 + tables.K64, dtype=np.int64)
+
+# --- path selection and work splitting --------------------------------------
+
+#: Values per NumPy step: bounds the temporaries (about 40 bytes per value)
+#: while keeping per-call overhead small.
+NUMPY_CHUNK = 1 << 16
+#: Values per thread task; boundaries sit on multiples of it in the flat index.
+THREAD_PIECE = 1 << 20
+#: Below this size a cold process stays on NumPy: importing numba and loading
+#: the cached kernels costs about 0.3 s, which the kernels only win back on
+#: larger fills (see docs/stream-v1.md, "Path selection").
+NUMBA_MIN_COLD = 1 << 23
+#: Once the kernels are loaded they are faster for anything but tiny fills.
+NUMBA_MIN_WARM = 1 << 12
+
+_kernels_module: ModuleType | None = None
+_kernels_failed = False
+_kernels_lock = threading.Lock()
+
+
+def mix64(value: int) -> int:
+    """splitmix64's finaliser on a Python int (the key derivation uses it)."""
+    value &= _MASK64
+    value = ((value ^ (value >> 30)) * MIX1) & _MASK64
+    value = ((value ^ (value >> 27)) * MIX2) & _MASK64
+    return value ^ (value >> 31)
+
+
+def derive_keys(seed: int) -> tuple[int, int]:
+    """(key_main, key_extra) = the first two splitmix64 outputs from seed ^ TAG."""
+    state = seed ^ TAG
+    return mix64(state + GAMMA), mix64(state + 2 * GAMMA)
+
+
+# --- the NumPy path -----------------------------------------------------------
+
+
+def _mix_inplace(z: np.ndarray) -> np.ndarray:
+    z ^= z >> np.uint64(30)
+    z *= np.uint64(MIX1)
+    z ^= z >> np.uint64(27)
+    z *= np.uint64(MIX2)
+    z ^= z >> np.uint64(31)
+    return z
+
+
+def _main_words(key: int, first: int, count: int) -> np.ndarray:
+    """W(q) = mix64(key + q GAMMA) for q = first .. first + count - 1."""
+    z = np.arange(count, dtype=np.uint64)
+    z += np.uint64(first)
+    z *= np.uint64(GAMMA)
+    z += np.uint64(key)
+    return _mix_inplace(z)
+
+
+def _half_words(key: int, start: int, count: int) -> np.ndarray:
+    """The 32-bit word of each index: half (p & 1) of W(p >> 1), low half first."""
+    parity = start & 1
+    words = _main_words(key, start >> 1, (parity + count + 1) >> 1)
+    halves = words.astype("<u8", copy=False).view("<u4")
+    return halves[parity : parity + count]
+
+
+def _extra_bases(key_extra: int, positions: np.ndarray) -> np.ndarray:
+    """B(p) = mix64(key_extra + p GAMMA)."""
+    z = positions.astype(np.uint64) * np.uint64(GAMMA)
+    z += np.uint64(key_extra)
+    return _mix_inplace(z)
+
+
+def _extra_words(bases: np.ndarray, counters: np.ndarray) -> np.ndarray:
+    """E(p, j) = mix64(B(p) + (j + 1) GAMMA)."""
+    z = (counters + np.uint64(1)) * np.uint64(GAMMA)
+    z += bases
+    return _mix_inplace(z)
+
+
+def _exp_neg(t: np.ndarray) -> np.ndarray:
+    """e**-t for 0 <= t < 43: k = trunc(t log2 e + 1/2), s = k ln 2 - t,
+    e**-t = 2**-k * sum_{i<=13} s**i / i! (Horner)."""
+    k = (t * LOG2E + 0.5).astype(np.int64)
+    kf = k.astype(np.float64)
+    s = (kf * LN2_HI - t) + kf * LN2_LO
+    p = np.full_like(t, EXP_COEFFICIENTS[13])
+    for coefficient in EXP_COEFFICIENTS[12::-1]:
+        p = p * s + coefficient
+    return p * POW2_NEG[k]
+
+
+def _neg_log_unit(words: np.ndarray) -> np.ndarray:
+    """-ln(U), U = ((word >> 11) + 1) 2**-53 in (0, 1]: U = m 2**(b - 53) with
+    m in [sqrt(1/2), sqrt 2], ln m = 2 atanh((m - 1) / (m + 1)) (12 terms)."""
+    n = (words >> np.uint64(11)) + np.uint64(1)
+    b = np.zeros(n.shape, dtype=np.int64)
+    for step in (32, 16, 8, 4, 2, 1):
+        b += step * ((n >> (b + step).astype(np.uint64)) != 0)
+    mantissa = n.astype(np.int64).astype(np.float64) * POW2_NEG[b]
+    large = mantissa > SQRT2
+    mantissa = np.where(large, mantissa * 0.5, mantissa)
+    b += large
+    s = (mantissa - 1.0) / (mantissa + 1.0)
+    s2 = s * s
+    q = np.full_like(s, LOG_COEFFICIENTS[11])
+    for coefficient in LOG_COEFFICIENTS[10::-1]:
+        q = q * s2 + coefficient
+    log_mantissa = (s + s) * q
+    e = (b - 53).astype(np.float64)
+    return -(e * LN2_HI + (e * LN2_LO + log_mantissa))
+
+
+def _tail(bases: np.ndarray, counters: np.ndarray) -> np.ndarray:
+    """Marsaglia's tail: r + a with a = -ln(U1) / r, accepted when
+    -2 ln(U2) > a**2; each try reads E(p, j), E(p, j + 1). Updates counters."""
+    result = np.empty(bases.shape, dtype=np.float64)
+    active = np.arange(bases.size)
+    while active.size:
+        a = _neg_log_unit(_extra_words(bases[active], counters[active])) * INV_R
+        b = _neg_log_unit(_extra_words(bases[active], counters[active] + np.uint64(1)))
+        counters[active] += np.uint64(2)
+        accepted = b + b > a * a
+        result[active[accepted]] = R + a[accepted]
+        active = active[~accepted]
+    return result
+
+
+def _candidates(words: np.ndarray, is64: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Ziggurat candidates x = u * width[index] and the hot-test flags u < inside[index]."""
+    index = (words & (words.dtype.type(511))).astype(np.intp)
+    if is64:
+        u = (words >> np.uint64(11)).astype(np.int64)
+        return u.astype(np.float64) * WIDTH64[index], u < INSIDE64[index]
+    u = (words >> np.uint32(9)).astype(np.int32)
+    return u.astype(np.float32) * WIDTH32[index], u < INSIDE32[index]
+
+
+def _resolve(
+    positions: np.ndarray,
+    x: np.ndarray,
+    words: np.ndarray,
+    truncated: bool,
+    key_extra: int,
+) -> np.ndarray:
+    """Final z for candidates that failed the hot test, in their own precision.
+
+    Each index follows the scalar procedure of docs/stream-v1.md ("rare
+    paths") on its private words E(p, 0), E(p, 1), ...; vectorising over
+    indices does not change any index's sequence.
+    """
+    is64 = x.dtype == np.float64
+    two = x.dtype.type(2)
+    result = np.empty(x.shape, dtype=x.dtype)
+    ids = np.arange(x.size)
+    bases = _extra_bases(key_extra, positions)
+    counters = np.zeros(x.size, dtype=np.uint64)
+    words = words.astype(np.uint64)
+    while ids.size:
+        layer = (words & np.uint64(255)).astype(np.intp)
+        magnitude = np.abs(x).astype(np.float64)
+        redraw = magnitude > 2.0 if truncated else np.zeros(ids.size, dtype=bool)
+        tail = ~redraw & (layer == 0)
+        if truncated:
+            redraw |= tail
+            tail[:] = False
+        wedge = ~redraw & ~tail
+
+        picked = np.flatnonzero(wedge)
+        if picked.size:
+            uniform = _extra_words(bases[picked], counters[picked]) >> np.uint64(11)
+            counters[picked] += np.uint64(1)
+            u = uniform.astype(np.int64).astype(np.float64) * UNIT53
+            lower, upper = DENSITY[layer[picked]], DENSITY[layer[picked] + 1]
+            height = lower + u * (upper - lower)
+            m = magnitude[picked]
+            accepted = height < _exp_neg(0.5 * (m * m))
+            result[ids[picked[accepted]]] = x[picked[accepted]]
+            redraw[picked[~accepted]] = True
+
+        picked = np.flatnonzero(tail)
+        if picked.size:
+            counters_tail = counters[picked]
+            value = _tail(bases[picked], counters_tail).astype(x.dtype)
+            counters[picked] = counters_tail
+            negative = ((words[picked] >> np.uint64(8)) & np.uint64(1)) == 1
+            value[negative] = -value[negative]
+            result[ids[picked]] = value
+
+        picked = np.flatnonzero(redraw)
+        fresh = _extra_words(bases[picked], counters[picked])
+        counters[picked] += np.uint64(1)
+        if not is64:
+            fresh &= np.uint64(0xFFFFFFFF)
+        fresh_x, hot = _candidates(fresh if is64 else fresh.astype(np.uint32), is64)
+        if truncated:
+            hot &= ~(np.abs(fresh_x) > two)
+        result[ids[picked[hot]]] = fresh_x[hot]
+        keep = picked[~hot]
+        ids, bases, counters = ids[keep], bases[keep], counters[keep]
+        x, words = fresh_x[~hot], fresh[~hot]
+    return result
+
+
+def _numpy_normal(out: np.ndarray, start: int, keys: tuple[int, int], multiplier, truncated):
+    is64 = out.dtype == np.float64
+    n = out.size
+    words = _main_words(keys[0], start, n) if is64 else _half_words(keys[0], start, n)
+    x, hot = _candidates(words, is64)
+    if truncated:
+        hot &= ~(np.abs(x) > x.dtype.type(2))
+    np.multiply(x, multiplier, out=out)
+    if not hot.all():
+        missed = np.flatnonzero(~hot)
+        positions = missed.astype(np.uint64) + np.uint64(start)
+        z = _resolve(positions, x[missed], words[missed], truncated, keys[1])
+        out[missed] = z * multiplier
+
+
+def _numpy_uniform(out: np.ndarray, start: int, keys: tuple[int, int], multiplier):
+    if out.dtype == np.float64:
+        u = (_main_words(keys[0], start, out.size) >> np.uint64(11)).astype(np.int64)
+        v = u.astype(np.float64) * UNIFORM64_SCALE - 1.0
+    else:
+        u = (_half_words(keys[0], start, out.size) >> np.uint32(8)).astype(np.int32)
+        v = u.astype(np.float32) * np.float32(UNIFORM32_SCALE) - np.float32(1.0)
+    np.multiply(v, multiplier, out=out)
+
+
+def _numpy_fill(out: np.ndarray, start: int, keys, distribution: str, multiplier) -> None:
+    for offset in range(0, out.size, NUMPY_CHUNK):
+        piece = out[offset : offset + NUMPY_CHUNK]
+        if distribution == "uniform":
+            _numpy_uniform(piece, start + offset, keys, multiplier)
+        else:
+            truncated = distribution == "truncated_normal"
+            _numpy_normal(piece, start + offset, keys, multiplier, truncated)
+
+
+# --- the numba path -------------------------------------------------------------
+
+
+def _load_kernels() -> ModuleType | None:
+    """Import the numba kernels once; None if numba is unavailable."""
+    global _kernels_module, _kernels_failed
+    with _kernels_lock:
+        if _kernels_module is None and not _kernels_failed:
+            try:
+                from vsgen import _v1_kernels
+            except ImportError:
+                _kernels_failed = True
+            else:
+                _kernels_module = _v1_kernels
+        return _kernels_module
+
+
+def _numba_fill(kernels: ModuleType, out, start, keys, distribution, multiplier) -> None:
+    key_main, key_extra = np.uint64(keys[0]), np.uint64(keys[1])
+    is64 = out.dtype == np.float64
+    if distribution == "uniform":
+        kernel = kernels.uniform_f64 if is64 else kernels.uniform_f32
+        kernel(out, start, key_main, float(multiplier))
+    else:
+        kernel = kernels.normal_f64 if is64 else kernels.normal_f32
+        truncated = distribution == "truncated_normal"
+        kernel(out, start, key_main, key_extra, float(multiplier), truncated)
+
+
+def _choose_kernels(size: int) -> ModuleType | None:
+    choice = os.environ.get("VSGEN_KERNEL", "auto").strip().lower() or "auto"
+    if choice == "numpy":
+        return None
+    if choice == "numba":
+        return _load_kernels()
+    if choice != "auto":
+        raise ValueError(
+            f"Environment variable `VSGEN_KERNEL` must be one of numpy, numba, auto. "
+            f"Received: VSGEN_KERNEL={choice!r}"
+        )
+    warm = _kernels_module is not None
+    if size >= NUMBA_MIN_COLD or (warm and size >= NUMBA_MIN_WARM):
+        return _load_kernels()
+    return None
+
+
+# --- public entry point ---------------------------------------------------------
+
+
+def _integer(value, name: str, low: int, high: int | None, wording: str) -> int:
+    """operator.index(value) if it is an integer (not a bool) in [low, high)."""
+    message = f"Argument `{name}` must be {wording}. Received: {name}={value!r}"
+    if isinstance(value, bool):
+        raise ValueError(message)
+    try:
+        value = operator.index(value)
+    except TypeError:
+        raise ValueError(message) from None
+    if value < low or (high is not None and value >= high):
+        raise ValueError(message)
+    return value
+
+
+def _check_arguments(out, start, seed, distribution, multiplier, threads) -> tuple[int, int, int]:
+    if not isinstance(out, np.ndarray) or out.dtype not in (np.float32, np.float64):
+        raise TypeError(
+            "Argument `out` must be a float32 or float64 numpy array. "
+            f"Received: out={type(out).__name__} of dtype {getattr(out, 'dtype', None)}"
+        )
+    if out.ndim != 1 or not out.flags.c_contiguous or not out.flags.writeable:
+        raise ValueError(
+            "Argument `out` must be a writeable 1-D C-contiguous array. "
+            f"Received: out with shape {out.shape}"
+        )
+    seed = _integer(seed, "seed", 0, 1 << 64, "an integer in [0, 2**64)")
+    # Flat indices stay below 2**62 so that every counter fits an int64.
+    start = _integer(start, "start", 0, (1 << 62) - out.size, "an integer in [0, 2**62 - out.size)")
+    threads = _integer(threads, "threads", 1, None, "an integer >= 1")
+    if distribution not in DISTRIBUTIONS:
+        raise ValueError(
+            f"Argument `distribution` must be one of {', '.join(DISTRIBUTIONS)}. "
+            f"Received: distribution={distribution!r}"
+        )
+    real = isinstance(multiplier, (int, float, np.integer, np.floating))
+    if isinstance(multiplier, bool) or not real or not math.isfinite(float(multiplier)):
+        raise ValueError(
+            "Argument `multiplier` must be a finite real number. "
+            f"Received: multiplier={multiplier!r}"
+        )
+    return seed, start, threads
+
+
+def fill(
+    out: np.ndarray,
+    start: int,
+    seed: int,
+    distribution: str,
+    multiplier: float,
+    threads: int = 1,
+) -> None:
+    """Fill `out` with the values of flat indices [start, start + out.size).
+
+    out[i] = round(m * z(start + i)) in the working precision of `out`
+    (float32 or float64), with m = multiplier rounded to that precision and
+    z drawn from, per `distribution`:
+
+    * ``truncated_normal``: N(0, 1) conditioned on -2 <= z <= 2 (std
+      0.87962566103423978); |out| <= 2 |m| always;
+    * ``untruncated_normal``: N(0, 1);
+    * ``uniform``: U[-1, 1) on the grid k 2**-23 (float32) or k 2**-52 (float64).
+
+    The bytes depend only on (seed, distribution, dtype of `out`, index):
+    not on `start` splitting, `threads`, the code path or the CPU.
+
+    Args:
+        out: 1-D C-contiguous float32 or float64 array, overwritten.
+        start: flat index of out[0] (>= 0).
+        seed: integer in [0, 2**64).
+        distribution: "truncated_normal", "untruncated_normal" or "uniform".
+        multiplier: finite real scale (e.g. the truncated normal's s).
+        threads: worker threads (>= 1); pieces of 2**20 values are shared out.
+
+    Raises:
+        ValueError / TypeError naming the offending argument.
+    """
+    seed, start, threads = _check_arguments(out, start, seed, distribution, multiplier, threads)
+    if out.size == 0:
+        return
+    keys = derive_keys(seed)
+    scale = out.dtype.type(multiplier)
+    kernels = _choose_kernels(out.size)
+
+    def run(lo: int, hi: int) -> None:
+        if kernels is None:
+            _numpy_fill(out[lo:hi], start + lo, keys, distribution, scale)
+        else:
+            _numba_fill(kernels, out[lo:hi], start + lo, keys, distribution, scale)
+
+    if threads == 1 or out.size <= THREAD_PIECE:
+        run(0, out.size)
+        return
+    # Piece boundaries on multiples of THREAD_PIECE in the flat index keep
+    # float32 pairs (which share one word) inside one piece.
+    first_boundary = min(out.size, THREAD_PIECE - start % THREAD_PIECE)
+    bounds = [0, *range(first_boundary, out.size, THREAD_PIECE), out.size]
+    bounds = sorted(set(bounds))
+    if kernels is not None:
+        # Compile or load the kernel once, on this thread, before fanning out.
+        run(bounds[0], bounds[1])
+        bounds = bounds[1:]
+    with ThreadPoolExecutor(max_workers=min(threads, len(bounds) - 1)) as pool:
+        list(pool.map(run, bounds[:-1], bounds[1:]))
+
+
+def kernels_loaded() -> bool:
+    """Whether the numba kernels are imported in this process (for reports)."""
+    return _kernels_module is not None and "numba" in sys.modules

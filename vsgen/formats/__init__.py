@@ -1,0 +1,50 @@
+"""Tensor files: streaming, atomic, bounded-memory writers and header readers.
+
+Every format stores values little-endian in C (row-major) order:
+
+- ``npy``: one tensor; the standard NPY header (version 1.0, or 2.0 when the
+  header needs more than 64 KiB) then the raw values. ``numpy.load`` reads it,
+  with ``mmap_mode`` too. No metadata.
+- ``h5`` (``.h5`` / ``.hdf5``): one contiguous, unfiltered dataset per tensor,
+  named after it (``/`` in a name makes groups). ``metadata`` becomes string
+  attributes of the file and of every dataset.
+- ``safetensors``: an 8-byte little-endian header length N, N bytes of JSON
+  header padded with spaces to a multiple of 8, then the data. The header
+  holds ``__metadata__`` (str -> str) and, per tensor, ``dtype`` (F16, BF16,
+  F32, F64), ``shape`` and ``data_offsets`` ``[begin, end)`` relative to the
+  data start. Readers require the data regions to tile the buffer without
+  gaps or overlaps, in any header order. Tensors are laid out by element size,
+  largest first, and otherwise in the caller's order, so that every tensor
+  starts at an offset aligned to its element size (zero-copy loaders such as
+  ``safetensors.torch`` rely on that).
+- ``raw``: the bare values with no header; several tensors are concatenated
+  in the caller's order. No metadata.
+- ``npydir``: a directory holding one ``<name>.npy`` per tensor (``/`` in a
+  name makes subdirectories). No metadata.
+
+bfloat16 (``ml_dtypes.bfloat16``) is stored by ``safetensors`` and ``raw``
+only; float16, float32 and float64 by every format.
+
+Files are written to a hidden temporary beside the target
+(``.<target>.vsgen-tmp-<random>``), flushed to disk and renamed into place by
+``Output.commit``; an error or interrupt removes the temporary and leaves any
+existing target untouched. ``target == "-"`` streams NPY (or raw) bytes to
+standard output, where no atomicity is possible.
+"""
+
+from vsgen.formats.output import Output, open_output
+from vsgen.formats.pipeline import write_chunks
+from vsgen.formats.readers import read_metadata, read_tensor_infos
+from vsgen.formats.tensors import FORMATS, METADATA_FORMATS, TensorInfo, resolve_format
+
+__all__ = [
+    "FORMATS",
+    "METADATA_FORMATS",
+    "Output",
+    "TensorInfo",
+    "open_output",
+    "read_metadata",
+    "read_tensor_infos",
+    "resolve_format",
+    "write_chunks",
+]

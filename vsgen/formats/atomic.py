@@ -1,0 +1,143 @@
+"""Temporaries beside the target, flushed to disk and renamed into place."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import secrets
+import shutil
+import stat
+import weakref
+from typing import BinaryIO
+
+_TEMP_MARK = ".vsgen-tmp-"
+
+
+def temp_path(final_path: str, mark: str = _TEMP_MARK) -> str:
+    directory, base = os.path.split(final_path)
+    return os.path.join(directory, f".{base}{mark}{secrets.token_hex(6)}")
+
+
+def remove_quietly(path: str) -> None:
+    """Remove a temporary file or directory; used by abort paths and finalizers."""
+    # Cleanup must never mask the error that caused it.
+    with contextlib.suppress(OSError):
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            os.unlink(path)
+
+
+def fsync_directory(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    except OSError as err:
+        # Some file systems cannot sync a directory; the data is synced already.
+        if err.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+            raise
+    finally:
+        os.close(fd)
+
+
+def exists_message(display: str, is_dir: bool) -> str:
+    if is_dir:
+        return f"output directory {display!r} exists; use --force to replace it"
+    return f"output file {display!r} exists; use --force to overwrite"
+
+
+def install_file(temp: str, final: str, display: str, force: bool) -> None:
+    """Move a finished temporary file into place (atomically)."""
+    if force:
+        os.replace(temp, final)
+        return
+    # A hard link fails if the target appeared meanwhile, so a file created by
+    # someone else during a long run is never overwritten without --force.
+    try:
+        os.link(temp, final)
+    except FileExistsError:
+        raise FileExistsError(errno.EEXIST, exists_message(display, False)) from None
+    except OSError as err:
+        if err.errno not in (
+            errno.EPERM,
+            errno.ENOTSUP,
+            errno.EOPNOTSUPP,
+            errno.EMLINK,
+            errno.ENOSYS,
+        ):
+            raise
+        if os.path.lexists(final):
+            raise FileExistsError(errno.EEXIST, exists_message(display, False)) from None
+        os.replace(temp, final)
+    else:
+        os.unlink(temp)
+
+
+def install_directory(temp: str, final: str, display: str, force: bool) -> None:
+    """Move a finished temporary directory into place.
+
+    A directory cannot replace a non-empty one atomically; the old one is
+    renamed aside first and restored if the second rename fails.
+    """
+    if not os.path.lexists(final):
+        os.rename(temp, final)
+        return
+    if not force:
+        raise FileExistsError(errno.EEXIST, exists_message(display, True))
+    aside = temp_path(final, ".vsgen-old-")
+    os.rename(final, aside)
+    try:
+        os.rename(temp, final)
+    except BaseException:
+        os.rename(aside, final)
+        raise
+    remove_quietly(aside)
+
+
+class AtomicFile:
+    """A temporary file beside ``final`` that becomes ``final`` on ``install``."""
+
+    def __init__(self, final: str, display: str, force: bool) -> None:
+        self.final = final
+        self.display = display
+        self.force = force
+        for _ in range(100):
+            self.path = temp_path(final)
+            try:
+                fd = os.open(
+                    self.path,
+                    os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0),
+                    0o666,
+                )
+            except FileExistsError:
+                continue
+            break
+        else:
+            raise FileExistsError(errno.EEXIST, f"cannot create a temporary file for {display!r}")
+        # Removes the temporary even if the Output is dropped without abort().
+        self._finalizer = weakref.finalize(self, remove_quietly, self.path)
+        try:
+            if force and os.path.isfile(final):
+                os.fchmod(fd, stat.S_IMODE(os.stat(final).st_mode))
+            self.file: BinaryIO = os.fdopen(fd, "r+b")
+        except BaseException:
+            os.close(fd)
+            self.discard()
+            raise
+
+    def install(self) -> None:
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
+        install_file(self.path, self.final, self.display, self.force)
+        self._finalizer.detach()
+        fsync_directory(os.path.dirname(self.final) or ".")
+
+    def discard(self) -> None:
+        file = getattr(self, "file", None)
+        if file is not None and not file.closed:
+            # A failed flush only loses data that is being thrown away.
+            with contextlib.suppress(OSError):
+                file.close()
+        self._finalizer()

@@ -1,0 +1,191 @@
+"""Tensor descriptions (name, shape, dtype) and the choice of output format."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import ml_dtypes
+import numpy
+
+FORMATS = ("npy", "h5", "safetensors", "raw", "npydir")
+#: Formats that keep the ``metadata`` given to :func:`open_output`.
+METADATA_FORMATS = ("h5", "safetensors")
+
+BFLOAT16 = numpy.dtype(ml_dtypes.bfloat16)
+DTYPES = {
+    "float16": numpy.dtype(numpy.float16),
+    "bfloat16": BFLOAT16,
+    "float32": numpy.dtype(numpy.float32),
+    "float64": numpy.dtype(numpy.float64),
+}
+SAFETENSORS_CODES = {"float16": "F16", "bfloat16": "BF16", "float32": "F32", "float64": "F64"}
+_BFLOAT16_FORMATS = ("safetensors", "raw")
+_SUFFIXES = {
+    ".npy": "npy",
+    ".h5": "h5",
+    ".hdf5": "h5",
+    ".safetensors": "safetensors",
+    ".raw": "raw",
+    ".bin": "raw",
+}
+_FORMAT_ALIASES = {"hdf5": "h5"}
+_STDOUT_FORMATS = ("npy", "raw")
+
+
+def _normalize_dtype(dtype: object) -> numpy.dtype:
+    try:
+        resolved = numpy.dtype(dtype)  # type: ignore[call-overload]
+    except TypeError:
+        resolved = None
+    if resolved is None or resolved.name not in DTYPES:
+        raise ValueError(
+            "Argument `dtype` must be one of float16, bfloat16, float32, float64. "
+            f"Received: dtype={dtype!r}"
+        )
+    # One canonical (native-order) dtype per name; files get little-endian bytes.
+    return DTYPES[resolved.name]
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """Name, shape and dtype of one tensor of an output file.
+
+    ``dtype`` is normalised to one of numpy float16, float32, float64 or
+    ``ml_dtypes.bfloat16``; ``shape`` to a tuple of non-negative ints
+    (``()`` is a scalar, a 0 anywhere makes an empty tensor).
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: numpy.dtype
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name or "\x00" in self.name:
+            raise ValueError(
+                "Argument `name` must be a non-empty string without NUL characters. "
+                f"Received: name={self.name!r}"
+            )
+        try:
+            dims = tuple(self.shape)
+        except TypeError:
+            dims = None
+        if dims is None or not all(
+            isinstance(d, (int, numpy.integer)) and not isinstance(d, bool) and d >= 0 for d in dims
+        ):
+            raise ValueError(
+                "Argument `shape` must be a sequence of non-negative integers. "
+                f"Received: shape={self.shape!r}"
+            )
+        object.__setattr__(self, "shape", tuple(int(d) for d in dims))
+        object.__setattr__(self, "dtype", _normalize_dtype(self.dtype))
+
+    @property
+    def size(self) -> int:
+        """Number of values (product of the shape; 1 for a scalar)."""
+        return math.prod(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        """Size of the values in bytes."""
+        return self.size * self.dtype.itemsize
+
+
+def resolve_format(target: str, fmt: str | None, n_tensors: int = 1) -> str:
+    """Choose the output format, one of :data:`FORMATS`.
+
+    An explicit ``fmt`` (``--format``; ``hdf5`` is accepted for ``h5``) wins.
+    Otherwise ``"-"`` (standard output) means ``npy``; a target that is an
+    existing directory or ends with a path separator means ``npydir``; else
+    the suffix decides: ``.npy``, ``.h5``/``.hdf5``, ``.safetensors``,
+    ``.raw``/``.bin``. A target without a suffix means ``npydir`` when there
+    are several tensors.
+
+    Raises:
+        ValueError: unknown format or suffix, a format that cannot go to
+            standard output, or several tensors for a one-tensor format.
+    """
+    if fmt is not None:
+        resolved = _FORMAT_ALIASES.get(fmt.lower(), fmt.lower())
+        if resolved not in FORMATS:
+            raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    elif target == "-":
+        resolved = "npy"
+    elif target.endswith(("/", os.sep)) or os.path.isdir(target):
+        resolved = "npydir"
+    else:
+        suffix = os.path.splitext(target)[1].lower()
+        if suffix in _SUFFIXES:
+            resolved = _SUFFIXES[suffix]
+        elif suffix == "" and n_tensors > 1:
+            resolved = "npydir"
+        else:
+            known = ", ".join(_SUFFIXES)
+            what = f"suffix {suffix!r}" if suffix else "no suffix"
+            raise ValueError(
+                f"cannot tell the format of {target!r} ({what}); "
+                f"use one of {known} or pass --format"
+            )
+    check_format_fits(target, resolved, n_tensors)
+    return resolved
+
+
+def check_format_fits(target: str, fmt: str, n_tensors: int) -> None:
+    if target == "-" and fmt not in _STDOUT_FORMATS:
+        raise ValueError(
+            f"format {fmt!r} cannot be written to standard output; use npy or raw with -o -"
+        )
+    if fmt == "npy" and n_tensors > 1:
+        raise ValueError(
+            f"a .npy file holds one tensor, got {n_tensors}; "
+            "use .safetensors, .h5 or a directory (--format npydir)"
+        )
+
+
+def check_names(tensors: Sequence[TensorInfo], fmt: str) -> None:
+    seen: set[str] = set()
+    for info in tensors:
+        if info.name in seen:
+            raise ValueError(f"tensor name {info.name!r} appears twice")
+        seen.add(info.name)
+        if fmt in ("h5", "npydir"):
+            parts = info.name.split("/")
+            if any(part in ("", ".", "..") for part in parts):
+                raise ValueError(
+                    f"tensor name {info.name!r} cannot be stored in {fmt}: "
+                    "'/'-separated parts must be non-empty and not '.' or '..'"
+                )
+        if fmt == "safetensors" and info.name == "__metadata__":
+            raise ValueError("tensor name '__metadata__' is reserved in safetensors")
+    if fmt == "h5":
+        # A dataset cannot also be the group holding another dataset.
+        groups = {
+            "/".join(info.name.split("/")[:depth])
+            for info in tensors
+            for depth in range(1, info.name.count("/") + 1)
+        }
+        clash = sorted(groups & seen)
+        if clash:
+            raise ValueError(f"tensor name {clash[0]!r} is both a dataset and a group in h5")
+
+
+def check_dtypes(tensors: Sequence[TensorInfo], fmt: str) -> None:
+    for info in tensors:
+        if info.dtype == BFLOAT16 and fmt not in _BFLOAT16_FORMATS:
+            suffix = {"npydir": ".npy"}.get(fmt, "." + fmt)
+            raise ValueError(
+                f"dtype bfloat16 cannot be stored in {suffix}; use .safetensors or --format raw"
+            )
+
+
+def check_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
+    if metadata is None:
+        return {}
+    for key, value in metadata.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise ValueError(
+                f"Argument `metadata` must map strings to strings. Received: {key!r}: {value!r}"
+            )
+    return dict(metadata)

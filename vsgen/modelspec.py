@@ -1,0 +1,802 @@
+"""Whole models: many named tensors, each with its own initializer and seed.
+
+A *model spec* (a TOML or JSON file, or the equivalent dict) lists tensors by
+name with a shape, an optional dtype and an optional initializer; glob
+*rules* give initializers to many names at once; top-level keys give the
+defaults. ``docs/spec-files.md`` documents the schema. :func:`build_job`
+turns a spec (or the tensor list of an existing checkpoint, ``like``) into one
+plan per tensor, ready to be streamed into a single output file.
+
+How a tensor's initializer is chosen, first match wins:
+
+1. its own ``init`` (spec tensors only);
+2. the first rule, in the order written, whose pattern matches the name
+   (``fnmatch.fnmatchcase``: ``*``, ``?``, ``[seq]``; case-sensitive);
+3. for tensors of rank >= 2: the default initializer (the spec's top-level
+   ``init``, else vsgen's default ``VarianceScaling``);
+4. for tensors of rank 0 or 1: :func:`builtin_constant` (ones for norm
+   scales and variances, zeros for everything else).
+
+Seeds: every variance-scaling tensor draws from its own seed, derived from the
+global seed and its name by :func:`derive_seed`, so adding, removing or
+reordering tensors never changes the others. Pure: no printing; the only I/O
+is reading the spec file and, for ``like``, a checkpoint's header.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import math
+import numbers
+import os
+import re
+import secrets
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from vsgen import provenance
+from vsgen.dtypes import dtype_name, resolve_dtype
+from vsgen.fans import LAYOUTS, normalize_shape, parse_shape
+from vsgen.initializer import (
+    PRESETS,
+    SamplePlan,
+    VarianceScaling,
+    deserialize,
+    get_preset,
+)
+from vsgen.streams import DEFAULT_CHUNK, DEFAULT_STREAM, get_stream
+from vsgen.writers import TensorInfo, read_tensor_infos
+
+__all__ = [
+    "CONSTANTS",
+    "ConstantPlan",
+    "Init",
+    "ModelJob",
+    "ModelSpec",
+    "TensorEntry",
+    "build_job",
+    "builtin_constant",
+    "derive_seed",
+    "init_from_initializer",
+    "like_tensors",
+    "load_spec",
+    "parse_init",
+    "parse_spec",
+    "seed_bound",
+]
+
+#: Constant initializers by name.
+CONSTANTS = {"zeros": 0.0, "ones": 1.0}
+
+#: Derived and drawn seeds stay below 2**bits of the stream: the keras stream
+#: accepts seeds below 2**32; for the vsgen stream 53 bits keep every seed
+#: exact in any JSON reader (as ``VarianceScaling`` does for seeds it draws).
+SEED_BITS = {"keras": 32, "vsgen": 53}
+
+#: Global seeds are hashed as 8 little-endian bytes.
+MAX_GLOBAL_SEED = 2**64
+
+#: Recorded in provenance next to each derived seed.
+SEED_RULE = "sha256(global_seed as u64le + utf8(name))[:8] as u64le mod 2**bits"
+
+_TOP_KEYS = ("seed", "dtype", "layout", "stream", "init", "rules", "tensors")
+_TENSOR_KEYS = ("shape", "dtype", "init", "seed")
+_INIT_KEYS = (
+    "preset",
+    "scale",
+    "mode",
+    "distribution",
+    "layout",
+    "stream",
+    "input_axes",
+    "output_axes",
+)
+_VS_NAMES = ("variance_scaling", "VarianceScaling")
+
+
+# --------------------------------------------------------------------------
+# Seeds
+
+
+def seed_bound(stream: str) -> int:
+    """Exclusive upper bound of derived and drawn seeds for ``stream``."""
+    return 2 ** SEED_BITS[get_stream(stream).name]
+
+
+def derive_seed(global_seed: int, name: str, stream: str = DEFAULT_STREAM) -> int:
+    """The seed of tensor ``name`` under ``global_seed``.
+
+    ``h = SHA-256(global_seed.to_bytes(8, "little") + name.encode("utf-8"))``;
+    the seed is ``int.from_bytes(h[:8], "little") % 2**bits`` with bits = 32
+    for the keras stream and 53 for the vsgen stream (:data:`SEED_BITS`).
+    A tensor's seed depends on nothing but these three inputs.
+    """
+    if isinstance(global_seed, bool) or not isinstance(global_seed, numbers.Integral):
+        raise TypeError(
+            f"Argument `seed` must be a non-negative integer. Received: seed={global_seed!r}"
+        )
+    if not 0 <= int(global_seed) < MAX_GLOBAL_SEED:
+        raise ValueError(f"Argument `seed` must be in [0, 2**64). Received: seed={global_seed!r}")
+    digest = hashlib.sha256(int(global_seed).to_bytes(8, "little") + name.encode("utf-8"))
+    return int.from_bytes(digest.digest()[:8], "little") % seed_bound(stream)
+
+
+# --------------------------------------------------------------------------
+# Initializers as written in a spec
+
+
+@dataclass(frozen=True)
+class Init:
+    """An initializer as a spec states it, without a seed.
+
+    ``constant`` is set for constants (``zeros``, ``ones``, ``{constant = x}``);
+    otherwise ``class_name`` is ``"VarianceScaling"`` or a preset class name
+    and ``options`` holds the config keys given (scale, mode, distribution,
+    layout, stream, input_axes, output_axes), as sorted ``(key, value)`` pairs.
+    """
+
+    constant: float | None = None
+    class_name: str = "VarianceScaling"
+    options: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def is_constant(self) -> bool:
+        """True for a constant initializer."""
+        return self.constant is not None
+
+    def initializer(
+        self, seed: int | None, layout: str = "keras", stream: str = DEFAULT_STREAM
+    ) -> VarianceScaling:
+        """A ``VarianceScaling`` with ``seed``; ``layout``/``stream`` unless the init sets them.
+
+        ``seed=None`` derives nothing: it only validates (seed 0 is used).
+        """
+        if self.is_constant:
+            raise ValueError("a constant initializer has no VarianceScaling")
+        config = dict(self.options)
+        # Explicit axes replace the layout; the layout still names the default.
+        config.setdefault("layout", layout)
+        config.setdefault("stream", stream)
+        config["seed"] = 0 if seed is None else seed
+        for key in ("input_axes", "output_axes"):
+            if key in config:
+                config[key] = list(config[key])
+        if self.class_name == "VarianceScaling":
+            return VarianceScaling.from_config(config)
+        return get_preset(self.class_name).from_config(config)
+
+    def stream_name(self, stream: str = DEFAULT_STREAM) -> str:
+        """The stream this init draws from, given the global default ``stream``."""
+        return get_stream(dict(self.options).get("stream", stream)).name
+
+    def as_json(self) -> Any:
+        """A JSON form that :func:`parse_init` reads back."""
+        if self.constant is not None:
+            for name, value in CONSTANTS.items():
+                if self.constant == value:
+                    return name
+            return {"constant": self.constant}
+        options = {key: list(v) if isinstance(v, tuple) else v for key, v in self.options}
+        if self.class_name != "VarianceScaling":
+            options["preset"] = _preset_key(self.class_name)
+        return options or "variance_scaling"
+
+
+def _preset_key(class_name: str) -> str:
+    for key, cls in PRESETS.items():
+        if cls.__name__ == class_name:
+            return key
+    return class_name
+
+
+def _freeze(config: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
+    items = []
+    for key, value in sorted(config.items()):
+        if isinstance(value, list):
+            value = tuple(value)
+        items.append((key, value))
+    return tuple(items)
+
+
+def init_from_initializer(initializer: VarianceScaling) -> Init:
+    """The :class:`Init` of an existing initializer, dropping its seed."""
+    config = initializer.get_config()
+    config.pop("seed", None)
+    return Init(class_name="VarianceScaling", options=_freeze(config))
+
+
+def parse_init(value: object, where: str = "init") -> Init:
+    """Parse an initializer as written in a spec; ``where`` prefixes errors.
+
+    Accepted: ``"zeros"``, ``"ones"``, a preset name (``"he_normal"``,
+    ``"HeNormal"``), ``"variance_scaling"``; a table ``{constant = 0.02}``; a
+    table of VarianceScaling options with an optional ``preset`` (which fixes
+    scale, mode and distribution); a Keras serialized initializer
+    (``{class_name = ..., config = {...}}``). Seeds are not accepted here.
+
+    Raises:
+        ValueError: one line naming ``where``.
+    """
+    if isinstance(value, str):
+        if value in CONSTANTS:
+            return Init(constant=CONSTANTS[value])
+        if value in _VS_NAMES:
+            return Init()
+        try:
+            cls = get_preset(value)
+        except ValueError:
+            known = ", ".join([*CONSTANTS, *PRESETS, "variance_scaling"])
+            raise ValueError(
+                f"{where}: unknown initializer {value!r}; use one of {known}, "
+                "or a table of VarianceScaling options"
+            ) from None
+        return _checked(Init(class_name=cls.__name__), where)
+    if not isinstance(value, Mapping):
+        raise ValueError(
+            f"{where}: must be an initializer name or a table, not {_type_name(value)} {value!r}"
+        )
+    if "constant" in value:
+        extra = sorted(set(value) - {"constant"})
+        if extra:
+            raise ValueError(f"{where}: a constant takes no other keys; got {', '.join(extra)}")
+        number = value["constant"]
+        if isinstance(number, bool) or not isinstance(number, numbers.Real):
+            raise ValueError(f"{where}.constant: must be a number, not {number!r}")
+        if not math.isfinite(float(number)):
+            raise ValueError(f"{where}.constant: must be finite, not {number!r}")
+        return Init(constant=float(number))
+    if "seed" in value or "seed" in (value.get("config") or {}):
+        raise ValueError(
+            f"{where}: an initializer takes no seed; each tensor's seed is derived from the "
+            "global seed and its name (set `seed` on a tensor to fix one)"
+        )
+    if "class_name" in value:
+        try:
+            built = deserialize(value)
+        except (ValueError, TypeError) as error:
+            raise ValueError(f"{where}: {error}") from None
+        config = built.get_config()
+        config.pop("seed", None)
+        cls_name = type(built).__name__
+        if cls_name != "VarianceScaling":
+            for key in ("scale", "mode", "distribution"):
+                config.pop(key, None)
+        return _checked(Init(class_name=cls_name, options=_freeze(config)), where)
+    unknown = sorted(set(value) - set(_INIT_KEYS))
+    if unknown:
+        raise ValueError(
+            f"{where}: unknown key {unknown[0]!r}; allowed: constant, {', '.join(_INIT_KEYS)}"
+        )
+    config = dict(value)
+    class_name = "VarianceScaling"
+    if "preset" in config:
+        preset = config.pop("preset")
+        fixed = sorted(set(config) & {"scale", "mode", "distribution"})
+        if fixed:
+            raise ValueError(
+                f"{where}: preset {preset!r} fixes scale, mode and distribution; "
+                f"drop {', '.join(fixed)}"
+            )
+        try:
+            class_name = get_preset(str(preset)).__name__
+        except ValueError as error:
+            raise ValueError(f"{where}.preset: {error}") from None
+    return _checked(Init(class_name=class_name, options=_freeze(config)), where)
+
+
+def _checked(init: Init, where: str) -> Init:
+    try:
+        init.initializer(None)
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"{where}: {error}") from None
+    return init
+
+
+def _type_name(value: object) -> str:
+    return {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        list: "a list",
+        str: "a string",
+    }.get(type(value), type(value).__name__)
+
+
+# --------------------------------------------------------------------------
+# Built-in defaults for rank-0/1 tensors
+
+_NORM_PART = re.compile(r"(ln|bn)(_?[0-9a-z]{1,3})?")
+_ONES_LEAVES = ("gamma", "running_var", "moving_variance")
+_ZEROS_LEAVES = ("beta", "running_mean", "moving_mean")
+
+
+def _name_parts(name: str) -> list[str]:
+    text = re.sub(r":\d+$", "", name.lower())  # Keras variable suffixes ("bias:0")
+    return [part for part in re.split(r"[./]", text) if part] or [""]
+
+
+def builtin_constant(name: str) -> float:
+    """The built-in constant of a rank-0/1 tensor no rule covers: 1.0 or 0.0.
+
+    The name is lower-cased, a trailing ``:<digits>`` dropped, and split at
+    ``.`` and ``/`` into parts; the last part is the *leaf*. Then, in order:
+
+    * leaf ``gamma``, ``running_var`` or ``moving_variance`` -> 1.0;
+    * leaf containing ``bias``, or ``beta``, ``running_mean``, ``moving_mean``
+      -> 0.0 (a norm's bias stays zero);
+    * any part containing ``norm`` (``layernorm``, ``ln_norm``, ``rmsnorm``,
+      ``final_layer_norm``...) or equal to ``ln``/``bn`` optionally followed
+      by ``_`` and up to three letters or digits (``ln_1``, ``ln_f``, ``bn1``)
+      -> 1.0 (a norm's weight or scale);
+    * anything else -> 0.0.
+    """
+    parts = _name_parts(name)
+    leaf = parts[-1]
+    if leaf in _ONES_LEAVES:
+        return 1.0
+    if "bias" in leaf or leaf in _ZEROS_LEAVES:
+        return 0.0
+    if any("norm" in part or _NORM_PART.fullmatch(part) for part in parts):
+        return 1.0
+    return 0.0
+
+
+# --------------------------------------------------------------------------
+# Specs
+
+
+@dataclass(frozen=True)
+class TensorEntry:
+    """One tensor of a spec: name, shape and what the spec says about it."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: np.dtype | None = None
+    init: Init | None = None
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A parsed spec: top-level defaults, ordered rules and tensors."""
+
+    seed: int | None = None
+    dtype: np.dtype | None = None
+    layout: str | None = None
+    stream: str | None = None
+    init: Init | None = None
+    rules: tuple[tuple[str, Init], ...] = ()
+    tensors: tuple[TensorEntry, ...] = ()
+    source: str = "spec"
+
+
+def load_spec(path: str) -> ModelSpec:
+    """Read a spec file: ``.toml`` (tomllib) or ``.json``, by suffix.
+
+    Raises:
+        ValueError: unknown suffix, a syntax error or a schema error; one
+            line, starting with the path.
+        OSError: the file cannot be read.
+    """
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix not in (".toml", ".json"):
+        raise ValueError(
+            f"spec {path}: cannot tell the format from suffix {suffix or '(none)'!r}; "
+            "name it .toml or .json"
+        )
+    if not os.path.exists(path):
+        raise ValueError(f"spec {path}: file not found")
+    if os.path.isdir(path):
+        raise ValueError(f"spec {path}: is a directory")
+    with open(path, "rb") as handle:
+        data = handle.read()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"spec {path}: not a UTF-8 text file") from None
+    document = _parse_toml(text, path) if suffix == ".toml" else _parse_json(text, path)
+    return parse_spec(document, source=f"spec {path}")
+
+
+def _parse_toml(text: str, path: str) -> Any:
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        message = " ".join(str(error).split())
+        raise ValueError(f"spec {path}: invalid TOML: {message}") from None
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError(f"key {key!r} appears twice")
+        result[key] = value
+    return result
+
+
+def _parse_json(text: str, path: str) -> Any:
+    try:
+        return json.loads(text, object_pairs_hook=_no_duplicates)
+    except json.JSONDecodeError as error:
+        raise ValueError(
+            f"spec {path}: invalid JSON: {error.msg} at line {error.lineno} column {error.colno}"
+        ) from None
+    except ValueError as error:
+        raise ValueError(f"spec {path}: invalid JSON: {error}") from None
+
+
+def _parse_seed(value: object, where: str, bound: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < bound:
+        raise ValueError(
+            f"{where}: must be an integer in [0, 2**{bound.bit_length() - 1}), not {value!r}"
+        )
+    return value
+
+
+def _parse_dtype(value: object, where: str) -> np.dtype:
+    if not isinstance(value, str):
+        raise ValueError(f'{where}: must be a string such as "float32", not {value!r}')
+    try:
+        return resolve_dtype(value)
+    except (ValueError, TypeError):
+        raise ValueError(
+            f"{where}: must be one of float16, bfloat16, float32, float64, not {value!r}"
+        ) from None
+
+
+def _parse_shape(value: object, where: str) -> tuple[int, ...]:
+    try:
+        if isinstance(value, str):
+            return parse_shape(value)
+        if isinstance(value, list):
+            if not all(isinstance(d, int) and not isinstance(d, bool) for d in value):
+                raise ValueError("must contain integers only")
+            return normalize_shape(value)
+    except (ValueError, TypeError) as error:
+        detail = str(error).split(". Received")[0]
+        raise ValueError(f"{where}: {detail}: {value!r}") from None
+    raise ValueError(
+        f"{where}: must be a list of non-negative integers such as [512, 256], not {value!r}"
+    )
+
+
+def _parse_layout(value: object, where: str) -> str:
+    if value not in LAYOUTS:
+        raise ValueError(f"{where}: must be one of {', '.join(LAYOUTS)}, not {value!r}")
+    return str(value)
+
+
+def _parse_stream(value: object, where: str) -> str:
+    try:
+        if not isinstance(value, str):
+            raise ValueError
+        return get_stream(value).name
+    except ValueError:
+        raise ValueError(f"{where}: must be one of vsgen, keras, not {value!r}") from None
+
+
+def _key_path(name: str) -> str:
+    """A TOML-style key for messages: bare if possible, else quoted."""
+    return name if re.fullmatch(r"[A-Za-z0-9_-]+", name) else json.dumps(name)
+
+
+def parse_spec(document: object, source: str = "spec") -> ModelSpec:
+    """Validate a spec document (the dict a TOML or JSON file parses to).
+
+    Top-level keys: ``seed``, ``dtype``, ``layout``, ``stream``, ``init``,
+    ``rules`` (pattern -> init, in order) and ``tensors`` (name -> table
+    with ``shape`` and optional ``dtype``, ``init``, ``seed``; or just a
+    shape). See ``docs/spec-files.md``.
+
+    Raises:
+        ValueError: one line naming ``source`` and the offending key or tensor.
+    """
+    if not isinstance(document, Mapping):
+        raise ValueError(f"{source}: must be a table (a JSON object), not {_type_name(document)}")
+    unknown = sorted(set(document) - set(_TOP_KEYS))
+    if unknown:
+        raise ValueError(
+            f"{source}: unknown top-level key {unknown[0]!r}; allowed: {', '.join(_TOP_KEYS)}"
+        )
+    seed = dtype = layout = stream = init = None
+    if "seed" in document:
+        seed = _parse_seed(document["seed"], f"{source}: seed", MAX_GLOBAL_SEED)
+    if "dtype" in document:
+        dtype = _parse_dtype(document["dtype"], f"{source}: dtype")
+    if "layout" in document:
+        layout = _parse_layout(document["layout"], f"{source}: layout")
+    if "stream" in document:
+        stream = _parse_stream(document["stream"], f"{source}: stream")
+    if "init" in document:
+        init = parse_init(document["init"], f"{source}: init")
+
+    rules_doc = document.get("rules", {})
+    if not isinstance(rules_doc, Mapping):
+        raise ValueError(
+            f"{source}: rules: must be a table of pattern = initializer, "
+            f"not {_type_name(rules_doc)}"
+        )
+    rules = tuple(
+        (str(pattern), parse_init(value, f"{source}: rules.{_key_path(str(pattern))}"))
+        for pattern, value in rules_doc.items()
+    )
+
+    tensors_doc = document.get("tensors", {})
+    if not isinstance(tensors_doc, Mapping):
+        raise ValueError(
+            f"{source}: tensors: must be a table of name = {{ shape = [...] }}, "
+            f"not {_type_name(tensors_doc)}"
+        )
+    tensors = tuple(
+        _parse_tensor(str(name), value, f"{source}: tensors.{_key_path(str(name))}")
+        for name, value in tensors_doc.items()
+    )
+    return ModelSpec(
+        seed=seed,
+        dtype=dtype,
+        layout=layout,
+        stream=stream,
+        init=init,
+        rules=rules,
+        tensors=tensors,
+        source=source,
+    )
+
+
+def _parse_tensor(name: str, value: object, where: str) -> TensorEntry:
+    if not name:
+        raise ValueError(f"{where}: a tensor name must not be empty")
+    if isinstance(value, (list, str)):
+        value = {"shape": value}
+    if not isinstance(value, Mapping):
+        raise ValueError(
+            f"{where}: must be a table such as {{ shape = [512, 256] }} or a shape, "
+            f"not {_type_name(value)}"
+        )
+    unknown = sorted(set(value) - set(_TENSOR_KEYS))
+    if unknown:
+        raise ValueError(f"{where}: unknown key {unknown[0]!r}; allowed: {', '.join(_TENSOR_KEYS)}")
+    if "shape" not in value:
+        raise ValueError(f"{where}: missing key 'shape', e.g. shape = [512, 256]")
+    return TensorEntry(
+        name=name,
+        shape=_parse_shape(value["shape"], f"{where}.shape"),
+        dtype=_parse_dtype(value["dtype"], f"{where}.dtype") if "dtype" in value else None,
+        init=parse_init(value["init"], f"{where}.init") if "init" in value else None,
+        seed=_parse_seed(value["seed"], f"{where}.seed", MAX_GLOBAL_SEED)
+        if "seed" in value
+        else None,
+    )
+
+
+# --------------------------------------------------------------------------
+# Constants as plans
+
+
+@dataclass(frozen=True)
+class ConstantPlan:
+    """A constant tensor, streamed like a :class:`vsgen.SamplePlan`."""
+
+    value: float
+    dtype: np.dtype
+    shape: tuple[int, ...]
+
+    @property
+    def size(self) -> int:
+        """Number of values this plan produces."""
+        return math.prod(self.shape)
+
+    def chunks(
+        self, chunk_size: int = DEFAULT_CHUNK, threads: int | None = None
+    ) -> Iterator[np.ndarray]:
+        """The values as consecutive flat chunks of at most ``chunk_size``.
+
+        The chunks are read-only views of one shared block, so memory stays
+        at one chunk however large the tensor. ``threads`` is ignored.
+        """
+        size = self.size
+        if size == 0:
+            return
+        block = np.full(min(chunk_size, size), self.value, dtype=self.dtype)
+        block.flags.writeable = False
+        for offset in range(0, size, block.size):
+            yield block[: min(block.size, size - offset)]
+
+    def array(self, threads: int | None = None) -> np.ndarray:
+        """The values as one array of ``shape``."""
+        return np.full(self.shape, self.value, dtype=self.dtype)
+
+
+# --------------------------------------------------------------------------
+# Jobs
+
+
+@dataclass
+class ModelJob:
+    """Everything needed to write a model: tensors, plans and provenance.
+
+    ``infos``, ``plans`` and ``records`` are parallel lists in output order.
+    """
+
+    seed: int
+    seed_was_drawn: bool
+    infos: list[TensorInfo] = field(default_factory=list)
+    plans: list[SamplePlan | ConstantPlan] = field(default_factory=list)
+    records: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def total_values(self) -> int:
+        """Number of values of all tensors together."""
+        return sum(plan.size for plan in self.plans)
+
+    def metadata(self) -> dict[str, str]:
+        """File metadata (``provenance.file_metadata``) recording every tensor."""
+        return provenance.file_metadata(self.records)
+
+    def arrays(self, threads: int | None = None) -> dict[str, np.ndarray]:
+        """Every tensor in memory, by name (for small models and tests)."""
+        return {
+            info.name: plan.array(threads)
+            for info, plan in zip(self.infos, self.plans, strict=True)
+        }
+
+
+def _choose(
+    name: str,
+    rank: int,
+    own: Init | None,
+    rules: Sequence[tuple[str, Init]],
+    default: Init | None,
+) -> tuple[Init, str]:
+    """The init for a tensor and where it came from (recorded in provenance)."""
+    if own is not None:
+        return own, "tensor"
+    for pattern, init in rules:
+        if fnmatch.fnmatchcase(name, pattern):
+            return init, f"rule {pattern}"
+    if rank >= 2:
+        return (default or Init()), "default"
+    return Init(constant=builtin_constant(name)), "builtin"
+
+
+def build_job(
+    spec: ModelSpec | None = None,
+    like: Sequence[TensorInfo] | None = None,
+    *,
+    seed: int | None = None,
+    dtype: object = None,
+    layout: str | None = None,
+    stream: str | None = None,
+    init: Init | None = None,
+) -> ModelJob:
+    """Plan every tensor of a model.
+
+    Tensors come from ``spec.tensors`` or, with ``like``, from an existing
+    checkpoint's tensor list (the spec then only gives rules and defaults and
+    must list no tensors). Keyword arguments override the spec's top-level
+    values (they are the command line's ``--seed``, ``--dtype``, ``--layout``,
+    ``--stream`` and initializer options); ``dtype`` also replaces the dtypes
+    of ``like`` tensors, which otherwise keep their own. Without any seed a
+    global seed is drawn below 2**53 (``seed_was_drawn`` is then True).
+
+    Raises:
+        ValueError: no tensors, tensors in both spec and ``like``, or a tensor
+            its initializer cannot serve (message names the tensor).
+    """
+    spec = spec or ModelSpec()
+    source = spec.source
+    if like is not None and spec.tensors:
+        raise ValueError(
+            f"{source}: lists tensors, but with --like the tensors come from the checkpoint; "
+            "give initializers as [rules] instead (an exact name is a pattern too)"
+        )
+    override_dtype = None if dtype is None else resolve_dtype(dtype)
+    default_dtype = override_dtype or spec.dtype or resolve_dtype(None)
+    layout = layout if layout is not None else spec.layout or "keras"
+    if layout not in LAYOUTS:
+        raise ValueError(
+            f"Argument `layout` must be one of {', '.join(LAYOUTS)}. Received: layout={layout!r}"
+        )
+    stream = get_stream(stream).name if stream is not None else spec.stream or DEFAULT_STREAM
+    default_init = init if init is not None else spec.init
+
+    entries: list[TensorEntry]
+    if like is not None:
+        entries = [
+            TensorEntry(info.name, info.shape, override_dtype or info.dtype) for info in like
+        ]
+    else:
+        entries = [
+            TensorEntry(e.name, e.shape, e.dtype or default_dtype, e.init, e.seed)
+            for e in spec.tensors
+        ]
+    if not entries:
+        what = "the checkpoint holds" if like is not None else f"{source}: lists"
+        raise ValueError(f"{what} no tensors")
+
+    seed_was_drawn = False
+    global_seed = seed if seed is not None else spec.seed
+    if global_seed is None:
+        global_seed = secrets.randbelow(2**53)
+        seed_was_drawn = True
+    else:
+        global_seed = _parse_seed(global_seed, "Argument `seed`", MAX_GLOBAL_SEED)
+
+    job = ModelJob(seed=global_seed, seed_was_drawn=seed_was_drawn)
+    for entry in entries:
+        if entry.name in job.records:
+            raise ValueError(f"tensor {entry.name!r} appears twice")
+        chosen, origin = _choose(entry.name, len(entry.shape), entry.init, spec.rules, default_init)
+        dtype_ = entry.dtype or default_dtype
+        try:
+            plan, record = _plan_tensor(entry, chosen, dtype_, global_seed, layout, stream)
+        except (ValueError, TypeError) as error:
+            raise ValueError(f"tensor {entry.name!r} ({origin}): {error}") from None
+        record["init"] = chosen.as_json()
+        record["init_from"] = origin
+        job.infos.append(TensorInfo(entry.name, entry.shape, dtype_))
+        job.plans.append(plan)
+        job.records[entry.name] = record
+    return job
+
+
+def _plan_tensor(
+    entry: TensorEntry,
+    chosen: Init,
+    dtype: np.dtype,
+    global_seed: int,
+    layout: str,
+    stream: str,
+) -> tuple[SamplePlan | ConstantPlan, dict[str, Any]]:
+    shape = normalize_shape(entry.shape)
+    if chosen.constant is not None:
+        constant_plan = ConstantPlan(chosen.constant, resolve_dtype(dtype), shape)
+        return constant_plan, {
+            "kind": "constant",
+            "value": chosen.constant,
+            "dtype": dtype_name(constant_plan.dtype),
+            "shape": list(shape),
+            "full_shape": list(shape),
+            "rows": None,
+            "fan_shape": None,
+        }
+    stream_name = chosen.stream_name(stream)
+    if entry.seed is not None:
+        tensor_seed, how = entry.seed, "explicit"
+    else:
+        tensor_seed, how = derive_seed(global_seed, entry.name, stream_name), "derived"
+    initializer = chosen.initializer(tensor_seed, layout, stream)
+    plan = initializer.plan(shape, dtype)
+    record = provenance.tensor_record(initializer, plan)
+    record["seed_from"] = how
+    if how == "derived":
+        record["global_seed"] = global_seed
+        record["seed_rule"] = SEED_RULE.replace("bits", str(SEED_BITS[stream_name]))
+    return plan, record
+
+
+def like_tensors(path: str) -> list[TensorInfo]:
+    """Names, shapes and dtypes of an existing checkpoint (headers only).
+
+    Raises:
+        ValueError: the file is missing, unreadable as a checkpoint, or holds
+            a dtype vsgen cannot write.
+    """
+    if not os.path.exists(path):
+        raise ValueError(f"--like: file not found: {path}")
+    try:
+        return read_tensor_infos(path)
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"--like: {error}") from None
+    except KeyError as error:
+        raise ValueError(f"--like: {path} has an unreadable header ({error})") from None

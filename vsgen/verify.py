@@ -1,0 +1,816 @@
+"""Verification: does a tensor file hold what a VarianceScaling config promises?
+
+Reads a ``.npy``, ``.h5`` or ``.safetensors`` tensor in bounded memory
+(fixed-size chunks: a memory map for npy and safetensors, slices along the
+leading axes for HDF5; float16 and bfloat16 are upcast one chunk at a time),
+summarises it (count, mean, std, min, max, a histogram) and judges it against
+the expected distribution, taken from the file's vsgen provenance or from an
+initializer the caller gives. No printing and no click here: the result is a
+:class:`VerifyReport`, which ``vsgen check`` prints.
+
+Checks (every one must pass; ``n`` is the number of values, ``sigma`` the
+expected stddev, ``p`` the dtype's significand bits: 8 bfloat16, 11 float16,
+24 float32, 53 float64, and ``rounding = 2**-p + 2**-24`` the relative error
+of rounding to the dtype, through float32 for narrow dtypes):
+
+* ``finite``: no NaN or infinity.
+* ``record``: the file's shape and dtype equal the recorded ones (provenance only).
+* ``bounds`` (truncated_normal, uniform): every ``|x| <= B * (1 + rounding)``
+  plus half the dtype's smallest subnormal, with ``B = 2s`` or ``limit``: a
+  value may exceed the bound only by rounding to the dtype.
+* ``mean``: ``|mean| <= 6 sigma / sqrt(n) + rounding * sigma`` (six standard
+  errors: a false alarm about once in 5e8 files).
+* ``std``: ``|std - sigma| <= 6 sigma sqrt((kurtosis - 1) / (4 n)) +
+  rounding * sigma``, the standard error of a sample stddev, with kurtosis 3
+  (normal), 2.3655 (normal truncated at +-2), 1.8 (uniform).
+* ``ks``: Kolmogorov-Smirnov distance ``D`` between the empirical CDF of a
+  deterministic strided subsample of at most ``MAX_SAMPLE`` values (every
+  ``ceil(n / MAX_SAMPLE)``-th value in C order) and the exact CDF of the
+  distribution *rounded to the dtype* (each stored value stands for the
+  interval that rounds to it, so float16/bfloat16 steps are not mistaken for
+  misfit). It fails when Stephens' statistic ``D (sqrt(m) + 0.12 +
+  0.11 / sqrt(m))`` exceeds the asymptotic critical value for
+  ``KS_ALPHA = 1e-3``, i.e. ``sqrt(ln(2 / alpha) / 2) = 1.9495``; run for
+  ``m >= 5`` values.
+
+Verdict: ``NOT consistent`` if any check fails; otherwise ``too few values to
+judge`` below ``MIN_VALUES`` values (the checks still ran and their false-alarm
+rates hold, but they have little power), else ``consistent``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import struct
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from vsgen.fans import normalize_shape
+from vsgen.initializer import TRUNCATED_STD_FACTOR, Scaling, VarianceScaling
+
+#: Values read per chunk (8 MiB once upcast to float64).
+READ_CHUNK = 1 << 20
+#: Moments are computed over fixed blocks of this many values and merged in
+#: order, so the result does not depend on the read chunk size.
+STATS_BLOCK = 1 << 16
+#: Largest subsample the KS test sorts (8 MB as float64).
+MAX_SAMPLE = 1_000_000
+#: Below this many values a passing tensor is "too few values to judge".
+MIN_VALUES = 100
+#: Fewer values than this and the KS test is skipped.
+KS_MIN_VALUES = 5
+#: Significance level of the KS test.
+KS_ALPHA = 1e-3
+#: Standard errors allowed for mean and std.
+SIGMAS = 6.0
+#: Histogram bins (over the subsample, between the tensor's min and max).
+HISTOGRAM_BINS = 20
+
+CONSISTENT = "consistent"
+NOT_CONSISTENT = "NOT consistent"
+TOO_FEW = "too few values to judge"
+
+#: E[X^4] / E[X^2]^2 of each distribution.
+_TRUNCATION = 2.0
+_PHI_AT_TRUNCATION = math.exp(-_TRUNCATION**2 / 2) / math.sqrt(2 * math.pi)
+_MASS_INSIDE = math.erf(_TRUNCATION / math.sqrt(2))
+_TRUNCATED_M2 = TRUNCATED_STD_FACTOR**2
+_TRUNCATED_M4 = (
+    3 * (_MASS_INSIDE - 2 * _TRUNCATION * _PHI_AT_TRUNCATION)
+    - 2 * _TRUNCATION**3 * _PHI_AT_TRUNCATION
+) / _MASS_INSIDE
+KURTOSIS = {
+    "untruncated_normal": 3.0,
+    "truncated_normal": _TRUNCATED_M4 / _TRUNCATED_M2**2,
+    "uniform": 1.8,
+}
+
+_SAFETENSORS_DTYPES = {"F16": "float16", "BF16": "bfloat16", "F32": "float32", "F64": "float64"}
+_READABLE = ("float16", "bfloat16", "float32", "float64")
+
+
+class NoExpectationError(ValueError):
+    """The file records no provenance and no initializer was given."""
+
+
+# --- results -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Check:
+    """One test of the tensor: its measured ``value`` against ``threshold``."""
+
+    name: str
+    passed: bool
+    value: float | None
+    threshold: float | None
+    detail: str
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Moments of the finite values and the count of non-finite ones."""
+
+    count: int
+    mean: float
+    std: float
+    min: float
+    max: float
+    nonfinite: int
+
+
+@dataclass(frozen=True)
+class KSResult:
+    """Kolmogorov-Smirnov test on a subsample of ``sample_size`` values."""
+
+    statistic: float
+    pvalue: float
+    critical: float
+    alpha: float
+    sample_size: int
+    stride: int
+
+
+@dataclass(frozen=True)
+class Histogram:
+    """Counts of the subsample in ``len(counts)`` equal bins between ``edges``."""
+
+    edges: list[float]
+    counts: list[int]
+    sample_size: int
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """Everything ``vsgen check`` prints; ``as_dict()`` is its ``--json`` form."""
+
+    path: str | None
+    format: str
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    source: str
+    expected: dict[str, Any]
+    summary: Summary
+    ks: KSResult | None
+    histogram: Histogram
+    checks: list[Check]
+    verdict: str
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def consistent(self) -> bool:
+        """False only for ``NOT consistent`` (``too few values to judge`` is not a failure)."""
+        return self.verdict != NOT_CONSISTENT
+
+    @property
+    def exit_code(self) -> int:
+        """0 for consistent or too few values to judge, 1 for NOT consistent."""
+        return 0 if self.consistent else 1
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain JSON types (non-finite floats become strings)."""
+        document = asdict(self)
+        document["shape"] = list(self.shape)
+        document["consistent"] = self.consistent
+        return _json_safe(document)
+
+    def to_json(self) -> str:
+        """``as_dict()`` as indented JSON."""
+        return json.dumps(self.as_dict(), indent=2)
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(item) for item in value]
+    return value
+
+
+# --- reading -------------------------------------------------------------------------
+
+
+@dataclass
+class TensorSource:
+    """One tensor of a file, readable in flat C-order chunks of bounded size."""
+
+    path: str
+    format: str
+    name: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    metadata: dict[str, str]
+    _offset: int = 0
+    _names: tuple[str, ...] = ()
+
+    @property
+    def size(self) -> int:
+        """Number of values."""
+        return math.prod(self.shape)
+
+    def chunks(self, chunk_size: int | None = None) -> Iterator[np.ndarray]:
+        """Consecutive 1-D pieces of the flat tensor, each at most ``chunk_size`` values."""
+        chunk_size = max(1, READ_CHUNK if chunk_size is None else int(chunk_size))
+        if self.size == 0:
+            return
+        if self.format == "h5":
+            yield from self._h5_chunks(chunk_size)
+            return
+        flat = self._memmap()
+        for start in range(0, flat.size, chunk_size):
+            piece = np.array(flat[start : start + chunk_size])
+            if piece.dtype != self.dtype:
+                piece = piece.view(self.dtype) if piece.dtype.kind == "u" else piece
+            yield piece.astype(self.dtype, copy=False)
+
+    def _memmap(self) -> np.ndarray:
+        if self.format == "npy":
+            array = np.load(self.path, mmap_mode="r")
+            return np.ravel(array, order="K" if array.flags.f_contiguous else "C")
+        stored = np.dtype("<u2") if self.dtype.name == "bfloat16" else self.dtype.newbyteorder("<")
+        return np.memmap(self.path, dtype=stored, mode="r", offset=self._offset, shape=(self.size,))
+
+    def _h5_chunks(self, chunk_size: int) -> Iterator[np.ndarray]:
+        import h5py
+
+        with h5py.File(self.path, "r") as h5:
+            dataset = h5[self.name]
+            if not self.shape:
+                yield np.asarray(dataset[()]).reshape(1).astype(self.dtype)
+                return
+            # Index the leading axes one by one until the trailing block fits a chunk.
+            axis = 0
+            while axis < len(self.shape) - 1 and math.prod(self.shape[axis + 1 :]) > chunk_size:
+                axis += 1
+            inner = math.prod(self.shape[axis + 1 :])
+            step = max(1, chunk_size // max(1, inner))
+            for outer in np.ndindex(*self.shape[:axis]):
+                for first in range(0, self.shape[axis], step):
+                    last = min(self.shape[axis], first + step)
+                    block = dataset[(*outer, slice(first, last))]
+                    yield np.asarray(block, dtype=self.dtype).reshape(-1)
+
+
+def _sniff(path: str) -> str:
+    with open(path, "rb") as handle:
+        head = handle.read(9)
+    if head.startswith(b"\x93NUMPY"):
+        return "npy"
+    if head.startswith(b"\x89HDF\r\n\x1a\n"):
+        return "h5"
+    if len(head) == 9 and head[8:9] == b"{":
+        return "safetensors"
+    raise ValueError(f"{path}: not a .npy, .h5 or .safetensors file")
+
+
+def _readable_dtype(dtype: np.dtype | str, path: str, name: str) -> np.dtype:
+    from vsgen.dtypes import resolve_dtype
+
+    label = getattr(dtype, "name", str(dtype))
+    if label not in _READABLE:
+        raise ValueError(
+            f"{path}: tensor {name!r} has dtype {label}; only float16, bfloat16, float32 and "
+            "float64 tensors can be checked"
+        )
+    return resolve_dtype(label)
+
+
+def _pick_name(path: str, names: Sequence[str], name: str | None) -> str:
+    if not names:
+        raise ValueError(f"{path} holds no tensors")
+    if name is None:
+        if len(names) > 1:
+            raise ValueError(
+                f"{path} holds {len(names)} tensors ({', '.join(names)}); choose one with --name"
+            )
+        return names[0]
+    if name not in names:
+        raise ValueError(f"{path} has no tensor named {name!r}; it holds: {', '.join(names)}")
+    return name
+
+
+def _safetensors_header(path: str) -> tuple[dict[str, Any], int]:
+    size = os.path.getsize(path)
+    with open(path, "rb") as handle:
+        (length,) = struct.unpack("<Q", handle.read(8))
+        if length > size - 8:
+            raise ValueError(f"{path}: safetensors header length {length} exceeds the file")
+        header = json.loads(handle.read(length).decode("utf-8"))
+    if not isinstance(header, dict):
+        raise ValueError(f"{path}: safetensors header is not a JSON object")
+    return header, 8 + length
+
+
+def open_tensor(path: str, name: str | None = None) -> TensorSource:
+    """Open tensor ``name`` of a ``.npy``, ``.h5`` or ``.safetensors`` file (headers only).
+
+    ``name`` may be omitted when the file holds one tensor; a ``.npy`` file holds
+    one tensor and ignores ``name``. The format is told from the first bytes.
+
+    Raises:
+        ValueError: unknown format, missing/ambiguous name, unsupported dtype,
+            or a file shorter than its header says.
+        OSError: the file cannot be read.
+    """
+    from vsgen import writers
+
+    if not os.path.isfile(path):
+        raise ValueError(f"file not found: {path}")
+    kind = _sniff(path)
+    if kind == "npy":
+        array = np.load(path, mmap_mode="r") if os.path.getsize(path) else None
+        if array is None:
+            raise ValueError(f"{path}: empty file")
+        stem = os.path.splitext(os.path.basename(path))[0]
+        dtype = _readable_dtype(array.dtype, path, stem)
+        return TensorSource(path, "npy", stem, tuple(array.shape), dtype, {})
+    metadata = writers.read_metadata(path)
+    if kind == "h5":
+        import h5py
+
+        with h5py.File(path, "r") as h5:
+            names: list[str] = []
+            h5.visititems(
+                lambda key, item: names.append(key) if isinstance(item, h5py.Dataset) else None
+            )
+            chosen = _pick_name(path, names, name)
+            dataset = h5[chosen]
+            dtype = _readable_dtype(dataset.dtype, path, chosen)
+            return TensorSource(path, "h5", chosen, tuple(dataset.shape), dtype, metadata)
+    header, data_start = _safetensors_header(path)
+    names = [key for key in header if key != "__metadata__"]
+    chosen = _pick_name(path, names, name)
+    entry = header[chosen]
+    code = entry.get("dtype") if isinstance(entry, dict) else None
+    if code not in _SAFETENSORS_DTYPES:
+        raise ValueError(
+            f"{path}: tensor {chosen!r} has dtype {code}; only F16, BF16, F32 and F64 "
+            "tensors can be checked"
+        )
+    dtype = _readable_dtype(_SAFETENSORS_DTYPES[code], path, chosen)
+    shape = normalize_shape(tuple(entry["shape"]))
+    begin, end = (int(v) for v in entry["data_offsets"])
+    if end - begin != math.prod(shape) * dtype.itemsize:
+        raise ValueError(f"{path}: tensor {chosen!r} has data_offsets that do not fit its shape")
+    if data_start + end > os.path.getsize(path):
+        raise ValueError(f"{path}: file is truncated (tensor {chosen!r} runs past its end)")
+    return TensorSource(
+        path, "safetensors", chosen, shape, dtype, metadata, _offset=data_start + begin
+    )
+
+
+# --- what to expect --------------------------------------------------------------------
+
+
+def recorded_expectation(source: TensorSource) -> tuple[VarianceScaling, tuple[int, ...], dict]:
+    """The initializer, fan shape and record that the file's provenance gives for the tensor.
+
+    Raises:
+        NoExpectationError: the file records no vsgen provenance for the tensor.
+    """
+    from vsgen import provenance
+
+    try:
+        records = provenance.parse_metadata(source.metadata)
+    except ValueError as error:
+        raise NoExpectationError(f"{source.path}: {error}") from None
+    record = records.get(source.name)
+    if record is None:
+        raise NoExpectationError(
+            f"{source.path}: no vsgen provenance recorded for tensor {source.name!r}"
+        )
+    initializer = VarianceScaling.from_config(record["config"])
+    fan_shape = record.get("fan_shape") or record.get("full_shape") or record.get("shape")
+    return initializer, normalize_shape(tuple(fan_shape)), record
+
+
+# --- statistics ----------------------------------------------------------------------
+
+
+class _Moments:
+    """Count, mean, M2 (Chan et al.'s merge), min, max of finite values."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.mean = 0.0
+        self.m2 = 0.0
+        self.minimum = math.inf
+        self.maximum = -math.inf
+        self.nonfinite = 0
+
+    def add(self, block: np.ndarray) -> None:
+        finite = np.isfinite(block)
+        if not finite.all():
+            self.nonfinite += int(block.size - np.count_nonzero(finite))
+            block = block[finite]
+        if block.size == 0:
+            return
+        block_mean = float(block.mean())
+        block_m2 = float(np.square(block - block_mean).sum())
+        total = self.count + block.size
+        delta = block_mean - self.mean
+        self.mean += delta * block.size / total
+        self.m2 += block_m2 + delta * delta * self.count * block.size / total
+        self.count = total
+        self.minimum = min(self.minimum, float(block.min()))
+        self.maximum = max(self.maximum, float(block.max()))
+
+    def summary(self) -> Summary:
+        empty = self.count == 0
+        return Summary(
+            count=self.count + self.nonfinite,
+            mean=math.nan if empty else self.mean,
+            std=math.nan if empty else math.sqrt(self.m2 / self.count),
+            min=math.nan if empty else self.minimum,
+            max=math.nan if empty else self.maximum,
+            nonfinite=self.nonfinite,
+        )
+
+
+def summarize(
+    chunks: Iterator[np.ndarray], size: int, max_sample: int | None = None
+) -> tuple[Summary, np.ndarray, int]:
+    """One pass over the flat tensor: moments, and the strided subsample.
+
+    Moments are computed in float64 over fixed blocks of ``STATS_BLOCK`` values
+    and merged in order, so any chunking gives the same numbers. The subsample
+    holds the values at flat indices ``0, k, 2k, ...`` with
+    ``k = ceil(size / max_sample)``, in the tensor's own dtype.
+    """
+    max_sample = MAX_SAMPLE if max_sample is None else max_sample
+    stride = max(1, -(-size // max(1, max_sample)))
+    moments = _Moments()
+    sample_parts: list[np.ndarray] = []
+    carry: list[np.ndarray] = []
+    carried = 0
+    position = 0
+    for chunk in chunks:
+        sample_parts.append(np.array(chunk[(-position) % stride :: stride]))
+        position += chunk.size
+        carry.append(chunk)
+        carried += chunk.size
+        if carried < STATS_BLOCK:
+            continue
+        joined = np.concatenate(carry).astype(np.float64)
+        usable = joined.size - joined.size % STATS_BLOCK
+        for start in range(0, usable, STATS_BLOCK):
+            moments.add(joined[start : start + STATS_BLOCK])
+        rest = joined[usable:]
+        carry, carried = ([rest], rest.size) if rest.size else ([], 0)
+    if carried:
+        moments.add(np.concatenate(carry).astype(np.float64))
+    if position != size:
+        raise ValueError(f"read {position} values, expected {size}")
+    sample = np.concatenate(sample_parts) if sample_parts else np.empty(0)
+    return moments.summary(), sample, stride
+
+
+def _normal_cdf(z: np.ndarray) -> np.ndarray:
+    """Phi(z) = erfc(-z / sqrt(2)) / 2, elementwise (exact to a few ulp)."""
+    erfc = np.frompyfunc(math.erfc, 1, 1)
+    return 0.5 * erfc(-np.asarray(z, dtype=np.float64) / math.sqrt(2.0)).astype(np.float64)
+
+
+def expected_cdf(scaling: Scaling, x: np.ndarray) -> np.ndarray:
+    """The exact CDF of the distribution ``scaling`` describes, at ``x``.
+
+    * untruncated_normal: ``Phi(x / stddev)``;
+    * truncated_normal: ``(Phi(x / s) - Phi(-2)) / (Phi(2) - Phi(-2))`` on [-2s, 2s];
+    * uniform: ``(x + limit) / (2 limit)`` on [-limit, limit].
+    """
+    x = np.asarray(x, dtype=np.float64)
+    if scaling.distribution == "uniform":
+        assert scaling.limit is not None
+        return np.clip((x + scaling.limit) / (2 * scaling.limit), 0.0, 1.0)
+    if scaling.distribution == "truncated_normal":
+        assert scaling.pre_truncation_std is not None
+        low = 0.5 * math.erfc(_TRUNCATION / math.sqrt(2.0))
+        cdf = (_normal_cdf(x / scaling.pre_truncation_std) - low) / _MASS_INSIDE
+        return np.clip(cdf, 0.0, 1.0)
+    return _normal_cdf(x / scaling.stddev)
+
+
+def kolmogorov_sf(lam: float) -> float:
+    """P(K > lam) for the Kolmogorov distribution:
+    ``2 sum_k (-1)^(k-1) exp(-2 k^2 lam^2)`` (or its Jacobi form for small lam)."""
+    if lam <= 0:
+        return 1.0
+    if lam < 1.18:
+        total = sum(
+            math.exp(-((2 * k - 1) ** 2) * math.pi**2 / (8 * lam * lam)) for k in range(1, 12)
+        )
+        return min(1.0, max(0.0, 1.0 - math.sqrt(2 * math.pi) / lam * total))
+    total = sum((-1) ** (k - 1) * math.exp(-2 * k * k * lam * lam) for k in range(1, 101))
+    return min(1.0, max(0.0, 2 * total))
+
+
+def ks_critical(sample_size: int, alpha: float = KS_ALPHA) -> float:
+    """Critical D at level ``alpha``: ``sqrt(ln(2/alpha)/2) / (sqrt(m) + 0.12 + 0.11/sqrt(m))``."""
+    root = math.sqrt(sample_size)
+    return math.sqrt(math.log(2 / alpha) / 2) / (root + 0.12 + 0.11 / root)
+
+
+def ks_test(sample: np.ndarray, scaling: Scaling, stride: int = 1) -> KSResult:
+    """KS test of ``sample`` (finite values in their stored dtype) against ``scaling``.
+
+    A stored value ``v`` stands for every real number that rounds to it, so the
+    model CDF is evaluated at the midpoints to ``v``'s neighbours in the dtype:
+    ``D = max(|F_n(v) - F(mid_up(v))|, |F_n(v-) - F(mid_down(v))|)`` over the
+    distinct values ``v`` (for float64, the midpoints are ``v`` itself).
+    """
+    dtype = sample.dtype
+    values, counts = np.unique(sample.astype(np.float64), return_counts=True)
+    m = int(counts.sum())
+    if dtype == np.float64:
+        upper = lower = values
+    else:
+        stored = values.astype(dtype)
+        up = np.nextafter(stored, np.array(np.inf, dtype=dtype)).astype(np.float64)
+        down = np.nextafter(stored, np.array(-np.inf, dtype=dtype)).astype(np.float64)
+        with np.errstate(invalid="ignore"):
+            upper = np.where(np.isfinite(up), (values + up) / 2, np.inf)
+            lower = np.where(np.isfinite(down), (values + down) / 2, -np.inf)
+    cumulative = np.cumsum(counts)
+    above = cumulative / m - expected_cdf(_scaling_for_cdf(scaling), upper)
+    below = expected_cdf(_scaling_for_cdf(scaling), lower) - (cumulative - counts) / m
+    statistic = float(max(np.abs(above).max(), np.abs(below).max()))
+    root = math.sqrt(m)
+    pvalue = kolmogorov_sf(statistic * (root + 0.12 + 0.11 / root))
+    return KSResult(
+        statistic=statistic,
+        pvalue=pvalue,
+        critical=ks_critical(m),
+        alpha=KS_ALPHA,
+        sample_size=m,
+        stride=stride,
+    )
+
+
+def _scaling_for_cdf(scaling: Scaling) -> Scaling:
+    return scaling
+
+
+def _significand_bits(dtype: np.dtype) -> int:
+    return {"bfloat16": 8, "float16": 11, "float32": 24, "float64": 53}[dtype.name]
+
+
+def rounding_error(dtype: np.dtype) -> float:
+    """Relative error bound of storing a value in ``dtype``: ``2**-p + 2**-24``
+    (half an ulp of the dtype, plus float32 working precision for narrow types;
+    ``2**-53`` alone for float64)."""
+    bits = _significand_bits(dtype)
+    return 2.0**-53 if bits == 53 else 2.0**-bits + 2.0**-24
+
+
+def _smallest_subnormal(dtype: np.dtype) -> float:
+    import ml_dtypes
+
+    return float(ml_dtypes.finfo(dtype).smallest_subnormal)
+
+
+# --- judging -------------------------------------------------------------------------
+
+
+def judge(
+    summary: Summary,
+    sample: np.ndarray,
+    stride: int,
+    scaling: Scaling,
+    dtype: np.dtype,
+) -> tuple[list[Check], KSResult | None]:
+    """Run the checks of the module docstring; returns them and the KS result."""
+    checks: list[Check] = []
+    sigma = scaling.stddev
+    rounding = rounding_error(dtype)
+    absolute = _smallest_subnormal(dtype) / 2
+    n_finite = summary.count - summary.nonfinite
+    checks.append(
+        Check(
+            "finite",
+            summary.nonfinite == 0,
+            float(summary.nonfinite),
+            0.0,
+            f"{summary.nonfinite} NaN/inf values",
+        )
+    )
+    if n_finite == 0:
+        return checks, None
+    bound = scaling.bound if scaling.distribution == "truncated_normal" else scaling.limit
+    if bound is not None:
+        allowed = bound * (1 + rounding) + absolute
+        largest = max(abs(summary.min), abs(summary.max))
+        what = "2s" if scaling.distribution == "truncated_normal" else "limit"
+        checks.append(
+            Check(
+                "bounds",
+                largest <= allowed,
+                largest,
+                allowed,
+                f"max |x| = {largest:.6g} <= {what} = {bound:.6g} (+ dtype rounding)",
+            )
+        )
+    mean_tolerance = SIGMAS * sigma / math.sqrt(n_finite) + rounding * sigma + absolute
+    checks.append(
+        Check(
+            "mean",
+            abs(summary.mean) <= mean_tolerance,
+            abs(summary.mean),
+            mean_tolerance,
+            f"|mean| = {abs(summary.mean):.4g} <= {mean_tolerance:.4g} "
+            f"({SIGMAS:g} standard errors + dtype rounding)",
+        )
+    )
+    standard_error = sigma * math.sqrt((KURTOSIS[scaling.distribution] - 1) / (4 * n_finite))
+    std_tolerance = SIGMAS * standard_error + rounding * sigma + absolute
+    deviation = abs(summary.std - sigma)
+    checks.append(
+        Check(
+            "std",
+            deviation <= std_tolerance,
+            deviation,
+            std_tolerance,
+            f"|std - {sigma:.6g}| = {deviation:.4g} <= {std_tolerance:.4g} "
+            f"({SIGMAS:g} standard errors + dtype rounding)",
+        )
+    )
+    finite_sample = sample[np.isfinite(sample.astype(np.float64))]
+    ks = None
+    if finite_sample.size >= KS_MIN_VALUES:
+        ks = ks_test(finite_sample, scaling, stride)
+        checks.append(
+            Check(
+                "ks",
+                ks.statistic <= ks.critical,
+                ks.statistic,
+                ks.critical,
+                f"D = {ks.statistic:.4g} <= {ks.critical:.4g} (alpha {ks.alpha:g}, "
+                f"p = {ks.pvalue:.3g}, {ks.sample_size} values, every {stride})",
+            )
+        )
+    return checks, ks
+
+
+def _histogram(sample: np.ndarray, summary: Summary) -> Histogram:
+    values = sample.astype(np.float64)
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return Histogram(edges=[], counts=[], sample_size=0)
+    low, high = summary.min, summary.max
+    if low == high:
+        low, high = low - 0.5, high + 0.5
+    counts, edges = np.histogram(values, bins=HISTOGRAM_BINS, range=(low, high))
+    return Histogram(
+        edges=[float(e) for e in edges], counts=[int(c) for c in counts], sample_size=values.size
+    )
+
+
+def _verdict(checks: Sequence[Check], count: int) -> str:
+    if any(not check.passed for check in checks):
+        return NOT_CONSISTENT
+    if count < MIN_VALUES:
+        return TOO_FEW
+    return CONSISTENT
+
+
+def _expected_dict(
+    scaling: Scaling, initializer: VarianceScaling, fan_shape: Sequence[int]
+) -> dict[str, Any]:
+    expected = scaling.as_dict()
+    expected["fan_shape"] = list(fan_shape)
+    expected["layout"] = initializer.layout
+    expected["input_axes"] = list(initializer.input_axes) if initializer.input_axes else None
+    expected["output_axes"] = list(initializer.output_axes) if initializer.output_axes else None
+    expected["kurtosis"] = KURTOSIS[scaling.distribution]
+    return expected
+
+
+def verify_source(
+    source: TensorSource,
+    initializer: VarianceScaling | None = None,
+    fan_shape: Sequence[int] | None = None,
+    *,
+    chunk_size: int | None = None,
+    max_sample: int | None = None,
+) -> VerifyReport:
+    """Judge one opened tensor against ``initializer`` or, if None, its recorded provenance.
+
+    ``fan_shape`` (explicit initializer only) computes fans from another shape,
+    e.g. the full shape of which the file holds a shard.
+
+    Raises:
+        NoExpectationError: no initializer given and the file records none.
+    """
+    notes: list[str] = []
+    record_checks: list[Check] = []
+    if initializer is None:
+        if fan_shape is not None:
+            raise ValueError("a fan shape is only used with an explicit initializer")
+        initializer, fans_from, record = recorded_expectation(source)
+        source_label = "provenance"
+        recorded_shape = tuple(record.get("shape", source.shape))
+        recorded_dtype = str(record.get("dtype", source.dtype.name))
+        same = recorded_shape == source.shape and recorded_dtype == source.dtype.name
+        record_checks.append(
+            Check(
+                "record",
+                same,
+                None,
+                None,
+                f"file has shape {source.shape} {source.dtype.name}; recorded "
+                f"{recorded_shape} {recorded_dtype}",
+            )
+        )
+        if record.get("rows"):
+            notes.append(f"rows {record['rows'][0]}:{record['rows'][1]} of {fans_from}")
+    else:
+        source_label = "options"
+        fans_from = normalize_shape(source.shape if fan_shape is None else tuple(fan_shape))
+    scaling = initializer.scaling(fans_from)
+    summary, sample, stride = summarize(source.chunks(chunk_size), source.size, max_sample)
+    checks, ks = judge(summary, sample, stride, scaling, source.dtype)
+    checks = record_checks + checks
+    if summary.count < MIN_VALUES:
+        notes.append(
+            f"only {summary.count} values: below {MIN_VALUES} the checks have little power, "
+            "so passing them proves little"
+        )
+    return VerifyReport(
+        path=source.path,
+        format=source.format,
+        name=source.name,
+        shape=source.shape,
+        dtype=source.dtype.name,
+        source=source_label,
+        expected=_expected_dict(scaling, initializer, fans_from),
+        summary=summary,
+        ks=ks,
+        histogram=_histogram(sample, summary),
+        checks=checks,
+        verdict=_verdict(checks, summary.count),
+        notes=notes,
+    )
+
+
+def verify_file(
+    path: str,
+    name: str | None = None,
+    initializer: VarianceScaling | None = None,
+    fan_shape: Sequence[int] | None = None,
+    *,
+    chunk_size: int | None = None,
+    max_sample: int | None = None,
+) -> VerifyReport:
+    """Open ``path`` (tensor ``name``) and judge it; see :func:`verify_source`."""
+    source = open_tensor(path, name)
+    return verify_source(
+        source, initializer, fan_shape, chunk_size=chunk_size, max_sample=max_sample
+    )
+
+
+def verify_array(
+    values: np.ndarray,
+    initializer: VarianceScaling,
+    fan_shape: Sequence[int] | None = None,
+    *,
+    chunk_size: int | None = None,
+    max_sample: int | None = None,
+) -> VerifyReport:
+    """Judge an in-memory array against ``initializer`` (fans from ``fan_shape`` or its shape)."""
+    array = np.ascontiguousarray(values)
+    dtype = _readable_dtype(array.dtype, "array", "array")
+    flat = array.reshape(-1)
+    step = max(1, READ_CHUNK if chunk_size is None else int(chunk_size))
+    fans_from = normalize_shape(array.shape if fan_shape is None else tuple(fan_shape))
+    scaling = initializer.scaling(fans_from)
+    chunks = (flat[start : start + step] for start in range(0, flat.size, step))
+    summary, sample, stride = summarize(chunks, flat.size, max_sample)
+    checks, ks = judge(summary, sample, stride, scaling, dtype)
+    notes = []
+    if summary.count < MIN_VALUES:
+        notes.append(
+            f"only {summary.count} values: below {MIN_VALUES} the checks have little power, "
+            "so passing them proves little"
+        )
+    return VerifyReport(
+        path=None,
+        format="array",
+        name="array",
+        shape=tuple(array.shape),
+        dtype=dtype.name,
+        source="options",
+        expected=_expected_dict(scaling, initializer, fans_from),
+        summary=summary,
+        ks=ks,
+        histogram=_histogram(sample, summary),
+        checks=checks,
+        verdict=_verdict(checks, summary.count),
+        notes=notes,
+    )
