@@ -28,6 +28,7 @@ import sys
 import mpmath
 
 LAYERS = 256
+TRUNCATION = 2  # the truncated normal's bound, in standard deviations
 DIGITS = 50
 TARGET = pathlib.Path(__file__).resolve().parent.parent / "vsgen" / "_ziggurat_tables.py"
 EXP_DEGREE = 13  # Taylor degree of exp(s) for |s| <= ln(2)/2: truncation < 1e-17
@@ -68,6 +69,45 @@ def solve_ziggurat() -> tuple[list[mpmath.mpf], mpmath.mpf]:
     return [x0, *edges, mpmath.mpf(0)], area
 
 
+def _bounded_layers(area: mpmath.mpf, strips: int) -> tuple[list[mpmath.mpf], mpmath.mpf]:
+    """Curved-layer edges above `strips` full-width strips, and the top residual."""
+    top_of_strips = strips * area / TRUNCATION
+    edges = [mpmath.sqrt(-2 * mpmath.log(top_of_strips))]
+    for _ in range(LAYERS - strips - 1):
+        height = _density(edges[-1]) + area / edges[-1]
+        if height >= 1:
+            # The layers reached the top too early: the area is too large.
+            return edges, mpmath.mpf(1)
+        edges.append(mpmath.sqrt(-2 * mpmath.log(height)))
+    return edges, _density(edges[-1]) + area / edges[-1] - 1
+
+
+def solve_truncated_ziggurat() -> tuple[int, list[mpmath.mpf], mpmath.mpf]:
+    """Ziggurat of f on [0, 2]: (S, curved edges x_1 .. x_{256-S}, layer area A).
+
+    Layers 0 .. S-1 are strips [0, 2] x [s A/2, (s+1) A/2]; the last one
+    straddles f(2), S = ceil(2 f(2) / A) (checked after solving for A).
+    Layers S .. 255 are the curved layers [0, x_i] x [f(x_i), f(x_{i+1})]
+    (x_{257-S} = 0) above y = S A / 2.
+    """
+    mass = mpmath.sqrt(mpmath.pi / 2) * mpmath.erf(TRUNCATION / mpmath.sqrt(2))
+    strips = int(mpmath.ceil(TRUNCATION * _density(TRUNCATION) * LAYERS / mass))
+    low, high = mass / LAYERS, 2 * mass / LAYERS
+    for _ in range(170):
+        middle = (low + high) / 2
+        _, residual = _bounded_layers(middle, strips)
+        if residual > 0:
+            high = middle
+        else:
+            low = middle
+    area = (low + high) / 2
+    edges, _ = _bounded_layers(area, strips)
+    strip_height = area / TRUNCATION
+    # The strips must end between f(2) and one strip above it.
+    assert (strips - 1) * strip_height <= _density(TRUNCATION) < strips * strip_height
+    return strips, edges, area
+
+
 def _f64(value: mpmath.mpf) -> float:
     with mpmath.workprec(53):
         return float(+value)
@@ -92,6 +132,42 @@ def _int_block(name: str, values: list[int], comment: str) -> str:
         lines.append("    " + " ".join(f"{value}," for value in values[offset : offset + 4]))
     lines.append(")")
     return "\n".join(lines)
+
+
+def _render_truncated() -> str:
+    """Tables of the ziggurat for f on [0, 2] (the truncated normal), per layer l."""
+    strips, edges, area = solve_truncated_ziggurat()
+    strip_height = area / TRUNCATION
+    two = mpmath.mpf(TRUNCATION)
+    # Layer l < S is strip l; layer S - 1 + i is curved layer i (edges[i - 1]).
+    widths = [two] * strips + edges
+    tops = (
+        [(s + 1) * strip_height for s in range(strips)]
+        + [_density(x) for x in edges[1:]]
+        + [mpmath.mpf(1)]
+    )
+    bottoms = [s * strip_height for s in range(strips)] + [_density(x) for x in edges]
+    # Inner edges: below them a whole column of the layer lies under f.
+    inner = [two] * (strips - 1) + edges + [mpmath.mpf(0)]
+    ratios = [inner[layer] / widths[layer] for layer in range(LAYERS)]
+    k32 = [int(mpmath.floor(mpmath.ldexp(q, 23))) for q in ratios]
+    k64 = [int(mpmath.floor(mpmath.ldexp(q, 53))) for q in ratios]
+    x64 = [_f64(x) for x in widths]
+    parts = [
+        "# Truncated normal: f on [0, 2] in 256 layers of area A.  Layers 0 .. S-1 are",
+        "# strips [0, 2] x [l A/2, (l+1) A/2] (the last straddles f(2)); layer S - 1 + i",
+        "# is [0, x_i] x [f(x_i), f(x_{i+1})] for x_1 = TX[S] > ... > x_{256-S}, x_{257-S} = 0.",
+        f"TRUNC_STRIPS = {strips}",
+        "# A, the area of every layer (informative)",
+        f'TRUNC_AREA_HEX = "{_f64(area).hex()}"',
+        _hex_block("TX", x64, "layer widths: 2 for strips, x_i for curved layers"),
+        _hex_block("TX32", [_f32_hex(x) for x in x64], "layer widths rounded to float32"),
+        _hex_block("TLOW", [_f64(y) for y in bottoms], "bottom height of each layer"),
+        _hex_block("THIGH", [_f64(y) for y in tops], "top height of each layer"),
+        _int_block("TK32", k32, "floor(2**23 inner / width): smaller 23-bit u lie under f"),
+        _int_block("TK64", k64, "floor(2**53 inner / width): smaller 53-bit u lie under f"),
+    ]
+    return "\n".join(parts)
 
 
 def render() -> str:
@@ -144,6 +220,8 @@ def render() -> str:
     parts.append(_int_block("K32", k32, "floor(2**23 x_{i+1} / x_i): smaller 23-bit u lie under f"))
     parts.append("")
     parts.append(_int_block("K64", k64, "floor(2**53 x_{i+1} / x_i): smaller 53-bit u lie under f"))
+    parts.append("")
+    parts.append(_render_truncated())
     parts.append("")
     parts.append(_hex_block("EXP_COEFFICIENTS", exp_coefficients, "1 / k! for k = 0 .. 13"))
     parts.append("")

@@ -8,12 +8,14 @@ import itertools
 import json
 import os
 import shutil
+import signal
 import stat
 import struct
 import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections import namedtuple
 from pathlib import Path
 
@@ -422,8 +424,11 @@ def test_names_checked_for_format(tmp_path):
     for fmt, tensors, message in cases:
         with pytest.raises(ValueError, match=message):
             open_output(str(tmp_path / f"m{SUFFIX[fmt]}"), fmt, tensors)
-    with pytest.raises(ValueError, match="metadata"):
-        open_output(str(tmp_path / "m.h5"), "h5", [TensorInfo("w", (1,), f32)], metadata={"a": 1})
+    for metadata in ({"a": 1}, {"": "empty key"}, {"a": "nul\x00"}):
+        with pytest.raises(ValueError, match="`metadata`"):
+            open_output(
+                str(tmp_path / "m.h5"), "h5", [TensorInfo("w", (1,), f32)], metadata=metadata
+            )
     assert listing(tmp_path) == []
 
 
@@ -597,6 +602,48 @@ def test_file_size_limit_aborts_cleanly(tmp_path, fmt):
     assert listing(tmp_path) == [path.name]
 
 
+SIGINT_SCRIPT = textwrap.dedent(
+    """
+    import sys, time
+    import numpy as np
+    from vsgen.writers import TensorInfo, open_output, write_chunks
+
+    def slow_chunks():
+        while True:
+            time.sleep(0.01)
+            yield np.zeros(1 << 10, np.float32)
+
+    info = TensorInfo("w", (1 << 26,), np.float32)  # never finished: interrupted
+    try:
+        with open_output(sys.argv[2], sys.argv[1], [info], force=True) as output:
+            print("writing", flush=True)
+            write_chunks(output, slow_chunks())
+    except KeyboardInterrupt:
+        sys.exit(130)
+    """
+)
+
+
+@pytest.mark.parametrize("fmt", ["npy", "h5", "npydir"])
+def test_real_sigint_removes_temporary(tmp_path, fmt):
+    path, old = make_old_target(tmp_path, fmt)
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    process = subprocess.Popen(
+        [sys.executable, "-c", SIGINT_SCRIPT, fmt, str(path)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert process.stdout is not None
+    assert process.stdout.readline() == "writing\n"
+    time.sleep(0.2)
+    assert len(listing(tmp_path)) == 2  # the target and the temporary
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=30) == 130
+    assert old_contents(path, fmt) == old
+    assert listing(tmp_path) == [path.name]
+
+
 MEMORY_SCRIPT = textwrap.dedent(
     """
     import os, resource, sys
@@ -661,6 +708,9 @@ def test_readers_on_files_of_the_reference_writers(tmp_path):
         h5.attrs["n"] = 3
     assert read_tensor_infos(str(tmp_path / "h.h5")) == [TensorInfo("g/x", (3,), np.float32)]
     assert read_metadata(str(tmp_path / "h.h5")) == {"n": "3"}
+    np.save(tmp_path / "big.npy", np.zeros(3, ">f4"))
+    with pytest.raises(ValueError, match="big-endian"):
+        read_tensor_infos(str(tmp_path / "big.npy"))
 
 
 # --------------------------------------------------------------------------

@@ -8,8 +8,10 @@ flat index); docs/stream-v1.md defines it bit for bit.  In short:
 * main words ``W(q) = mix64(key_main + q GAMMA)`` (mod 2**64); a float32 value
   at index p uses half ``p & 1`` of ``W(p >> 1)``, a float64 value all of ``W(p)``;
 * normal: a 256-layer ziggurat, sign folded into the table, hot path
-  ``x = u * width[index]``, accepted when ``u < inside[index]``; the rare
-  wedge/tail/rejection paths read the words ``E(p, j) = mix64(B(p) + (j + 1)
+  ``x = u * width[index]``, accepted when ``u < inside[index]``; the
+  truncated normal has its own ziggurat on [0, 2] (58 full-width strips under
+  198 curved layers), so it never rejects for the bound; the rare
+  wedge/tail/redraw paths read the words ``E(p, j) = mix64(B(p) + (j + 1)
   GAMMA)``, ``B(p) = mix64(key_extra + p GAMMA)``, private to index p;
 * uniform: ``u * 2**-23 - 1`` (float32, 24-bit u) or ``u * 2**-52 - 1``
   (float64, 53-bit u), exact, then one rounded product with the multiplier.
@@ -29,6 +31,7 @@ import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from types import ModuleType
+from typing import NamedTuple
 
 import numpy as np
 
@@ -82,28 +85,79 @@ def _signed_widths(layer_edges: np.ndarray, bits: int, dtype: type) -> np.ndarra
     return np.concatenate([widths, -widths]).astype(dtype)
 
 
-WIDTH32 = _signed_widths(_floats(tables.X32_HEX, np.float32), 23, np.float32)
-WIDTH64 = _signed_widths(_floats(tables.X_HEX[: tables.LAYERS], np.float64), 53, np.float64)
-INSIDE32 = np.array(tables.K32 + tables.K32, dtype=np.int32)
-INSIDE64 = np.array(tables.K64 + tables.K64, dtype=np.int64)
+class Ziggurat(NamedTuple):
+    """One ziggurat in one precision, indexed by the low 9 bits of a word.
+
+    width[index] and inside[index] (512 entries, sign folded in) drive the hot
+    path; low[layer], high[layer] (256 entries) are each layer's height range
+    for the wedge test; has_tail marks layer 0 as the normal's base layer.
+    """
+
+    width: np.ndarray
+    inside: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+    has_tail: bool
+
+
+def _ziggurat(widths, bits, dtype, inside, low, high, has_tail) -> Ziggurat:
+    integer = np.int64 if dtype == np.float64 else np.int32
+    return Ziggurat(
+        _signed_widths(_floats(widths, dtype), bits, dtype),
+        np.array(tuple(inside) * 2, dtype=integer),
+        np.ascontiguousarray(low, dtype=np.float64),
+        np.ascontiguousarray(high, dtype=np.float64),
+        has_tail,
+    )
+
+
+_NORMAL_X = tables.X_HEX[: tables.LAYERS]
+_TRUNC_LOW = _floats(tables.TLOW_HEX, np.float64)
+_TRUNC_HIGH = _floats(tables.THIGH_HEX, np.float64)
+#: (distribution, float64?) -> tables.  The normal's layer l spans heights
+#: [f(x_l), f(x_{l+1})]; the truncated normal has its own ziggurat on [0, 2].
+ZIGGURATS = {
+    ("untruncated_normal", False): _ziggurat(
+        tables.X32_HEX, 23, np.float32, tables.K32, DENSITY[:-1], DENSITY[1:], True
+    ),
+    ("untruncated_normal", True): _ziggurat(
+        _NORMAL_X, 53, np.float64, tables.K64, DENSITY[:-1], DENSITY[1:], True
+    ),
+    ("truncated_normal", False): _ziggurat(
+        tables.TX32_HEX, 23, np.float32, tables.TK32, _TRUNC_LOW, _TRUNC_HIGH, False
+    ),
+    ("truncated_normal", True): _ziggurat(
+        tables.TX_HEX, 53, np.float64, tables.TK64, _TRUNC_LOW, _TRUNC_HIGH, False
+    ),
+}
+
 
 # --- path selection and work splitting --------------------------------------
 
-#: Values per NumPy step: bounds the temporaries (about 40 bytes per value)
-#: while keeping per-call overhead small.
-NUMPY_CHUNK = 1 << 16
+#: Values per NumPy step: bounds the temporaries (about 40 bytes per value,
+#: 5 MiB) while keeping the per-call overhead of ~20 ufunc calls small.
+NUMPY_CHUNK = 1 << 17
 #: Values per thread task; boundaries sit on multiples of it in the flat index.
 THREAD_PIECE = 1 << 20
-#: Below this size a cold process stays on NumPy: importing numba and loading
-#: the cached kernels costs about 0.3 s, which the kernels only win back on
-#: larger fills (see docs/stream-v1.md, "Path selection").
-NUMBA_MIN_COLD = 1 << 23
+#: Job sizes (values) from which a process without the kernels loaded takes the
+#: numba path.  Importing numba and loading the first cached kernel costs
+#: ~0.45 s (0.15 + 0.3); per core the NumPy path makes ~60 M/s of normals and
+#: ~550 M/s of uniforms, the kernels ~600 and ~3900 M/s.  The start-up is won
+#: back from 0.45 s / (1/60 - 1/600 M/s) = 3e7 normals and 0.45 s /
+#: (1/550 - 1/3900 M/s) = 2.9e8 uniforms (docs/stream-v1.md, section 8).
+NUMBA_MIN_COLD = {
+    "truncated_normal": 1 << 25,
+    "untruncated_normal": 1 << 25,
+    "uniform": 1 << 28,
+}
 #: Once the kernels are loaded they are faster for anything but tiny fills.
 NUMBA_MIN_WARM = 1 << 12
 
 _kernels_module: ModuleType | None = None
 _kernels_failed = False
 _kernels_lock = threading.Lock()
+_pools: dict[int, ThreadPoolExecutor] = {}
+_pool_lock = threading.Lock()
 
 
 def mix64(value: int) -> int:
@@ -164,15 +218,20 @@ def _extra_words(bases: np.ndarray, counters: np.ndarray) -> np.ndarray:
 
 
 def _exp_neg(t: np.ndarray) -> np.ndarray:
-    """e**-t for 0 <= t < 43: k = trunc(t log2 e + 1/2), s = k ln 2 - t,
-    e**-t = 2**-k * sum_{i<=13} s**i / i! (Horner)."""
+    """e**-t for 0 <= t < 43: k = trunc(t log2(e) + 1/2), s = k ln 2 - t,
+    e**-t = 2**-k sum_{i<=13} s**i / i!, summed in Estrin's order (as the kernel)."""
     k = (t * LOG2E + 0.5).astype(np.int64)
     kf = k.astype(np.float64)
     s = (kf * LN2_HI - t) + kf * LN2_LO
-    p = np.full_like(t, EXP_COEFFICIENTS[13])
-    for coefficient in EXP_COEFFICIENTS[12::-1]:
-        p = p * s + coefficient
-    return p * POW2_NEG[k]
+    c = EXP_COEFFICIENTS
+    s2 = s * s
+    s4 = s2 * s2
+    s8 = s4 * s4
+    b0 = (c[0] + c[1] * s) + (c[2] + c[3] * s) * s2
+    b1 = (c[4] + c[5] * s) + (c[6] + c[7] * s) * s2
+    b2 = (c[8] + c[9] * s) + (c[10] + c[11] * s) * s2
+    b3 = c[12] + c[13] * s
+    return ((b0 + b1 * s4) + (b2 + b3 * s4) * s8) * POW2_NEG[k]
 
 
 def _neg_log_unit(words: np.ndarray) -> np.ndarray:
@@ -211,31 +270,26 @@ def _tail(bases: np.ndarray, counters: np.ndarray) -> np.ndarray:
     return result
 
 
-def _candidates(words: np.ndarray, is64: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Ziggurat candidates x = u * width[index] and the hot-test flags u < inside[index]."""
-    index = (words & (words.dtype.type(511))).astype(np.intp)
-    if is64:
+def _candidates(words: np.ndarray, zig: Ziggurat) -> tuple[np.ndarray, np.ndarray]:
+    """Ziggurat candidates x = u width[index] and the hot-test flags u < inside[index]."""
+    index = (words & words.dtype.type(511)).astype(np.intp)
+    if zig.width.dtype == np.float64:
         u = (words >> np.uint64(11)).astype(np.int64)
-        return u.astype(np.float64) * WIDTH64[index], u < INSIDE64[index]
-    u = (words >> np.uint32(9)).astype(np.int32)
-    return u.astype(np.float32) * WIDTH32[index], u < INSIDE32[index]
+        return u.astype(np.float64) * zig.width[index], u < zig.inside[index]
+    u = (words >> words.dtype.type(9)).astype(np.int32)
+    return u.astype(np.float32) * zig.width[index], u < zig.inside[index]
 
 
 def _resolve(
-    positions: np.ndarray,
-    x: np.ndarray,
-    words: np.ndarray,
-    truncated: bool,
-    key_extra: int,
+    positions: np.ndarray, x: np.ndarray, words: np.ndarray, zig: Ziggurat, key_extra: int
 ) -> np.ndarray:
     """Final z for candidates that failed the hot test, in their own precision.
 
-    Each index follows the scalar procedure of docs/stream-v1.md ("rare
+    Each index follows the scalar procedure of docs/stream-v1.md ("Rare
     paths") on its private words E(p, 0), E(p, 1), ...; vectorising over
     indices does not change any index's sequence.
     """
     is64 = x.dtype == np.float64
-    two = x.dtype.type(2)
     result = np.empty(x.shape, dtype=x.dtype)
     ids = np.arange(x.size)
     bases = _extra_bases(key_extra, positions)
@@ -243,25 +297,7 @@ def _resolve(
     words = words.astype(np.uint64)
     while ids.size:
         layer = (words & np.uint64(255)).astype(np.intp)
-        magnitude = np.abs(x).astype(np.float64)
-        redraw = magnitude > 2.0 if truncated else np.zeros(ids.size, dtype=bool)
-        tail = ~redraw & (layer == 0)
-        if truncated:
-            redraw |= tail
-            tail[:] = False
-        wedge = ~redraw & ~tail
-
-        picked = np.flatnonzero(wedge)
-        if picked.size:
-            uniform = _extra_words(bases[picked], counters[picked]) >> np.uint64(11)
-            counters[picked] += np.uint64(1)
-            u = uniform.astype(np.int64).astype(np.float64) * UNIT53
-            lower, upper = DENSITY[layer[picked]], DENSITY[layer[picked] + 1]
-            height = lower + u * (upper - lower)
-            m = magnitude[picked]
-            accepted = height < _exp_neg(0.5 * (m * m))
-            result[ids[picked[accepted]]] = x[picked[accepted]]
-            redraw[picked[~accepted]] = True
+        tail = (layer == 0) if zig.has_tail else np.zeros(ids.size, dtype=bool)
 
         picked = np.flatnonzero(tail)
         if picked.size:
@@ -272,14 +308,22 @@ def _resolve(
             value[negative] = -value[negative]
             result[ids[picked]] = value
 
-        picked = np.flatnonzero(redraw)
+        picked = np.flatnonzero(~tail)
+        uniform = _extra_words(bases[picked], counters[picked]) >> np.uint64(11)
+        counters[picked] += np.uint64(1)
+        u = uniform.astype(np.int64).astype(np.float64) * UNIT53
+        lower, upper = zig.low[layer[picked]], zig.high[layer[picked]]
+        height = lower + u * (upper - lower)
+        magnitude = np.abs(x[picked]).astype(np.float64)
+        accepted = height < _exp_neg(0.5 * (magnitude * magnitude))
+        result[ids[picked[accepted]]] = x[picked[accepted]]
+
+        picked = picked[~accepted]
         fresh = _extra_words(bases[picked], counters[picked])
         counters[picked] += np.uint64(1)
         if not is64:
             fresh &= np.uint64(0xFFFFFFFF)
-        fresh_x, hot = _candidates(fresh if is64 else fresh.astype(np.uint32), is64)
-        if truncated:
-            hot &= ~(np.abs(fresh_x) > two)
+        fresh_x, hot = _candidates(fresh, zig)
         result[ids[picked[hot]]] = fresh_x[hot]
         keep = picked[~hot]
         ids, bases, counters = ids[keep], bases[keep], counters[keep]
@@ -287,18 +331,16 @@ def _resolve(
     return result
 
 
-def _numpy_normal(out: np.ndarray, start: int, keys: tuple[int, int], multiplier, truncated):
-    is64 = out.dtype == np.float64
+def _numpy_normal(out: np.ndarray, start: int, keys: tuple[int, int], multiplier, zig: Ziggurat):
     n = out.size
+    is64 = out.dtype == np.float64
     words = _main_words(keys[0], start, n) if is64 else _half_words(keys[0], start, n)
-    x, hot = _candidates(words, is64)
-    if truncated:
-        hot &= ~(np.abs(x) > x.dtype.type(2))
+    x, hot = _candidates(words, zig)
     np.multiply(x, multiplier, out=out)
     if not hot.all():
         missed = np.flatnonzero(~hot)
         positions = missed.astype(np.uint64) + np.uint64(start)
-        z = _resolve(positions, x[missed], words[missed], truncated, keys[1])
+        z = _resolve(positions, x[missed], words[missed], zig, keys[1])
         out[missed] = z * multiplier
 
 
@@ -318,8 +360,8 @@ def _numpy_fill(out: np.ndarray, start: int, keys, distribution: str, multiplier
         if distribution == "uniform":
             _numpy_uniform(piece, start + offset, keys, multiplier)
         else:
-            truncated = distribution == "truncated_normal"
-            _numpy_normal(piece, start + offset, keys, multiplier, truncated)
+            zig = ZIGGURATS[distribution, out.dtype == np.float64]
+            _numpy_normal(piece, start + offset, keys, multiplier, zig)
 
 
 # --- the numba path -------------------------------------------------------------
@@ -347,11 +389,11 @@ def _numba_fill(kernels: ModuleType, out, start, keys, distribution, multiplier)
         kernel(out, start, key_main, float(multiplier))
     else:
         kernel = kernels.normal_f64 if is64 else kernels.normal_f32
-        truncated = distribution == "truncated_normal"
-        kernel(out, start, key_main, key_extra, float(multiplier), truncated)
+        zig = ZIGGURATS[distribution, is64]
+        kernel(out, start, key_main, key_extra, float(multiplier), zig.has_tail, *zig[:4])
 
 
-def _choose_kernels(size: int) -> ModuleType | None:
+def _choose_kernels(size: int, job_size: int, distribution: str) -> ModuleType | None:
     choice = os.environ.get("VSGEN_KERNEL", "auto").strip().lower() or "auto"
     if choice == "numpy":
         return None
@@ -363,7 +405,7 @@ def _choose_kernels(size: int) -> ModuleType | None:
             f"Received: VSGEN_KERNEL={choice!r}"
         )
     warm = _kernels_module is not None
-    if size >= NUMBA_MIN_COLD or (warm and size >= NUMBA_MIN_WARM):
+    if job_size >= NUMBA_MIN_COLD[distribution] or (warm and size >= NUMBA_MIN_WARM):
         return _load_kernels()
     return None
 
@@ -385,7 +427,9 @@ def _integer(value, name: str, low: int, high: int | None, wording: str) -> int:
     return value
 
 
-def _check_arguments(out, start, seed, distribution, multiplier, threads) -> tuple[int, int, int]:
+def _check_arguments(
+    out, start, seed, distribution, multiplier, threads, job_size
+) -> tuple[int, int, int]:
     if not isinstance(out, np.ndarray) or out.dtype not in (np.float32, np.float64):
         raise TypeError(
             "Argument `out` must be a float32 or float64 numpy array. "
@@ -400,6 +444,8 @@ def _check_arguments(out, start, seed, distribution, multiplier, threads) -> tup
     # Flat indices stay below 2**62 so that every counter fits an int64.
     start = _integer(start, "start", 0, (1 << 62) - out.size, "an integer in [0, 2**62 - out.size)")
     threads = _integer(threads, "threads", 1, None, "an integer >= 1")
+    if job_size is not None:
+        _integer(job_size, "job_size", 0, None, "None or an integer >= 0")
     if distribution not in DISTRIBUTIONS:
         raise ValueError(
             f"Argument `distribution` must be one of {', '.join(DISTRIBUTIONS)}. "
@@ -421,6 +467,8 @@ def fill(
     distribution: str,
     multiplier: float,
     threads: int = 1,
+    *,
+    job_size: int | None = None,
 ) -> None:
     """Fill `out` with the values of flat indices [start, start + out.size).
 
@@ -443,16 +491,21 @@ def fill(
         distribution: "truncated_normal", "untruncated_normal" or "uniform".
         multiplier: finite real scale (e.g. the truncated normal's s).
         threads: worker threads (>= 1); pieces of 2**20 values are shared out.
+        job_size: optional hint, the number of values the caller is about to
+            generate in calls like this one (a tensor written in chunks); it
+            only helps choose between the NumPy and numba paths.
 
     Raises:
         ValueError / TypeError naming the offending argument.
     """
-    seed, start, threads = _check_arguments(out, start, seed, distribution, multiplier, threads)
+    seed, start, threads = _check_arguments(
+        out, start, seed, distribution, multiplier, threads, job_size
+    )
     if out.size == 0:
         return
     keys = derive_keys(seed)
     scale = out.dtype.type(multiplier)
-    kernels = _choose_kernels(out.size)
+    kernels = _choose_kernels(out.size, max(out.size, job_size or 0), distribution)
 
     def run(lo: int, hi: int) -> None:
         if kernels is None:
@@ -464,16 +517,24 @@ def fill(
         run(0, out.size)
         return
     # Piece boundaries on multiples of THREAD_PIECE in the flat index keep
-    # float32 pairs (which share one word) inside one piece.
-    first_boundary = min(out.size, THREAD_PIECE - start % THREAD_PIECE)
+    # float32 pairs (which share one word) inside one piece; many pieces per
+    # thread balance the load when other processes share the cores.
+    first_boundary = THREAD_PIECE - start % THREAD_PIECE
     bounds = [0, *range(first_boundary, out.size, THREAD_PIECE), out.size]
-    bounds = sorted(set(bounds))
     if kernels is not None:
         # Compile or load the kernel once, on this thread, before fanning out.
         run(bounds[0], bounds[1])
         bounds = bounds[1:]
-    with ThreadPoolExecutor(max_workers=min(threads, len(bounds) - 1)) as pool:
-        list(pool.map(run, bounds[:-1], bounds[1:]))
+    for _ in _executor(threads).map(run, bounds[:-1], bounds[1:]):
+        pass
+
+
+def _executor(threads: int) -> ThreadPoolExecutor:
+    """A process-wide pool of exactly `threads` workers, made on first use."""
+    with _pool_lock:
+        if threads not in _pools:
+            _pools[threads] = ThreadPoolExecutor(threads, thread_name_prefix="vsgen")
+        return _pools[threads]
 
 
 def kernels_loaded() -> bool:

@@ -9,6 +9,7 @@ Data goes to stdout; progress, ``seed: N`` and warnings go to stderr.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import signal
@@ -17,6 +18,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, NoReturn
 
 import click
+from click.exceptions import NoArgsIsHelpError
 
 from vsgen._version import __version__
 from vsgen.dtypes import DTYPE_NAMES
@@ -76,7 +78,8 @@ def user_errors() -> Iterator[None]:
 def _describe_os_error(error: OSError) -> str:
     if error.strerror and error.filename:
         return f"{error.strerror}: {error.filename}"
-    return str(error) or type(error).__name__
+    # OSError(errno, message) prints as "[Errno N] message"; the message is enough.
+    return error.strerror or str(error) or type(error).__name__
 
 
 class VsgenGroup(click.Group):
@@ -97,6 +100,9 @@ class VsgenGroup(click.Group):
         extra.pop("standalone_mode", None)
         try:
             result = super().main(args=args, prog_name=prog_name, standalone_mode=False, **extra)
+        except NoArgsIsHelpError as error:  # a bare `vsgen`: the help, readable, as click does
+            error.show()
+            sys.exit(2)
         except click.UsageError as error:
             hint = ""
             if error.ctx is not None:
@@ -122,6 +128,20 @@ class VsgenGroup(click.Group):
             )
             sys.exit(1)
         sys.exit(result if isinstance(result, int) else 0)
+
+
+def _binary_stdout() -> Any:
+    """Standard output as a binary stream whose ``write`` writes all or raises.
+
+    With ``PYTHONUNBUFFERED`` (or ``python -u``) ``sys.stdout.buffer`` is a raw
+    ``FileIO``, whose ``write`` may write only part of the data (a reader that
+    went away, a non-blocking pipe) and return a count that writers do not
+    check; a ``BufferedWriter`` retries until everything is written.
+    """
+    stream = sys.stdout.buffer
+    if isinstance(stream, io.RawIOBase):
+        return io.BufferedWriter(io.FileIO(stream.fileno(), "wb", closefd=False))
+    return stream
 
 
 def _silence_stdout() -> None:
@@ -334,6 +354,47 @@ def _terminate_as_interrupt() -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def _signals_held() -> Iterator[list[int]]:
+    """Hold SIGINT and SIGTERM: record them instead of raising, for a short step."""
+    received: list[int] = []
+
+    def hold(signum: int, frame: Any) -> None:
+        received.append(signum)
+
+    previous: dict[int, Any] = {}
+    try:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            if signal.getsignal(signum) is not signal.SIG_IGN:  # e.g. `vsgen ... &`
+                previous[signum] = signal.signal(signum, hold)
+    except ValueError:  # not the main thread (e.g. some test runners)
+        yield received
+        return
+    try:
+        yield received
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _open_output(*args: Any, **kwargs: Any) -> Any:
+    """``writers.open_output`` with Ctrl-C and SIGTERM held until the output exists.
+
+    A signal landing while the temporary file is being created (between
+    open(2) and the code that registers it for removal, or during h5py's
+    first import) could otherwise leave the file behind; held, it is acted
+    on as soon as the Output can remove its temporary itself.
+    """
+    from vsgen import writers
+
+    with _signals_held() as received:
+        target = writers.open_output(*args, **kwargs)
+    if received:
+        target.abort()
+        raise KeyboardInterrupt
+    return target
+
+
+@contextlib.contextmanager
 def _progress(total: int, label: str, quiet: bool) -> Iterator[Callable[[int], None] | None]:
     """A rich progress bar on stderr for long jobs, only on a terminal."""
     if quiet or total < PROGRESS_MIN_VALUES or not sys.stderr.isatty():
@@ -479,12 +540,20 @@ def sample(**kwargs: Any) -> None:
             given.append("--fan-shape")
         if given:
             raise BadInput(f"--config-from reproduces a recorded tensor; drop {', '.join(given)}")
-        initializer, shape, recorded = _recorded_tensor(kwargs["config_from"])
-        fan_shape = tuple(recorded["fan_shape"]) if recorded.get("fan_shape") else None
-        if rows is None and shard is None and recorded.get("rows"):
-            rows = (int(recorded["rows"][0]), int(recorded["rows"][1]))
-        if dtype == "float32":
-            dtype = recorded.get("dtype", dtype)
+        from click.core import ParameterSource
+
+        source = click.get_current_context().get_parameter_source
+        name_given = source("name") is ParameterSource.COMMANDLINE
+        with _malformed_record(kwargs["config_from"]):
+            initializer, shape, recorded, name = _recorded_tensor(
+                kwargs["config_from"], name if name_given else None
+            )
+            fan_shape = tuple(recorded["fan_shape"]) if recorded.get("fan_shape") else None
+            if rows is None and shard is None and recorded.get("rows"):
+                first, last = recorded["rows"]
+                rows = (int(first), int(last))
+            if source("dtype") is not ParameterSource.COMMANDLINE:
+                dtype = recorded.get("dtype", dtype)
     else:
         shape = _parse_shape_option(kwargs["shape"])
         if shape is None:
@@ -498,18 +567,24 @@ def sample(**kwargs: Any) -> None:
             rows = shard_rows(shape, *shard)
         plan = initializer.plan(shape, dtype, rows=rows, fan_shape=fan_shape)
         fmt = writers.resolve_format(output, kwargs["fmt"])
+        if fmt == "npydir" and kwargs["fmt"] is None:
+            # Only an explicit --format npydir may write (or, with --force,
+            # replace) a whole directory; an existing one may hold other data.
+            example = os.path.join(output, f"{name}.npy")
+            raise BadInput(f"-o {output!r} names a directory; give a file name, e.g. {example}")
         if output == "-" and sys.stdout.isatty():
             raise BadInput(
                 "refusing to write binary data to a terminal; redirect stdout or use -o FILE"
             )
         record = provenance.tensor_record(initializer, plan, fan_shape)
         info = writers.TensorInfo(name=name, shape=plan.shape, dtype=plan.draw.dtype)
-        target = writers.open_output(
+        target = _open_output(
             output,
             fmt,
             [info],
             metadata=provenance.file_metadata({name: record}),
             force=kwargs["force"],
+            stdout=_binary_stdout() if output == "-" else None,
         )
     _announce_seed(initializer)
     _write_plans(target, [plan], threads, kwargs["quiet"])
@@ -580,28 +655,55 @@ def _sample_model(kwargs: dict[str, Any], options: dict[str, Any]) -> None:
             raise BadInput(
                 "refusing to write binary data to a terminal; redirect stdout or use -o FILE"
             )
-        target = writers.open_output(
-            output, fmt, job.infos, metadata=job.metadata(), force=kwargs["force"]
+        target = _open_output(
+            output,
+            fmt,
+            job.infos,
+            metadata=job.metadata(),
+            force=kwargs["force"],
+            stdout=_binary_stdout() if output == "-" else None,
         )
     if job.seed_was_drawn:
         click.echo(f"seed: {job.seed}", err=True)
     _write_plans(target, job.plans, threads, kwargs["quiet"])  # type: ignore[arg-type]
 
 
-def _recorded_tensor(path: str) -> tuple[VarianceScaling, tuple[int, ...], dict[str, Any]]:
+@contextlib.contextmanager
+def _malformed_record(path: str) -> Iterator[None]:
+    """A vsgen record whose fields have the wrong shape is bad input (exit 2)."""
+    try:
+        yield
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as error:
+        detail = f"missing {error}" if isinstance(error, KeyError) else _one_line(str(error))
+        message = f"--config-from: the vsgen record in {path} is malformed: {detail}"
+        raise BadInput(message) from None
+
+
+def _recorded_tensor(
+    path: str, name: str | None = None
+) -> tuple[VarianceScaling, tuple[int, ...], dict[str, Any], str]:
+    """The initializer, full shape, record and name of tensor ``name`` (or the only one)."""
     from vsgen import provenance, writers
 
     with user_errors():
         if not os.path.exists(path):
             raise ValueError(f"--config-from: file not found: {path}")
         records = provenance.parse_metadata(writers.read_metadata(path))
-        if len(records) != 1:
+        if name is None and len(records) != 1:
             raise ValueError(
-                f"--config-from: {path} holds {len(records)} tensors; it must hold exactly one"
+                f"--config-from: {path} holds {len(records)} tensors "
+                f"({', '.join(records)}); choose one with --name"
             )
-        record = next(iter(records.values()))
+        if name is None:
+            name = next(iter(records))
+        if name not in records:
+            raise ValueError(
+                f"--config-from: {path} records no tensor named {name!r}; it holds: "
+                f"{', '.join(records)}"
+            )
+        record = records[name]
         initializer = VarianceScaling.from_config(record["config"])
-        return initializer, tuple(record["full_shape"]), record
+        return initializer, tuple(record["full_shape"]), record, name
 
 
 @cli.command()
@@ -706,6 +808,103 @@ def config(**kwargs: Any) -> None:
         target = document["config"] if kwargs["keras_form"] else document
         target["seed"] = None
     click.echo(json.dumps(document, indent=2))
+
+
+#: Options that say what distribution to expect (the seed and stream do not matter).
+_EXPECTATION_KEYS = (
+    "scale", "mode", "distribution", "preset", "config_source", "layout", "in_axes", "out_axes"
+)
+
+
+@cli.command()
+@initializer_options
+@click.argument("file", type=str)
+@click.option("--name", type=str, default=None, help="Tensor to check (if the file holds several).")
+@click.option("--fan-shape", type=str, default=None, help="Compute fans from this (full) shape.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def check(**kwargs: Any) -> None:
+    """Check that a .npy/.h5/.safetensors tensor matches its initializer.
+
+    Reads the file in bounded memory and prints count, mean, std, min, max, a
+    histogram and each check: finite values, |mean| and |std - stddev| within
+    6 standard errors (+ dtype rounding), values within [-2s, 2s] or
+    [-limit, limit], and a Kolmogorov-Smirnov test at alpha = 1e-3 on a
+    subsample of at most 1e6 values. The expectation comes from the file's
+    vsgen provenance, or from the initializer options (required for .npy).
+    Exit 0: consistent (or too few values to judge, below 100); 1: NOT consistent.
+
+    \b
+    Examples:
+      vsgen sample --shape 512,256 --seed 0 -o w.h5 && vsgen check w.h5
+      vsgen sample --shape 99,99 --scale 2 -o w.npy && vsgen check w.npy --scale 2
+      vsgen sample --shape 800,8 --shard 1/4 -o p.h5 && vsgen check p.h5
+      vsgen sample --shape 3,3,64,96 --dtype float16 -o c.h5 && vsgen check c.h5 --json
+    """
+    from vsgen import verify
+
+    options = _pop_initializer_options(kwargs)
+    path: str = kwargs["file"]
+    fan_shape = _parse_shape_option(kwargs["fan_shape"], "--fan-shape")
+    explicit = any(options[key] is not None for key in _EXPECTATION_KEYS)
+    initializer = build_initializer(options) if explicit else None
+    if fan_shape is not None and initializer is None:
+        raise BadInput("--fan-shape needs the initializer options (--preset or --scale/--mode/...)")
+    with user_errors():
+        try:
+            report = verify.verify_file(path, kwargs["name"], initializer, fan_shape)
+        except verify.NoExpectationError as error:
+            raise BadInput(
+                f"{error}; say what to expect with --preset NAME or --scale/--mode/"
+                "--distribution (and --layout if not keras)"
+            ) from None
+    if kwargs["as_json"]:
+        click.echo(report.to_json())
+    else:
+        _print_check_report(report)
+    if report.exit_code:
+        click.get_current_context().exit(report.exit_code)
+
+
+def _print_check_report(report: Any) -> None:
+    expected, summary = report.expected, report.summary
+    echo = click.echo
+    echo(
+        f"{report.path}: tensor {report.name!r}, shape {report.shape}, {report.dtype}, "
+        f"{report.format}"
+    )
+    where = "recorded provenance" if report.source == "provenance" else "options"
+    if expected.get("kind") == "constant":
+        echo(f"expected ({where}): every value {expected['value']:g}")
+    else:
+        fan_shape = tuple(expected["fan_shape"])
+        shape_note = f"fans {expected['fan_in']}/{expected['fan_out']} of {fan_shape}"
+        line = (
+            f"expected ({where}): {expected['distribution']}, scale {expected['scale']:g}, "
+            f"{expected['mode']}, {expected['layout']} layout, {shape_note}: "
+            f"stddev {expected['stddev']:.6g}"
+        )
+        if expected["bound"] is not None:
+            line += f", bounds ±{expected['bound']:.6g}"
+        if expected["limit"] is not None:
+            line += f", limit {expected['limit']:.6g}"
+        echo(line)
+    for label in ("count", "mean", "std", "min", "max"):
+        value = getattr(summary, label)
+        echo(f"  {label:<6} {value:.6g}" if label != "count" else f"  {label:<6} {value}")
+    histogram = report.histogram
+    if histogram.counts:
+        echo(f"histogram (subsample of {histogram.sample_size} values):")
+        peak = max(histogram.counts) or 1
+        for index, count in enumerate(histogram.counts):
+            low, high = histogram.edges[index], histogram.edges[index + 1]
+            bar = "#" * round(40 * count / peak)
+            echo(f"  {low:>+11.4g} .. {high:>+11.4g} | {bar:<40} {count}")
+    echo("checks:")
+    for item in report.checks:
+        echo(f"  {'PASS' if item.passed else 'FAIL'}  {item.name:<7} {item.detail}")
+    for note in report.notes:
+        echo(f"note: {note}")
+    echo(f"verdict: {report.verdict}")
 
 
 def main(argv: list[str] | None = None) -> NoReturn:

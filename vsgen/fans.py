@@ -91,7 +91,7 @@ def parse_shape(text: str) -> Shape:
     parts = _SHAPE_SEPARATORS.split(stripped)
     if stripped.endswith(","):
         parts = parts[:-1]  # "(512,)" is Python's spelling of a 1-D shape
-    if not stripped or any(not p.isdigit() for p in parts):
+    if not stripped or any(not (p.isascii() and p.isdigit()) for p in parts):
         raise ValueError(
             f"invalid shape {text!r}: expected non-negative integers separated by "
             "',' or 'x', e.g. 512,256 or 3x3x64x128 ('()' for a scalar)"

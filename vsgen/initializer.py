@@ -312,6 +312,7 @@ class VarianceScaling:
         scaling = self.scaling(shape if fan_shape is None else normalize_shape(fan_shape))
         out_shape, start, stop = row_range(shape, rows)
         resolved = resolve_dtype(dtype)
+        _check_fits_dtype(scaling, resolved)
         draw = Draw(self.distribution, scaling.multiplier, self._next_seed(), resolved)
         return SamplePlan(
             stream=self._stream,
@@ -459,6 +460,33 @@ class SamplePlan:
         if out.size:
             self.stream.fill(out.reshape(-1), self.start, self.draw, threads)
         return out
+
+
+#: Largest finite value of each output type.
+_DTYPE_MAX = {
+    "float16": 65504.0,
+    "bfloat16": 3.3895313892515355e38,
+    "float32": 3.4028234663852886e38,
+    "float64": 1.7976931348623157e308,
+}
+#: Beyond this many stddevs an untruncated normal value has probability ~1e-23.
+_NORMAL_REACH = 10.0
+
+
+def _check_fits_dtype(scaling: Scaling, dtype: np.dtype) -> None:
+    """Refuse a scale whose values would overflow ``dtype`` to inf: the largest
+    magnitude is the bound 2s, the limit, or (untruncated) 10 stddevs."""
+    if scaling.distribution == "untruncated_normal":
+        reach = _NORMAL_REACH * scaling.stddev
+    else:
+        reach = scaling.bound if scaling.bound is not None else scaling.multiplier
+    largest = _DTYPE_MAX[np.dtype(dtype).name]
+    if reach > largest:
+        raise ValueError(
+            f"Argument `scale` is too large for dtype {np.dtype(dtype).name}: values would "
+            f"reach {reach:.4g}, beyond its largest finite value {largest:.4g}. "
+            f"Received: scale={scaling.scale!r}"
+        )
 
 
 def row_range(
@@ -673,4 +701,8 @@ def loads(text: str) -> VarianceScaling:
         raise ValueError(
             f"config is not valid JSON: {error.msg} at line {error.lineno} column {error.colno}"
         ) from None
+    except RecursionError:
+        raise ValueError("config is not a usable JSON document: it is nested too deeply") from None
+    except ValueError as error:  # e.g. an integer with more digits than Python converts
+        raise ValueError(f"config is not a usable JSON document: {error}") from None
     return deserialize(obj)

@@ -693,6 +693,7 @@ def build_job(
         ValueError: no tensors, tensors in both spec and ``like``, or a tensor
             its initializer cannot serve (message names the tensor).
     """
+    prefix = "" if spec is None else f"{spec.source}: "
     spec = spec or ModelSpec()
     source = spec.source
     if like is not None and spec.tensors:
@@ -701,7 +702,7 @@ def build_job(
             "give initializers as [rules] instead (an exact name is a pattern too)"
         )
     override_dtype = None if dtype is None else resolve_dtype(dtype)
-    default_dtype = override_dtype or spec.dtype or resolve_dtype(None)
+    default_dtype = _first_dtype(override_dtype, spec.dtype, resolve_dtype(None))
     layout = layout if layout is not None else spec.layout or "keras"
     if layout not in LAYOUTS:
         raise ValueError(
@@ -713,11 +714,12 @@ def build_job(
     entries: list[TensorEntry]
     if like is not None:
         entries = [
-            TensorEntry(info.name, info.shape, override_dtype or info.dtype) for info in like
+            TensorEntry(info.name, info.shape, _first_dtype(override_dtype, info.dtype))
+            for info in like
         ]
     else:
         entries = [
-            TensorEntry(e.name, e.shape, e.dtype or default_dtype, e.init, e.seed)
+            TensorEntry(e.name, e.shape, _first_dtype(e.dtype, default_dtype), e.init, e.seed)
             for e in spec.tensors
         ]
     if not entries:
@@ -737,17 +739,24 @@ def build_job(
         if entry.name in job.records:
             raise ValueError(f"tensor {entry.name!r} appears twice")
         chosen, origin = _choose(entry.name, len(entry.shape), entry.init, spec.rules, default_init)
-        dtype_ = entry.dtype or default_dtype
+        dtype_ = _first_dtype(entry.dtype, default_dtype)
         try:
             plan, record = _plan_tensor(entry, chosen, dtype_, global_seed, layout, stream)
         except (ValueError, TypeError) as error:
-            raise ValueError(f"tensor {entry.name!r} ({origin}): {error}") from None
+            raise ValueError(f"{prefix}tensor {entry.name!r} ({origin}): {error}") from None
         record["init"] = chosen.as_json()
         record["init_from"] = origin
         job.infos.append(TensorInfo(entry.name, entry.shape, dtype_))
         job.plans.append(plan)
         job.records[entry.name] = record
     return job
+
+
+def _first_dtype(*candidates: np.dtype | None) -> np.dtype:
+    for candidate in candidates:
+        if candidate is not None:
+            return candidate
+    return resolve_dtype(None)
 
 
 def _plan_tensor(

@@ -108,22 +108,22 @@ class KerasStream(Stream):
     def _generator(self, seed: int) -> np.random.Generator:
         return np.random.default_rng(np.array([seed, 0], dtype=np.uint32))
 
-    def _raw(self, draw: Draw, chunk_size: int) -> Iterator[np.ndarray]:
-        """The endless float64 sequence Keras draws from, in pieces."""
-        rng = self._generator(draw.seed)
+    def _batch(self, rng: np.random.Generator, draw: Draw, wanted: int) -> np.ndarray:
+        """The next float64 values of the sequence Keras draws from.
+
+        NumPy's Generator draws value by value, so the sequence does not depend
+        on batch sizes; only ``wanted`` (>= 1) values are needed now, and for the
+        truncated normal about 4.6 % of draws are rejected, hence the margin.
+        """
         if draw.distribution == "uniform":
-            while True:
-                yield rng.uniform(low=-draw.multiplier, high=draw.multiplier, size=chunk_size)
-        elif draw.distribution == "untruncated_normal":
-            while True:
-                yield rng.normal(loc=0.0, scale=draw.multiplier, size=chunk_size)
-        else:
-            # Keras computes its bounds as mean -/+ 2 * stddev with mean 0.0.
-            lower = 0.0 - 2 * draw.multiplier
-            upper = 0.0 + 2 * draw.multiplier
-            while True:
-                batch = rng.normal(loc=0.0, scale=draw.multiplier, size=chunk_size)
-                yield batch[(batch >= lower) & (batch <= upper)]
+            return rng.uniform(low=-draw.multiplier, high=draw.multiplier, size=wanted)
+        if draw.distribution == "untruncated_normal":
+            return rng.normal(loc=0.0, scale=draw.multiplier, size=wanted)
+        # Keras computes its bounds as mean -/+ 2 * stddev with mean 0.0.
+        lower = 0.0 - 2 * draw.multiplier
+        upper = 0.0 + 2 * draw.multiplier
+        batch = rng.normal(loc=0.0, scale=draw.multiplier, size=wanted + wanted // 16 + 16)
+        return batch[(batch >= lower) & (batch <= upper)]
 
     def chunks(
         self,
@@ -135,12 +135,12 @@ class KerasStream(Stream):
     ) -> Iterator[np.ndarray]:
         if start >= stop:
             return
+        rng = self._generator(draw.seed)
         position = 0  # flat index of pending[0]
         pending = np.empty(0)
-        raw = self._raw(draw, chunk_size)
         while position < stop:
             if pending.size == 0:
-                pending = next(raw)
+                pending = self._batch(rng, draw, min(chunk_size, stop - position))
                 continue
             if position + pending.size <= start:
                 position += pending.size

@@ -1,8 +1,10 @@
 """Verification: does a tensor file hold what a VarianceScaling config promises?
 
 Reads a ``.npy``, ``.h5`` or ``.safetensors`` tensor in bounded memory
-(fixed-size chunks: a memory map for npy and safetensors, slices along the
-leading axes for HDF5; float16 and bfloat16 are upcast one chunk at a time),
+(fixed-size chunks: plain sequential reads at the data offset for npy and
+safetensors, which, unlike a memory map, keep the resident set small however
+large the file; slices along the leading axes for HDF5; float16 and bfloat16
+are upcast one chunk at a time),
 summarises it (count, mean, std, min, max, a histogram) and judges it against
 the expected distribution, taken from the file's vsgen provenance or from an
 initializer the caller gives. No printing and no click here: the result is a
@@ -69,7 +71,7 @@ KS_ALPHA = 1e-3
 #: Standard errors allowed for mean and std.
 SIGMAS = 6.0
 #: Histogram bins (over the subsample, between the tensor's min and max).
-HISTOGRAM_BINS = 20
+HISTOGRAM_BINS = 16
 
 CONSISTENT = "consistent"
 NOT_CONSISTENT = "NOT consistent"
@@ -77,7 +79,7 @@ TOO_FEW = "too few values to judge"
 
 #: E[X^4] / E[X^2]^2 of each distribution.
 _TRUNCATION = 2.0
-_PHI_AT_TRUNCATION = math.exp(-_TRUNCATION**2 / 2) / math.sqrt(2 * math.pi)
+_PHI_AT_TRUNCATION = math.exp(-(_TRUNCATION**2) / 2) / math.sqrt(2 * math.pi)
 _MASS_INSIDE = math.erf(_TRUNCATION / math.sqrt(2))
 _TRUNCATED_M2 = TRUNCATED_STD_FACTOR**2
 _TRUNCATED_M4 = (
@@ -208,8 +210,9 @@ class TensorSource:
     shape: tuple[int, ...]
     dtype: np.dtype
     metadata: dict[str, str]
-    _offset: int = 0
-    _names: tuple[str, ...] = ()
+    #: npy/safetensors: where the values start and how they are stored on disk.
+    offset: int = 0
+    stored: np.dtype | None = None
 
     @property
     def size(self) -> int:
@@ -224,19 +227,18 @@ class TensorSource:
         if self.format == "h5":
             yield from self._h5_chunks(chunk_size)
             return
-        flat = self._memmap()
-        for start in range(0, flat.size, chunk_size):
-            piece = np.array(flat[start : start + chunk_size])
-            if piece.dtype != self.dtype:
-                piece = piece.view(self.dtype) if piece.dtype.kind == "u" else piece
-            yield piece.astype(self.dtype, copy=False)
-
-    def _memmap(self) -> np.ndarray:
-        if self.format == "npy":
-            array = np.load(self.path, mmap_mode="r")
-            return np.ravel(array, order="K" if array.flags.f_contiguous else "C")
-        stored = np.dtype("<u2") if self.dtype.name == "bfloat16" else self.dtype.newbyteorder("<")
-        return np.memmap(self.path, dtype=stored, mode="r", offset=self._offset, shape=(self.size,))
+        stored = self.stored if self.stored is not None else self.dtype
+        with open(self.path, "rb") as handle:
+            handle.seek(self.offset)
+            for start in range(0, self.size, chunk_size):
+                count = min(chunk_size, self.size - start)
+                piece = np.fromfile(handle, dtype=stored, count=count)
+                if piece.size != count:
+                    raise ValueError(f"{self.path}: file is truncated")
+                if self.dtype.name == "bfloat16":  # stored as little-endian 16-bit words
+                    yield piece.astype(np.uint16).view(self.dtype)
+                else:
+                    yield piece.astype(self.dtype)
 
     def _h5_chunks(self, chunk_size: int) -> Iterator[np.ndarray]:
         import h5py
@@ -322,16 +324,13 @@ def open_tensor(path: str, name: str | None = None) -> TensorSource:
     """
     from vsgen import writers
 
+    if os.path.isdir(path):
+        raise ValueError(f"{path} is a directory; give a .npy, .h5 or .safetensors file")
     if not os.path.isfile(path):
         raise ValueError(f"file not found: {path}")
     kind = _sniff(path)
     if kind == "npy":
-        array = np.load(path, mmap_mode="r") if os.path.getsize(path) else None
-        if array is None:
-            raise ValueError(f"{path}: empty file")
-        stem = os.path.splitext(os.path.basename(path))[0]
-        dtype = _readable_dtype(array.dtype, path, stem)
-        return TensorSource(path, "npy", stem, tuple(array.shape), dtype, {})
+        return _open_npy(path)
     metadata = writers.read_metadata(path)
     if kind == "h5":
         import h5py
@@ -362,9 +361,35 @@ def open_tensor(path: str, name: str | None = None) -> TensorSource:
         raise ValueError(f"{path}: tensor {chosen!r} has data_offsets that do not fit its shape")
     if data_start + end > os.path.getsize(path):
         raise ValueError(f"{path}: file is truncated (tensor {chosen!r} runs past its end)")
+    stored = np.dtype("<u2") if dtype.name == "bfloat16" else dtype.newbyteorder("<")
     return TensorSource(
-        path, "safetensors", chosen, shape, dtype, metadata, _offset=data_start + begin
+        path, "safetensors", chosen, shape, dtype, metadata, data_start + begin, stored
     )
+
+
+def _open_npy(path: str) -> TensorSource:
+    """The tensor of a .npy file: its header gives shape, dtype and data offset.
+
+    Fortran-ordered files are read in storage order: the statistics do not
+    depend on the order, only which values the strided subsample picks.
+    """
+    from numpy.lib import format as npy_format
+
+    with open(path, "rb") as handle:
+        version = npy_format.read_magic(handle)
+        if version == (1, 0):
+            shape, _, stored = npy_format.read_array_header_1_0(handle)
+        elif version == (2, 0):
+            shape, _, stored = npy_format.read_array_header_2_0(handle)
+        else:
+            raise ValueError(f"{path}: unsupported NPY version {version[0]}.{version[1]}")
+        offset = handle.tell()
+    stem = os.path.splitext(os.path.basename(path))[0]
+    dtype = _readable_dtype(stored, path, stem)
+    shape = normalize_shape(tuple(shape))
+    if offset + math.prod(shape) * dtype.itemsize > os.path.getsize(path):
+        raise ValueError(f"{path}: file is truncated")
+    return TensorSource(path, "npy", stem, shape, dtype, {}, offset, np.dtype(stored))
 
 
 # --- what to expect --------------------------------------------------------------------
@@ -378,6 +403,8 @@ def recorded_expectation(source: TensorSource) -> tuple[VarianceScaling, tuple[i
     """
     from vsgen import provenance
 
+    if source.format == "npy":
+        raise NoExpectationError(f"{source.path}: .npy files record no provenance")
     try:
         records = provenance.parse_metadata(source.metadata)
     except ValueError as error:
@@ -524,12 +551,14 @@ def ks_test(sample: np.ndarray, scaling: Scaling, stride: int = 1) -> KSResult:
     A stored value ``v`` stands for every real number that rounds to it, so the
     model CDF is evaluated at the midpoints to ``v``'s neighbours in the dtype:
     ``D = max(|F_n(v) - F(mid_up(v))|, |F_n(v-) - F(mid_down(v))|)`` over the
-    distinct values ``v`` (for float64, the midpoints are ``v`` itself).
+    distinct values ``v``. For float32 and float64 the midpoints are ``v`` itself
+    (they differ by at most 2**-24 relative: a CDF error below 1e-7).
     """
     dtype = sample.dtype
     values, counts = np.unique(sample.astype(np.float64), return_counts=True)
     m = int(counts.sum())
-    if dtype == np.float64:
+    if dtype.itemsize >= 4:
+        # float32/float64 neighbours lie within 2**-24 relative: a CDF error below 1e-7.
         upper = lower = values
     else:
         stored = values.astype(dtype)
@@ -539,8 +568,10 @@ def ks_test(sample: np.ndarray, scaling: Scaling, stride: int = 1) -> KSResult:
             upper = np.where(np.isfinite(up), (values + up) / 2, np.inf)
             lower = np.where(np.isfinite(down), (values + down) / 2, -np.inf)
     cumulative = np.cumsum(counts)
-    above = cumulative / m - expected_cdf(_scaling_for_cdf(scaling), upper)
-    below = expected_cdf(_scaling_for_cdf(scaling), lower) - (cumulative - counts) / m
+    cdf_upper = expected_cdf(scaling, upper)
+    cdf_lower = cdf_upper if lower is upper else expected_cdf(scaling, lower)
+    above = cumulative / m - cdf_upper
+    below = cdf_lower - (cumulative - counts) / m
     statistic = float(max(np.abs(above).max(), np.abs(below).max()))
     root = math.sqrt(m)
     pvalue = kolmogorov_sf(statistic * (root + 0.12 + 0.11 / root))
@@ -552,10 +583,6 @@ def ks_test(sample: np.ndarray, scaling: Scaling, stride: int = 1) -> KSResult:
         sample_size=m,
         stride=stride,
     )
-
-
-def _scaling_for_cdf(scaling: Scaling) -> Scaling:
-    return scaling
 
 
 def _significand_bits(dtype: np.dtype) -> int:
@@ -577,6 +604,10 @@ def _smallest_subnormal(dtype: np.dtype) -> float:
 
 
 # --- judging -------------------------------------------------------------------------
+
+
+def _sign(passed: bool) -> str:
+    return "<=" if passed else ">"
 
 
 def judge(
@@ -614,7 +645,8 @@ def judge(
                 largest <= allowed,
                 largest,
                 allowed,
-                f"max |x| = {largest:.6g} <= {what} = {bound:.6g} (+ dtype rounding)",
+                f"max |x| = {largest:.6g} {_sign(largest <= allowed)} {what} = {bound:.6g} "
+                "(+ dtype rounding)",
             )
         )
     mean_tolerance = SIGMAS * sigma / math.sqrt(n_finite) + rounding * sigma + absolute
@@ -624,7 +656,8 @@ def judge(
             abs(summary.mean) <= mean_tolerance,
             abs(summary.mean),
             mean_tolerance,
-            f"|mean| = {abs(summary.mean):.4g} <= {mean_tolerance:.4g} "
+            f"|mean| = {abs(summary.mean):.4g} {_sign(abs(summary.mean) <= mean_tolerance)} "
+            f"{mean_tolerance:.4g} "
             f"({SIGMAS:g} standard errors + dtype rounding)",
         )
     )
@@ -637,7 +670,8 @@ def judge(
             deviation <= std_tolerance,
             deviation,
             std_tolerance,
-            f"|std - {sigma:.6g}| = {deviation:.4g} <= {std_tolerance:.4g} "
+            f"|std - {sigma:.6g}| = {deviation:.4g} {_sign(deviation <= std_tolerance)} "
+            f"{std_tolerance:.4g} "
             f"({SIGMAS:g} standard errors + dtype rounding)",
         )
     )
@@ -651,7 +685,8 @@ def judge(
                 ks.statistic <= ks.critical,
                 ks.statistic,
                 ks.critical,
-                f"D = {ks.statistic:.4g} <= {ks.critical:.4g} (alpha {ks.alpha:g}, "
+                f"D = {ks.statistic:.4g} {_sign(ks.statistic <= ks.critical)} "
+                f"{ks.critical:.4g} (alpha {ks.alpha:g}, "
                 f"p = {ks.pvalue:.3g}, {ks.sample_size} values, every {stride})",
             )
         )
@@ -692,6 +727,34 @@ def _expected_dict(
     return expected
 
 
+def _report(
+    chunks: Iterator[np.ndarray],
+    size: int,
+    dtype: np.dtype,
+    scaling: Scaling,
+    max_sample: int | None,
+    extra_checks: list[Check],
+    notes: list[str],
+) -> dict[str, Any]:
+    """Summarise, judge and collect the report fields that depend on the values."""
+    summary, sample, stride = summarize(chunks, size, max_sample)
+    checks, ks = judge(summary, sample, stride, scaling, dtype)
+    checks = extra_checks + checks
+    if summary.count < MIN_VALUES:
+        notes.append(
+            f"only {summary.count} values: below {MIN_VALUES} the checks have little power, "
+            "so passing them proves little"
+        )
+    return {
+        "summary": summary,
+        "ks": ks,
+        "histogram": _histogram(sample, summary),
+        "checks": checks,
+        "verdict": _verdict(checks, summary.count),
+        "notes": notes,
+    }
+
+
 def verify_source(
     source: TensorSource,
     initializer: VarianceScaling | None = None,
@@ -713,6 +776,9 @@ def verify_source(
     if initializer is None:
         if fan_shape is not None:
             raise ValueError("a fan shape is only used with an explicit initializer")
+        constant = _recorded_constant(source)
+        if constant is not None:
+            return _verify_constant(source, constant, chunk_size, max_sample)
         initializer, fans_from, record = recorded_expectation(source)
         source_label = "provenance"
         recorded_shape = tuple(record.get("shape", source.shape))
@@ -734,14 +800,15 @@ def verify_source(
         source_label = "options"
         fans_from = normalize_shape(source.shape if fan_shape is None else tuple(fan_shape))
     scaling = initializer.scaling(fans_from)
-    summary, sample, stride = summarize(source.chunks(chunk_size), source.size, max_sample)
-    checks, ks = judge(summary, sample, stride, scaling, source.dtype)
-    checks = record_checks + checks
-    if summary.count < MIN_VALUES:
-        notes.append(
-            f"only {summary.count} values: below {MIN_VALUES} the checks have little power, "
-            "so passing them proves little"
-        )
+    parts = _report(
+        source.chunks(chunk_size),
+        source.size,
+        source.dtype,
+        scaling,
+        max_sample,
+        record_checks,
+        notes,
+    )
     return VerifyReport(
         path=source.path,
         format=source.format,
@@ -750,12 +817,81 @@ def verify_source(
         dtype=source.dtype.name,
         source=source_label,
         expected=_expected_dict(scaling, initializer, fans_from),
+        **parts,
+    )
+
+
+def _recorded_constant(source: TensorSource) -> dict[str, Any] | None:
+    """The record of a tensor that a spec filled with a constant, else None."""
+    from vsgen import provenance
+
+    if source.format == "npy":
+        return None
+    try:
+        record = provenance.parse_metadata(source.metadata).get(source.name)
+    except ValueError:
+        return None
+    if isinstance(record, dict) and record.get("kind") == "constant":
+        return record
+    return None
+
+
+def _verify_constant(
+    source: TensorSource,
+    record: dict[str, Any],
+    chunk_size: int | None,
+    max_sample: int | None,
+) -> VerifyReport:
+    """A constant tensor (zeros, ones, ...) is consistent when every value equals the
+    recorded constant rounded to the file's dtype; no statistics are needed."""
+    value = float(np.asarray(record.get("value", math.nan), dtype=source.dtype).astype(np.float64))
+    summary, sample, _ = summarize(source.chunks(chunk_size), source.size, max_sample)
+    recorded_shape = tuple(record.get("shape", source.shape))
+    recorded_dtype = str(record.get("dtype", source.dtype.name))
+    same = recorded_shape == source.shape and recorded_dtype == source.dtype.name
+    checks = [
+        Check(
+            "record",
+            same,
+            None,
+            None,
+            f"file has shape {source.shape} {source.dtype.name}; recorded "
+            f"{recorded_shape} {recorded_dtype}",
+        ),
+        Check(
+            "finite",
+            summary.nonfinite == 0,
+            float(summary.nonfinite),
+            0.0,
+            f"{summary.nonfinite} NaN/inf values",
+        ),
+    ]
+    if summary.count > summary.nonfinite:
+        equal = summary.min == value and summary.max == value
+        checks.append(
+            Check(
+                "constant",
+                equal,
+                max(abs(summary.min - value), abs(summary.max - value)),
+                0.0,
+                f"min {summary.min:.6g}, max {summary.max:.6g}; every value must be {value:g}",
+            )
+        )
+    verdict = NOT_CONSISTENT if any(not check.passed for check in checks) else CONSISTENT
+    return VerifyReport(
+        path=source.path,
+        format=source.format,
+        name=source.name,
+        shape=source.shape,
+        dtype=source.dtype.name,
+        source="provenance",
+        expected={"kind": "constant", "value": value},
         summary=summary,
-        ks=ks,
+        ks=None,
         histogram=_histogram(sample, summary),
         checks=checks,
-        verdict=_verdict(checks, summary.count),
-        notes=notes,
+        verdict=verdict,
+        notes=[],
     )
 
 
@@ -784,21 +920,14 @@ def verify_array(
     max_sample: int | None = None,
 ) -> VerifyReport:
     """Judge an in-memory array against ``initializer`` (fans from ``fan_shape`` or its shape)."""
-    array = np.ascontiguousarray(values)
+    array = np.asarray(values)
     dtype = _readable_dtype(array.dtype, "array", "array")
-    flat = array.reshape(-1)
+    flat = np.ravel(array)
     step = max(1, READ_CHUNK if chunk_size is None else int(chunk_size))
     fans_from = normalize_shape(array.shape if fan_shape is None else tuple(fan_shape))
     scaling = initializer.scaling(fans_from)
     chunks = (flat[start : start + step] for start in range(0, flat.size, step))
-    summary, sample, stride = summarize(chunks, flat.size, max_sample)
-    checks, ks = judge(summary, sample, stride, scaling, dtype)
-    notes = []
-    if summary.count < MIN_VALUES:
-        notes.append(
-            f"only {summary.count} values: below {MIN_VALUES} the checks have little power, "
-            "so passing them proves little"
-        )
+    parts = _report(chunks, flat.size, dtype, scaling, max_sample, [], [])
     return VerifyReport(
         path=None,
         format="array",
@@ -807,10 +936,5 @@ def verify_array(
         dtype=dtype.name,
         source="options",
         expected=_expected_dict(scaling, initializer, fans_from),
-        summary=summary,
-        ks=ks,
-        histogram=_histogram(sample, summary),
-        checks=checks,
-        verdict=_verdict(checks, summary.count),
-        notes=notes,
+        **parts,
     )

@@ -78,11 +78,15 @@ def safetensors_header(
 def create_h5(path: str, tensors: Sequence[TensorInfo], metadata: Mapping[str, str]) -> list[int]:
     """Lay out an HDF5 file with one allocated, unfilled dataset per tensor.
 
-    Returns each dataset's absolute data offset. The datasets are contiguous
-    and allocated at creation without fill, so HDF5 has nothing left to do:
-    the file is closed and the values are written at those offsets as plain
-    bytes, which is several times faster than hyperslab writes through h5py
-    and keeps memory bounded by the chunk size.
+    Returns each dataset's absolute data offset. The datasets are contiguous,
+    unfiltered and allocated at creation without fill, so once HDF5 has
+    closed the file it has nothing left to write: the values go in at those
+    offsets as plain little-endian bytes, through the same code as npy and
+    safetensors. Measured against h5py hyperslab writes of the same data
+    (1 GiB float32, 4 Mi-value chunks, on tmpfs to take the disk out), this
+    is as fast or slightly faster (median 2.7 vs 2.5-2.6 GB/s), and any flat
+    range of any rank is a single write, where hyperslabs must split a range
+    into row-aligned pieces.
     """
     import h5py
 

@@ -6,6 +6,9 @@ import json
 import os
 import struct
 from collections.abc import Iterator
+from typing import Any
+
+import numpy
 
 from vsgen.formats.headers import SAFETENSORS_MAX_HEADER
 from vsgen.formats.tensors import DTYPES, SAFETENSORS_CODES, TensorInfo
@@ -44,7 +47,14 @@ def _read_npy_info(path: str, name: str) -> TensorInfo:
             raise ValueError(f"unsupported NPY version {version} in {path!r}")
     if fortran_order and len(shape) > 1:
         raise ValueError(f"{path!r} is in Fortran order; vsgen writes C order only")
-    return TensorInfo(name, tuple(shape), dtype)
+    return TensorInfo(name, tuple(shape), _little_endian_only(dtype, path))
+
+
+def _little_endian_only(dtype: numpy.dtype, path: str) -> numpy.dtype:
+    # TensorInfo holds native dtypes; vsgen's files are always little-endian.
+    if dtype.byteorder == ">":
+        raise ValueError(f"{path!r} holds big-endian data; vsgen writes little-endian only")
+    return dtype
 
 
 def _read_safetensors_header(path: str) -> dict[str, object]:
@@ -64,11 +74,11 @@ def _read_safetensors_header(path: str) -> dict[str, object]:
     return header
 
 
-def _h5_datasets(group: object, prefix: str = "") -> Iterator[tuple[str, object]]:
+def _h5_datasets(group: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
     import h5py
 
     # Group iteration follows creation order where it is tracked (vsgen's files).
-    for key, item in group.items():  # type: ignore[attr-defined]
+    for key, item in group.items():
         name = f"{prefix}{key}"
         if isinstance(item, h5py.Dataset):
             yield name, item
@@ -109,8 +119,9 @@ def read_tensor_infos(path: str) -> list[TensorInfo]:
 
         with h5py.File(path, "r") as h5:
             return [
-                TensorInfo(name, dataset.shape, dataset.dtype) for name, dataset in _h5_datasets(h5)
-            ]  # type: ignore[attr-defined]
+                TensorInfo(name, dataset.shape, _little_endian_only(dataset.dtype, path))
+                for name, dataset in _h5_datasets(h5)
+            ]
     header = _read_safetensors_header(path)
     codes = {code: name for name, code in SAFETENSORS_CODES.items()}
     infos = []

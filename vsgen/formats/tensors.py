@@ -184,8 +184,15 @@ def check_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
     if metadata is None:
         return {}
     for key, value in metadata.items():
-        if not isinstance(key, str) or not isinstance(value, str):
+        # HDF5 refuses empty attribute names and NUL characters in strings.
+        if (
+            not isinstance(key, str)
+            or not isinstance(value, str)
+            or not key
+            or "\x00" in key + value
+        ):
             raise ValueError(
-                f"Argument `metadata` must map strings to strings. Received: {key!r}: {value!r}"
+                "Argument `metadata` must map non-empty strings to strings, without NUL "
+                f"characters. Received: {key!r}: {value!r}"
             )
     return dict(metadata)

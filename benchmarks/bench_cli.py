@@ -1,0 +1,147 @@
+"""End-to-end benchmark of the ``vsgen`` command.
+
+Measures, in one run:
+
+1. start-up: a small ``vsgen sample --shape 512,256`` against a bare
+   ``python -c "import numpy"`` (median wall time of several runs each);
+2. throughput: ``vsgen sample`` writing float32 .npy to local disk against the
+   in-memory rate of the Python API (``VarianceScaling(...)(shape)``) on the
+   same shape, distribution and thread count (target: >= 80 %);
+3. memory: peak RSS of the CLI process writing a big float32 tensor (default
+   2**30 values = 4 GiB) to each format (target: <= 300 MiB).
+
+Usage: ``python benchmarks/bench_cli.py [--size-log2 26] [--big-log2 30]
+[--dir DIR] [--repeat 3] [--skip-big]``. Outputs are deleted afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+PEAK_RSS_WRAPPER = (
+    "import resource, subprocess, sys\n"
+    "code = subprocess.run(sys.argv[1:]).returncode\n"
+    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+    "sys.exit(code)\n"
+)
+VSGEN = [sys.executable, "-m", "vsgen"]
+
+
+def wall(command: list[str], cwd: str) -> float:
+    start = time.perf_counter()
+    subprocess.run(command, cwd=cwd, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def peak_rss_mib(command: list[str], cwd: str) -> tuple[float, float]:
+    """(seconds, peak RSS in MiB) of ``command`` run as a child of a fresh wrapper."""
+    start = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, "-c", PEAK_RSS_WRAPPER, *command],
+        cwd=cwd,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    seconds = time.perf_counter() - start
+    return seconds, int(result.stdout.split()[-1]) / 1024
+
+
+def startup(work: str, repeat: int) -> None:
+    bare = [sys.executable, "-c", "import numpy"]
+    small = [*VSGEN, "sample", "--shape", "512,256", "--seed", "0", "-o", "s.npy", "--force"]
+    wall(small, work)  # warm the file cache and any compiled-kernel cache
+    numpy_times = [wall(bare, work) for _ in range(repeat)]
+    vsgen_times = [wall(small, work) for _ in range(repeat)]
+    a, b = statistics.median(numpy_times), statistics.median(vsgen_times)
+    print("start-up (median wall time)")
+    print(f"  python -c 'import numpy'              {a * 1000:8.0f} ms")
+    print(f"  vsgen sample --shape 512,256 -o .npy  {b * 1000:8.0f} ms   ratio {b / a:.2f}x")
+
+
+def throughput(work: str, size_log2: int, repeat: int) -> None:
+    import vsgen
+
+    rows = 1 << (size_log2 // 2)
+    cols = 1 << (size_log2 - size_log2 // 2)
+    shape = f"{rows},{cols}"
+    print(f"\nend-to-end vs in-memory, float32 {rows}x{cols} ({rows * cols:,} values)")
+    print("  (to .npy = whole command; streaming = whole command minus the wall time of a")
+    print("   64x64 run, i.e. without interpreter start-up and kernel loading)")
+    print(f"  {'distribution':20s} {'in-memory':>12s} {'to .npy':>12s} {'ratio':>7s} "
+          f"{'streaming':>12s} {'ratio':>7s}")
+    for distribution in ("truncated_normal", "untruncated_normal", "uniform"):
+        init = vsgen.VarianceScaling(2.0, "fan_in", distribution, seed=0)
+        init((rows, cols))  # compile / load kernels once
+        memory = []
+        for _ in range(repeat):
+            start = time.perf_counter()
+            values = init((rows, cols))
+            memory.append(time.perf_counter() - start)
+            del values
+        command = [*VSGEN, "sample", "--shape", shape, "--seed", "0", "--scale", "2",
+                   "--distribution", distribution, "-o", "t.npy", "--force", "--quiet"]
+        # The CLI's wall time includes interpreter start-up and kernel loading;
+        # subtract the small-job time so the ratio speaks of the streaming part.
+        small = [*VSGEN, "sample", "--shape", "64,64", "--seed", "0", "-o", "z.npy", "--force"]
+        fixed = statistics.median(wall(small, work) for _ in range(repeat))
+        whole = statistics.median(wall(command, work) for _ in range(repeat))
+        rate_memory = rows * cols / statistics.median(memory) / 1e6
+        rate_whole = rows * cols / whole / 1e6
+        rate_stream = rows * cols / max(whole - fixed, 1e-9) / 1e6
+        print(f"  {distribution:20s} {rate_memory:9.0f} M/s {rate_whole:9.0f} M/s "
+              f"{rate_whole / rate_memory:6.0%} {rate_stream:9.0f} M/s "
+              f"{rate_stream / rate_memory:6.0%}")
+        os.remove(os.path.join(work, "t.npy"))
+
+
+def memory(work: str, big_log2: int) -> None:
+    rows = 1 << (big_log2 // 2)
+    cols = 1 << (big_log2 - big_log2 // 2)
+    need = rows * cols * 4
+    free = shutil.disk_usage(work).free
+    if free < 2.2 * need:
+        print(f"\nskipping the peak-RSS run: needs {need / 2**30:.1f} GiB twice, "
+              f"{free / 2**30:.1f} GiB free")
+        return
+    print(f"\npeak RSS of the CLI writing float32 {rows}x{cols} ({need / 2**30:.1f} GiB)")
+    for suffix in (".npy", ".h5", ".safetensors"):
+        target = f"big{suffix}"
+        seconds, rss = peak_rss_mib(
+            [*VSGEN, "sample", "--shape", f"{rows},{cols}", "--seed", "1", "-o", target,
+             "--force", "--quiet"],
+            work,
+        )
+        os.remove(os.path.join(work, target))
+        verdict = "PASS" if rss <= 300 else "FAIL"
+        print(f"  {suffix:13s} {seconds:6.1f} s  {rows * cols / seconds / 1e6:6.0f} M/s  "
+              f"peak RSS {rss:6.0f} MiB  (target <= 300 MiB: {verdict})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size-log2", type=int, default=26)
+    parser.add_argument("--big-log2", type=int, default=30)
+    parser.add_argument("--dir", default=None, help="where to write (default: a temp dir)")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--skip-big", action="store_true")
+    args = parser.parse_args()
+    work = tempfile.mkdtemp(prefix="vsgen-bench-", dir=args.dir)
+    try:
+        startup(work, max(args.repeat, 5))
+        throughput(work, args.size_log2, args.repeat)
+        if not args.skip_big:
+            memory(work, args.big_log2)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

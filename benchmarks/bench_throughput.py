@@ -1,0 +1,264 @@
+"""Throughput of the vsgen v1 stream against its peers, in one run.
+
+Times, for float32 tensors of ``--size`` values (median of ``--repeat`` runs,
+output buffers allocated and touched beforehand where the API allows it):
+
+* vsgen ``_v1.fill`` on the numba path with 1 and 2 threads, all three
+  distributions (and the NumPy path on 1 thread, for reference);
+* the NumPy floor: ``Generator.standard_normal`` / ``Generator.random``;
+* Keras 3 on its numpy backend (``keras.initializers.VarianceScaling``);
+* ``torch.nn.init`` (``kaiming_normal_``, ``kaiming_uniform_``, ``trunc_normal_``);
+* JAX ``jax.nn.initializers.variance_scaling`` under ``jax.jit``.
+
+Peers that are not installed are skipped with a note.  Slow peers (Keras,
+``trunc_normal_``) are timed on at most 2**24 values to keep the run short;
+their rate does not depend on the size at that scale.  It then prints the
+ratio table against the project's targets with PASS/FAIL, the start-up cost
+of the numba path (import, cached-kernel load, first compile; measured in
+fresh interpreters) and the rate of the NumPy path on a small tensor.
+
+Usage::
+
+    python benchmarks/bench_throughput.py [--size N] [--repeat R] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Callable
+
+os.environ.setdefault("KERAS_BACKEND", "numpy")  # must precede any keras import
+
+import numpy as np  # noqa: E402
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from vsgen import _v1  # noqa: E402
+
+SLOW_PEER_CAP = 1 << 24
+SCALE = 1.0 / 1024  # He-style variance for a 1024 x N kernel; irrelevant to speed
+TRUNC_STD = 0.87962566103423978
+
+# (label, vsgen row, peer row, required ratio)
+TARGETS = [
+    ("truncated vs torch trunc_normal_", "vsgen truncated_normal 2T", "torch trunc_normal_", 15.0),
+    (
+        "truncated vs keras numpy backend",
+        "vsgen truncated_normal 2T",
+        "keras truncated_normal",
+        7.0,
+    ),
+    ("truncated vs jax (jit)", "vsgen truncated_normal 2T", "jax truncated_normal", 2.5),
+    (
+        "normal vs torch kaiming_normal_",
+        "vsgen untruncated_normal 2T",
+        "torch kaiming_normal_",
+        1.2,
+    ),
+    ("uniform vs torch kaiming_uniform_", "vsgen uniform 2T", "torch kaiming_uniform_", 2.0),
+    ("truncated: 2 threads vs 1", "vsgen truncated_normal 2T", "vsgen truncated_normal 1T", 1.7),
+    ("normal: 2 threads vs 1", "vsgen untruncated_normal 2T", "vsgen untruncated_normal 1T", 1.7),
+    ("uniform: 2 threads vs 1", "vsgen uniform 2T", "vsgen uniform 1T", 1.7),
+]
+
+
+def median_seconds(run: Callable[[], object], repeat: int) -> float:
+    run()  # warm-up: compilation, page faults, caches
+    times = []
+    for _ in range(repeat):
+        begin = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - begin)
+    return statistics.median(times)
+
+
+def bench_vsgen(size: int, repeat: int, rates: dict[str, float]) -> None:
+    out = np.ones(size, dtype=np.float32)
+    for distribution in _v1.DISTRIBUTIONS:
+        for threads in (1, 2):
+            os.environ["VSGEN_KERNEL"] = "numba"
+
+            def run(distribution=distribution, threads=threads):
+                _v1.fill(out, 0, 1234, distribution, 0.05, threads=threads)
+
+            rates[f"vsgen {distribution} {threads}T"] = size / median_seconds(run, repeat)
+        os.environ["VSGEN_KERNEL"] = "numpy"
+        small = min(size, SLOW_PEER_CAP)
+
+        def run_numpy(distribution=distribution, small=small):
+            _v1.fill(out[:small], 0, 1234, distribution, 0.05)
+
+        rates[f"vsgen {distribution} numpy-path 1T"] = small / median_seconds(run_numpy, 1)
+    os.environ["VSGEN_KERNEL"] = "auto"
+
+
+def bench_numpy(size: int, repeat: int, rates: dict[str, float]) -> None:
+    rng = np.random.default_rng(1)
+    out = np.ones(size, dtype=np.float32)
+    rates["numpy standard_normal"] = size / median_seconds(
+        lambda: rng.standard_normal(dtype=np.float32, out=out), repeat
+    )
+    rates["numpy random"] = size / median_seconds(
+        lambda: rng.random(dtype=np.float32, out=out), repeat
+    )
+    # Writing the output at all costs this much: the ceiling of any generator.
+    rates["memory store floor (out.fill, 1T)"] = size / median_seconds(
+        lambda: out.fill(1.0), repeat
+    )
+
+
+def bench_keras(size: int, repeat: int, rates: dict[str, float]) -> None:
+    try:
+        import keras
+    except ImportError:
+        print("note: keras is not installed; skipped")
+        return
+    if keras.backend.backend() != "numpy":
+        print(f"note: keras runs on {keras.backend.backend()}, not numpy; skipped")
+        return
+    size = min(size, SLOW_PEER_CAP)
+    shape = (size // 1024, 1024)
+    initializer = keras.initializers.VarianceScaling(
+        scale=SCALE * shape[0], mode="fan_in", distribution="truncated_normal", seed=1
+    )
+    rates["keras truncated_normal"] = size / median_seconds(
+        lambda: initializer(shape, dtype="float32"), max(1, min(repeat, 2))
+    )
+
+
+def bench_torch(size: int, repeat: int, rates: dict[str, float]) -> None:
+    try:
+        import torch
+    except ImportError:
+        print("note: torch is not installed; skipped")
+        return
+    weight = torch.ones(size // 1024, 1024)
+    rates["torch kaiming_normal_"] = size / median_seconds(
+        lambda: torch.nn.init.kaiming_normal_(weight), repeat
+    )
+    rates["torch kaiming_uniform_"] = size / median_seconds(
+        lambda: torch.nn.init.kaiming_uniform_(weight), repeat
+    )
+    small = torch.ones(min(size, SLOW_PEER_CAP) // 1024, 1024)
+    std = 0.05 / TRUNC_STD
+    rates["torch trunc_normal_"] = small.numel() / median_seconds(
+        lambda: torch.nn.init.trunc_normal_(small, std=std, a=-2 * std, b=2 * std),
+        max(1, min(repeat, 2)),
+    )
+    print(f"note: torch uses {torch.get_num_threads()} intra-op threads")
+
+
+def bench_jax(size: int, repeat: int, rates: dict[str, float]) -> None:
+    try:
+        import jax
+        import jax.numpy as jnp
+    except ImportError:
+        print("note: jax is not installed; skipped")
+        return
+    shape = (size // 1024, 1024)
+    initializer = jax.nn.initializers.variance_scaling(
+        SCALE * shape[0], "fan_in", "truncated_normal"
+    )
+    make = jax.jit(lambda key: initializer(key, shape, jnp.float32))
+    key = jax.random.key(1)
+    rates["jax truncated_normal"] = size / median_seconds(
+        lambda: make(key).block_until_ready(), repeat
+    )
+
+
+STARTUP = """
+    import time
+    begin = time.perf_counter()
+    import numpy as np
+    from vsgen import _v1
+    ready = time.perf_counter()
+    import numba
+    numba_imported = time.perf_counter()
+    from vsgen import _v1_kernels
+    out = np.empty(4, np.float32)
+    for distribution in ("truncated_normal", "uniform"):
+        _v1._numba_fill(_v1_kernels, out, 0, _v1.derive_keys(1), distribution, 1.0)
+    loaded = time.perf_counter()
+    print(ready - begin, numba_imported - ready, loaded - numba_imported)
+"""
+
+
+def startup_costs() -> None:
+    """Import and kernel-load costs in fresh interpreters (cold, then cached)."""
+    with tempfile.TemporaryDirectory() as cache:
+        env = dict(os.environ, NUMBA_CACHE_DIR=cache, PYTHONPATH=str(ROOT))
+        rows = []
+        for _ in range(3):
+            result = subprocess.run(
+                [sys.executable, "-c", textwrap.dedent(STARTUP)],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            rows.append([float(v) for v in result.stdout.split()])
+    first, cached = rows[0], rows[1:]
+    print("\nStart-up (fresh interpreters; the f32 normal and uniform kernels):")
+    print(f"  import numpy + vsgen._v1          {1e3 * cached[-1][0]:7.0f} ms")
+    print(f"  import numba                      {1e3 * min(r[1] for r in cached):7.0f} ms")
+    print(f"  load cached kernels               {1e3 * min(r[2] for r in cached):7.0f} ms")
+    print(f"  first compile (empty cache)       {1e3 * first[2]:7.0f} ms")
+
+
+def small_tensor_rate(repeat: int) -> None:
+    out = np.empty(512 * 256, dtype=np.float32)
+    os.environ["VSGEN_KERNEL"] = "numpy"
+    print("\nNumPy path on a 512 x 256 float32 tensor (the `vsgen sample` default size):")
+    for distribution in _v1.DISTRIBUTIONS:
+        seconds = median_seconds(lambda d=distribution: _v1.fill(out, 0, 1, d, 0.05), repeat)
+        print(f"  {distribution:20s} {out.size / seconds / 1e6:8.0f} M/s ({1e3 * seconds:.1f} ms)")
+    os.environ["VSGEN_KERNEL"] = "auto"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=1 << 26, help="values per tensor")
+    parser.add_argument("--repeat", type=int, default=3, help="timed runs per row (median)")
+    parser.add_argument("--quick", action="store_true", help="2**22 values, 3 repeats")
+    args = parser.parse_args(argv)
+    size, repeat = (1 << 22, 3) if args.quick else (args.size, args.repeat)
+    size = max(1024, size // 1024 * 1024)
+    print(f"float32, {size:,} values, median of {repeat}; {os.cpu_count()} CPUs")
+    print("load average at start: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
+
+    rates: dict[str, float] = {}
+    for bench in (bench_vsgen, bench_numpy, bench_torch, bench_keras, bench_jax):
+        bench(size, repeat, rates)
+
+    print(f"\n{'generator':40s} {'M values/s':>11s}")
+    for name, rate in rates.items():
+        print(f"{name:40s} {rate / 1e6:11.1f}")
+
+    print(f"\n{'target':36s} {'ratio':>7s} {'needed':>7s}")
+    failures = 0
+    for label, ours, peer, needed in TARGETS:
+        if ours not in rates or peer not in rates:
+            print(f"{label:36s} {'-':>7s} {needed:7.1f}  SKIP (peer not measured)")
+            continue
+        ratio = rates[ours] / rates[peer]
+        verdict = "PASS" if ratio >= needed else "FAIL"
+        failures += verdict == "FAIL"
+        print(f"{label:36s} {ratio:7.2f} {needed:7.1f}  {verdict}")
+
+    print("load average at end: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
+    startup_costs()
+    small_tensor_rate(repeat)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,475 @@
+"""Never lose data: atomic outputs, overwrite safety and pre-flight checks,
+seen from the command line.
+
+A run that fails, is interrupted (SIGINT, SIGTERM) or runs out of space
+leaves the directory exactly as it was: no partial output, no temporary
+file, and a file that was already at the target byte-identical. Signals,
+file-size limits and broken pipes are exercised on real processes.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+from collections import namedtuple
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from click.testing import CliRunner, Result
+
+from vsgen.cli import cli
+from vsgen.initializer import SamplePlan
+
+FORMATS = ["npy", "h5", "safetensors", "raw"]
+OLD_BYTES = b"an older file that must survive\n"
+
+
+def invoke(args: list[str]) -> Result:
+    return CliRunner().invoke(cli, args, catch_exceptions=False)
+
+
+def listing(directory: Path) -> dict[str, bytes]:
+    """Every entry of ``directory`` (hidden ones too) with its bytes."""
+    return {path.name: path.read_bytes() for path in sorted(directory.iterdir())}
+
+
+def one_error_line(result: Result) -> str:
+    assert "Traceback" not in result.stderr + result.stdout
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    return lines[0]
+
+
+def read_values(path: Path, fmt: str) -> np.ndarray:
+    """The values of tensor ``weight`` read back with each format's own library."""
+    if fmt == "npy":
+        return np.load(path)
+    if fmt == "h5":
+        with h5py.File(path, "r") as handle:
+            return handle["weight"][()]
+    if fmt == "safetensors":
+        from safetensors.numpy import load_file
+
+        return load_file(str(path))["weight"]
+    return np.frombuffer(path.read_bytes(), dtype="<f4").reshape(16, 8)
+
+
+# --- existing outputs ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_existing_output_is_refused_without_force(tmp_path: Path, fmt: str) -> None:
+    target = tmp_path / f"w.{fmt}"
+    target.write_bytes(OLD_BYTES)
+    result = invoke(["sample", "--shape", "16,8", "--seed", "0", "-o", str(target)])
+    assert result.exit_code == 2
+    line = one_error_line(result)
+    assert f"w.{fmt}" in line and "--force" in line
+    assert listing(tmp_path) == {target.name: OLD_BYTES}
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_force_replaces_an_existing_output(tmp_path: Path, fmt: str) -> None:
+    target = tmp_path / f"w.{fmt}"
+    target.write_bytes(OLD_BYTES)
+    result = invoke(["sample", "--shape", "16,8", "--seed", "0", "-o", str(target), "--force"])
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == "" and result.stderr == ""
+    assert sorted(listing(tmp_path)) == [target.name], "no temporary file may remain"
+    reference = invoke(["sample", "--shape", "16,8", "--seed", "0", "-o", str(tmp_path / "r.npy")])
+    assert reference.exit_code == 0
+    expected = np.load(tmp_path / "r.npy")
+    assert read_values(target, fmt).tobytes() == expected.tobytes()
+
+
+def test_force_does_not_replace_a_directory(tmp_path: Path) -> None:
+    """``-o DIR --force`` must not swap a user's directory for vsgen's output."""
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "keep.bin").write_bytes(OLD_BYTES)
+    result = invoke(
+        ["sample", "--shape", "4", "--seed", "0", "-o", str(tmp_path / "models"), "--force"]
+    )
+    assert result.exit_code == 2
+    assert "names a directory" in one_error_line(result)
+    assert (tmp_path / "models" / "keep.bin").read_bytes() == OLD_BYTES
+
+
+def test_target_created_by_someone_else_meanwhile_is_not_overwritten(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "w.npy"
+    original = SamplePlan.chunks
+
+    def chunks_then_competitor(self: SamplePlan, *args: object, **kwargs: object):
+        yield from original(self, *args, **kwargs)
+        target.write_bytes(OLD_BYTES)  # another process finished first
+
+    monkeypatch.setattr(SamplePlan, "chunks", chunks_then_competitor)
+    result = invoke(["sample", "--shape", "16,8", "--seed", "0", "-o", str(target)])
+    assert result.exit_code == 1
+    assert "--force" in one_error_line(result)
+    assert listing(tmp_path) == {"w.npy": OLD_BYTES}
+
+
+# --- failures in the middle of a run -----------------------------------------------
+
+
+def failing_chunks(error: BaseException):
+    """A SamplePlan.chunks replacement: one real chunk, then ``error``."""
+
+    def chunks(self: SamplePlan, *args: object, **kwargs: object):
+        yield np.zeros(min(self.size, 64), dtype=self.draw.dtype)
+        raise error
+
+    return chunks
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize(
+    ("error", "exit_code", "message"),
+    [
+        pytest.param(OSError(errno.EIO, "device went away"), 1, "device went away", id="io"),
+        pytest.param(KeyboardInterrupt(), 1, "interrupted", id="ctrl-c"),
+    ],
+)
+def test_failure_midway_keeps_the_old_file(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    fmt: str,
+    error: BaseException,
+    exit_code: int,
+    message: str,
+) -> None:
+    target = tmp_path / f"w.{fmt}"
+    target.write_bytes(OLD_BYTES)
+    monkeypatch.setattr(SamplePlan, "chunks", failing_chunks(error))
+    result = invoke(["sample", "--shape", "64,64", "--seed", "0", "-o", str(target), "--force"])
+    assert result.exit_code == exit_code
+    assert message in one_error_line(result)
+    assert listing(tmp_path) == {target.name: OLD_BYTES}
+
+
+# --- pre-flight checks: refused before any value is computed -----------------------
+
+
+@pytest.fixture
+def no_sampling(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail the test if the command starts computing values."""
+
+    def chunks(self: SamplePlan, *args: object, **kwargs: object):
+        raise AssertionError("sampling started before the pre-flight checks refused the job")
+
+    monkeypatch.setattr(SamplePlan, "chunks", chunks)
+
+
+DiskUsage = namedtuple("DiskUsage", "total used free")
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_not_enough_free_space(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_sampling: None, fmt: str
+) -> None:
+    import shutil
+
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: DiskUsage(10**6, 10**6 - 4096, 4096))
+    target = tmp_path / f"w.{fmt}"
+    target.write_bytes(OLD_BYTES)
+    result = invoke(["sample", "--shape", "64,64", "--seed", "0", "-o", str(target), "--force"])
+    assert result.exit_code == 1
+    line = one_error_line(result)
+    assert "not enough free space" in line and "needs " in line and "4.00 KiB free" in line
+    assert listing(tmp_path) == {target.name: OLD_BYTES}
+
+
+def test_a_huge_but_addressable_tensor_fails_pre_flight(tmp_path: Path, no_sampling: None) -> None:
+    """2**62 values fit a 64-bit index but no disk: refused at once, nothing written."""
+    result = invoke(["sample", "--shape", f"{2**31},{2**31}", "--seed", "0", "-o", "w.npy"])
+    assert result.exit_code == 1
+    assert "not enough free space" in one_error_line(result)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "shape", [f"{2**40},{2**40}", f"{2**32},{2**32},2", ",".join(["1"] * 33)], ids=str
+)
+def test_shapes_beyond_an_index_are_usage_errors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_sampling: None, shape: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = invoke(["sample", "--shape", shape, "--seed", "0", "-o", "w.npy"])
+    assert result.exit_code == 2
+    assert "--shape" in one_error_line(result)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_directory_not_writable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_sampling: None
+) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    real_access = os.access
+    # Root may write anywhere; pretend otherwise for this one directory.
+    monkeypatch.setattr(
+        os,
+        "access",
+        lambda path, mode, **kw: (
+            False if str(path) == str(locked) else real_access(path, mode, **kw)
+        ),
+    )
+    try:
+        result = invoke(["sample", "--shape", "8", "--seed", "0", "-o", str(locked / "w.npy")])
+        assert result.exit_code == 1
+        assert "not writable" in one_error_line(result)
+        assert list(locked.iterdir()) == []
+    finally:
+        locked.chmod(0o755)
+
+
+def test_missing_directory(tmp_path: Path, no_sampling: None) -> None:
+    result = invoke(["sample", "--shape", "8", "--seed", "0", "-o", str(tmp_path / "no" / "w.h5")])
+    assert result.exit_code == 2
+    assert "does not exist" in one_error_line(result)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("fmt", ["npy", "h5"])
+def test_bfloat16_where_the_format_has_none(tmp_path: Path, no_sampling: None, fmt: str) -> None:
+    result = invoke(
+        [
+            "sample",
+            "--shape",
+            "8",
+            "--dtype",
+            "bfloat16",
+            "--seed",
+            "0",
+            "-o",
+            str(tmp_path / f"w.{fmt}"),
+        ]
+    )
+    assert result.exit_code == 2
+    line = one_error_line(result)
+    assert "bfloat16" in line and ".safetensors" in line
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "raw"])
+def test_bfloat16_where_the_format_has_it(tmp_path: Path, fmt: str) -> None:
+    target = tmp_path / f"w.{fmt}"
+    result = invoke(
+        ["sample", "--shape", "8", "--dtype", "bfloat16", "--seed", "0", "-o", str(target)]
+    )
+    assert result.exit_code == 0, result.stderr
+    assert target.stat().st_size == 16 if fmt == "raw" else target.stat().st_size > 16
+    assert sorted(listing(tmp_path)) == [target.name]
+
+
+# --- real processes: signals, file-size limits, broken pipes -----------------------
+
+
+def vsgen_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "vsgen", *args]
+
+
+def wait_for_temporary(
+    directory: Path, known: set[str], process: subprocess.Popen, min_size: int = 1 << 20
+) -> Path:
+    """The temporary output once it holds ``min_size`` bytes (values are being written)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()
+        for entry in os.scandir(directory):
+            if entry.name not in known:
+                try:
+                    if entry.stat().st_size >= min_size:
+                        return Path(entry.path)
+                except FileNotFoundError:
+                    pass
+        time.sleep(0.01)
+    process.kill()
+    raise AssertionError("no temporary output appeared within 60 s")
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signal_leaves_no_trace_and_keeps_the_old_file(
+    tmp_path: Path, signum: signal.Signals, fmt: str
+) -> None:
+    target = tmp_path / f"big.{fmt}"
+    target.write_bytes(OLD_BYTES)
+    before = listing(tmp_path)
+    # 2**28 values on one thread: seconds of work, so the signal lands mid-write.
+    process = subprocess.Popen(
+        vsgen_command(
+            "sample",
+            "--shape",
+            "16384,16384",
+            "--threads",
+            "1",
+            "--seed",
+            "0",
+            "-o",
+            str(target),
+            "--force",
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        temporary = wait_for_temporary(tmp_path, set(before), process)
+        assert temporary.parent == tmp_path and temporary.name.startswith(".")
+        process.send_signal(signum)
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 1, stderr
+    assert stderr == b"Error: interrupted\n"
+    assert stdout == b""
+    assert listing(tmp_path) == before
+
+
+@pytest.mark.parametrize("fmt", ["npy", "h5"])
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signal_while_the_output_is_being_created(
+    tmp_path: Path, signum: signal.Signals, fmt: str
+) -> None:
+    """The signal lands the moment the temporary file appears: while it is
+    being registered for removal, or (h5) while h5py is first imported."""
+    target = tmp_path / f"big.{fmt}"
+    target.write_bytes(OLD_BYTES)
+    before = listing(tmp_path)
+    process = subprocess.Popen(
+        vsgen_command(
+            "sample",
+            "--shape",
+            "8192,8192",
+            "--threads",
+            "1",
+            "--seed",
+            "0",
+            "-o",
+            str(target),
+            "--force",
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_for_temporary(tmp_path, set(before), process, min_size=0)
+        process.send_signal(signum)
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 1, stderr
+    assert stderr == b"Error: interrupted\n" and stdout == b""
+    assert listing(tmp_path) == before
+
+
+def test_interrupt_without_an_old_file_leaves_nothing(tmp_path: Path) -> None:
+    process = subprocess.Popen(
+        vsgen_command(
+            "sample", "--shape", "16384,16384", "--threads", "1", "-o", str(tmp_path / "w.npy")
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_for_temporary(tmp_path, set(), process)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 1
+    # The drawn seed is reported before sampling starts; then the interruption.
+    lines = stderr.decode().splitlines()
+    assert lines[-1] == "Error: interrupted" and all(
+        line.startswith("seed: ") for line in lines[:-1]
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+def _limit_file_size() -> None:
+    # Runs in the child: writes beyond 1 MiB fail with EFBIG instead of killing it.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("old_file", [False, True], ids=["new", "existing"])
+def test_disk_full_while_writing(tmp_path: Path, fmt: str, old_file: bool) -> None:
+    target = tmp_path / f"w.{fmt}"
+    if old_file:
+        target.write_bytes(OLD_BYTES)
+    before = listing(tmp_path)
+    done = subprocess.run(
+        vsgen_command(
+            "sample", "--shape", "1024,1024", "--seed", "0", "-o", str(target), "--force"
+        ),
+        capture_output=True,
+        preexec_fn=_limit_file_size,
+        timeout=60,
+    )
+    assert done.returncode == 1, done.stderr
+    assert done.stdout == b""
+    text = done.stderr.decode()
+    assert text.count("\n") == 1 and text.startswith("Error: "), text
+    assert "file size limit" in text and f"w.{fmt}" in text and "[Errno" not in text
+    assert listing(tmp_path) == before
+
+
+@pytest.mark.parametrize("fmt", ["npy", "raw"])
+@pytest.mark.parametrize("unbuffered", ["", "1"], ids=["buffered", "PYTHONUNBUFFERED"])
+def test_broken_pipe_exits_quietly(tmp_path: Path, fmt: str, unbuffered: str) -> None:
+    """The reader stops after 10 bytes: exit 1 (documented), nothing on stderr.
+
+    With PYTHONUNBUFFERED (common in containers and CI) standard output is
+    unbuffered and a write to a closed pipe may first succeed partly; that
+    must not be mistaken for success.
+    """
+    script = (
+        f"{' '.join(vsgen_command())} sample --shape 2048,2048 --seed 0 --format {fmt} -o - "
+        "2> err.txt | head -c 10 > head.bin; echo ${PIPESTATUS[@]}"
+    )
+    done = subprocess.run(
+        ["bash", "-c", script],
+        cwd=tmp_path,
+        capture_output=True,
+        timeout=60,
+        check=True,
+        env={**os.environ, "PYTHONUNBUFFERED": unbuffered},
+    )
+    assert done.stdout.decode().split() == ["1", "0"]
+    assert (tmp_path / "err.txt").read_bytes() == b""
+    head = (tmp_path / "head.bin").read_bytes()
+    assert len(head) == 10
+    if fmt == "npy":
+        assert head.startswith(b"\x93NUMPY")
+
+
+@pytest.mark.parametrize("unbuffered", ["", "1"], ids=["buffered", "PYTHONUNBUFFERED"])
+def test_stdout_holds_every_byte(tmp_path: Path, unbuffered: str) -> None:
+    """``-o -`` gives the same bytes as the file, whatever the buffering."""
+    env = {**os.environ, "PYTHONUNBUFFERED": unbuffered}
+    args = ("sample", "--shape", "1024,1100", "--seed", "4")
+    piped = subprocess.run(
+        vsgen_command(*args, "-o", "-"), capture_output=True, env=env, timeout=60
+    )
+    assert piped.returncode == 0 and piped.stderr == b""
+    written = subprocess.run(vsgen_command(*args, "-o", "w.npy"), cwd=tmp_path, timeout=60)
+    assert written.returncode == 0
+    assert piped.stdout == (tmp_path / "w.npy").read_bytes()
