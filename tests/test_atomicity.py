@@ -102,6 +102,32 @@ def test_force_does_not_replace_a_directory(tmp_path: Path) -> None:
     assert (tmp_path / "models" / "keep.bin").read_bytes() == OLD_BYTES
 
 
+SPEC = 'seed = 1\n[tensors]\n"a.weight" = { shape = [4, 3] }\n"a.bias" = { shape = [3] }\n'
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--spec", "model.toml"], ["--shape", "4", "--seed", "0", "--format", "npydir"]],
+    ids=["spec", "format-npydir"],
+)
+def test_force_replaces_only_a_directory_of_npy_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "model.toml").write_text(SPEC)
+    (tmp_path / "user").mkdir()
+    (tmp_path / "user" / "thesis.tex").write_bytes(OLD_BYTES)
+    result = invoke(["sample", *args, "-o", "user", "--force"])
+    assert result.exit_code == 2
+    assert "thesis.tex" in one_error_line(result)
+    assert listing(tmp_path / "user") == {"thesis.tex": OLD_BYTES}
+    # A directory vsgen wrote before (only .npy files) is replaced as asked.
+    assert invoke(["sample", *args, "-o", "tensors", "--format", "npydir"]).exit_code == 0
+    assert invoke(["sample", *args, "-o", "tensors", "--force"]).exit_code == 0
+    assert all(name.endswith(".npy") for name in listing(tmp_path / "tensors"))
+    assert not [path for path in tmp_path.iterdir() if ".vsgen-" in path.name]
+
+
 def test_target_created_by_someone_else_meanwhile_is_not_overwritten(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

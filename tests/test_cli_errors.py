@@ -434,3 +434,77 @@ def test_bare_command_shows_the_help(workdir: Path) -> None:
     assert result.stderr.startswith("Usage: ")
     assert "Commands:" in result.stderr and "sample" in result.stderr
     assert len(result.stderr.splitlines()) > 5
+
+
+# --- standard streams that are closed or full ------------------------------------------
+
+
+def _closing(fd: int):
+    return lambda: os.close(fd)
+
+
+def test_closed_stdout_with_dash_output(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "vsgen", "sample", "--shape", "4", "--seed", "0", "-o", "-"],
+        cwd=tmp_path,
+        stderr=subprocess.PIPE,
+        preexec_fn=_closing(1),
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert done.stderr == b"Error: standard output is closed; use -o FILE\n"
+
+
+def test_closed_stdin_with_config_dash(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "vsgen", "config", "--config", "-"],
+        cwd=tmp_path,
+        capture_output=True,
+        preexec_fn=_closing(0),
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stderr == b"Error: --config -: standard input is closed; give --config FILE\n"
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
+@pytest.mark.parametrize(
+    "args", [["config", "--seed", "1"], ["describe", "--shape", "4,4"]], ids=["config", "describe"]
+)
+def test_full_stdout_is_a_runtime_failure(tmp_path: Path, args: list[str]) -> None:
+    with open("/dev/full", "wb") as full:
+        done = subprocess.run(
+            [sys.executable, "-m", "vsgen", *args],
+            cwd=tmp_path,
+            stdout=full,
+            stderr=subprocess.PIPE,
+            timeout=60,
+        )
+    assert done.returncode == 1
+    assert done.stderr == b"Error: cannot write the output: No space left on device\n"
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
+def test_full_stderr_does_not_fail_the_run(tmp_path: Path) -> None:
+    """`seed: N` cannot be written: the tensor is still made (the seed is in the file)."""
+    with open("/dev/full", "wb") as full:
+        done = subprocess.run(
+            [sys.executable, "-m", "vsgen", "sample", "--shape", "4", "-o", "w.h5"],
+            cwd=tmp_path,
+            stderr=full,
+            timeout=60,
+        )
+    assert done.returncode == 0
+    assert (tmp_path / "w.h5").is_file()
+
+
+def test_closed_stderr_on_a_job_with_a_progress_bar(tmp_path: Path) -> None:
+    """2**24 values is where a progress bar starts; with stderr closed there is none."""
+    done = subprocess.run(
+        [sys.executable, "-m", "vsgen", "sample", "--shape", "4096,4096", "-o", "w.npy"],
+        cwd=tmp_path,
+        preexec_fn=_closing(2),
+        timeout=120,
+    )
+    assert done.returncode == 0
+    assert (tmp_path / "w.npy").stat().st_size == 4096 * 4096 * 4 + 128

@@ -276,6 +276,7 @@ def test_random_command_lines(tmp_path: Path, case: tuple[list[str], str]) -> No
     if result.exit_code == 2:
         assert len(result.stderr.splitlines()) == 1, context
 
+    assert after.get("sub/keep.txt") == b"user data\n", context  # never someone else's data
     stray = [path for path in after if ".vsgen-tmp-" in path or ".vsgen-old-" in path]
     assert not stray, context
     changed = {path for path in set(before) | set(after) if before.get(path) != after.get(path)}

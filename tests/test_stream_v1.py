@@ -203,7 +203,10 @@ def test_any_split_gives_the_same_bytes(distribution, dtype, kernel):
     whole = draw(10_001, 77, distribution, dtype, start=12_345)
 
     @settings(
-        max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+        max_examples=25,
+        deadline=None,
+        database=None,  # leave no example database behind
+        suppress_health_check=[HealthCheck.function_scoped_fixture],
     )
     @given(st.lists(st.integers(0, 10_001), max_size=6))
     def check(cuts):
@@ -238,11 +241,29 @@ def test_thread_count_does_not_change_bytes(distribution, dtype, path, kernel, m
     # Small, odd pieces so that threads really split the range and float32
     # pairs straddle piece boundaries.
     monkeypatch.setattr(_v1, "THREAD_PIECE", 4_099)
+    monkeypatch.setattr(_v1, "MIN_THREAD_PIECE", 4_099)
     single = draw(50_001, 3, distribution, dtype, start=7, threads=1)
     for threads in (2, 3):
         assert draw(50_001, 3, distribution, dtype, start=7, threads=threads).tobytes() == (
             single.tobytes()
         )
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_numpy_path_memory_is_bounded(dtype, kernel):
+    # Temporaries are per chunk (2**17 values), never a copy of the output.
+    import tracemalloc
+
+    kernel("numpy")
+    out = np.empty(1 << 22, dtype=dtype)
+    tracemalloc.start()
+    try:
+        _v1.fill(out, 0, 1, "untruncated_normal", 1.0, threads=2)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 48 * _v1.NUMPY_CHUNK * 2  # two threads' chunks
+    assert peak < out.nbytes / 2
 
 
 def test_distinct_seeds_and_indices_differ(kernel):
@@ -302,14 +323,39 @@ def test_unknown_kernel_choice_is_an_error(kernel):
 def test_auto_path_choice(monkeypatch):
     monkeypatch.delenv("VSGEN_KERNEL", raising=False)
     monkeypatch.setattr(_v1, "_kernels_module", None)  # as in a fresh process
+    monkeypatch.setattr(_v1, "_numpy_work", 0.0)
+    threshold = _v1.NUMBA_MIN_COLD["truncated_normal"]
     assert _v1._choose_kernels(10**6, 10**6, "truncated_normal") is None
-    big = _v1.NUMBA_MIN_COLD["truncated_normal"]
-    assert _v1._choose_kernels(10**6, big, "truncated_normal") is not None
+    assert _v1._choose_kernels(10**6, threshold, "truncated_normal") is not None
     # Loaded now: from here on only tiny fills stay on NumPy.
     assert _v1._choose_kernels(10**6, 10**6, "uniform") is not None
     assert _v1._choose_kernels(100, 100, "uniform") is None
+    # Without a hint, a tensor arriving in chunks switches once the NumPy path
+    # has done about as much work as loading numba costs.
+    monkeypatch.setattr(_v1, "_kernels_module", None)
+    monkeypatch.setattr(_v1, "_numpy_work", 0.0)
+    chunk = threshold // 8
+    choices = [_v1._choose_kernels(chunk, chunk, "untruncated_normal") for _ in range(10)]
+    assert choices[:7] == [None] * 7 and all(c is not None for c in choices[8:])
     with pytest.raises(ValueError, match="job_size"):
         _v1.fill(np.empty(4, np.float32), 0, 1, "uniform", 1.0, job_size=-1)
+
+
+@needs_numba
+def test_a_disagreeing_kernel_is_not_used(kernel, monkeypatch):
+    # E.g. a numba cache left over from other tables: it must not leak bytes.
+    kernel("numpy")
+    expected = draw(5_000, 6, "truncated_normal", np.float32)
+
+    def broken(kernels, out, *args):
+        out[:] = 0.0
+
+    monkeypatch.setattr(_v1, "_kernel_checks", {})
+    monkeypatch.setattr(_v1, "_numba_fill", broken)
+    kernel("numba")
+    with pytest.warns(RuntimeWarning, match="disagrees"):
+        got = draw(5_000, 6, "truncated_normal", np.float32)
+    assert got.tobytes() == expected.tobytes()
 
 
 def test_without_numba_the_numba_choice_falls_back(kernel, monkeypatch):
@@ -370,6 +416,10 @@ def test_numba_cache_dir_is_respected_and_optional(tmp_path):
     assert any(cache.rglob("*.nbi")), "numba did not write its cache under NUMBA_CACHE_DIR"
     # A cache path that cannot be a directory and no other place to cache:
     # the kernels compile in memory, with a warning, and give the same bytes.
+    from numba.core import config
+
+    if not hasattr(config, "CACHE_LOCATOR_CLASSES"):
+        return  # this numba cannot be told to use only NUMBA_CACHE_DIR
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("")
     env.update(NUMBA_CACHE_DIR=str(blocker), NUMBA_CACHE_LOCATOR_CLASSES="UserProvidedCacheLocator")

@@ -29,6 +29,7 @@ import operator
 import os
 import sys
 import threading
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from types import ModuleType
 from typing import NamedTuple
@@ -137,8 +138,10 @@ ZIGGURATS = {
 #: Values per NumPy step: bounds the temporaries (about 40 bytes per value,
 #: 5 MiB) while keeping the per-call overhead of ~20 ufunc calls small.
 NUMPY_CHUNK = 1 << 17
-#: Values per thread task; boundaries sit on multiples of it in the flat index.
+#: Values per thread task (largest and smallest); boundaries sit on multiples
+#: of the piece size in the flat index.  Smaller fills run on one thread.
 THREAD_PIECE = 1 << 20
+MIN_THREAD_PIECE = 1 << 16
 #: Job sizes (values) from which a process without the kernels loaded takes the
 #: numba path.  Importing numba and loading the first cached kernel costs
 #: ~0.45 s (0.15 + 0.3); per core the NumPy path makes ~60 M/s of normals and
@@ -155,8 +158,12 @@ NUMBA_MIN_WARM = 1 << 12
 
 _kernels_module: ModuleType | None = None
 _kernels_failed = False
+#: NumPy-path work done by `auto` so far, in units of its numba threshold.
+_numpy_work = 0.0
 _kernels_lock = threading.Lock()
 _pools: dict[int, ThreadPoolExecutor] = {}
+#: (distribution, dtype) -> whether the numba kernel matched the NumPy path.
+_kernel_checks: dict[tuple[str, str], bool] = {}
 _pool_lock = threading.Lock()
 
 
@@ -393,6 +400,33 @@ def _numba_fill(kernels: ModuleType, out, start, keys, distribution, multiplier)
         kernel(out, start, key_main, key_extra, float(multiplier), zig.has_tail, *zig[:4])
 
 
+def _kernels_agree(kernels: ModuleType, distribution: str, dtype: np.dtype) -> bool:
+    """Do the kernels give the NumPy path's bytes for this case?  Checked once.
+
+    numba's cache is keyed on the kernel file alone, not on the tables it
+    froze in, so a stale cache (or a miscompiling build) could silently
+    differ; 4096 values at an odd start, rare paths included, cost < 1 ms.
+    """
+    key = (distribution, np.dtype(dtype).str)
+    if key not in _kernel_checks:
+        keys = derive_keys(0x5EED)
+        expected = np.empty(4096, dtype=dtype)
+        got = np.empty(4096, dtype=dtype)
+        scale = expected.dtype.type(0.75)
+        _numpy_fill(expected, 12_345, keys, distribution, scale)
+        _numba_fill(kernels, got, 12_345, keys, distribution, scale)
+        agree = expected.tobytes() == got.tobytes()
+        if not agree:
+            warnings.warn(
+                f"vsgen: the numba kernel for {distribution} ({key[1]}) disagrees with the "
+                "NumPy path (a stale NUMBA_CACHE_DIR?); using the NumPy path",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        _kernel_checks[key] = agree
+    return _kernel_checks[key]
+
+
 def _choose_kernels(size: int, job_size: int, distribution: str) -> ModuleType | None:
     choice = os.environ.get("VSGEN_KERNEL", "auto").strip().lower() or "auto"
     if choice == "numpy":
@@ -404,8 +438,17 @@ def _choose_kernels(size: int, job_size: int, distribution: str) -> ModuleType |
             f"Environment variable `VSGEN_KERNEL` must be one of numpy, numba, auto. "
             f"Received: VSGEN_KERNEL={choice!r}"
         )
-    warm = _kernels_module is not None
-    if job_size >= NUMBA_MIN_COLD[distribution] or (warm and size >= NUMBA_MIN_WARM):
+    global _numpy_work
+    if _kernels_module is not None and not _kernels_failed:
+        return _kernels_module if size >= NUMBA_MIN_WARM else None
+    threshold = NUMBA_MIN_COLD[distribution]
+    # Without a job_size hint a large tensor arrives as many chunks: once the
+    # NumPy path has done about as much work as loading numba costs, switch
+    # (the ski-rental rule: at most twice the better choice's time).
+    with _kernels_lock:
+        _numpy_work += size / threshold
+        spent = _numpy_work
+    if job_size >= threshold or spent >= 1.0:
         return _load_kernels()
     return None
 
@@ -490,7 +533,7 @@ def fill(
         seed: integer in [0, 2**64).
         distribution: "truncated_normal", "untruncated_normal" or "uniform".
         multiplier: finite real scale (e.g. the truncated normal's s).
-        threads: worker threads (>= 1); pieces of 2**20 values are shared out.
+        threads: worker threads (>= 1); pieces of 2**16 .. 2**20 values are shared out.
         job_size: optional hint, the number of values the caller is about to
             generate in calls like this one (a tensor written in chunks); it
             only helps choose between the NumPy and numba paths.
@@ -506,6 +549,8 @@ def fill(
     keys = derive_keys(seed)
     scale = out.dtype.type(multiplier)
     kernels = _choose_kernels(out.size, max(out.size, job_size or 0), distribution)
+    if kernels is not None and not _kernels_agree(kernels, distribution, out.dtype):
+        kernels = None
 
     def run(lo: int, hi: int) -> None:
         if kernels is None:
@@ -513,20 +558,28 @@ def fill(
         else:
             _numba_fill(kernels, out[lo:hi], start + lo, keys, distribution, scale)
 
-    if threads == 1 or out.size <= THREAD_PIECE:
+    if threads == 1 or out.size <= MIN_THREAD_PIECE:
         run(0, out.size)
         return
-    # Piece boundaries on multiples of THREAD_PIECE in the flat index keep
-    # float32 pairs (which share one word) inside one piece; many pieces per
-    # thread balance the load when other processes share the cores.
-    first_boundary = THREAD_PIECE - start % THREAD_PIECE
-    bounds = [0, *range(first_boundary, out.size, THREAD_PIECE), out.size]
+    piece = _piece_size(out.size, threads)
+    # Boundaries on multiples of `piece` in the flat index; an even piece keeps
+    # float32 pairs (which share one word) inside one piece.
+    first_boundary = piece - start % piece
+    bounds = [0, *range(first_boundary, out.size, piece), out.size]
     if kernels is not None:
-        # Compile or load the kernel once, on this thread, before fanning out.
-        run(bounds[0], bounds[1])
-        bounds = bounds[1:]
+        # Compile or load the kernel here, once, rather than in every worker.
+        _numba_fill(kernels, np.empty(2, out.dtype), 0, keys, distribution, scale)
     for _ in _executor(threads).map(run, bounds[:-1], bounds[1:]):
         pass
+
+
+def _piece_size(size: int, threads: int) -> int:
+    """THREAD_PIECE, halved (not below MIN_THREAD_PIECE) until each thread gets
+    about four pieces: a busy core then delays a small share of the work."""
+    piece = THREAD_PIECE
+    while piece > MIN_THREAD_PIECE and piece * 4 * threads > size:
+        piece //= 2
+    return piece
 
 
 def _executor(threads: int) -> ThreadPoolExecutor:

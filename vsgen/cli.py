@@ -9,6 +9,7 @@ Data goes to stdout; progress, ``seed: N`` and warnings go to stderr.
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import json
 import os
@@ -45,7 +46,7 @@ class RuntimeFailure(click.ClickException):
     exit_code = 1
 
     def show(self, file: Any = None) -> None:
-        click.echo(f"Error: {_one_line(self.format_message())}", err=True)
+        _say(f"Error: {_one_line(self.format_message())}")
 
 
 class BadInput(RuntimeFailure):
@@ -107,27 +108,57 @@ class VsgenGroup(click.Group):
             hint = ""
             if error.ctx is not None:
                 hint = f" (see '{error.ctx.command_path} --help')"
-            click.echo(f"Error: {_one_line(error.format_message())}{hint}", err=True)
+            _say(f"Error: {_one_line(error.format_message())}{hint}")
             sys.exit(2)
         except click.ClickException as error:
-            click.echo(f"Error: {_one_line(error.format_message())}", err=True)
+            _say(f"Error: {_one_line(error.format_message())}")
             sys.exit(error.exit_code)
         except click.Abort:
-            click.echo("Error: interrupted", err=True)
+            _say("Error: interrupted")
             sys.exit(1)
         except BrokenPipeError:
             _silence_stdout()
             sys.exit(1)
+        except OSError as error:  # printing failed, e.g. `vsgen config > /dev/full`
+            _say(f"Error: cannot write the output: {_describe_os_error(error)}")
+            sys.exit(1)
         except Exception as error:  # a bug: still one line, unless debugging
             if os.environ.get("VSGEN_DEBUG"):
                 raise
-            click.echo(
+            _say(
                 f"Error: internal error: {type(error).__name__}: {_one_line(str(error))} "
-                "(set VSGEN_DEBUG=1 for a traceback)",
-                err=True,
+                "(set VSGEN_DEBUG=1 for a traceback)"
             )
             sys.exit(1)
         sys.exit(result if isinstance(result, int) else 0)
+
+
+def _say(line: str) -> None:
+    """One line to stderr, best effort: a full or closed stderr never fails a run."""
+    with contextlib.suppress(OSError, ValueError):
+        click.echo(line, err=True)
+
+
+def _refuse_foreign_directory(output: str, fmt: str, force: bool) -> None:
+    """``--force`` replaces a whole npydir directory: only one of .npy files.
+
+    A directory holding anything else (someone's data, a checkout) is never
+    swapped for vsgen's output, --force or not.
+    """
+    if fmt != "npydir" or not force or not os.path.isdir(output):
+        return
+    for root, _, files in os.walk(output):
+        for file_name in files:
+            if not file_name.endswith(".npy"):
+                other = os.path.join(root, file_name)
+                raise BadInput(
+                    f"-o {output!r} is a directory that holds other files (e.g. {other}); "
+                    "--force only replaces a directory of .npy files: choose another name"
+                )
+
+
+def _stdout_is_terminal() -> bool:
+    return sys.stdout is not None and sys.stdout.isatty()
 
 
 def _binary_stdout() -> Any:
@@ -138,6 +169,8 @@ def _binary_stdout() -> Any:
     went away, a non-blocking pipe) and return a count that writers do not
     check; a ``BufferedWriter`` retries until everything is written.
     """
+    if sys.stdout is None:
+        raise OSError(errno.EBADF, "standard output is closed; use -o FILE")
     stream = sys.stdout.buffer
     if isinstance(stream, io.RawIOBase):
         return io.BufferedWriter(io.FileIO(stream.fileno(), "wb", closefd=False))
@@ -190,6 +223,8 @@ def _parse_shard(value: str | None) -> tuple[int, int] | None:
 
 def _read_config_text(source: str) -> str:
     if source == "-":
+        if sys.stdin is None:
+            raise BadInput("--config -: standard input is closed; give --config FILE")
         text = click.get_text_stream("stdin").read()
         where = "stdin"
     else:
@@ -332,7 +367,7 @@ def _err_console() -> Any:
 
 def _announce_seed(initializer: VarianceScaling) -> None:
     if initializer.seed_was_drawn:
-        click.echo(f"seed: {initializer.seed}", err=True)
+        _say(f"seed: {initializer.seed}")
 
 
 @contextlib.contextmanager
@@ -397,7 +432,7 @@ def _open_output(*args: Any, **kwargs: Any) -> Any:
 @contextlib.contextmanager
 def _progress(total: int, label: str, quiet: bool) -> Iterator[Callable[[int], None] | None]:
     """A rich progress bar on stderr for long jobs, only on a terminal."""
-    if quiet or total < PROGRESS_MIN_VALUES or not sys.stderr.isatty():
+    if quiet or total < PROGRESS_MIN_VALUES or sys.stderr is None or not sys.stderr.isatty():
         yield None
         return
     from rich.progress import (
@@ -572,7 +607,8 @@ def sample(**kwargs: Any) -> None:
             # replace) a whole directory; an existing one may hold other data.
             example = os.path.join(output, f"{name}.npy")
             raise BadInput(f"-o {output!r} names a directory; give a file name, e.g. {example}")
-        if output == "-" and sys.stdout.isatty():
+        _refuse_foreign_directory(output, fmt, kwargs["force"])
+        if output == "-" and _stdout_is_terminal():
             raise BadInput(
                 "refusing to write binary data to a terminal; redirect stdout or use -o FILE"
             )
@@ -651,7 +687,8 @@ def _sample_model(kwargs: dict[str, Any], options: dict[str, Any]) -> None:
             init=default_init,
         )
         fmt = writers.resolve_format(output, kwargs["fmt"], len(job.infos))
-        if output == "-" and sys.stdout.isatty():
+        _refuse_foreign_directory(output, fmt, kwargs["force"])
+        if output == "-" and _stdout_is_terminal():
             raise BadInput(
                 "refusing to write binary data to a terminal; redirect stdout or use -o FILE"
             )
@@ -664,7 +701,7 @@ def _sample_model(kwargs: dict[str, Any], options: dict[str, Any]) -> None:
             stdout=_binary_stdout() if output == "-" else None,
         )
     if job.seed_was_drawn:
-        click.echo(f"seed: {job.seed}", err=True)
+        _say(f"seed: {job.seed}")
     _write_plans(target, job.plans, threads, kwargs["quiet"])  # type: ignore[arg-type]
 
 
