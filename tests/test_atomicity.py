@@ -499,3 +499,38 @@ def test_stdout_holds_every_byte(tmp_path: Path, unbuffered: str) -> None:
     written = subprocess.run(vsgen_command(*args, "-o", "w.npy"), cwd=tmp_path, timeout=60)
     assert written.returncode == 0
     assert piped.stdout == (tmp_path / "w.npy").read_bytes()
+
+
+# --- names near the file-name limit, and targets that are not regular files -----------
+
+
+@pytest.mark.parametrize("length", [200, 240, 251])
+def test_long_target_names_still_get_a_temporary(tmp_path, length):
+    name = "w" * (length - len(".npy")) + ".npy"
+    result = invoke(["sample", "--shape", "8,8", "--seed", "0", "-o", str(tmp_path / name)])
+    assert result.exit_code == 0, result.stderr
+    assert np.load(tmp_path / name).shape == (8, 8)
+    assert sorted(os.listdir(tmp_path)) == [name]
+
+
+def test_force_refuses_to_replace_a_symlink(tmp_path):
+    real = tmp_path / "real.npy"
+    np.save(real, np.arange(3.0))
+    before = real.read_bytes()
+    link = tmp_path / "link.npy"
+    link.symlink_to(real)
+    result = invoke(["sample", "--shape", "8,8", "--seed", "0", "-o", str(link), "--force"])
+    assert result.exit_code == 2
+    assert "not a regular file" in result.stderr
+    assert link.is_symlink() and real.read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ["link.npy", "real.npy"]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_force_refuses_to_replace_a_fifo(tmp_path):
+    fifo = tmp_path / "pipe.npy"
+    os.mkfifo(fifo)
+    result = invoke(["sample", "--shape", "8,8", "--seed", "0", "-o", str(fifo), "--force"])
+    assert result.exit_code == 2
+    assert "not a regular file" in result.stderr
+    assert fifo.is_fifo()

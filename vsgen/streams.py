@@ -162,19 +162,32 @@ class VsgenStream(Stream):
     max_seed = 2**64
     random_access = True
 
-    def fill(self, out: np.ndarray, start: int, draw: Draw, threads: int | None = None) -> None:
+    def fill(
+        self,
+        out: np.ndarray,
+        start: int,
+        draw: Draw,
+        threads: int | None = None,
+        job_size: int | None = None,
+    ) -> None:
+        """Fill ``out`` (see ``Stream.fill``); ``job_size`` is the size of the whole
+        job ``out`` belongs to, so that a big job picks the compiled kernels from
+        its first chunk on (the bytes do not depend on it)."""
         from vsgen import _v1
 
         threads = usable_cpus() if threads is None else threads
+        job_size = out.size if job_size is None else job_size
         work = working_dtype(draw.dtype)
         if out.dtype == work:
-            _v1.fill(out, start, draw.seed, draw.distribution, draw.multiplier, threads)
+            _v1.fill(out, start, draw.seed, draw.distribution, draw.multiplier, threads,
+                     job_size=job_size)
             return
         # Narrow outputs are computed in float32 and rounded once, a chunk at a time.
         buffer = np.empty(min(out.size, DEFAULT_CHUNK), dtype=work)
         for offset in range(0, out.size, buffer.size):
             piece = buffer[: min(buffer.size, out.size - offset)]
-            _v1.fill(piece, start + offset, draw.seed, draw.distribution, draw.multiplier, threads)
+            _v1.fill(piece, start + offset, draw.seed, draw.distribution, draw.multiplier,
+                     threads, job_size=job_size)
             out[offset : offset + piece.size] = piece.astype(out.dtype)
 
     def chunks(
@@ -187,7 +200,7 @@ class VsgenStream(Stream):
     ) -> Iterator[np.ndarray]:
         for offset in range(start, stop, chunk_size):
             chunk = np.empty(min(chunk_size, stop - offset), dtype=draw.dtype)
-            self.fill(chunk, offset, draw, threads)
+            self.fill(chunk, offset, draw, threads, job_size=stop - start)
             yield chunk
 
 

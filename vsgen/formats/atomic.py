@@ -14,9 +14,19 @@ from typing import BinaryIO
 _TEMP_MARK = ".vsgen-tmp-"
 
 
+#: Longest file name most file systems accept (ext4, xfs, btrfs, tmpfs).
+_NAME_MAX = 255
+
+
 def temp_path(final_path: str, mark: str = _TEMP_MARK) -> str:
+    """A fresh hidden name beside ``final_path``; the target's name is shortened
+    if needed so that the temporary's name still fits ``_NAME_MAX`` bytes."""
     directory, base = os.path.split(final_path)
-    return os.path.join(directory, f".{base}{mark}{secrets.token_hex(6)}")
+    suffix = f"{mark}{secrets.token_hex(6)}"
+    room = _NAME_MAX - 1 - len(suffix.encode())
+    encoded = base.encode("utf-8", "surrogateescape")[:room]
+    base = encoded.decode("utf-8", "ignore")
+    return os.path.join(directory, f".{base}{suffix}")
 
 
 def remove_quietly(path: str) -> None:
@@ -112,11 +122,21 @@ class AtomicFile:
                 )
             except FileExistsError:
                 continue
+            except BaseException:
+                # An interrupt can arrive just after the file was created; the name
+                # is random and fresh, so removing it touches nothing of anyone else's.
+                remove_quietly(self.path)
+                raise
             break
         else:
             raise FileExistsError(errno.EEXIST, f"cannot create a temporary file for {display!r}")
-        # Removes the temporary even if the Output is dropped without abort().
-        self._finalizer = weakref.finalize(self, remove_quietly, self.path)
+        try:
+            # Removes the temporary even if the Output is dropped without abort().
+            self._finalizer = weakref.finalize(self, remove_quietly, self.path)
+        except BaseException:
+            os.close(fd)
+            remove_quietly(self.path)
+            raise
         try:
             if force and os.path.isfile(final):
                 os.fchmod(fd, stat.S_IMODE(os.stat(final).st_mode))

@@ -8,6 +8,7 @@ import itertools
 import os
 import re
 import shutil
+import stat
 import sys
 import weakref
 from collections.abc import Callable, Mapping, Sequence
@@ -383,6 +384,14 @@ def _preflight(target: str, path: str, fmt: str, force: bool, needed: int) -> No
         raise ValueError(f"output {target!r} is a directory; give a file name")
     if os.path.lexists(path) and not force:
         raise ValueError(exists_message(target, fmt == "npydir"))
+    if force and os.path.lexists(path) and fmt != "npydir":
+        mode = os.lstat(path).st_mode
+        if not stat.S_ISREG(mode):
+            # --force replaces files; a link, FIFO or device node is not ours to replace.
+            raise ValueError(
+                f"output {target!r} exists and is not a regular file (a link, FIFO or "
+                "device); --force only replaces regular files"
+            )
     if not os.access(directory, os.W_OK | os.X_OK):
         raise PermissionError(errno.EACCES, f"directory {directory!r} is not writable")
     free = shutil.disk_usage(directory).free
