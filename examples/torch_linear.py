@@ -34,7 +34,8 @@ with tempfile.TemporaryDirectory() as tmp:
     weight = layer.weight.detach()
     limit = math.sqrt(6.0 / IN_FEATURES)  # He uniform: sqrt(3 * 2 / fan_in)
     assert weight.abs().max().item() <= limit
-    assert abs(weight.std().item() - math.sqrt(2.0 / IN_FEATURES)) < 0.02 * math.sqrt(2.0 / IN_FEATURES)
+    target_std = math.sqrt(2.0 / IN_FEATURES)
+    assert abs(weight.std().item() - target_std) < 0.02 * target_std
     out = layer(torch.randn(4, IN_FEATURES))
     assert torch.isfinite(out).all()
     print(f"Linear({IN_FEATURES}, {OUT_FEATURES}) loaded: std={weight.std().item():.5f}, "

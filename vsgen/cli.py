@@ -627,8 +627,18 @@ def sample(**kwargs: Any) -> None:
 
 
 def _write_plans(target: Any, plans: list[SamplePlan], threads: int | None, quiet: bool) -> None:
-    """Stream every plan's chunks into the opened output, then commit atomically."""
+    """Stream every plan's chunks into the opened output, then commit atomically.
+
+    Without --threads, sampling leaves one CPU to the writer: the kernel's copy
+    into the page cache needs a core too, and measured on 2 CPUs, 1 sampling
+    thread + the writer streamed 1 GiB faster than 2 sampling threads + the
+    writer (about 590 vs 450 M values/s). The bytes do not depend on it.
+    """
     from vsgen import writers
+    from vsgen.streams import usable_cpus
+
+    if threads is None:
+        threads = max(1, usable_cpus() - 1)
 
     def chunks() -> Iterator[Any]:
         for plan in plans:
