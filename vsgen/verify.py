@@ -373,17 +373,9 @@ def _open_npy(path: str) -> TensorSource:
     Fortran-ordered files are read in storage order: the statistics do not
     depend on the order, only which values the strided subsample picks.
     """
-    from numpy.lib import format as npy_format
+    from vsgen.formats.readers import read_npy_header
 
-    with open(path, "rb") as handle:
-        version = npy_format.read_magic(handle)
-        if version == (1, 0):
-            shape, _, stored = npy_format.read_array_header_1_0(handle)
-        elif version == (2, 0):
-            shape, _, stored = npy_format.read_array_header_2_0(handle)
-        else:
-            raise ValueError(f"{path}: unsupported NPY version {version[0]}.{version[1]}")
-        offset = handle.tell()
+    shape, _, stored, offset = read_npy_header(path)
     stem = os.path.splitext(os.path.basename(path))[0]
     dtype = _readable_dtype(stored, path, stem)
     shape = normalize_shape(tuple(shape))
@@ -781,19 +773,7 @@ def verify_source(
             return _verify_constant(source, constant, chunk_size, max_sample)
         initializer, fans_from, record = recorded_expectation(source)
         source_label = "provenance"
-        recorded_shape = tuple(record.get("shape", source.shape))
-        recorded_dtype = str(record.get("dtype", source.dtype.name))
-        same = recorded_shape == source.shape and recorded_dtype == source.dtype.name
-        record_checks.append(
-            Check(
-                "record",
-                same,
-                None,
-                None,
-                f"file has shape {source.shape} {source.dtype.name}; recorded "
-                f"{recorded_shape} {recorded_dtype}",
-            )
-        )
+        record_checks.append(_record_check(source, record))
         if record.get("rows"):
             notes.append(f"rows {record['rows'][0]}:{record['rows'][1]} of {fans_from}")
     else:
@@ -818,6 +798,21 @@ def verify_source(
         source=source_label,
         expected=_expected_dict(scaling, initializer, fans_from),
         **parts,
+    )
+
+
+def _record_check(source: TensorSource, record: dict[str, Any]) -> Check:
+    """The file's shape and dtype must be the recorded ones (catches edited files)."""
+    recorded_shape = tuple(record.get("shape", source.shape))
+    recorded_dtype = str(record.get("dtype", source.dtype.name))
+    same = recorded_shape == source.shape and recorded_dtype == source.dtype.name
+    return Check(
+        "record",
+        same,
+        None,
+        None,
+        f"file has shape {source.shape} {source.dtype.name}; recorded "
+        f"{recorded_shape} {recorded_dtype}",
     )
 
 
@@ -846,18 +841,8 @@ def _verify_constant(
     recorded constant rounded to the file's dtype; no statistics are needed."""
     value = float(np.asarray(record.get("value", math.nan), dtype=source.dtype).astype(np.float64))
     summary, sample, _ = summarize(source.chunks(chunk_size), source.size, max_sample)
-    recorded_shape = tuple(record.get("shape", source.shape))
-    recorded_dtype = str(record.get("dtype", source.dtype.name))
-    same = recorded_shape == source.shape and recorded_dtype == source.dtype.name
     checks = [
-        Check(
-            "record",
-            same,
-            None,
-            None,
-            f"file has shape {source.shape} {source.dtype.name}; recorded "
-            f"{recorded_shape} {recorded_dtype}",
-        ),
+        _record_check(source, record),
         Check(
             "finite",
             summary.nonfinite == 0,

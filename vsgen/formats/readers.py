@@ -34,7 +34,8 @@ def _sniff(path: str) -> str:
     )
 
 
-def _read_npy_info(path: str, name: str) -> TensorInfo:
+def read_npy_header(path: str) -> tuple[tuple[int, ...], bool, numpy.dtype, int]:
+    """``(shape, fortran_order, dtype, data_offset)`` of a .npy file, from its header."""
     from numpy.lib import format as npy_format
 
     with open(path, "rb") as file:
@@ -45,9 +46,14 @@ def _read_npy_info(path: str, name: str) -> TensorInfo:
             shape, fortran_order, dtype = npy_format.read_array_header_2_0(file)
         else:
             raise ValueError(f"unsupported NPY version {version} in {path!r}")
+        return tuple(shape), bool(fortran_order), numpy.dtype(dtype), file.tell()
+
+
+def _read_npy_info(path: str, name: str) -> TensorInfo:
+    shape, fortran_order, dtype, _ = read_npy_header(path)
     if fortran_order and len(shape) > 1:
         raise ValueError(f"{path!r} is in Fortran order; vsgen writes C order only")
-    return TensorInfo(name, tuple(shape), _little_endian_only(dtype, path))
+    return TensorInfo(name, shape, _little_endian_only(dtype, path))
 
 
 def _little_endian_only(dtype: numpy.dtype, path: str) -> numpy.dtype:
