@@ -12,7 +12,9 @@ add or change anything, and then only its output.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
+import tempfile
 from collections import namedtuple
 from pathlib import Path
 from unittest import mock
@@ -23,6 +25,18 @@ from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
 from vsgen.cli import cli
+
+
+@contextlib.contextmanager
+def _fresh_directory(parent: Path):
+    """Run in a new, empty directory under ``parent`` (each hypothesis example gets one)."""
+    where = tempfile.mkdtemp(dir=parent)
+    previous = os.getcwd()
+    os.chdir(where)
+    try:
+        yield where
+    finally:
+        os.chdir(previous)
 
 #: Free space the tests pretend to have: larger outputs must fail pre-flight.
 FAKE_FREE = 64 << 20
@@ -250,7 +264,7 @@ def test_random_command_lines(tmp_path: Path, case: tuple[list[str], str]) -> No
         shutil, "disk_usage", lambda path: DiskUsage(FAKE_FREE * 4, FAKE_FREE * 3, FAKE_FREE)
     )
     made = made_h5(tmp_path)
-    with fake_disk, runner.isolated_filesystem(temp_dir=tmp_path) as where:
+    with fake_disk, _fresh_directory(tmp_path) as where:
         directory = Path(where)
         populate(directory, made)
         before = snapshot(directory)

@@ -225,7 +225,7 @@ def _read_config_text(source: str) -> str:
     if source == "-":
         if sys.stdin is None:
             raise BadInput("--config -: standard input is closed; give --config FILE")
-        text = click.get_text_stream("stdin").read()
+        text = sys.stdin.read()
         where = "stdin"
     else:
         try:
