@@ -602,6 +602,17 @@ def _sign(passed: bool) -> str:
     return "<=" if passed else ">"
 
 
+def _finite_check(summary: Summary) -> Check:
+    """No NaN or infinity anywhere in the tensor."""
+    return Check(
+        "finite",
+        summary.nonfinite == 0,
+        float(summary.nonfinite),
+        0.0,
+        f"{summary.nonfinite} NaN/inf values",
+    )
+
+
 def judge(
     summary: Summary,
     sample: np.ndarray,
@@ -615,15 +626,7 @@ def judge(
     rounding = rounding_error(dtype)
     absolute = _smallest_subnormal(dtype) / 2
     n_finite = summary.count - summary.nonfinite
-    checks.append(
-        Check(
-            "finite",
-            summary.nonfinite == 0,
-            float(summary.nonfinite),
-            0.0,
-            f"{summary.nonfinite} NaN/inf values",
-        )
-    )
+    checks.append(_finite_check(summary))
     if n_finite == 0:
         return checks, None
     bound = scaling.bound if scaling.distribution == "truncated_normal" else scaling.limit
@@ -843,13 +846,7 @@ def _verify_constant(
     summary, sample, _ = summarize(source.chunks(chunk_size), source.size, max_sample)
     checks = [
         _record_check(source, record),
-        Check(
-            "finite",
-            summary.nonfinite == 0,
-            float(summary.nonfinite),
-            0.0,
-            f"{summary.nonfinite} NaN/inf values",
-        ),
+        _finite_check(summary),
     ]
     if summary.count > summary.nonfinite:
         equal = summary.min == value and summary.max == value

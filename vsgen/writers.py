@@ -7,26 +7,5 @@ Write with :func:`open_output` (after :func:`resolve_format`), feeding
 ``vsgen.formats``.
 """
 
-from vsgen.formats import (
-    FORMATS,
-    METADATA_FORMATS,
-    Output,
-    TensorInfo,
-    open_output,
-    read_metadata,
-    read_tensor_infos,
-    resolve_format,
-    write_chunks,
-)
-
-__all__ = [
-    "FORMATS",
-    "METADATA_FORMATS",
-    "Output",
-    "TensorInfo",
-    "open_output",
-    "read_metadata",
-    "read_tensor_infos",
-    "resolve_format",
-    "write_chunks",
-]
+from vsgen.formats import *  # noqa: F403 - this module is the package's public face
+from vsgen.formats import __all__ as __all__
