@@ -181,7 +181,7 @@ def test_small_sample_imports_nothing_heavy(tmp_path):
         "except SystemExit as e:\n"
         "    assert e.code == 0, e.code\n"
         "heavy = sorted(m for m in ('numba', 'rich', 'safetensors', 'h5py', 'keras', 'scipy',"
-        " 'torch', 'jax') if m in sys.modules)\n"
+        " 'ml_dtypes', 'torch', 'jax') if m in sys.modules)\n"
         "print(','.join(heavy))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -9,14 +9,14 @@ from collections.abc import Mapping, Sequence
 
 import numpy
 
-from vsgen.formats.tensors import BFLOAT16, SAFETENSORS_CODES, TensorInfo
+from vsgen.formats.tensors import SAFETENSORS_CODES, TensorInfo
 
 # The safetensors reference reader refuses larger headers.
 SAFETENSORS_MAX_HEADER = 100 * 1024 * 1024
 
 
 def little_endian(dtype: numpy.dtype) -> numpy.dtype:
-    return dtype if dtype == BFLOAT16 else dtype.newbyteorder("<")
+    return dtype if dtype.name == "bfloat16" else dtype.newbyteorder("<")
 
 
 def npy_header(info: TensorInfo) -> bytes:

@@ -10,8 +10,9 @@ from typing import Any
 
 import numpy
 
+from vsgen.dtypes import resolve_dtype
 from vsgen.formats.headers import SAFETENSORS_MAX_HEADER
-from vsgen.formats.tensors import DTYPES, SAFETENSORS_CODES, TensorInfo
+from vsgen.formats.tensors import SAFETENSORS_CODES, TensorInfo
 
 _NPY_MAGIC = b"\x93NUMPY"
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
@@ -136,7 +137,7 @@ def read_tensor_infos(path: str) -> list[TensorInfo]:
             continue
         if not isinstance(entry, dict) or entry.get("dtype") not in codes:
             raise ValueError(f"{path!r}: tensor {name!r} has an unsupported entry {entry!r}")
-        infos.append(TensorInfo(name, tuple(entry["shape"]), DTYPES[codes[entry["dtype"]]]))
+        infos.append(TensorInfo(name, tuple(entry["shape"]), resolve_dtype(codes[entry["dtype"]])))
     return infos
 
 

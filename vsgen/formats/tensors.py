@@ -7,20 +7,14 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-import ml_dtypes
 import numpy
+
+from vsgen.dtypes import DTYPE_NAMES, resolve_dtype
 
 FORMATS = ("npy", "h5", "safetensors", "raw", "npydir")
 #: Formats that keep the ``metadata`` given to :func:`open_output`.
 METADATA_FORMATS = ("h5", "safetensors")
 
-BFLOAT16 = numpy.dtype(ml_dtypes.bfloat16)
-DTYPES = {
-    "float16": numpy.dtype(numpy.float16),
-    "bfloat16": BFLOAT16,
-    "float32": numpy.dtype(numpy.float32),
-    "float64": numpy.dtype(numpy.float64),
-}
 SAFETENSORS_CODES = {"float16": "F16", "bfloat16": "BF16", "float32": "F32", "float64": "F64"}
 _BFLOAT16_FORMATS = ("safetensors", "raw")
 _SUFFIXES = {
@@ -36,17 +30,15 @@ _STDOUT_FORMATS = ("npy", "raw")
 
 
 def _normalize_dtype(dtype: object) -> numpy.dtype:
-    try:
-        resolved = numpy.dtype(dtype)  # type: ignore[call-overload]
-    except TypeError:
-        resolved = None
-    if resolved is None or resolved.name not in DTYPES:
-        raise ValueError(
-            "Argument `dtype` must be one of float16, bfloat16, float32, float64. "
-            f"Received: dtype={dtype!r}"
-        )
     # One canonical (native-order) dtype per name; files get little-endian bytes.
-    return DTYPES[resolved.name]
+    # ml_dtypes is imported only when bfloat16 is asked for (start-up cost).
+    try:
+        name: object = numpy.dtype(dtype).name  # type: ignore[call-overload]
+    except TypeError:
+        name = dtype  # e.g. "bfloat16" before ml_dtypes is imported
+    resolved = resolve_dtype(name)
+    assert resolved.name in DTYPE_NAMES
+    return resolved
 
 
 @dataclass(frozen=True)
@@ -173,7 +165,7 @@ def check_names(tensors: Sequence[TensorInfo], fmt: str) -> None:
 
 def check_dtypes(tensors: Sequence[TensorInfo], fmt: str) -> None:
     for info in tensors:
-        if info.dtype == BFLOAT16 and fmt not in _BFLOAT16_FORMATS:
+        if info.dtype.name == "bfloat16" and fmt not in _BFLOAT16_FORMATS:
             suffix = {"npydir": ".npy"}.get(fmt, "." + fmt)
             raise ValueError(
                 f"dtype bfloat16 cannot be stored in {suffix}; use .safetensors or --format raw"
