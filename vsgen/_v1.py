@@ -224,11 +224,16 @@ def _extra_words(bases: np.ndarray, counters: np.ndarray) -> np.ndarray:
     return _mix_inplace(z)
 
 
-def _exp_neg(t: np.ndarray) -> np.ndarray:
+def exp_neg(t: np.ndarray) -> np.ndarray:
     """e**-t for 0 <= t < 43: k = trunc(t log2(e) + 1/2), s = k ln 2 - t,
-    e**-t = 2**-k sum_{i<=13} s**i / i!, summed in Estrin's order (as the kernel)."""
-    k = (t * LOG2E + 0.5).astype(np.int64)
-    kf = k.astype(np.float64)
+    e**-t = 2**-k sum_{i<=13} s**i / i!, summed in Estrin's order (independent
+    pairs, then s**2, s**4, s**8: a quarter of Horner's latency).
+
+    Written for arrays and scalars alike: the NumPy path calls it on arrays and
+    ``_v1_kernels`` compiles this very function, so both paths share one formula.
+    """
+    k = np.int64(t * LOG2E + 0.5)
+    kf = np.float64(k)
     s = (kf * LN2_HI - t) + kf * LN2_LO
     c = EXP_COEFFICIENTS
     s2 = s * s
@@ -322,7 +327,7 @@ def _resolve(
         lower, upper = zig.low[layer[picked]], zig.high[layer[picked]]
         height = lower + u * (upper - lower)
         magnitude = np.abs(x[picked]).astype(np.float64)
-        accepted = height < _exp_neg(0.5 * (magnitude * magnitude))
+        accepted = height < exp_neg(0.5 * (magnitude * magnitude))
         result[ids[picked[accepted]]] = x[picked[accepted]]
 
         picked = picked[~accepted]

@@ -84,25 +84,8 @@ def extra_word(extra_base, j):
     return mix64(extra_base + _U64(j + 1) * GAMMA)
 
 
-@_jit
-def exp_neg(t):
-    """e**-t for 0 <= t < 43 in float64: 2**-k e**s, s = k ln 2 - t, |s| <= ln(2)/2.
-
-    The degree-13 Taylor polynomial of e**s is evaluated in Estrin's order
-    (independent pairs, then s**2, s**4, s**8): a quarter of Horner's latency.
-    """
-    k = np.int64(t * LOG2E + 0.5)
-    kf = np.float64(k)
-    s = (kf * LN2_HI - t) + kf * LN2_LO
-    c = EXP_COEFFICIENTS
-    s2 = s * s
-    s4 = s2 * s2
-    s8 = s4 * s4
-    b0 = (c[0] + c[1] * s) + (c[2] + c[3] * s) * s2
-    b1 = (c[4] + c[5] * s) + (c[6] + c[7] * s) * s2
-    b2 = (c[8] + c[9] * s) + (c[10] + c[11] * s) * s2
-    b3 = c[12] + c[13] * s
-    return ((b0 + b1 * s4) + (b2 + b3 * s4) * s8) * POW2_NEG[k]
+#: The NumPy path's own function, compiled: one formula for both paths.
+exp_neg = _jit(c.exp_neg)
 
 
 @_jit
