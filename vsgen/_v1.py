@@ -27,7 +27,6 @@ from __future__ import annotations
 import math
 import operator
 import os
-import sys
 import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -593,8 +592,3 @@ def _executor(threads: int) -> ThreadPoolExecutor:
         if threads not in _pools:
             _pools[threads] = ThreadPoolExecutor(threads, thread_name_prefix="vsgen")
         return _pools[threads]
-
-
-def kernels_loaded() -> bool:
-    """Whether the numba kernels are imported in this process (for reports)."""
-    return _kernels_module is not None and "numba" in sys.modules
