@@ -92,13 +92,19 @@ def throughput(work: str, size_log2: int, repeat: int) -> None:
 
     small, big = 1 << (size_log2 - 2), 1 << size_log2
     cols = 4096
-    print(f"\nend-to-end vs in-memory, float32, marginal rate between {small:,} and "
-          f"{big:,} values (start-up cancels out)")
+    print(
+        f"\nend-to-end vs in-memory, float32, marginal rate between {small:,} and "
+        f"{big:,} values (start-up cancels out)"
+    )
     ceiling = statistics.median(plain_write_rate(work, big) for _ in range(repeat))
-    print(f"  plain f.write + fsync of the same bytes here: {ceiling:,.0f} M values/s "
-          f"({ceiling * 4:,.0f} MB/s)")
-    print(f"  {'distribution':20s} {'in-memory':>12s} {'CLI to .npy':>12s} {'ratio':>7s} "
-          f"{'of plain write':>15s}")
+    print(
+        f"  plain f.write + fsync of the same bytes here: {ceiling:,.0f} M values/s "
+        f"({ceiling * 4:,.0f} MB/s)"
+    )
+    print(
+        f"  {'distribution':20s} {'in-memory':>12s} {'CLI to .npy':>12s} {'ratio':>7s} "
+        f"{'of plain write':>15s}"
+    )
     for distribution in ("truncated_normal", "untruncated_normal", "uniform"):
         init = vsgen.VarianceScaling(2.0, "fan_in", distribution, seed=0)
         init((big // cols, cols))  # compile / load kernels once
@@ -110,17 +116,32 @@ def throughput(work: str, size_log2: int, repeat: int) -> None:
             del values
 
         def command(values: int, distribution: str = distribution) -> list[str]:
-            return [*VSGEN, "sample", "--shape", f"{values // cols},{cols}", "--seed", "0",
-                    "--scale", "2", "--distribution", distribution, "-o", "t.npy", "--force",
-                    "--quiet"]
+            return [
+                *VSGEN,
+                "sample",
+                "--shape",
+                f"{values // cols},{cols}",
+                "--seed",
+                "0",
+                "--scale",
+                "2",
+                "--distribution",
+                distribution,
+                "-o",
+                "t.npy",
+                "--force",
+                "--quiet",
+            ]
 
         t_small = statistics.median(wall(command(small), work) for _ in range(repeat))
         t_big = statistics.median(wall(command(big), work) for _ in range(repeat))
         os.remove(os.path.join(work, "t.npy"))
         rate_memory = big / statistics.median(memory) / 1e6
         rate_cli = (big - small) / max(t_big - t_small, 1e-9) / 1e6
-        print(f"  {distribution:20s} {rate_memory:9.0f} M/s {rate_cli:9.0f} M/s "
-              f"{rate_cli / rate_memory:6.0%} {rate_cli / ceiling:14.0%}")
+        print(
+            f"  {distribution:20s} {rate_memory:9.0f} M/s {rate_cli:9.0f} M/s "
+            f"{rate_cli / rate_memory:6.0%} {rate_cli / ceiling:14.0%}"
+        )
 
 
 def memory(work: str, big_log2: int) -> None:
@@ -129,21 +150,35 @@ def memory(work: str, big_log2: int) -> None:
     need = rows * cols * 4
     free = shutil.disk_usage(work).free
     if free < 2.2 * need:
-        print(f"\nskipping the peak-RSS run: needs {need / 2**30:.1f} GiB twice, "
-              f"{free / 2**30:.1f} GiB free")
+        print(
+            f"\nskipping the peak-RSS run: needs {need / 2**30:.1f} GiB twice, "
+            f"{free / 2**30:.1f} GiB free"
+        )
         return
     print(f"\npeak RSS of the CLI writing float32 {rows}x{cols} ({need / 2**30:.1f} GiB)")
     for suffix in (".npy", ".h5", ".safetensors"):
         target = f"big{suffix}"
         seconds, rss = peak_rss_mib(
-            [*VSGEN, "sample", "--shape", f"{rows},{cols}", "--seed", "1", "-o", target,
-             "--force", "--quiet"],
+            [
+                *VSGEN,
+                "sample",
+                "--shape",
+                f"{rows},{cols}",
+                "--seed",
+                "1",
+                "-o",
+                target,
+                "--force",
+                "--quiet",
+            ],
             work,
         )
         os.remove(os.path.join(work, target))
         verdict = "PASS" if rss <= 300 else "FAIL"
-        print(f"  {suffix:13s} {seconds:6.1f} s  {rows * cols / seconds / 1e6:6.0f} M/s  "
-              f"peak RSS {rss:6.0f} MiB  (target <= 300 MiB: {verdict})")
+        print(
+            f"  {suffix:13s} {seconds:6.1f} s  {rows * cols / seconds / 1e6:6.0f} M/s  "
+            f"peak RSS {rss:6.0f} MiB  (target <= 300 MiB: {verdict})"
+        )
 
 
 def main() -> None:

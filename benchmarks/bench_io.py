@@ -57,7 +57,7 @@ def run_child(mode: str, size: int, chunk: int, directory: str) -> dict[str, flo
     import h5py
 
     sys.path.insert(0, str(REPO))
-    from vsgen.writers import TensorInfo, open_output, write_chunks
+    from vsgen.formats import TensorInfo, open_output, write_chunks
 
     start = time.perf_counter()
     if mode == "baseline":

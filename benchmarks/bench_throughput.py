@@ -3,7 +3,7 @@
 Times, for float32 tensors of ``--size`` values (median of ``--repeat`` runs,
 output buffers allocated and touched beforehand where the API allows it):
 
-* vsgen ``_v1.fill`` on the numba path with 1 and 2 threads, all three
+* vsgen ``counter.fill`` on the numba path with 1 and 2 threads, all three
   distributions (and the NumPy path on 1 thread, for reference);
 * the NumPy floor: ``Generator.standard_normal`` / ``Generator.random``;
 * Keras 3 on its numpy backend (``keras.initializers.VarianceScaling``);
@@ -43,7 +43,7 @@ import numpy as np  # noqa: E402
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from vsgen import _v1  # noqa: E402
+from vsgen.streams import counter  # noqa: E402
 
 SLOW_PEER_CAP = 1 << 24
 SCALE = 1.0 / 1024  # He-style variance for a 1024 x N kernel; irrelevant to speed
@@ -100,16 +100,16 @@ THREAD_SPEEDUP: dict[str, float] = {}
 def bench_vsgen(size: int, repeat: int, rates: dict[str, float]) -> None:
     out = np.ones(size, dtype=np.float32)
     os.environ["VSGEN_KERNEL"] = "numba"
-    for distribution in _v1.DISTRIBUTIONS:
+    for distribution in counter.DISTRIBUTIONS:
         # 1 and 2 threads alternate so that both see the same neighbours.
         walls: dict[int, list[float]] = {1: [], 2: []}
         cpus: dict[int, list[float]] = {1: [], 2: []}
         for threads in (1, 2):
-            _v1.fill(out, 0, 1234, distribution, 0.05, threads=threads)  # warm-up
+            counter.fill(out, 0, 1234, distribution, 0.05, threads=threads)  # warm-up
         for _ in range(repeat):
             for threads in (1, 2):
                 wall, cpu = time.perf_counter(), time.process_time()
-                _v1.fill(out, 0, 1234, distribution, 0.05, threads=threads)
+                counter.fill(out, 0, 1234, distribution, 0.05, threads=threads)
                 walls[threads].append(time.perf_counter() - wall)
                 cpus[threads].append(time.process_time() - cpu)
         for threads in (1, 2):
@@ -121,10 +121,10 @@ def bench_vsgen(size: int, repeat: int, rates: dict[str, float]) -> None:
 
     os.environ["VSGEN_KERNEL"] = "numpy"
     small = min(size, SLOW_PEER_CAP)
-    for distribution in _v1.DISTRIBUTIONS:
+    for distribution in counter.DISTRIBUTIONS:
 
         def run_numpy(distribution=distribution, small=small):
-            _v1.fill(out[:small], 0, 1234, distribution, 0.05)
+            counter.fill(out[:small], 0, 1234, distribution, 0.05)
 
         record(rates, f"vsgen {distribution} numpy-path 1T", small, run_numpy, 1)
     os.environ["VSGEN_KERNEL"] = "auto"
@@ -200,14 +200,14 @@ STARTUP = """
     import time
     begin = time.perf_counter()
     import numpy as np
-    from vsgen import _v1
+    from vsgen.streams import counter
     ready = time.perf_counter()
     import numba
     numba_imported = time.perf_counter()
-    from vsgen import _v1_kernels
+    from vsgen.streams import _kernels
     out = np.empty(4, np.float32)
     for distribution in ("truncated_normal", "uniform"):
-        _v1._numba_fill(_v1_kernels, out, 0, _v1.derive_keys(1), distribution, 1.0)
+        counter._numba_fill(_kernels, out, 0, counter.derive_keys(1), distribution, 1.0)
     loaded = time.perf_counter()
     print(ready - begin, numba_imported - ready, loaded - numba_imported)
 """
@@ -262,7 +262,7 @@ def startup_costs() -> None:
             rows.append([float(v) for v in result.stdout.split()])
     first, cached = rows[0], rows[1:]
     print("\nStart-up (fresh interpreters; the f32 normal and uniform kernels):")
-    print(f"  import numpy + vsgen._v1          {1e3 * cached[-1][0]:7.0f} ms")
+    print(f"  import numpy + vsgen.streams         {1e3 * cached[-1][0]:7.0f} ms")
     print(f"  import numba                      {1e3 * min(r[1] for r in cached):7.0f} ms")
     print(f"  load cached kernels               {1e3 * min(r[2] for r in cached):7.0f} ms")
     print(f"  first compile (empty cache)       {1e3 * first[2]:7.0f} ms")
@@ -272,10 +272,14 @@ def small_tensor_rate(repeat: int) -> None:
     out = np.empty(512 * 256, dtype=np.float32)
     os.environ["VSGEN_KERNEL"] = "numpy"
     print("\nNumPy path on a 512 x 256 float32 tensor (the `vsgen sample` default size):")
-    for distribution in _v1.DISTRIBUTIONS:
+    for distribution in counter.DISTRIBUTIONS:
         rates: dict[str, float] = {}
         record(
-            rates, "small", out.size, lambda d=distribution: _v1.fill(out, 0, 1, d, 0.05), repeat
+            rates,
+            "small",
+            out.size,
+            lambda d=distribution: counter.fill(out, 0, 1, d, 0.05),
+            repeat,
         )
         rate = rates["small"]
         print(f"  {distribution:20s} {rate / 1e6:8.0f} M/s ({1e3 * out.size / rate:.1f} ms)")

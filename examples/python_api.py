@@ -9,13 +9,15 @@ from pathlib import Path
 import numpy as np
 
 import vsgen
-from vsgen import writers
+from vsgen import formats
 
 # An initializer and what it means for a conv kernel (kh, kw, in, out).
 init = vsgen.HeNormal(seed=0)
 scaling = init.scaling((3, 3, 64, 128))
-print(f"fan_in={scaling.fan_in} fan_out={scaling.fan_out} stddev={scaling.stddev:.6f} "
-      f"pre-truncation s={scaling.pre_truncation_std:.6f} bounds=±{scaling.bound:.6f}")
+print(
+    f"fan_in={scaling.fan_in} fan_out={scaling.fan_out} stddev={scaling.stddev:.6f} "
+    f"pre-truncation s={scaling.pre_truncation_std:.6f} bounds=±{scaling.bound:.6f}"
+)
 
 kernel = init((3, 3, 64, 128))
 print("sampled:", kernel.shape, kernel.dtype, f"std={kernel.std():.6f}")
@@ -35,9 +37,9 @@ assert np.array_equal(init.sample((3, 3, 64, 128), rows=(1, 2)), kernel[1:2])
 with tempfile.TemporaryDirectory() as tmp:
     target = str(Path(tmp) / "big.safetensors")
     plan = vsgen.GlorotUniform(seed=1).plan((4096, 1024), "float16")
-    info = writers.TensorInfo("dense.kernel", plan.shape, plan.draw.dtype)
-    with writers.open_output(target, writers.resolve_format(target, None), [info]) as output:
-        writers.write_chunks(output, plan.chunks(chunk_size=1 << 20))
+    info = formats.TensorInfo("dense.kernel", plan.shape, plan.draw.dtype)
+    with formats.open_output(target, formats.resolve_format(target, None), [info]) as output:
+        formats.write_chunks(output, plan.chunks(chunk_size=1 << 20))
         output.commit()
     from safetensors.numpy import load_file
 

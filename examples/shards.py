@@ -30,8 +30,18 @@ def main() -> int:
         folder = Path(directory)
         shards = [folder / f"part{index}.npy" for index in range(COUNT)]
         workers = [
-            subprocess.Popen(vsgen("sample", *COMMON, "--shard", f"{index}/{COUNT}",
-                                   "--threads", "1", "-o", str(path)))
+            subprocess.Popen(
+                vsgen(
+                    "sample",
+                    *COMMON,
+                    "--shard",
+                    f"{index}/{COUNT}",
+                    "--threads",
+                    "1",
+                    "-o",
+                    str(path),
+                )
+            )
             for index, path in enumerate(shards)
         ]
         failed = [worker.args for worker in workers if worker.wait() != 0]

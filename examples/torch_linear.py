@@ -24,9 +24,24 @@ IN_FEATURES, OUT_FEATURES = 512, 256
 with tempfile.TemporaryDirectory() as tmp:
     path = Path(tmp) / "linear.safetensors"
     subprocess.run(
-        [sys.executable, "-m", "vsgen", "sample", "--shape", f"{OUT_FEATURES},{IN_FEATURES}",
-         "--layout", "torch", "--preset", "he_uniform", "--seed", "0", "--name", "weight",
-         "-o", str(path)],
+        [
+            sys.executable,
+            "-m",
+            "vsgen",
+            "sample",
+            "--shape",
+            f"{OUT_FEATURES},{IN_FEATURES}",
+            "--layout",
+            "torch",
+            "--preset",
+            "he_uniform",
+            "--seed",
+            "0",
+            "--name",
+            "weight",
+            "-o",
+            str(path),
+        ],
         check=True,
     )
     layer = torch.nn.Linear(IN_FEATURES, OUT_FEATURES, bias=False)
@@ -38,6 +53,8 @@ with tempfile.TemporaryDirectory() as tmp:
     assert abs(weight.std().item() - target_std) < 0.02 * target_std
     out = layer(torch.randn(4, IN_FEATURES))
     assert torch.isfinite(out).all()
-    print(f"Linear({IN_FEATURES}, {OUT_FEATURES}) loaded: std={weight.std().item():.5f}, "
-          f"max |w|={weight.abs().max().item():.5f} <= limit {limit:.5f}")
+    print(
+        f"Linear({IN_FEATURES}, {OUT_FEATURES}) loaded: std={weight.std().item():.5f}, "
+        f"max |w|={weight.abs().max().item():.5f} <= limit {limit:.5f}"
+    )
 print("torch_linear OK")

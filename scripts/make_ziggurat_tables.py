@@ -1,4 +1,4 @@
-"""Regenerate ``vsgen/_ziggurat_tables.py``, the constants of the vsgen v1 stream.
+"""Regenerate ``vsgen/streams/_tables.py``, the constants of the vsgen v1 stream.
 
 The shipped module holds literal numbers only, so importing vsgen never runs a
 libm ``exp``/``log`` (whose last bits differ between CPUs and libraries).  This
@@ -30,7 +30,7 @@ import mpmath
 LAYERS = 256
 TRUNCATION = 2  # the truncated normal's bound, in standard deviations
 DIGITS = 50
-TARGET = pathlib.Path(__file__).resolve().parent.parent / "vsgen" / "_ziggurat_tables.py"
+TARGET = pathlib.Path(__file__).resolve().parent.parent / "vsgen" / "streams" / "_tables.py"
 EXP_DEGREE = 13  # Taylor degree of exp(s) for |s| <= ln(2)/2: truncation < 1e-17
 LOG_TERMS = 12  # terms of 2 atanh(s) for |s| <= 0.1716: truncation < 1e-19
 
@@ -171,7 +171,7 @@ def _render_truncated() -> str:
 
 
 def render() -> str:
-    """The full text of ``vsgen/_ziggurat_tables.py``."""
+    """The full text of ``vsgen/streams/_tables.py``."""
     mpmath.mp.dps = DIGITS
     edges, area = solve_ziggurat()
     r = edges[1]
@@ -232,7 +232,7 @@ def render() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--write", action="store_true", help="overwrite vsgen/_ziggurat_tables.py")
+    parser.add_argument("--write", action="store_true", help="overwrite vsgen/streams/_tables.py")
     args = parser.parse_args(argv)
     text = render()
     if args.write:

@@ -42,8 +42,19 @@ def read_back(path: Path, name: str = "weight") -> np.ndarray:
 @pytest.mark.parametrize("stream", ["vsgen", "keras"])
 def test_sample_writes_what_the_api_returns(tmp_path, suffix, stream):
     out = tmp_path / f"w{suffix}"
-    result = run("sample", "--shape", "33,17", "--preset", "glorot_uniform", "--seed", "5",
-                 "--stream", stream, "-o", str(out))
+    result = run(
+        "sample",
+        "--shape",
+        "33,17",
+        "--preset",
+        "glorot_uniform",
+        "--seed",
+        "5",
+        "--stream",
+        stream,
+        "-o",
+        str(out),
+    )
     assert result.exit_code == 0, result.stderr
     assert result.stdout == ""
     expected = vsgen.GlorotUniform(seed=5, stream=stream)((33, 17))
@@ -56,20 +67,32 @@ def test_formats_hold_identical_bytes(tmp_path):
     arrays = []
     for suffix in (".npy", ".h5", ".safetensors"):
         out = tmp_path / f"w{suffix}"
-        assert run("sample", "--shape", "3,3,8,16", "--seed", "1", "-o", str(out),
-                   "--dtype", "float16").exit_code == 0
+        assert (
+            run(
+                "sample", "--shape", "3,3,8,16", "--seed", "1", "-o", str(out), "--dtype", "float16"
+            ).exit_code
+            == 0
+        )
         arrays.append(read_back(out))
     raw = tmp_path / "w.raw"
-    assert run("sample", "--shape", "3,3,8,16", "--seed", "1", "-o", str(raw),
-               "--dtype", "float16").exit_code == 0
+    assert (
+        run(
+            "sample", "--shape", "3,3,8,16", "--seed", "1", "-o", str(raw), "--dtype", "float16"
+        ).exit_code
+        == 0
+    )
     arrays.append(np.fromfile(raw, dtype="<f2").reshape(3, 3, 8, 16))
     assert all(a.tobytes() == arrays[0].tobytes() for a in arrays)
 
 
 def test_h5_name_and_shape_alias(tmp_path):
     out = tmp_path / "k.h5"
-    assert run("sample", "--shape", "4x5", "--seed", "2", "--name", "dense/kernel",
-               "-o", str(out)).exit_code == 0
+    assert (
+        run(
+            "sample", "--shape", "4x5", "--seed", "2", "--name", "dense/kernel", "-o", str(out)
+        ).exit_code
+        == 0
+    )
     with h5py.File(out, "r") as handle:
         assert handle["dense/kernel"].shape == (4, 5)
 
@@ -99,8 +122,7 @@ def test_describe_json_for_a_conv_kernel():
 
 
 def test_describe_uniform_fan_avg_table():
-    result = run("describe", "--shape", "512,256", "--mode", "fan_avg", "--distribution",
-                 "uniform")
+    result = run("describe", "--shape", "512,256", "--mode", "fan_avg", "--distribution", "uniform")
     assert result.exit_code == 0
     limit = math.sqrt(3 * 1 / 384)
     assert f"{limit:.9g}" in result.stdout
@@ -108,15 +130,20 @@ def test_describe_uniform_fan_avg_table():
 
 
 def test_describe_torch_layout():
-    info = json.loads(run("describe", "--shape", "128,64,3,3", "--layout", "torch",
-                          "--json").stdout)
+    info = json.loads(
+        run("describe", "--shape", "128,64,3,3", "--layout", "torch", "--json").stdout
+    )
     assert (info["fan_in"], info["fan_out"]) == (64 * 9, 128 * 9)
 
 
 def test_config_round_trip_via_stdin(tmp_path):
     config = run("config", "--preset", "lecun_uniform", "--seed", "9").stdout
-    assert json.loads(config) == {"scale": 1.0, "mode": "fan_in", "distribution": "uniform",
-                                  "seed": 9}
+    assert json.loads(config) == {
+        "scale": 1.0,
+        "mode": "fan_in",
+        "distribution": "uniform",
+        "seed": 9,
+    }
     out = tmp_path / "w.npy"
     result = run("sample", "--config", "-", "--shape", "10,20", "-o", str(out), input=config)
     assert result.exit_code == 0, result.stderr
@@ -131,10 +158,12 @@ def test_config_without_seed_has_null_seed():
 
 def test_config_file_with_explicit_override(tmp_path):
     path = tmp_path / "c.json"
-    path.write_text(json.dumps({"scale": 3.0, "mode": "fan_out", "distribution": "uniform",
-                                "seed": 1}))
-    info = json.loads(run("describe", "--config", str(path), "--scale", "6", "--shape", "4,8",
-                          "--json").stdout)
+    path.write_text(
+        json.dumps({"scale": 3.0, "mode": "fan_out", "distribution": "uniform", "seed": 1})
+    )
+    info = json.loads(
+        run("describe", "--config", str(path), "--scale", "6", "--shape", "4,8", "--json").stdout
+    )
     assert info["scale"] == 6.0 and info["mode"] == "fan_out"
 
 
@@ -155,18 +184,24 @@ def test_stdout_through_a_real_pipe(tmp_path):
     script = (
         f"{shlex.quote(sys.executable)} -m vsgen sample --shape 64,32 --seed 5 -o - | "
         f"{shlex.quote(sys.executable)} -c "
-        "\"import io, sys, numpy; a = numpy.load(io.BytesIO(sys.stdin.buffer.read())); "
-        "print(a.shape, a.dtype)\""
+        '"import io, sys, numpy; a = numpy.load(io.BytesIO(sys.stdin.buffer.read())); '
+        'print(a.shape, a.dtype)"'
     )
-    result = subprocess.run(["bash", "-c", f"set -o pipefail; {script}"], capture_output=True,
-                            text=True, cwd=tmp_path, timeout=120)
+    result = subprocess.run(
+        ["bash", "-c", f"set -o pipefail; {script}"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "(64, 32) float32"
 
 
 def test_python_m_vsgen_and_version():
-    result = subprocess.run([sys.executable, "-m", "vsgen", "--version"], capture_output=True,
-                            text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "vsgen", "--version"], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0
     assert vsgen.__version__ in result.stdout
 
@@ -184,8 +219,9 @@ def test_small_sample_imports_nothing_heavy(tmp_path):
         " 'ml_dtypes', 'torch', 'jax') if m in sys.modules)\n"
         "print(','.join(heavy))\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            cwd=tmp_path, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == ""
 
@@ -209,8 +245,9 @@ def _help_examples() -> list[str]:
     for name in ("sample", "describe", "config"):
         text = run(name, "--help").stdout
         examples = text.split("Examples:", 1)[1] if "Examples:" in text else ""
-        commands += [line.strip() for line in examples.splitlines()
-                     if line.strip().startswith("vsgen ")]
+        commands += [
+            line.strip() for line in examples.splitlines() if line.strip().startswith("vsgen ")
+        ]
     return commands
 
 
@@ -223,7 +260,12 @@ def test_there_are_documented_examples():
 def test_documented_example_runs(command, tmp_path):
     # Examples refer to files under examples/, as when run from the repository root.
     shutil.copytree(ROOT / "examples", tmp_path / "examples")
-    result = subprocess.run(["bash", "-c", f"set -euo pipefail\n{command}"], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        ["bash", "-c", f"set -euo pipefail\n{command}"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, f"{command}\n{result.stderr}"
     assert "Traceback" not in result.stderr

@@ -27,8 +27,20 @@ def run(*args: str):
 
 
 def sample(path, dtype: str, stream: str, *args: str) -> None:
-    result = run("sample", "--shape", SHAPE_TEXT, "--seed", "7", "--dtype", dtype,
-                 "--stream", stream, "-o", str(path), *args)
+    result = run(
+        "sample",
+        "--shape",
+        SHAPE_TEXT,
+        "--seed",
+        "7",
+        "--dtype",
+        dtype,
+        "--stream",
+        stream,
+        "-o",
+        str(path),
+        *args,
+    )
     assert result.exit_code == 0, result.stderr
 
 
@@ -133,7 +145,9 @@ def test_bfloat16_where_the_format_lacks_it_is_a_usage_error(tmp_path, suffix):
 def test_bfloat16_npy_error_in_a_real_process(tmp_path):
     result = subprocess.run(
         ["vsgen", "sample", "--shape", "4,4", "--dtype", "bf16", "-o", "w.npy"],
-        cwd=tmp_path, capture_output=True, text=True,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr

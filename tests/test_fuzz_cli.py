@@ -38,6 +38,7 @@ def _fresh_directory(parent: Path):
     finally:
         os.chdir(previous)
 
+
 #: Free space the tests pretend to have: larger outputs must fail pre-flight.
 FAKE_FREE = 64 << 20
 DiskUsage = namedtuple("DiskUsage", "total used free")

@@ -18,8 +18,7 @@ def test_truncated_factor_is_the_std_of_the_truncated_standard_normal():
     # Independent derivation: Var = 1 - 2*2*phi(2) / (2*Phi(2) - 1).
     phi = math.exp(-2.0) / math.sqrt(2 * math.pi)
     big_phi = 0.5 * (1 + math.erf(2 / math.sqrt(2)))
-    assert math.isclose(math.sqrt(1 - 4 * phi / (2 * big_phi - 1)), TRUNCATED_FACTOR,
-                        rel_tol=1e-15)
+    assert math.isclose(math.sqrt(1 - 4 * phi / (2 * big_phi - 1)), TRUNCATED_FACTOR, rel_tol=1e-15)
 
 
 @pytest.mark.parametrize(
@@ -63,8 +62,17 @@ def test_distribution_is_case_insensitive_with_normal_alias():
         vsgen.VarianceScaling(distribution="gaussian")
 
 
-@pytest.mark.parametrize(("seed", "stream"), [(-1, "vsgen"), (2**64, "vsgen"), (2**32, "keras"),
-                                              (1.5, "vsgen"), (True, "vsgen"), ("3", "vsgen")])
+@pytest.mark.parametrize(
+    ("seed", "stream"),
+    [
+        (-1, "vsgen"),
+        (2**64, "vsgen"),
+        (2**32, "keras"),
+        (1.5, "vsgen"),
+        (True, "vsgen"),
+        ("3", "vsgen"),
+    ],
+)
 def test_bad_seed(seed, stream):
     with pytest.raises((ValueError, TypeError), match="seed"):
         vsgen.VarianceScaling(seed=seed, stream=stream)
@@ -96,12 +104,17 @@ def test_seed_sequence_gives_fresh_values_per_call():
 
 
 def test_get_config_round_trip_and_json():
-    init = vsgen.VarianceScaling(0.5, "fan_avg", "uniform", seed=9, layout="torch",
-                                 stream="keras")
+    init = vsgen.VarianceScaling(0.5, "fan_avg", "uniform", seed=9, layout="torch", stream="keras")
     config = init.get_config()
     assert json.loads(json.dumps(config)) == config
-    assert config == {"scale": 0.5, "mode": "fan_avg", "distribution": "uniform", "seed": 9,
-                      "layout": "torch", "stream": "keras"}
+    assert config == {
+        "scale": 0.5,
+        "mode": "fan_avg",
+        "distribution": "uniform",
+        "seed": 9,
+        "layout": "torch",
+        "stream": "keras",
+    }
     assert vsgen.VarianceScaling.from_config(config) == init
     with pytest.raises(ValueError, match="unknown key"):
         vsgen.VarianceScaling.from_config({**config, "gain": 2})
@@ -125,9 +138,14 @@ def test_presets(name, params):
 
 def test_deserialize_forms():
     plain = deserialize({"scale": 2.0, "mode": "fan_in", "distribution": "normal", "seed": 4})
-    keras_form = deserialize({"module": "keras.initializers", "class_name": "HeNormal",
-                              "config": {"seed": 4, "input_axes": None, "output_axes": None},
-                              "registered_name": None})
+    keras_form = deserialize(
+        {
+            "module": "keras.initializers",
+            "class_name": "HeNormal",
+            "config": {"seed": 4, "input_axes": None, "output_axes": None},
+            "registered_name": None,
+        }
+    )
     assert plain.get_config() == keras_form.get_config()
     assert isinstance(keras_form, vsgen.HeNormal)
     assert isinstance(deserialize("glorot_uniform"), vsgen.GlorotUniform)

@@ -112,8 +112,8 @@ def test_xavier_uniform_bound(torch, shape):
 
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize(
-    "a, nonlinearity", [(0.0, "relu"), (0.0, "leaky_relu"), (0.2, "leaky_relu"),
-                        (math.sqrt(5), "leaky_relu")]
+    "a, nonlinearity",
+    [(0.0, "relu"), (0.0, "leaky_relu"), (0.2, "leaky_relu"), (math.sqrt(5), "leaky_relu")],
 )
 @pytest.mark.parametrize("mode", ["fan_in", "fan_out"])
 def test_kaiming_uniform_bound(torch, shape, a, nonlinearity, mode):
@@ -215,11 +215,20 @@ def test_axes_sample_bit_identical_to_keras(keras_compute_fans, distribution):
 
     shape, input_axes, output_axes = (4, 6, 32), [0, 1], [2]
     theirs = keras.initializers.VarianceScaling(
-        scale=2.0, mode="fan_avg", distribution=distribution, seed=17,
-        input_axes=input_axes, output_axes=output_axes,
+        scale=2.0,
+        mode="fan_avg",
+        distribution=distribution,
+        seed=17,
+        input_axes=input_axes,
+        output_axes=output_axes,
     )(shape, dtype="float32")
     ours = vsgen.VarianceScaling(
-        2.0, "fan_avg", distribution, seed=17, input_axes=input_axes,
-        output_axes=output_axes, stream="keras",
+        2.0,
+        "fan_avg",
+        distribution,
+        seed=17,
+        input_axes=input_axes,
+        output_axes=output_axes,
+        stream="keras",
     )(shape)
     assert np.asarray(theirs).tobytes() == ours.tobytes()

@@ -187,8 +187,9 @@ def test_file_errors_are_one_line(tmp_path, name, text, message):
 
 
 def test_build_errors_name_the_tensor():
-    spec = parse_spec({"tensors": {"conv": {"shape": [3, 3], "init": {"input_axes": [5],
-                                                                      "output_axes": [0]}}}})
+    spec = parse_spec(
+        {"tensors": {"conv": {"shape": [3, 3], "init": {"input_axes": [5], "output_axes": [0]}}}}
+    )
     with pytest.raises(ValueError, match=r"tensor 'conv' \(tensor\): .*axis 5") as caught:
         build_job(spec, seed=0)
     assert "\n" not in str(caught.value)
@@ -230,7 +231,11 @@ def test_rank_one_tensors_without_rules_get_builtin_constants():
     spec = parse_spec({"tensors": {"w": [4, 4], "b": [4], "ln_f.weight": [4], "t": []}})
     job = build_job(spec, seed=1)
     assert [record["kind"] for record in job.records.values()] == [
-        "variance_scaling", "constant", "constant", "constant"]
+        "variance_scaling",
+        "constant",
+        "constant",
+        "constant",
+    ]
     assert [record.get("value") for record in job.records.values()] == [None, 0.0, 1.0, 0.0]
 
 
@@ -415,8 +420,21 @@ def test_cli_drawn_seed_is_printed_and_recorded(tmp_path):
 
 def test_cli_options_override_spec_defaults(tmp_path, spec_file):
     out = tmp_path / "m.safetensors"
-    result = run("sample", "--spec", str(spec_file), "--seed", "8", "--dtype", "float64",
-                 "--layout", "keras", "--preset", "lecun_uniform", "-o", str(out))
+    result = run(
+        "sample",
+        "--spec",
+        str(spec_file),
+        "--seed",
+        "8",
+        "--dtype",
+        "float64",
+        "--layout",
+        "keras",
+        "--preset",
+        "lecun_uniform",
+        "-o",
+        str(out),
+    )
     assert result.exit_code == 0, result.stderr
     arrays = safetensors.numpy.load_file(str(out))
     assert arrays["embed.weight"].dtype == np.float64  # the spec's default dtype replaced
@@ -446,13 +464,25 @@ def foreign_safetensors(tmp_path: Path) -> Path:
 
 def test_like_safetensors_from_another_writer(tmp_path, foreign_safetensors):
     out = tmp_path / "new.safetensors"
-    result = run("sample", "--like", str(foreign_safetensors), "--preset", "he_normal",
-                 "--layout", "torch", "--seed", "5", "-o", str(out))
+    result = run(
+        "sample",
+        "--like",
+        str(foreign_safetensors),
+        "--preset",
+        "he_normal",
+        "--layout",
+        "torch",
+        "--seed",
+        "5",
+        "-o",
+        str(out),
+    )
     assert result.exit_code == 0, result.stderr
     original = safetensors.numpy.load_file(str(foreign_safetensors))
     made = safetensors.numpy.load_file(str(out))
     assert {k: (v.shape, v.dtype) for k, v in made.items()} == {
-        k: (v.shape, v.dtype) for k, v in original.items()}
+        k: (v.shape, v.dtype) for k, v in original.items()
+    }
     name = "encoder.layer.0.attention.query.weight"
     expected = vsgen.HeNormal(seed=independent_seed(5, name, 53), layout="torch")((12, 8))
     assert made[name].tobytes() == expected.tobytes()
@@ -477,8 +507,10 @@ def test_like_h5_from_h5py_with_spec_rules(tmp_path):
     result = run("sample", "--like", str(source), "--spec", str(spec), "-o", str(out))
     assert result.exit_code == 0, result.stderr
     with h5py.File(out, "r") as handle:
-        made = {name: handle[name][()] for name in ("dense/kernel", "dense/bias", "bn/gamma",
-                                                    "head/kernel")}
+        made = {
+            name: handle[name][()]
+            for name in ("dense/kernel", "dense/bias", "bn/gamma", "head/kernel")
+        }
     expected = vsgen.VarianceScaling(seed=independent_seed(4, "dense/kernel", 53))((6, 4))
     assert made["dense/kernel"].tobytes() == expected.tobytes()
     assert made["dense/bias"].dtype == np.float32 and not made["dense/bias"].any()
@@ -488,8 +520,17 @@ def test_like_h5_from_h5py_with_spec_rules(tmp_path):
 
 def test_like_dtype_option_converts_every_tensor(tmp_path, foreign_safetensors):
     out = tmp_path / "bf16.safetensors"
-    result = run("sample", "--like", str(foreign_safetensors), "--dtype", "bfloat16",
-                 "--seed", "1", "-o", str(out))
+    result = run(
+        "sample",
+        "--like",
+        str(foreign_safetensors),
+        "--dtype",
+        "bfloat16",
+        "--seed",
+        "1",
+        "-o",
+        str(out),
+    )
     assert result.exit_code == 0, result.stderr
     header_length = int.from_bytes(out.read_bytes()[:8], "little")
     header = json.loads(out.read_bytes()[8 : 8 + header_length])
@@ -499,14 +540,20 @@ def test_like_dtype_option_converts_every_tensor(tmp_path, foreign_safetensors):
 @pytest.mark.parametrize(
     ("spec_text", "extra", "message"),
     [
-        ("[tensors]\nw = { shape = [2, 2], dtype = 'int8' }\n", [],
-         r"tensors\.w\.dtype: must be one of"),
+        (
+            "[tensors]\nw = { shape = [2, 2], dtype = 'int8' }\n",
+            [],
+            r"tensors\.w\.dtype: must be one of",
+        ),
         ("[tensors]\nw = [2, 2\n", [], r"invalid TOML"),
         ("[tensor]\nw = [2, 2]\n", [], r"unknown top-level key 'tensor'"),
         ("[tensors]\nw = [2, 2]\n", ["--shape", "2,2"], r"drop --shape"),
         ("[tensors]\nw = [2, 2]\n", ["--rows", "0:1", "--name", "x"], r"drop --rows, --name"),
-        ("[tensors]\nw = [2, 2]\n", ["--shard", "0/2", "--fan-shape", "3,3"],
-         r"drop --shard, --fan-shape"),
+        (
+            "[tensors]\nw = [2, 2]\n",
+            ["--shard", "0/2", "--fan-shape", "3,3"],
+            r"drop --shard, --fan-shape",
+        ),
         ("[tensors]\nw = [2, 2]\n", ["--seed", "-1"], r"seed"),
         ("[tensors]\nw = [2, 2]\n", ["--like", "missing.safetensors"], r"--like: file not found"),
         ("[tensors]\nw = [2, 2]\nv = [2, 2]\n", ["--format", "npy"], r"holds one tensor"),
@@ -526,8 +573,15 @@ def test_cli_bad_specs_exit_2_with_one_line(tmp_path, spec_text, extra, message)
 
 
 def test_cli_like_with_spec_tensors_refused(tmp_path, foreign_safetensors, spec_file):
-    result = run("sample", "--like", str(foreign_safetensors), "--spec", str(spec_file),
-                 "-o", str(tmp_path / "x.safetensors"))
+    result = run(
+        "sample",
+        "--like",
+        str(foreign_safetensors),
+        "--spec",
+        str(spec_file),
+        "-o",
+        str(tmp_path / "x.safetensors"),
+    )
     assert result.exit_code == 2
     assert "with --like the tensors come from the checkpoint" in result.stderr
 
@@ -536,9 +590,19 @@ def test_cli_bad_spec_in_a_real_process(tmp_path):
     spec = tmp_path / "bad.json"
     spec.write_text('{"tensors": {"attn.q.weight": {"shape": [4, 4], "init": "kaiming"}}}')
     process = subprocess.run(
-        [sys.executable, "-m", "vsgen", "sample", "--spec", str(spec), "-o",
-         str(tmp_path / "m.safetensors")],
-        capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "vsgen",
+            "sample",
+            "--spec",
+            str(spec),
+            "-o",
+            str(tmp_path / "m.safetensors"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert process.returncode == 2
     assert process.stdout == ""
@@ -560,7 +624,9 @@ def test_example_spec_matches_the_documented_model():
 def test_transformer_example_loads_strictly_into_torch():
     process = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "transformer_block.py")],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert process.returncode == 0, process.stderr
     assert process.stdout.startswith("OK")
@@ -582,7 +648,7 @@ def _doc_blocks(language: str) -> list[str]:
 
 def test_doc_complete_example_is_the_example_file():
     example = (ROOT / "examples" / "transformer_block.toml").read_text(encoding="utf-8")
-    body = example[example.index("seed = "):]
+    body = example[example.index("seed = ") :]
     assert _doc_blocks("toml")[0] == body
 
 
@@ -596,7 +662,7 @@ def test_doc_toml_snippets_parse(tmp_path):
 
 
 def test_doc_builtin_table_matches_builtin_constant():
-    section = DOC[DOC.index("| name | value |"):]
+    section = DOC[DOC.index("| name | value |") :]
     rows = section.splitlines()[2:4]
     checked = 0
     for row in rows:

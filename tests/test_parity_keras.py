@@ -53,8 +53,10 @@ def test_bit_identical_to_keras(distribution, mode, shape, dtype):
         assert _bits(ours) == _bits(expected), (seed, shape, dtype)
 
 
-@pytest.mark.parametrize("preset", ["GlorotNormal", "GlorotUniform", "HeNormal", "HeUniform",
-                                    "LecunNormal", "LecunUniform"])
+@pytest.mark.parametrize(
+    "preset",
+    ["GlorotNormal", "GlorotUniform", "HeNormal", "HeUniform", "LecunNormal", "LecunUniform"],
+)
 def test_presets_match_keras(preset):
     shape = (3, 3, 16, 8)
     expected = np.asarray(getattr(keras.initializers, preset)(seed=42)(shape))
@@ -96,7 +98,12 @@ def test_keras_explicit_axes_match():
         2.0, "fan_out", "untruncated_normal", seed=5, input_axes=[0], output_axes=[1, 2]
     )
     ours = vsgen.VarianceScaling(
-        2.0, "fan_out", "untruncated_normal", seed=5, input_axes=[0], output_axes=[1, 2],
+        2.0,
+        "fan_out",
+        "untruncated_normal",
+        seed=5,
+        input_axes=[0],
+        output_axes=[1, 2],
         stream="keras",
     )
     assert _bits(ours(shape)) == _bits(np.asarray(init(shape)))
@@ -110,8 +117,16 @@ def test_keras_explicit_axes_match():
     [
         ["--preset", "he_normal", "--seed", "3"],
         ["--preset", "glorot_uniform", "--seed", "0"],
-        ["--scale", "0.5", "--mode", "fan_avg", "--distribution", "untruncated_normal",
-         "--seed", "11"],
+        [
+            "--scale",
+            "0.5",
+            "--mode",
+            "fan_avg",
+            "--distribution",
+            "untruncated_normal",
+            "--seed",
+            "11",
+        ],
         ["--scale", "2", "--distribution", "uniform", "--seed", "4294967295"],
         ["--scale", "1", "--in-axes", "0", "--out-axes", "1", "--seed", "8"],
     ],
@@ -133,11 +148,14 @@ def test_config_keras_round_trips_through_real_keras(args):
     assert _bits(ours_keras(shape)) == _bits(np.asarray(restored(shape)))
 
 
-@pytest.mark.parametrize("initializer", [
-    lambda: keras.initializers.HeUniform(seed=12),
-    lambda: keras.initializers.VarianceScaling(3.0, "fan_out", "normal", seed=1),
-    lambda: keras.initializers.LecunNormal(seed=99),
-])
+@pytest.mark.parametrize(
+    "initializer",
+    [
+        lambda: keras.initializers.HeUniform(seed=12),
+        lambda: keras.initializers.VarianceScaling(3.0, "fan_out", "normal", seed=1),
+        lambda: keras.initializers.LecunNormal(seed=99),
+    ],
+)
 def test_keras_serialized_config_drives_cli(initializer, tmp_path):
     keras_init = initializer()
     text = json.dumps(keras.initializers.serialize(keras_init))

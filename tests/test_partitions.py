@@ -28,7 +28,7 @@ def _stream_available(stream: str) -> bool:
     if stream != "vsgen":
         return True
     try:
-        import vsgen._v1  # noqa: F401
+        import vsgen.streams.counter  # noqa: F401
     except ImportError:
         return False
     return True
@@ -60,8 +60,21 @@ def read(path: Path, shape: tuple[int, ...], dtype: str = "float32") -> np.ndarr
 
 
 def sample(path: Path, stream: str, *args: str, distribution: str = "truncated_normal") -> None:
-    run("sample", "--shape", ",".join(map(str, SHAPE)), "--seed", "21", "--stream", stream,
-        "--distribution", distribution, "-o", str(path), "-q", *args)
+    run(
+        "sample",
+        "--shape",
+        ",".join(map(str, SHAPE)),
+        "--seed",
+        "21",
+        "--stream",
+        stream,
+        "--distribution",
+        distribution,
+        "-o",
+        str(path),
+        "-q",
+        *args,
+    )
 
 
 @pytest.mark.parametrize("suffix", FORMATS)
@@ -139,14 +152,51 @@ def test_fan_shape_changes_only_the_scaling(tmp_path, stream, distribution):
     scale / 4 without --fan-shape (powers of two keep every step exact)."""
     shape, fan_shape = "64,32", "256,32"
     with_fans = tmp_path / "f.npy"
-    run("sample", "--shape", shape, "--fan-shape", fan_shape, "--seed", "3", "--stream", stream,
-        "--distribution", distribution, "-o", str(with_fans))
+    run(
+        "sample",
+        "--shape",
+        shape,
+        "--fan-shape",
+        fan_shape,
+        "--seed",
+        "3",
+        "--stream",
+        stream,
+        "--distribution",
+        distribution,
+        "-o",
+        str(with_fans),
+    )
     scaled = tmp_path / "s.npy"
-    run("sample", "--shape", shape, "--scale", "0.25", "--seed", "3", "--stream", stream,
-        "--distribution", distribution, "-o", str(scaled))
+    run(
+        "sample",
+        "--shape",
+        shape,
+        "--scale",
+        "0.25",
+        "--seed",
+        "3",
+        "--stream",
+        stream,
+        "--distribution",
+        distribution,
+        "-o",
+        str(scaled),
+    )
     plain = tmp_path / "p.npy"
-    run("sample", "--shape", shape, "--seed", "3", "--stream", stream,
-        "--distribution", distribution, "-o", str(plain))
+    run(
+        "sample",
+        "--shape",
+        shape,
+        "--seed",
+        "3",
+        "--stream",
+        stream,
+        "--distribution",
+        distribution,
+        "-o",
+        str(plain),
+    )
     a, b, c = np.load(with_fans), np.load(scaled), np.load(plain)
     assert a.shape == c.shape == (64, 32)
     assert a.tobytes() == b.tobytes()
@@ -172,7 +222,11 @@ def test_python_api_rows_equal_cli(tmp_path, stream):
 
 
 def test_shards_example_script():
-    result = subprocess.run([sys.executable, str(ROOT / "examples" / "shards.py")],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "shards.py")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "OK"

@@ -54,23 +54,23 @@ SSE2_FEATURES = (
 WORKER = """
     import hashlib, json, sys
     import numpy as np
-    from vsgen import _v1
+    from vsgen.streams import counter
 
     cases = json.loads(sys.argv[1])
     digests = []
     for seed, distribution, dtype, size, start, multiplier in cases:
         out = np.empty(size, dtype=dtype)
-        _v1.fill(out, start, seed, distribution, multiplier)
+        counter.fill(out, start, seed, distribution, multiplier)
         little = out.astype("<f4" if dtype == "float32" else "<f8", copy=False)
         digests.append(hashlib.sha256(little.tobytes()).hexdigest())
     report = {"digests": digests, "numba": "numba" in sys.modules}
     if report["numba"]:
-        from vsgen import _v1_kernels
+        from vsgen.streams import _kernels
         # The uniform kernel vectorises, so its registers show the build's
         # vector width (inspection needs a fresh compile: a new cache dir).
         assembly = "".join(
-            _v1_kernels.uniform_f32.inspect_asm(signature)
-            for signature in _v1_kernels.uniform_f32.signatures
+            _kernels.uniform_f32.inspect_asm(signature)
+            for signature in _kernels.uniform_f32.signatures
         ).lower()
         report["xmm"] = "xmm" in assembly
         report["zmm"] = "zmm" in assembly

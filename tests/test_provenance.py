@@ -17,14 +17,22 @@ from vsgen.cli import cli
 
 CASES = {
     "plain": (["--shape", "40,24"], {}),
-    "preset": (["--shape", "3,3,8,16", "--preset", "he_uniform"],
-               {"scale": 2.0, "mode": "fan_in", "distribution": "uniform"}),
-    "torch": (["--shape", "16,8,3,3", "--layout", "torch", "--mode", "fan_out"],
-              {"layout": "torch", "mode": "fan_out"}),
-    "axes": (["--shape", "4,6,32", "--in-axes", "0,1", "--out-axes", "2"],
-             {"input_axes": [0, 1], "output_axes": [2]}),
-    "keras": (["--shape", "40,24", "--stream", "keras", "--distribution", "untruncated_normal"],
-              {"distribution": "untruncated_normal"}),
+    "preset": (
+        ["--shape", "3,3,8,16", "--preset", "he_uniform"],
+        {"scale": 2.0, "mode": "fan_in", "distribution": "uniform"},
+    ),
+    "torch": (
+        ["--shape", "16,8,3,3", "--layout", "torch", "--mode", "fan_out"],
+        {"layout": "torch", "mode": "fan_out"},
+    ),
+    "axes": (
+        ["--shape", "4,6,32", "--in-axes", "0,1", "--out-axes", "2"],
+        {"input_axes": [0, 1], "output_axes": [2]},
+    ),
+    "keras": (
+        ["--shape", "40,24", "--stream", "keras", "--distribution", "untruncated_normal"],
+        {"distribution": "untruncated_normal"},
+    ),
     "float16": (["--shape", "40,24", "--dtype", "float16", "--scale", "0.5"], {"scale": 0.5}),
     "shard": (["--shape", "40,24", "--shard", "1/3"], {}),
     "fan_shape": (["--shape", "10,24", "--fan-shape", "40,24"], {}),
@@ -106,17 +114,29 @@ def test_bfloat16_dtype_is_recorded(tmp_path, dtype):
 @pytest.mark.parametrize("source", [".h5", ".safetensors"])
 def test_drawn_seed_is_reported_recorded_and_reproducible(tmp_path, stream, source):
     path = tmp_path / f"w{source}"
-    result = run("sample", "--shape", "3,3,8,16", "--preset", "glorot_normal", "--stream", stream,
-                 "--dtype", "float16", "-o", str(path))
+    result = run(
+        "sample",
+        "--shape",
+        "3,3,8,16",
+        "--preset",
+        "glorot_normal",
+        "--stream",
+        stream,
+        "--dtype",
+        "float16",
+        "-o",
+        str(path),
+    )
     assert result.exit_code == 0, result.stderr
     match = re.fullmatch(r"seed: (\d+)\n", result.stderr)
     assert match, result.stderr
     seed = int(match.group(1))
     assert metadata_of(path)["tensors"]["weight"]["config"]["seed"] == seed
     original = values_of(path)
-    assert original.tobytes() == vsgen.GlorotNormal(seed=seed, stream=stream)(
-        (3, 3, 8, 16), "float16"
-    ).tobytes()
+    assert (
+        original.tobytes()
+        == vsgen.GlorotNormal(seed=seed, stream=stream)((3, 3, 8, 16), "float16").tobytes()
+    )
     for target in (".npy", ".h5", ".safetensors"):
         copy = tmp_path / f"copy{target}"
         again = run("sample", "--config-from", str(path), "-o", str(copy))
@@ -160,7 +180,7 @@ def test_config_from_keeps_the_tensor_name(tmp_path):
 
 def test_config_from_picks_a_tensor_of_a_model_file(tmp_path):
     two = tmp_path / "two.safetensors"
-    from vsgen import provenance, writers
+    from vsgen import formats, provenance
 
     records, infos, plans = {}, [], []
     for name, seed in (("a", 1), ("b", 2)):
@@ -168,9 +188,10 @@ def test_config_from_picks_a_tensor_of_a_model_file(tmp_path):
         plan = init.plan((6, 4))
         plans.append(plan)
         records[name] = provenance.tensor_record(init, plan)
-        infos.append(writers.TensorInfo(name, plan.shape, plan.draw.dtype))
-    with writers.open_output(str(two), "safetensors", infos,
-                             metadata=provenance.file_metadata(records)) as output:
+        infos.append(formats.TensorInfo(name, plan.shape, plan.draw.dtype))
+    with formats.open_output(
+        str(two), "safetensors", infos, metadata=provenance.file_metadata(records)
+    ) as output:
         for plan in plans:
             output.write(plan.array().ravel())
         output.commit()
@@ -183,13 +204,19 @@ def test_config_from_picks_a_tensor_of_a_model_file(tmp_path):
 
 def test_config_from_with_an_explicit_dtype(tmp_path):
     source = tmp_path / "w.h5"
-    assert run("sample", "--shape", "8,8", "--seed", "3", "--dtype", "float16",
-               "-o", str(source)).exit_code == 0
+    assert (
+        run(
+            "sample", "--shape", "8,8", "--seed", "3", "--dtype", "float16", "-o", str(source)
+        ).exit_code
+        == 0
+    )
     same = tmp_path / "same.npy"
     wide = tmp_path / "wide.npy"
     assert run("sample", "--config-from", str(source), "-o", str(same)).exit_code == 0
-    assert run("sample", "--config-from", str(source), "--dtype", "float32",
-               "-o", str(wide)).exit_code == 0
+    assert (
+        run("sample", "--config-from", str(source), "--dtype", "float32", "-o", str(wide)).exit_code
+        == 0
+    )
     assert np.load(same).dtype == np.float16
     assert np.load(wide).dtype == np.float32
     assert np.load(wide).tobytes() == vsgen.VarianceScaling(seed=3)((8, 8)).tobytes()
@@ -213,8 +240,20 @@ def test_config_from_refuses_conflicting_options(tmp_path):
 def test_check_uses_the_record(tmp_path):
     """What the file records is what ``vsgen check`` expects."""
     path = tmp_path / "w.h5"
-    assert run("sample", "--shape", "128,64", "--preset", "lecun_uniform", "--seed", "4",
-               "-o", str(path)).exit_code == 0
+    assert (
+        run(
+            "sample",
+            "--shape",
+            "128,64",
+            "--preset",
+            "lecun_uniform",
+            "--seed",
+            "4",
+            "-o",
+            str(path),
+        ).exit_code
+        == 0
+    )
     result = run("check", str(path), "--json")
     report = json.loads(result.stdout)
     assert result.exit_code == 0 and report["source"] == "provenance"

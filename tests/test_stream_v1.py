@@ -1,4 +1,4 @@
-"""Tests of the vsgen v1 stream (``vsgen._v1``): statistics, invariance, golden bytes.
+"""Tests of the vsgen v1 stream (``vsgen.streams.counter``): statistics, invariance, golden bytes.
 
 Statistical thresholds.  Each KS test compares n >= 2 * 10**5 values with the
 exact CDF and asserts D < t / sqrt(n) with t = 2.2252, the asymptotic
@@ -23,8 +23,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vsgen import _v1
-from vsgen import _ziggurat_tables as tables
+from vsgen.streams import _tables as tables
+from vsgen.streams import counter
 
 KS_T = 2.2252  # sqrt(ln(2 / 1e-4) / 2)
 TRUNCATED_STD = 0.87962566103423978
@@ -41,7 +41,7 @@ needs_numba = pytest.mark.skipif(not HAVE_NUMBA, reason="numba is not installed"
 
 def draw(size, seed, distribution, dtype, start=0, multiplier=1.0, threads=1):
     out = np.empty(size, dtype=dtype)
-    _v1.fill(out, start, seed, distribution, multiplier, threads=threads)
+    counter.fill(out, start, seed, distribution, multiplier, threads=threads)
     return out
 
 
@@ -102,7 +102,7 @@ def ks_statistic(sample: np.ndarray, distribution: str) -> float:
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("distribution", _v1.DISTRIBUTIONS)
+@pytest.mark.parametrize("distribution", counter.DISTRIBUTIONS)
 def test_matches_exact_distribution(distribution, dtype, kernel):
     kernel("numpy")
     n = 200_000
@@ -181,20 +181,20 @@ def test_own_exp_and_log_are_accurate():
     # (here libm is only the judge, never part of the stream): a few ulps.
     t = np.linspace(0.0, 7.0, 10_001)
     exact = np.array([math.exp(-v) for v in t])
-    assert np.max(np.abs(_v1.exp_neg(t) / exact - 1)) < 1e-15
+    assert np.max(np.abs(counter.exp_neg(t) / exact - 1)) < 1e-15
     rng = np.random.default_rng(3)
     words = rng.integers(0, 2**64, size=20_000, dtype=np.uint64, endpoint=False)
     words = np.concatenate([words, np.array([0, 2**11 - 1, 2**64 - 1, 2**63], dtype=np.uint64)])
     u = ((words >> np.uint64(11)) + np.uint64(1)).astype(np.float64) * 2.0**-53
     exact = np.array([-math.log(v) for v in u])
-    mine = _v1._neg_log_unit(words)
+    mine = counter._neg_log_unit(words)
     assert np.all(np.abs(mine - exact) <= 1e-15 * exact)
     assert mine[-2] == 0.0  # U = 1 exactly
 
 
 # --- invariance --------------------------------------------------------------
 
-CASES = [(d, t) for d in _v1.DISTRIBUTIONS for t in DTYPES]
+CASES = [(d, t) for d in counter.DISTRIBUTIONS for t in DTYPES]
 
 
 @pytest.mark.parametrize(("distribution", "dtype"), CASES)
@@ -240,8 +240,8 @@ def test_thread_count_does_not_change_bytes(distribution, dtype, path, kernel, m
     kernel(path)
     # Small, odd pieces so that threads really split the range and float32
     # pairs straddle piece boundaries.
-    monkeypatch.setattr(_v1, "THREAD_PIECE", 4_099)
-    monkeypatch.setattr(_v1, "MIN_THREAD_PIECE", 4_099)
+    monkeypatch.setattr(counter, "THREAD_PIECE", 4_099)
+    monkeypatch.setattr(counter, "MIN_THREAD_PIECE", 4_099)
     single = draw(50_001, 3, distribution, dtype, start=7, threads=1)
     for threads in (2, 3):
         assert draw(50_001, 3, distribution, dtype, start=7, threads=threads).tobytes() == (
@@ -258,11 +258,11 @@ def test_numpy_path_memory_is_bounded(dtype, kernel):
     out = np.empty(1 << 22, dtype=dtype)
     tracemalloc.start()
     try:
-        _v1.fill(out, 0, 1, "untruncated_normal", 1.0, threads=2)
+        counter.fill(out, 0, 1, "untruncated_normal", 1.0, threads=2)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert peak < 48 * _v1.NUMPY_CHUNK * 2  # two threads' chunks
+    assert peak < 48 * counter.NUMPY_CHUNK * 2  # two threads' chunks
     assert peak < out.nbytes / 2
 
 
@@ -289,23 +289,23 @@ def test_uniform_is_exact_grid():
 @pytest.mark.parametrize("seed", [-1, 2**64, True, 1.5, "3", None])
 def test_bad_seed_names_the_argument(seed):
     with pytest.raises(ValueError, match="seed"):
-        _v1.fill(np.empty(4, np.float32), 0, seed, "uniform", 1.0)
+        counter.fill(np.empty(4, np.float32), 0, seed, "uniform", 1.0)
 
 
 def test_bad_arguments_name_the_argument():
     out = np.empty(4, np.float32)
     with pytest.raises(ValueError, match="distribution"):
-        _v1.fill(out, 0, 1, "normal", 1.0)
+        counter.fill(out, 0, 1, "normal", 1.0)
     with pytest.raises(TypeError, match="out"):
-        _v1.fill(np.empty(4, np.int32), 0, 1, "uniform", 1.0)
+        counter.fill(np.empty(4, np.int32), 0, 1, "uniform", 1.0)
     with pytest.raises(ValueError, match="out"):
-        _v1.fill(np.empty((2, 2), np.float32), 0, 1, "uniform", 1.0)
+        counter.fill(np.empty((2, 2), np.float32), 0, 1, "uniform", 1.0)
     with pytest.raises(ValueError, match="start"):
-        _v1.fill(out, -1, 1, "uniform", 1.0)
+        counter.fill(out, -1, 1, "uniform", 1.0)
     with pytest.raises(ValueError, match="multiplier"):
-        _v1.fill(out, 0, 1, "uniform", float("nan"))
+        counter.fill(out, 0, 1, "uniform", float("nan"))
     with pytest.raises(ValueError, match="threads"):
-        _v1.fill(out, 0, 1, "uniform", 1.0, threads=0)
+        counter.fill(out, 0, 1, "uniform", 1.0, threads=0)
 
 
 def test_largest_seed_and_empty_output():
@@ -322,23 +322,23 @@ def test_unknown_kernel_choice_is_an_error(kernel):
 @needs_numba
 def test_auto_path_choice(monkeypatch):
     monkeypatch.delenv("VSGEN_KERNEL", raising=False)
-    monkeypatch.setattr(_v1, "_kernels_module", None)  # as in a fresh process
-    monkeypatch.setattr(_v1, "_numpy_work", 0.0)
-    threshold = _v1.NUMBA_MIN_COLD["truncated_normal"]
-    assert _v1._choose_kernels(10**6, 10**6, "truncated_normal") is None
-    assert _v1._choose_kernels(10**6, threshold, "truncated_normal") is not None
+    monkeypatch.setattr(counter, "_kernels_module", None)  # as in a fresh process
+    monkeypatch.setattr(counter, "_numpy_work", 0.0)
+    threshold = counter.NUMBA_MIN_COLD["truncated_normal"]
+    assert counter._choose_kernels(10**6, 10**6, "truncated_normal") is None
+    assert counter._choose_kernels(10**6, threshold, "truncated_normal") is not None
     # Loaded now: from here on only tiny fills stay on NumPy.
-    assert _v1._choose_kernels(10**6, 10**6, "uniform") is not None
-    assert _v1._choose_kernels(100, 100, "uniform") is None
+    assert counter._choose_kernels(10**6, 10**6, "uniform") is not None
+    assert counter._choose_kernels(100, 100, "uniform") is None
     # Without a hint, a tensor arriving in chunks switches once the NumPy path
     # has done about as much work as loading numba costs.
-    monkeypatch.setattr(_v1, "_kernels_module", None)
-    monkeypatch.setattr(_v1, "_numpy_work", 0.0)
+    monkeypatch.setattr(counter, "_kernels_module", None)
+    monkeypatch.setattr(counter, "_numpy_work", 0.0)
     chunk = threshold // 8
-    choices = [_v1._choose_kernels(chunk, chunk, "untruncated_normal") for _ in range(10)]
+    choices = [counter._choose_kernels(chunk, chunk, "untruncated_normal") for _ in range(10)]
     assert choices[:7] == [None] * 7 and all(c is not None for c in choices[8:])
     with pytest.raises(ValueError, match="job_size"):
-        _v1.fill(np.empty(4, np.float32), 0, 1, "uniform", 1.0, job_size=-1)
+        counter.fill(np.empty(4, np.float32), 0, 1, "uniform", 1.0, job_size=-1)
 
 
 @needs_numba
@@ -350,8 +350,8 @@ def test_a_disagreeing_kernel_is_not_used(kernel, monkeypatch):
     def broken(kernels, out, *args):
         out[:] = 0.0
 
-    monkeypatch.setattr(_v1, "_kernel_checks", {})
-    monkeypatch.setattr(_v1, "_numba_fill", broken)
+    monkeypatch.setattr(counter, "_kernel_checks", {})
+    monkeypatch.setattr(counter, "_numba_fill", broken)
     kernel("numba")
     with pytest.warns(RuntimeWarning, match="disagrees"):
         got = draw(5_000, 6, "truncated_normal", np.float32)
@@ -362,9 +362,9 @@ def test_without_numba_the_numba_choice_falls_back(kernel, monkeypatch):
     kernel("numpy")
     expected = draw(5_001, 4, "untruncated_normal", np.float32, start=3)
     monkeypatch.setitem(sys.modules, "numba", None)  # makes `import numba` fail
-    monkeypatch.delitem(sys.modules, "vsgen._v1_kernels", raising=False)
-    monkeypatch.setattr(_v1, "_kernels_module", None)
-    monkeypatch.setattr(_v1, "_kernels_failed", False)
+    monkeypatch.delitem(sys.modules, "vsgen.streams._kernels", raising=False)
+    monkeypatch.setattr(counter, "_kernels_module", None)
+    monkeypatch.setattr(counter, "_kernels_failed", False)
     kernel("numba")
     got = draw(5_001, 4, "untruncated_normal", np.float32, start=3)
     assert got.tobytes() == expected.tobytes()
@@ -390,8 +390,8 @@ def test_small_fills_do_not_import_numba(tmp_path):
     code = """
         import sys
         import numpy as np
-        from vsgen import _v1
-        _v1.fill(np.empty(512 * 256, np.float32), 0, 1, "truncated_normal", 0.05)
+        from vsgen.streams import counter
+        counter.fill(np.empty(512 * 256, np.float32), 0, 1, "truncated_normal", 0.05)
         print("numba" in sys.modules)
     """
     result = run_python(code, {"PYTHONPATH": _package_root()}, tmp_path)
@@ -404,9 +404,9 @@ def test_numba_cache_dir_is_respected_and_optional(tmp_path):
     code = """
         import hashlib
         import numpy as np
-        from vsgen import _v1
+        from vsgen.streams import counter
         out = np.empty(1001, np.float32)
-        _v1.fill(out, 1, 5, "truncated_normal", 1.0)
+        counter.fill(out, 1, 5, "truncated_normal", 1.0)
         print(hashlib.sha256(out.tobytes()).hexdigest())
     """
     cache = tmp_path / "cache"
@@ -434,7 +434,7 @@ def test_numba_cache_dir_is_respected_and_optional(tmp_path):
 def _package_root() -> str:
     import pathlib
 
-    return str(pathlib.Path(_v1.__file__).resolve().parent.parent)
+    return str(pathlib.Path(counter.__file__).resolve().parents[2])
 
 
 # --- constants ------------------------------------------------------------------
@@ -535,7 +535,7 @@ GOLDEN = dict(zip(GOLDEN_CASES, GOLDEN_DIGESTS, strict=True))
 
 def golden_digest(seed, distribution, dtype, size, start, multiplier) -> str:
     out = np.empty(size, dtype=dtype)
-    _v1.fill(out, start, seed, distribution, multiplier)
+    counter.fill(out, start, seed, distribution, multiplier)
     little = out.astype("<f4" if dtype == "float32" else "<f8", copy=False)
     return hashlib.sha256(little.tobytes()).hexdigest()
 

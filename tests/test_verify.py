@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 import vsgen
-from vsgen import verify, writers
+from vsgen import formats, verify
 from vsgen.cli import cli
 
 DISTRIBUTIONS = ["truncated_normal", "untruncated_normal", "uniform"]
@@ -34,9 +34,9 @@ def sample(path, *args: str) -> None:
 
 def write(path, array: np.ndarray, metadata: dict[str, str] | None = None, name="weight"):
     """Write ``array`` as it is (possibly wrong data) with the writers."""
-    fmt = writers.resolve_format(str(path), None)
-    info = writers.TensorInfo(name=name, shape=array.shape, dtype=array.dtype)
-    with writers.open_output(str(path), fmt, [info], metadata=metadata) as output:
+    fmt = formats.resolve_format(str(path), None)
+    info = formats.TensorInfo(name=name, shape=array.shape, dtype=array.dtype)
+    with formats.open_output(str(path), fmt, [info], metadata=metadata) as output:
         output.write(np.ascontiguousarray(array).reshape(-1))
         output.commit()
 
@@ -86,8 +86,9 @@ def test_every_dtype_is_consistent(tmp_path, distribution, dtype):
     # 2**18 values: float16/bfloat16 steps are coarse enough that a KS test
     # against the continuous CDF would fail; the rounding-aware one must not.
     path = tmp_path / "w.safetensors"
-    sample(path, "--shape", "512,512", "--seed", "3", "--distribution", distribution,
-           "--dtype", dtype)
+    sample(
+        path, "--shape", "512,512", "--seed", "3", "--distribution", distribution, "--dtype", dtype
+    )
     code, report = check_json(path)
     assert code == 0, report["checks"]
     assert report["dtype"] == dtype
@@ -124,15 +125,35 @@ def test_shards_and_fan_shape(tmp_path):
 
 def test_layout_and_axes_from_provenance(tmp_path):
     torch_like = tmp_path / "t.safetensors"
-    sample(torch_like, "--shape", "64,32,3,3", "--seed", "2", "--preset", "he_normal",
-           "--layout", "torch")
+    sample(
+        torch_like,
+        "--shape",
+        "64,32,3,3",
+        "--seed",
+        "2",
+        "--preset",
+        "he_normal",
+        "--layout",
+        "torch",
+    )
     code, report = check_json(torch_like)
     assert code == 0 and report["expected"]["fan_in"] == 32 * 9
     # Judged with the keras layout instead, fan_in = 64 * 32 * 3 is wrong.
     assert check(torch_like, "--preset", "he_normal").exit_code == 1
     axes = tmp_path / "a.h5"
-    sample(axes, "--shape", "16,8,64", "--seed", "2", "--in-axes", "0,1", "--out-axes", "2",
-           "--distribution", "uniform")
+    sample(
+        axes,
+        "--shape",
+        "16,8,64",
+        "--seed",
+        "2",
+        "--in-axes",
+        "0,1",
+        "--out-axes",
+        "2",
+        "--distribution",
+        "uniform",
+    )
     code, report = check_json(axes)
     assert code == 0 and report["expected"]["fan_in"] == 128
 
@@ -175,7 +196,7 @@ def test_uniform_judged_as_normal_alias(tmp_path):
 def test_tampered_values_with_genuine_provenance(tmp_path):
     genuine = tmp_path / "w.h5"
     sample(genuine, "--shape", SHAPE, "--seed", "5", "--distribution", "untruncated_normal")
-    metadata = writers.read_metadata(str(genuine))
+    metadata = formats.read_metadata(str(genuine))
     values = load(genuine)
     scaled = tmp_path / "scaled.h5"
     write(scaled, (values * np.float32(math.sqrt(2))).astype(np.float32), metadata)
@@ -190,7 +211,7 @@ def test_clipped_values_are_detected(tmp_path, suffix):
     values = load(genuine)
     limit = 1.5 * float(values.std())
     clipped = tmp_path / f"clipped{suffix}"
-    write(clipped, np.clip(values, -limit, limit), writers.read_metadata(str(genuine)))
+    write(clipped, np.clip(values, -limit, limit), formats.read_metadata(str(genuine)))
     code, report = check_json(clipped)
     assert code == 1 and {"std", "ks"} <= failed(report)
 
@@ -228,7 +249,7 @@ def test_record_mismatch_is_detected(tmp_path):
     sample(genuine, "--shape", "64,64", "--seed", "5")
     other = tmp_path / "other.safetensors"
     values = vsgen.VarianceScaling(seed=5).sample((64, 32))  # not the recorded shape
-    write(other, values, writers.read_metadata(str(genuine)))
+    write(other, values, formats.read_metadata(str(genuine)))
     code, report = check_json(other)
     assert code == 1 and failed(report) == {"record"}
 
@@ -367,8 +388,19 @@ def test_human_output(tmp_path):
     result = check(path)
     assert result.exit_code == 0 and result.stderr == ""
     out = result.stdout
-    for word in ("count", "mean", "std", "min", "max", "histogram", "limit", "PASS  ks",
-                 "PASS  bounds", "PASS  record", "expected (recorded provenance): uniform"):
+    for word in (
+        "count",
+        "mean",
+        "std",
+        "min",
+        "max",
+        "histogram",
+        "limit",
+        "PASS  ks",
+        "PASS  bounds",
+        "PASS  record",
+        "expected (recorded provenance): uniform",
+    ):
         assert word in out
     assert out.rstrip().endswith("verdict: consistent")
     bars = [line for line in out.splitlines() if " | " in line]
@@ -403,8 +435,8 @@ def test_usage_errors(tmp_path, monkeypatch, args, words):
     sample(tmp_path / "w.h5", "--shape", "8,8", "--seed", "1")
     (tmp_path / "x.txt").write_text("hello, not a tensor\n")
     np.save(tmp_path / "int.npy", np.arange(10, dtype=np.int32))
-    infos = [writers.TensorInfo("a", (4,), np.float32), writers.TensorInfo("b", (2,), np.float32)]
-    with writers.open_output("two.safetensors", "safetensors", infos) as output:
+    infos = [formats.TensorInfo("a", (4,), np.float32), formats.TensorInfo("b", (2,), np.float32)]
+    with formats.open_output("two.safetensors", "safetensors", infos) as output:
         output.write(np.zeros(4, np.float32))
         output.write(np.zeros(2, np.float32))
         output.commit()
@@ -419,10 +451,10 @@ def test_name_selects_a_tensor(tmp_path):
     a = vsgen.VarianceScaling(seed=1).sample((64, 32))
     b = vsgen.VarianceScaling(seed=2, distribution="uniform").sample((32, 64))
     infos = [
-        writers.TensorInfo("dense/a", a.shape, a.dtype),
-        writers.TensorInfo("b", b.shape, b.dtype),
+        formats.TensorInfo("dense/a", a.shape, a.dtype),
+        formats.TensorInfo("b", b.shape, b.dtype),
     ]
-    with writers.open_output(str(path), "h5", infos) as output:
+    with formats.open_output(str(path), "h5", infos) as output:
         output.write(a.ravel())
         output.write(b.ravel())
         output.commit()
@@ -436,9 +468,22 @@ def test_json_report_is_complete(tmp_path):
     sample(path, "--shape", SHAPE, "--seed", "3", "--dtype", "float16")
     code, report = check_json(path)
     assert code == 0
-    assert set(report) >= {"path", "format", "name", "shape", "dtype", "source", "expected",
-                           "summary", "ks", "histogram", "checks", "verdict", "notes",
-                           "consistent"}
+    assert set(report) >= {
+        "path",
+        "format",
+        "name",
+        "shape",
+        "dtype",
+        "source",
+        "expected",
+        "summary",
+        "ks",
+        "histogram",
+        "checks",
+        "verdict",
+        "notes",
+        "consistent",
+    }
     assert report["ks"]["alpha"] == 1e-3 and report["ks"]["critical"] > report["ks"]["statistic"]
     assert sum(report["histogram"]["counts"]) == report["ks"]["sample_size"]
     assert report["expected"]["stddev"] == vsgen.VarianceScaling().scaling((256, 128)).stddev
@@ -447,10 +492,12 @@ def test_json_report_is_complete(tmp_path):
 def test_exit_codes_in_a_real_process(tmp_path):
     path = tmp_path / "w.npy"
     sample(path, "--shape", SHAPE, "--seed", "1", "--scale", "2")
-    good = subprocess.run(["vsgen", "check", str(path), "--scale", "2"], capture_output=True,
-                          text=True)
-    bad = subprocess.run(["vsgen", "check", str(path), "--scale", "1"], capture_output=True,
-                         text=True)
+    good = subprocess.run(
+        ["vsgen", "check", str(path), "--scale", "2"], capture_output=True, text=True
+    )
+    bad = subprocess.run(
+        ["vsgen", "check", str(path), "--scale", "1"], capture_output=True, text=True
+    )
     usage = subprocess.run(["vsgen", "check", str(path)], capture_output=True, text=True)
     assert (good.returncode, bad.returncode, usage.returncode) == (0, 1, 2)
     assert "Traceback" not in good.stderr + bad.stderr + usage.stderr
@@ -458,14 +505,22 @@ def test_exit_codes_in_a_real_process(tmp_path):
 
 def _check_examples() -> list[str]:
     text = run("check", "--help").stdout
-    return [line.strip() for line in text.split("Examples:", 1)[1].splitlines()
-            if line.strip().startswith("vsgen ")]
+    return [
+        line.strip()
+        for line in text.split("Examples:", 1)[1].splitlines()
+        if line.strip().startswith("vsgen ")
+    ]
 
 
 @pytest.mark.parametrize("command", _check_examples())
 def test_help_examples_run(command, tmp_path):
-    result = subprocess.run(["bash", "-c", f"set -euo pipefail; {command}"], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        ["bash", "-c", f"set -euo pipefail; {command}"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, f"{command}\n{result.stdout}\n{result.stderr}"
 
 

@@ -26,7 +26,7 @@ import pytest
 import safetensors
 import safetensors.numpy
 
-from vsgen.writers import (
+from vsgen.formats import (
     FORMATS,
     Output,
     TensorInfo,
@@ -565,7 +565,7 @@ FSIZE_SCRIPT = textwrap.dedent(
     """
     import os, resource, signal, sys
     import numpy as np
-    from vsgen.writers import TensorInfo, open_output, write_chunks
+    from vsgen.formats import TensorInfo, open_output, write_chunks
 
     fmt, target = sys.argv[1], sys.argv[2]
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
@@ -606,7 +606,7 @@ SIGINT_SCRIPT = textwrap.dedent(
     """
     import sys, time
     import numpy as np
-    from vsgen.writers import TensorInfo, open_output, write_chunks
+    from vsgen.formats import TensorInfo, open_output, write_chunks
 
     def slow_chunks():
         while True:
@@ -648,7 +648,7 @@ MEMORY_SCRIPT = textwrap.dedent(
     """
     import os, resource, sys
     import numpy as np
-    from vsgen.writers import TensorInfo, open_output, write_chunks
+    from vsgen.formats import TensorInfo, open_output, write_chunks
 
     directory = sys.argv[1]
     rows, cols = 256, 1 << 18  # 256 MiB of float32

@@ -1,6 +1,6 @@
 """The VarianceScaling initializer and its presets: what the numbers mean.
 
-No I/O and no printing here; files are written by ``vsgen.writers`` and the
+No I/O and no printing here; files are written by ``vsgen.formats`` and the
 command line lives in ``vsgen.cli``.
 """
 

@@ -42,6 +42,7 @@ import numpy as np
 from vsgen import provenance
 from vsgen.dtypes import dtype_name, resolve_dtype
 from vsgen.fans import LAYOUTS, normalize_shape, parse_shape
+from vsgen.formats import TensorInfo, read_tensor_infos
 from vsgen.initializer import (
     PRESETS,
     SamplePlan,
@@ -50,7 +51,6 @@ from vsgen.initializer import (
     get_preset,
 )
 from vsgen.streams import DEFAULT_CHUNK, DEFAULT_STREAM, get_stream
-from vsgen.writers import TensorInfo, read_tensor_infos
 
 __all__ = [
     "CONSTANTS",

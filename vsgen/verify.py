@@ -322,7 +322,7 @@ def open_tensor(path: str, name: str | None = None) -> TensorSource:
             or a file shorter than its header says.
         OSError: the file cannot be read.
     """
-    from vsgen import writers
+    from vsgen import formats
 
     if os.path.isdir(path):
         raise ValueError(f"{path} is a directory; give a .npy, .h5 or .safetensors file")
@@ -331,7 +331,7 @@ def open_tensor(path: str, name: str | None = None) -> TensorSource:
     kind = _sniff(path)
     if kind == "npy":
         return _open_npy(path)
-    metadata = writers.read_metadata(path)
+    metadata = formats.read_metadata(path)
     if kind == "h5":
         import h5py
 

@@ -1,7 +1,7 @@
 """Compiled (numba) kernels of the vsgen v1 stream.
 
-Imported lazily by :mod:`vsgen._v1` only for large fills; they give exactly
-the bytes of the NumPy path in ``_v1.py`` (docs/stream-v1.md is the
+Imported lazily by :mod:`vsgen.streams.counter` only for large fills; they give
+exactly the bytes of the NumPy path in ``counter.py`` (docs/stream-v1.md is the
 definition).  Every kernel is ``nogil`` so threads run in parallel, and
 ``fastmath=False`` so LLVM may neither reassociate nor fuse ``a * b + c``
 into an FMA: each ``+ - * /`` is one IEEE 754 operation, rounded to nearest,
@@ -16,7 +16,7 @@ import warnings
 import numba
 import numpy as np
 
-from vsgen import _v1 as c
+from vsgen.streams import _constants as c
 
 _U64 = np.uint64
 GAMMA = _U64(c.GAMMA)

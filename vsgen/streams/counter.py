@@ -19,7 +19,7 @@ flat index); docs/stream-v1.md defines it bit for bit.  In short:
 Only ``+ - * /``, comparisons and integer operations are used, so the bytes do
 not depend on the CPU, on NumPy's SIMD dispatch or on libm.  Two code paths
 give identical bytes: vectorised NumPy (below; no compiler, fast start) and
-numba kernels (``_v1_kernels``; imported only for large fills).
+numba kernels (``_kernels``; imported only for large fills).
 """
 
 from __future__ import annotations
@@ -29,108 +29,39 @@ import operator
 import os
 import threading
 import warnings
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from types import ModuleType
-from typing import NamedTuple
 
 import numpy as np
 
-from vsgen import _ziggurat_tables as tables
+from vsgen.dtypes import working_dtype
+from vsgen.streams._base import DEFAULT_CHUNK, Draw, Stream, usable_cpus
+from vsgen.streams._constants import (
+    GAMMA,
+    INV_R,
+    LN2_HI,
+    LN2_LO,
+    LOG_COEFFICIENTS,
+    MIX1,
+    MIX2,
+    POW2_NEG,
+    SQRT2,
+    TAG,
+    UNIFORM32_SCALE,
+    UNIFORM64_SCALE,
+    UNIT53,
+    ZIGGURATS,
+    R,
+    Ziggurat,
+    exp_neg,
+)
 
 STREAM_NAME = "vsgen"
 STREAM_VERSION = 1
 
 DISTRIBUTIONS = ("truncated_normal", "untruncated_normal", "uniform")
-
-# --- stream constants (part of the frozen definition) ----------------------
-
-#: splitmix64's Weyl increment (2**64 / golden ratio, odd) and mixing multipliers.
-GAMMA = 0x9E3779B97F4A7C15
-MIX1 = 0xBF58476D1CE4E5B9
-MIX2 = 0x94D049BB133111EB
-#: Domain tag XOR-ed into the seed: the bytes of "vsgen v1", big-endian.
-TAG = int.from_bytes(b"vsgen v1", "big")
 _MASK64 = (1 << 64) - 1
-
-
-def _floats(hex_strings: tuple[str, ...], dtype: type) -> np.ndarray:
-    return np.array([float.fromhex(text) for text in hex_strings], dtype=dtype)
-
-
-R = float.fromhex(tables.R_HEX)
-INV_R = float.fromhex(tables.INV_R_HEX)
-LN2_HI = float.fromhex(tables.LN2_HI_HEX)
-LN2_LO = float.fromhex(tables.LN2_LO_HEX)
-LOG2E = float.fromhex(tables.LOG2E_HEX)
-SQRT2 = float.fromhex(tables.SQRT2_HEX)
-UNIT53 = math.ldexp(1.0, -53)
-UNIFORM32_SCALE = math.ldexp(1.0, -23)
-UNIFORM64_SCALE = math.ldexp(1.0, -52)
-
-#: f(x_i) = exp(-x_i**2 / 2), i = 0 .. 256 (float64).
-DENSITY = _floats(tables.F_HEX, np.float64)
-#: 2**-k for k = 0 .. 63; ldexp scales by a power of two, which is exact.
-POW2_NEG = np.array([math.ldexp(1.0, -k) for k in range(64)], dtype=np.float64)
-EXP_COEFFICIENTS = _floats(tables.EXP_COEFFICIENTS_HEX, np.float64)
-LOG_COEFFICIENTS = _floats(tables.LOG_COEFFICIENTS_HEX, np.float64)
-
-
-def _signed_widths(layer_edges: np.ndarray, bits: int, dtype: type) -> np.ndarray:
-    """width[index] = (-1)**(index >> 8) * x_(index & 255) * 2**-bits.
-
-    Folding the sign bit into the table keeps the hot path free of a 50/50
-    branch; scaling by a power of two is exact in either precision.
-    """
-    widths = np.ldexp(layer_edges.astype(dtype), -bits).astype(dtype)
-    return np.concatenate([widths, -widths]).astype(dtype)
-
-
-class Ziggurat(NamedTuple):
-    """One ziggurat in one precision, indexed by the low 9 bits of a word.
-
-    width[index] and inside[index] (512 entries, sign folded in) drive the hot
-    path; low[layer], high[layer] (256 entries) are each layer's height range
-    for the wedge test; has_tail marks layer 0 as the normal's base layer.
-    """
-
-    width: np.ndarray
-    inside: np.ndarray
-    low: np.ndarray
-    high: np.ndarray
-    has_tail: bool
-
-
-def _ziggurat(widths, bits, dtype, inside, low, high, has_tail) -> Ziggurat:
-    integer = np.int64 if dtype == np.float64 else np.int32
-    return Ziggurat(
-        _signed_widths(_floats(widths, dtype), bits, dtype),
-        np.array(tuple(inside) * 2, dtype=integer),
-        np.ascontiguousarray(low, dtype=np.float64),
-        np.ascontiguousarray(high, dtype=np.float64),
-        has_tail,
-    )
-
-
-_NORMAL_X = tables.X_HEX[: tables.LAYERS]
-_TRUNC_LOW = _floats(tables.TLOW_HEX, np.float64)
-_TRUNC_HIGH = _floats(tables.THIGH_HEX, np.float64)
-#: (distribution, float64?) -> tables.  The normal's layer l spans heights
-#: [f(x_l), f(x_{l+1})]; the truncated normal has its own ziggurat on [0, 2].
-ZIGGURATS = {
-    ("untruncated_normal", False): _ziggurat(
-        tables.X32_HEX, 23, np.float32, tables.K32, DENSITY[:-1], DENSITY[1:], True
-    ),
-    ("untruncated_normal", True): _ziggurat(
-        _NORMAL_X, 53, np.float64, tables.K64, DENSITY[:-1], DENSITY[1:], True
-    ),
-    ("truncated_normal", False): _ziggurat(
-        tables.TX32_HEX, 23, np.float32, tables.TK32, _TRUNC_LOW, _TRUNC_HIGH, False
-    ),
-    ("truncated_normal", True): _ziggurat(
-        tables.TX_HEX, 53, np.float64, tables.TK64, _TRUNC_LOW, _TRUNC_HIGH, False
-    ),
-}
-
 
 # --- path selection and work splitting --------------------------------------
 
@@ -221,28 +152,6 @@ def _extra_words(bases: np.ndarray, counters: np.ndarray) -> np.ndarray:
     z = (counters + np.uint64(1)) * np.uint64(GAMMA)
     z += bases
     return _mix_inplace(z)
-
-
-def exp_neg(t: np.ndarray) -> np.ndarray:
-    """e**-t for 0 <= t < 43: k = trunc(t log2(e) + 1/2), s = k ln 2 - t,
-    e**-t = 2**-k sum_{i<=13} s**i / i!, summed in Estrin's order (independent
-    pairs, then s**2, s**4, s**8: a quarter of Horner's latency).
-
-    Written for arrays and scalars alike: the NumPy path calls it on arrays and
-    ``_v1_kernels`` compiles this very function, so both paths share one formula.
-    """
-    k = np.int64(t * LOG2E + 0.5)
-    kf = np.float64(k)
-    s = (kf * LN2_HI - t) + kf * LN2_LO
-    c = EXP_COEFFICIENTS
-    s2 = s * s
-    s4 = s2 * s2
-    s8 = s4 * s4
-    b0 = (c[0] + c[1] * s) + (c[2] + c[3] * s) * s2
-    b1 = (c[4] + c[5] * s) + (c[6] + c[7] * s) * s2
-    b2 = (c[8] + c[9] * s) + (c[10] + c[11] * s) * s2
-    b3 = c[12] + c[13] * s
-    return ((b0 + b1 * s4) + (b2 + b3 * s4) * s8) * POW2_NEG[k]
 
 
 def _neg_log_unit(words: np.ndarray) -> np.ndarray:
@@ -384,11 +293,11 @@ def _load_kernels() -> ModuleType | None:
     with _kernels_lock:
         if _kernels_module is None and not _kernels_failed:
             try:
-                from vsgen import _v1_kernels
+                from vsgen.streams import _kernels
             except ImportError:
                 _kernels_failed = True
             else:
-                _kernels_module = _v1_kernels
+                _kernels_module = _kernels
         return _kernels_module
 
 
@@ -592,3 +501,68 @@ def _executor(threads: int) -> ThreadPoolExecutor:
         if threads not in _pools:
             _pools[threads] = ThreadPoolExecutor(threads, thread_name_prefix="vsgen")
         return _pools[threads]
+
+
+# --- the stream -----------------------------------------------------------------
+
+
+class VsgenStream(Stream):
+    """The counter-based ``vsgen`` stream: ``fill`` above, behind the ``Stream`` interface."""
+
+    name = "vsgen"
+    version = 1
+    max_seed = 2**64
+    random_access = True
+
+    def fill(
+        self,
+        out: np.ndarray,
+        start: int,
+        draw: Draw,
+        threads: int | None = None,
+        job_size: int | None = None,
+    ) -> None:
+        """Fill ``out`` (see ``Stream.fill``); ``job_size`` is the size of the whole
+        job ``out`` belongs to, so that a big job picks the compiled kernels from
+        its first chunk on (the bytes do not depend on it)."""
+        threads = usable_cpus() if threads is None else threads
+        job_size = out.size if job_size is None else job_size
+        work = working_dtype(draw.dtype)
+        if out.dtype == work:
+            fill(
+                out,
+                start,
+                draw.seed,
+                draw.distribution,
+                draw.multiplier,
+                threads,
+                job_size=job_size,
+            )
+            return
+        # Narrow outputs are computed in float32 and rounded once, a chunk at a time.
+        buffer = np.empty(min(out.size, DEFAULT_CHUNK), dtype=work)
+        for offset in range(0, out.size, buffer.size):
+            piece = buffer[: min(buffer.size, out.size - offset)]
+            fill(
+                piece,
+                start + offset,
+                draw.seed,
+                draw.distribution,
+                draw.multiplier,
+                threads,
+                job_size=job_size,
+            )
+            out[offset : offset + piece.size] = piece.astype(out.dtype)
+
+    def chunks(
+        self,
+        draw: Draw,
+        start: int,
+        stop: int,
+        chunk_size: int = DEFAULT_CHUNK,
+        threads: int | None = None,
+    ) -> Iterator[np.ndarray]:
+        for offset in range(start, stop, chunk_size):
+            chunk = np.empty(min(chunk_size, stop - offset), dtype=draw.dtype)
+            self.fill(chunk, offset, draw, threads, job_size=stop - start)
+            yield chunk

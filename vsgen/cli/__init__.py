@@ -1,0 +1,50 @@
+"""The ``vsgen`` command line: parse, call the library, print.
+
+The only package that knows about terminals and exit codes: 0 success,
+1 runtime failure (I/O, disk full, interrupted), 2 usage error. Every error
+is one line on stderr, never a traceback (set ``VSGEN_DEBUG=1`` to see one).
+Data goes to stdout; progress, ``seed: N`` and warnings go to stderr.
+
+One module per command; they share ``_errors`` (exit codes, signals,
+stdout), ``_options`` (the initializer options) and ``_output`` (opening
+outputs, progress, writing), and never import each other.
+"""
+
+from __future__ import annotations
+
+from typing import NoReturn
+
+import click
+
+from vsgen._version import __version__
+from vsgen.cli._errors import VsgenGroup
+from vsgen.cli._output import PROGRESS_MIN_VALUES
+from vsgen.cli.check import check
+from vsgen.cli.config import config
+from vsgen.cli.describe import describe
+from vsgen.cli.sample import sample
+
+__all__ = ["PROGRESS_MIN_VALUES", "cli", "main"]
+
+
+@click.group(cls=VsgenGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="vsgen")
+def cli() -> None:
+    """Generate variance-scaling (Glorot/He/LeCun) weights: fast, reproducible,
+    Keras-compatible.
+
+    \b
+    Examples:
+      vsgen sample --shape 512,256 --seed 0 -o w.npy
+      vsgen describe --shape 3,3,64,128 --preset he_normal
+      vsgen config --preset glorot_uniform --seed 7 --keras
+    """
+
+
+for _command in (sample, describe, config, check):
+    cli.add_command(_command)
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    """Entry point of the ``vsgen`` console script."""
+    cli.main(args=argv, prog_name="vsgen")

@@ -1,0 +1,189 @@
+"""One line per error, the right exit code, and the process-wide plumbing.
+
+Exit codes: 0 success, 1 runtime failure (I/O, disk full, interrupted),
+2 usage error. Every error is one line on stderr, never a traceback (set
+``VSGEN_DEBUG=1`` to see one); SIGTERM unwinds like Ctrl-C so temporary
+files are removed; a reader that goes away ends the run quietly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import io
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from typing import Any, NoReturn
+
+import click
+from click.exceptions import NoArgsIsHelpError
+
+
+class RuntimeFailure(click.ClickException):
+    """A runtime failure (I/O, disk full, interrupted): exit code 1, one line."""
+
+    exit_code = 1
+
+    def show(self, file: Any = None) -> None:
+        say(f"Error: {one_line(self.format_message())}")
+
+
+class BadInput(RuntimeFailure):
+    """Bad input from the user: exit code 2, one line."""
+
+    exit_code = 2
+
+
+def one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn the library's errors into one-line CLI errors at one boundary.
+
+    ValueError/TypeError mean the input was wrong (exit 2); OSError is a
+    runtime failure (exit 1).
+    """
+    try:
+        yield
+    except (ValueError, TypeError) as error:
+        raise BadInput(str(error)) from error
+    except BrokenPipeError:
+        raise
+    except OSError as error:
+        raise RuntimeFailure(describe_os_error(error)) from error
+
+
+def describe_os_error(error: OSError) -> str:
+    if error.strerror and error.filename:
+        return f"{error.strerror}: {error.filename}"
+    # OSError(errno, message) prints as "[Errno N] message"; the message is enough.
+    return error.strerror or str(error) or type(error).__name__
+
+
+class VsgenGroup(click.Group):
+    """A group whose ``main`` prints every error as one line with the right exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        # SIGTERM unwinds like Ctrl-C for the whole command, so that a signal
+        # that arrives while an output is being created still removes its
+        # temporary file. Both are reported here, before click's own handler
+        # prints an empty line to stderr and turns them into click.Abort.
+        try:
+            with terminate_as_interrupt():
+                return super().invoke(ctx)
+        except KeyboardInterrupt:
+            raise RuntimeFailure("interrupted") from None
+
+    def main(self, args: Any = None, prog_name: str | None = None, **extra: Any) -> NoReturn:
+        extra.pop("standalone_mode", None)
+        try:
+            result = super().main(args=args, prog_name=prog_name, standalone_mode=False, **extra)
+        except NoArgsIsHelpError as error:  # a bare `vsgen`: the help, readable, as click does
+            error.show()
+            sys.exit(2)
+        except click.UsageError as error:
+            hint = ""
+            if error.ctx is not None:
+                hint = f" (see '{error.ctx.command_path} --help')"
+            say(f"Error: {one_line(error.format_message())}{hint}")
+            sys.exit(2)
+        except click.ClickException as error:
+            say(f"Error: {one_line(error.format_message())}")
+            sys.exit(error.exit_code)
+        except click.Abort:
+            say("Error: interrupted")
+            sys.exit(1)
+        except BrokenPipeError:
+            silence_stdout()
+            sys.exit(1)
+        except OSError as error:  # printing failed, e.g. `vsgen config > /dev/full`
+            say(f"Error: cannot write the output: {describe_os_error(error)}")
+            sys.exit(1)
+        except Exception as error:  # a bug: still one line, unless debugging
+            if os.environ.get("VSGEN_DEBUG"):
+                raise
+            say(
+                f"Error: internal error: {type(error).__name__}: {one_line(str(error))} "
+                "(set VSGEN_DEBUG=1 for a traceback)"
+            )
+            sys.exit(1)
+        sys.exit(result if isinstance(result, int) else 0)
+
+
+def say(line: str) -> None:
+    """One line to stderr, best effort: a full or closed stderr never fails a run."""
+    with contextlib.suppress(OSError, ValueError):
+        click.echo(line, err=True)
+
+
+def stdout_is_terminal() -> bool:
+    return sys.stdout is not None and sys.stdout.isatty()
+
+
+def binary_stdout() -> Any:
+    """Standard output as a binary stream whose ``write`` writes all or raises.
+
+    With ``PYTHONUNBUFFERED`` (or ``python -u``) ``sys.stdout.buffer`` is a raw
+    ``FileIO``, whose ``write`` may write only part of the data (a reader that
+    went away, a non-blocking pipe) and return a count that writers do not
+    check; a ``BufferedWriter`` retries until everything is written.
+    """
+    if sys.stdout is None:
+        raise OSError(errno.EBADF, "standard output is closed; use -o FILE")
+    stream = sys.stdout.buffer
+    if isinstance(stream, io.RawIOBase):
+        return io.BufferedWriter(io.FileIO(stream.fileno(), "wb", closefd=False))
+    return stream
+
+
+def silence_stdout() -> None:
+    # The reader went away: point stdout at /dev/null so the interpreter's final
+    # flush does not print "Exception ignored ... BrokenPipeError".
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """Make SIGTERM unwind like Ctrl-C, so temporary files are removed."""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (e.g. some test runners)
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[list[int]]:
+    """Hold SIGINT and SIGTERM: record them instead of raising, for a short step."""
+    received: list[int] = []
+
+    def hold(signum: int, frame: Any) -> None:
+        received.append(signum)
+
+    previous: dict[int, Any] = {}
+    try:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            if signal.getsignal(signum) is not signal.SIG_IGN:  # e.g. `vsgen ... &`
+                previous[signum] = signal.signal(signum, hold)
+    except ValueError:  # not the main thread (e.g. some test runners)
+        yield received
+        return
+    try:
+        yield received
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

@@ -1,0 +1,118 @@
+"""Opening outputs safely, the progress bar, and streaming plans into a file."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from vsgen.cli._errors import (
+    BadInput,
+    signals_held,
+    terminate_as_interrupt,
+    user_errors,
+)
+
+#: Show a progress bar only for jobs this large (values), and only on a TTY.
+PROGRESS_MIN_VALUES = 1 << 24
+
+
+def refuse_foreign_directory(output: str, fmt: str, force: bool) -> None:
+    """``--force`` replaces a whole npydir directory: only one of .npy files.
+
+    A directory holding anything else (someone's data, a checkout) is never
+    swapped for vsgen's output, --force or not.
+    """
+    if fmt != "npydir" or not force or not os.path.isdir(output):
+        return
+    for root, _, files in os.walk(output):
+        for file_name in files:
+            if not file_name.endswith(".npy"):
+                other = os.path.join(root, file_name)
+                raise BadInput(
+                    f"-o {output!r} is a directory that holds other files (e.g. {other}); "
+                    "--force only replaces a directory of .npy files: choose another name"
+                )
+
+
+def open_output(*args: Any, **kwargs: Any) -> Any:
+    """``formats.open_output`` with Ctrl-C and SIGTERM held until the output exists.
+
+    A signal landing while the temporary file is being created (between
+    open(2) and the code that registers it for removal, or during h5py's
+    first import) could otherwise leave the file behind; held, it is acted
+    on as soon as the Output can remove its temporary itself.
+    """
+    from vsgen import formats
+
+    with signals_held() as received:
+        target = formats.open_output(*args, **kwargs)
+    if received:
+        target.abort()
+        raise KeyboardInterrupt
+    return target
+
+
+def err_console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+@contextlib.contextmanager
+def progress(total: int, label: str, quiet: bool) -> Iterator[Callable[[int], None] | None]:
+    """A rich progress bar on stderr for long jobs, only on a terminal."""
+    if quiet or total < PROGRESS_MIN_VALUES or sys.stderr is None or not sys.stderr.isatty():
+        yield None
+        return
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        TaskProgressColumn,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=err_console(), transient=True) as progress:
+        task = progress.add_task(label, total=total, rate="")
+
+        def advance(values: int) -> None:
+            speed = progress.tasks[0].speed
+            rate = f"{speed / 1e6:,.0f} M values/s" if speed else ""
+            progress.update(task, advance=values, rate=rate)
+
+        yield advance
+
+
+def write_plans(target: Any, plans: Sequence[Any], threads: int | None, quiet: bool) -> None:
+    """Stream every plan's chunks into the opened output, then commit atomically.
+
+    Without --threads, sampling leaves one CPU to the writer: the kernel's copy
+    into the page cache needs a core too, and measured on 2 CPUs, 1 sampling
+    thread + the writer streamed 1 GiB faster than 2 sampling threads + the
+    writer (about 590 vs 450 M values/s). The bytes do not depend on it.
+    """
+    from vsgen import formats
+    from vsgen.streams import usable_cpus
+
+    if threads is None:
+        threads = max(1, usable_cpus() - 1)
+
+    def chunks() -> Iterator[Any]:
+        for plan in plans:
+            yield from plan.chunks(threads=threads)
+
+    total = sum(plan.size for plan in plans)
+    with terminate_as_interrupt(), user_errors(), target:
+        with progress(total, "sampling", quiet) as advance:
+            formats.write_chunks(target, chunks(), on_progress=advance)
+        target.commit()

@@ -1,0 +1,96 @@
+"""``vsgen describe``: what a configuration means for a shape."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from vsgen.cli._errors import user_errors
+from vsgen.cli._options import (
+    build_initializer,
+    initializer_options,
+    parse_shape_option,
+    pop_initializer_options,
+)
+
+
+@click.command()
+@initializer_options
+@click.option("--shape", type=str, required=True, help="Tensor shape, e.g. 3,3,64,128.")
+@click.option("--fan-shape", type=str, default=None, help="Compute fans from this shape instead.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def describe(**kwargs: Any) -> None:
+    """Show what a configuration means for a shape: fans, n, variance, stddev,
+    the truncated normal's pre-truncation stddev and bounds, or the uniform limit.
+
+    \b
+    Examples:
+      vsgen describe --shape 3,3,64,128 --preset he_normal
+      vsgen describe --shape 512,256 --mode fan_avg --distribution uniform --json
+    """
+    options = pop_initializer_options(kwargs)
+    shape = parse_shape_option(kwargs["shape"])
+    fan_shape = parse_shape_option(kwargs["fan_shape"], "--fan-shape")
+    initializer = build_initializer(options)
+    with user_errors():
+        scaling = initializer.scaling(fan_shape if fan_shape is not None else shape)
+    info = scaling.as_dict()
+    info["shape"] = list(shape or ())
+    info["fan_shape"] = list(fan_shape) if fan_shape is not None else None
+    info["layout"] = initializer.layout
+    info["input_axes"] = list(initializer.input_axes) if initializer.input_axes else None
+    info["output_axes"] = list(initializer.output_axes) if initializer.output_axes else None
+    info["stream"] = initializer.stream_label
+    if kwargs["as_json"]:
+        click.echo(json.dumps(info, indent=2))
+        return
+    _print_description(info)
+
+
+def _print_description(info: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"VarianceScaling for shape {tuple(info['shape'])}", title_justify="left")
+    table.add_column("quantity")
+    table.add_column("value", justify="right")
+    table.add_column("meaning")
+
+    def fmt(value: float) -> str:
+        return f"{value:.9g}"
+
+    rows = [
+        ("fan_in", str(info["fan_in"]), "input units" + _fan_note(info)),
+        ("fan_out", str(info["fan_out"]), "output units"),
+        ("n", fmt(info["n"]), f"max(1, {info['mode']})"),
+        ("scale", fmt(info["scale"]), ""),
+        ("variance", fmt(info["variance"]), "scale / n"),
+        ("stddev", fmt(info["stddev"]), "sqrt(variance): the samples' target std"),
+    ]
+    if info["distribution"] == "truncated_normal":
+        rows.append(
+            (
+                "pre_truncation_std",
+                fmt(info["pre_truncation_std"]),
+                "s = stddev / 0.87962566103423978",
+            )
+        )
+        rows.append(("bounds", f"±{fmt(info['bound'])}", "[-2s, 2s]"))
+    elif info["distribution"] == "uniform":
+        rows.append(("limit", fmt(info["limit"]), "sqrt(3 * variance); U[-limit, limit)"))
+    rows.append(("distribution", info["distribution"], ""))
+    rows.append(("stream", info["stream"], ""))
+    for row in rows:
+        table.add_row(*row)
+    Console().print(table)
+
+
+def _fan_note(info: dict[str, Any]) -> str:
+    if info["input_axes"] is not None:
+        return f" (axes {info['input_axes']} / {info['output_axes']})"
+    note = f" ({info['layout']} layout"
+    if info["fan_shape"] is not None:
+        note += f", from fan shape {tuple(info['fan_shape'])}"
+    return note + ")"

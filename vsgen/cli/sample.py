@@ -1,0 +1,310 @@
+"""``vsgen sample``: one tensor, a slice of one, or a whole model into a file."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import click
+from click.core import ParameterSource
+
+from vsgen.cli._errors import (
+    BadInput,
+    binary_stdout,
+    one_line,
+    say,
+    stdout_is_terminal,
+    user_errors,
+)
+from vsgen.cli._options import (
+    build_initializer,
+    initializer_options,
+    parse_rows,
+    parse_shape_option,
+    parse_shard,
+    pop_initializer_options,
+)
+from vsgen.cli._output import open_output, refuse_foreign_directory, write_plans
+from vsgen.dtypes import DTYPE_NAMES
+from vsgen.initializer import VarianceScaling, shard_rows
+
+if TYPE_CHECKING:
+    from vsgen.formats import TensorInfo
+
+#: Options that select one tensor; whole-model sampling refuses them.
+_SINGLE_TENSOR_OPTIONS = ("shape", "rows", "shard", "fan_shape", "config_from", "name")
+#: Options that give whole-model sampling its default initializer.
+_DEFAULT_INIT_OPTIONS = ("scale", "mode", "distribution", "preset", "config_source", "in_axes")
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What one ``sample`` run writes: the tensors, their plans, the file's metadata."""
+
+    infos: Sequence[TensorInfo]
+    plans: Sequence[Any]
+    metadata: dict[str, str]
+    #: The seed to report on stderr, when it was drawn rather than given.
+    drawn_seed: int | None
+    #: A whole model (--spec/--like) may go to a directory of .npy files.
+    whole_model: bool
+
+
+@click.command()
+@initializer_options
+@click.option("--shape", type=str, default=None, help="Tensor shape, e.g. 512,256 or 3x3x64x128.")
+@click.option(
+    "--dtype",
+    type=str,
+    default="float32",
+    show_default=True,
+    help=f"Output type: {', '.join(DTYPE_NAMES)}.",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=str,
+    required=True,
+    metavar="FILE|-",
+    help="Output file (.npy, .h5, .safetensors, .raw) or '-' for stdout.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=str,
+    default=None,
+    help="npy, h5, safetensors or raw (default: from the suffix; npy on stdout).",
+)
+@click.option("--name", type=str, default="weight", show_default=True, help="Tensor name.")
+@click.option("--force", is_flag=True, help="Overwrite an existing output file.")
+@click.option("--threads", type=int, default=None, help="Sampling threads [usable CPUs].")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.option("--rows", type=str, default=None, help="Only rows START:STOP of axis 0.")
+@click.option("--shard", type=str, default=None, help="Only shard K/N of axis 0 (0-based K).")
+@click.option(
+    "--fan-shape",
+    type=str,
+    default=None,
+    help="Compute fans from this (full) shape while sampling --shape.",
+)
+@click.option(
+    "--config-from",
+    type=str,
+    default=None,
+    metavar="FILE",
+    help="Reproduce the tensor recorded in a vsgen .h5/.safetensors file.",
+)
+@click.option(
+    "--spec",
+    type=str,
+    default=None,
+    metavar="FILE",
+    help="Many named tensors from a .toml/.json model spec (see docs/spec-files.md).",
+)
+@click.option(
+    "--like",
+    type=str,
+    default=None,
+    metavar="FILE",
+    help="Names, shapes and dtypes from a .safetensors/.h5 checkpoint's header.",
+)
+def sample(**kwargs: Any) -> None:
+    """Sample a tensor and write it to a file or stdout.
+
+    Output is written to a temporary file and renamed into place when complete;
+    an existing file is only replaced with --force.
+
+    \b
+    Examples:
+      vsgen sample --shape 512,256 --seed 0 -o w.npy
+      vsgen sample --shape 3,3,64,128 --preset he_normal --seed 1 -o conv.h5
+      vsgen sample --shape 1024,1024 --dtype bfloat16 --seed 2 -o w.safetensors
+      vsgen sample --shape 4096,4096 --seed 3 --shard 1/4 -o part1.npy
+      vsgen sample --shape 64,64 --seed 0 --stream keras -o - > w.npy
+      vsgen config --preset lecun_normal --seed 5 | vsgen sample --config - --shape 128,64 -o w2.npy
+    """
+    options = pop_initializer_options(kwargs)
+    whole_model = kwargs["spec"] is not None or kwargs["like"] is not None
+    if whole_model:
+        _refuse_single_tensor_options()
+    threads = kwargs["threads"]
+    if threads is not None and threads < 1:
+        raise BadInput(f"--threads must be >= 1. Received: --threads={threads}")
+    job = _model_job(kwargs, options) if whole_model else _tensor_job(kwargs, options)
+    target = _open_target(job, kwargs["output"], kwargs["fmt"], kwargs["force"])
+    if job.drawn_seed is not None:
+        say(f"seed: {job.drawn_seed}")
+    write_plans(target, job.plans, threads, kwargs["quiet"])
+
+
+def _given(key: str) -> bool:
+    """Did the user give option ``key`` (on the command line or from the environment)?"""
+    source = click.get_current_context().get_parameter_source(key)
+    return source not in (None, ParameterSource.DEFAULT)
+
+
+def _refuse_single_tensor_options() -> None:
+    conflicts = [f"--{key.replace('_', '-')}" for key in _SINGLE_TENSOR_OPTIONS if _given(key)]
+    if conflicts:
+        raise BadInput(f"--spec/--like sample whole models; drop {', '.join(conflicts)}")
+
+
+def _tensor_job(kwargs: dict[str, Any], options: dict[str, Any]) -> _Job:
+    """One tensor (or rows of it) from --shape and the initializer options, or
+    reproduced from a file's record with --config-from."""
+    rows = parse_rows(kwargs["rows"])
+    shard = parse_shard(kwargs["shard"])
+    if rows is not None and shard is not None:
+        raise BadInput("--rows and --shard both select rows; give one")
+    fan_shape = parse_shape_option(kwargs["fan_shape"], "--fan-shape")
+    name: str = kwargs["name"]
+    dtype = kwargs["dtype"]
+
+    if kwargs["config_from"] is not None:
+        given = [f"--{k.replace('_', '-')}" for k, v in options.items() if v is not None]
+        if kwargs["shape"] is not None:
+            given.append("--shape")
+        if fan_shape is not None:
+            given.append("--fan-shape")
+        if given:
+            raise BadInput(f"--config-from reproduces a recorded tensor; drop {', '.join(given)}")
+        source = click.get_current_context().get_parameter_source
+        name_given = source("name") is ParameterSource.COMMANDLINE
+        with _malformed_record(kwargs["config_from"]):
+            initializer, shape, recorded, name = _recorded_tensor(
+                kwargs["config_from"], name if name_given else None
+            )
+            fan_shape = tuple(recorded["fan_shape"]) if recorded.get("fan_shape") else None
+            if rows is None and shard is None and recorded.get("rows"):
+                first, last = recorded["rows"]
+                rows = (int(first), int(last))
+            if source("dtype") is not ParameterSource.COMMANDLINE:
+                dtype = recorded.get("dtype", dtype)
+    else:
+        parsed = parse_shape_option(kwargs["shape"])
+        if parsed is None:
+            raise BadInput("--shape is required, e.g. --shape 512,256")
+        shape = parsed
+        initializer = build_initializer(options)
+
+    from vsgen import formats, provenance
+
+    with user_errors():
+        if shard is not None:
+            rows = shard_rows(shape, *shard)
+        plan = initializer.plan(shape, dtype, rows=rows, fan_shape=fan_shape)
+        record = provenance.tensor_record(initializer, plan, fan_shape)
+        return _Job(
+            infos=[formats.TensorInfo(name=name, shape=plan.shape, dtype=plan.draw.dtype)],
+            plans=[plan],
+            metadata=provenance.file_metadata({name: record}),
+            drawn_seed=initializer.seed if initializer.seed_was_drawn else None,
+            whole_model=False,
+        )
+
+
+def _model_job(kwargs: dict[str, Any], options: dict[str, Any]) -> _Job:
+    """``sample --spec/--like``: every tensor of a model into one output.
+
+    --seed is the global seed, --dtype/--layout/--stream override the spec's
+    defaults, and the initializer options give the default for tensors of
+    rank >= 2 that no rule covers.
+    """
+    from vsgen import modelspec
+
+    default_init = None
+    if any(options[key] is not None for key in _DEFAULT_INIT_OPTIONS):
+        # Seeds are derived per tensor; 0 only avoids drawing one here.
+        initializer = build_initializer({**options, "seed": 0})
+        default_init = modelspec.init_from_initializer(initializer)
+    with user_errors():
+        spec = modelspec.load_spec(kwargs["spec"]) if kwargs["spec"] is not None else None
+        like = modelspec.like_tensors(kwargs["like"]) if kwargs["like"] is not None else None
+        job = modelspec.build_job(
+            spec,
+            like,
+            seed=options["seed"],
+            dtype=kwargs["dtype"] if _given("dtype") else None,
+            layout=options["layout"],
+            stream=options["stream"],
+            init=default_init,
+        )
+        return _Job(
+            infos=job.infos,
+            plans=job.plans,
+            metadata=job.metadata(),
+            drawn_seed=job.seed if job.seed_was_drawn else None,
+            whole_model=True,
+        )
+
+
+def _open_target(job: _Job, output: str, fmt_option: str | None, force: bool) -> Any:
+    """Resolve the format and open the output, refusing what must not be written.
+
+    A single tensor never goes to a directory unless --format npydir says so;
+    binary data never goes to a terminal; --force never replaces a directory
+    that holds more than .npy files.
+    """
+    from vsgen import formats
+
+    with user_errors():
+        fmt = formats.resolve_format(output, fmt_option, len(job.infos))
+        if fmt == "npydir" and fmt_option is None and not job.whole_model:
+            # Only an explicit --format npydir may write (or, with --force,
+            # replace) a whole directory; an existing one may hold other data.
+            example = os.path.join(output, f"{job.infos[0].name}.npy")
+            raise BadInput(f"-o {output!r} names a directory; give a file name, e.g. {example}")
+        refuse_foreign_directory(output, fmt, force)
+        if output == "-" and stdout_is_terminal():
+            raise BadInput(
+                "refusing to write binary data to a terminal; redirect stdout or use -o FILE"
+            )
+        return open_output(
+            output,
+            fmt,
+            job.infos,
+            metadata=job.metadata,
+            force=force,
+            stdout=binary_stdout() if output == "-" else None,
+        )
+
+
+@contextlib.contextmanager
+def _malformed_record(path: str) -> Iterator[None]:
+    """A vsgen record whose fields have the wrong shape is bad input (exit 2)."""
+    try:
+        yield
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as error:
+        detail = f"missing {error}" if isinstance(error, KeyError) else one_line(str(error))
+        message = f"--config-from: the vsgen record in {path} is malformed: {detail}"
+        raise BadInput(message) from None
+
+
+def _recorded_tensor(
+    path: str, name: str | None = None
+) -> tuple[VarianceScaling, tuple[int, ...], dict[str, Any], str]:
+    """The initializer, full shape, record and name of tensor ``name`` (or the only one)."""
+    from vsgen import formats, provenance
+
+    with user_errors():
+        if not os.path.exists(path):
+            raise ValueError(f"--config-from: file not found: {path}")
+        records = provenance.parse_metadata(formats.read_metadata(path))
+        if name is None and len(records) != 1:
+            raise ValueError(
+                f"--config-from: {path} holds {len(records)} tensors "
+                f"({', '.join(records)}); choose one with --name"
+            )
+        if name is None:
+            name = next(iter(records))
+        if name not in records:
+            raise ValueError(
+                f"--config-from: {path} records no tensor named {name!r}; it holds: "
+                f"{', '.join(records)}"
+            )
+        record = records[name]
+        initializer = VarianceScaling.from_config(record["config"])
+        return initializer, tuple(record["full_shape"]), record, name
