@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import subprocess
 
-import h5py
 import ml_dtypes
 import numpy as np
 import pytest
@@ -90,23 +89,10 @@ def test_vsgen_stream_narrow_types_are_rounded_float32():
         assert np.array_equal(bits(narrow), bits(wide.astype(narrow.dtype)))
 
 
-def _read(path, fmt: str) -> np.ndarray:
-    if fmt == "npy":
-        return np.load(path)
-    if fmt == "h5":
-        with h5py.File(path, "r") as handle:
-            return handle["weight"][()]
-    if fmt == "safetensors":
-        from safetensors.numpy import load_file
-
-        return load_file(str(path))["weight"]
-    raise AssertionError(fmt)
-
-
 @pytest.mark.parametrize("stream", STREAMS)
 @pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
 @pytest.mark.parametrize("fmt", ["npy", "h5", "safetensors", "raw"])
-def test_ieee_types_in_every_format(tmp_path, stream, dtype, fmt):
+def test_ieee_types_in_every_format(tmp_path, stream, dtype, fmt, read_back):
     path = tmp_path / f"w.{fmt}"
     sample(path, dtype, stream)
     ours = vsgen.VarianceScaling(seed=7, stream=stream).sample(SHAPE, dtype)
@@ -114,7 +100,7 @@ def test_ieee_types_in_every_format(tmp_path, stream, dtype, fmt):
     if fmt == "raw":
         assert path.read_bytes() == ours.astype(np.dtype(dtype).newbyteorder("<")).tobytes()
         return
-    theirs = _read(path, fmt)
+    theirs = read_back(path)
     assert theirs.dtype == np.dtype(dtype) and theirs.shape == SHAPE
     assert np.array_equal(bits(theirs), bits(ours))
 

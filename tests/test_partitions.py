@@ -46,19 +46,6 @@ def run(*args: str) -> None:
     assert result.exit_code == 0, result.stderr
 
 
-def read(path: Path, shape: tuple[int, ...], dtype: str = "float32") -> np.ndarray:
-    if path.suffix == ".npy":
-        return np.load(path)
-    if path.suffix == ".h5":
-        with h5py.File(path, "r") as handle:
-            return handle["weight"][()]
-    if path.suffix == ".raw":
-        return np.fromfile(path, dtype=np.dtype(dtype).newbyteorder("<")).reshape(shape)
-    from safetensors.numpy import load_file
-
-    return load_file(str(path))["weight"]
-
-
 def sample(path: Path, stream: str, *args: str, distribution: str = "truncated_normal") -> None:
     run(
         "sample",
@@ -79,44 +66,44 @@ def sample(path: Path, stream: str, *args: str, distribution: str = "truncated_n
 
 @pytest.mark.parametrize("suffix", FORMATS)
 @pytest.mark.parametrize("distribution", ["truncated_normal", "uniform"])
-def test_rows_are_slices(tmp_path, stream, suffix, distribution):
+def test_rows_are_slices(tmp_path, stream, suffix, distribution, read_back):
     full_path = tmp_path / f"full{suffix}"
     sample(full_path, stream, distribution=distribution)
-    full = read(full_path, SHAPE)
+    full = read_back(full_path, shape=SHAPE)
     for first, last in [(0, 50), (0, 1), (17, 33), (49, 50), (10, 10)]:
         part_path = tmp_path / f"rows{first}_{last}{suffix}"
         sample(part_path, stream, "--rows", f"{first}:{last}", distribution=distribution)
-        part = read(part_path, (last - first, *SHAPE[1:]))
+        part = read_back(part_path, shape=(last - first, *SHAPE[1:]))
         assert part.shape == (last - first, *SHAPE[1:])
         assert part.tobytes() == full[first:last].tobytes(), (first, last)
 
 
 @pytest.mark.parametrize("suffix", FORMATS)
 @pytest.mark.parametrize("count", [4, 7])
-def test_shards_concatenate_to_the_full_tensor(tmp_path, stream, suffix, count):
+def test_shards_concatenate_to_the_full_tensor(tmp_path, stream, suffix, count, read_back):
     full_path = tmp_path / f"full{suffix}"
     sample(full_path, stream, "--dtype", "float16")
-    full = read(full_path, SHAPE, "float16")
+    full = read_back(full_path, shape=SHAPE, dtype="float16")
     parts = []
     for index in range(count):
         part_path = tmp_path / f"part{index}{suffix}"
         sample(part_path, stream, "--dtype", "float16", "--shard", f"{index}/{count}")
         first, last = shard_rows(SHAPE, index, count)
-        part = read(part_path, (last - first, *SHAPE[1:]), "float16")
+        part = read_back(part_path, shape=(last - first, *SHAPE[1:]), dtype="float16")
         assert part.tobytes() == full[first:last].tobytes()
         parts.append(part)
     assert np.concatenate(parts).tobytes() == full.tobytes()
 
 
 @pytest.mark.parametrize("suffix", FORMATS)
-def test_more_shards_than_rows(tmp_path, stream, suffix):
+def test_more_shards_than_rows(tmp_path, stream, suffix, read_back):
     """64 shards of 50 rows: shards 0..49 hold one row each, 50..63 are empty."""
     full = vsgen.VarianceScaling(seed=21, stream=stream).sample(SHAPE)
     for index in (0, 37, 49, 50, 63):
         part_path = tmp_path / f"part{index}{suffix}"
         sample(part_path, stream, "--shard", f"{index}/64")
         expected = full[index : index + 1]
-        part = read(part_path, expected.shape)
+        part = read_back(part_path, shape=expected.shape)
         assert part.shape == expected.shape and part.tobytes() == expected.tobytes()
 
 
@@ -131,13 +118,13 @@ def test_shard_rows_split_like_array_split():
                     assert (first, last - 1) == (piece[0], piece[-1])
 
 
-def test_shard_record_reproduces_and_checks(tmp_path, stream):
+def test_shard_record_reproduces_and_checks(tmp_path, stream, read_back):
     shard = tmp_path / "p.safetensors"
     sample(shard, stream, "--shard", "2/4")
     again = tmp_path / "again.npy"
     run("sample", "--config-from", str(shard), "-o", str(again))
     first, last = shard_rows(SHAPE, 2, 4)
-    assert np.load(again).tobytes() == read(shard, (last - first, *SHAPE[1:])).tobytes()
+    assert np.load(again).tobytes() == read_back(shard, shape=(last - first, *SHAPE[1:])).tobytes()
     # The shard's fans come from the recorded full shape: fan_in = 6 * 50.
     result = CliRunner().invoke(cli, ["check", str(shard), "--json"])
     report = json.loads(result.stdout)

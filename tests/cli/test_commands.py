@@ -20,27 +20,16 @@ from click.testing import CliRunner
 import vsgen
 from vsgen.cli import cli
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def run(*args: str, input: str | None = None):
     return CliRunner().invoke(cli, list(args), input=input)
 
 
-def read_back(path: Path, name: str = "weight") -> np.ndarray:
-    if path.suffix == ".npy":
-        return np.load(path)
-    if path.suffix == ".h5":
-        with h5py.File(path, "r") as handle:
-            return handle[name][()]
-    from safetensors.numpy import load_file
-
-    return load_file(str(path))[name]
-
-
 @pytest.mark.parametrize("suffix", [".npy", ".h5", ".safetensors"])
 @pytest.mark.parametrize("stream", ["vsgen", "keras"])
-def test_sample_writes_what_the_api_returns(tmp_path, suffix, stream):
+def test_sample_writes_what_the_api_returns(tmp_path, suffix, stream, read_back):
     out = tmp_path / f"w{suffix}"
     result = run(
         "sample",
@@ -63,7 +52,7 @@ def test_sample_writes_what_the_api_returns(tmp_path, suffix, stream):
     assert got.tobytes() == expected.tobytes()
 
 
-def test_formats_hold_identical_bytes(tmp_path):
+def test_formats_hold_identical_bytes(tmp_path, read_back):
     arrays = []
     for suffix in (".npy", ".h5", ".safetensors"):
         out = tmp_path / f"w{suffix}"

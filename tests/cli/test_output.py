@@ -19,7 +19,6 @@ import time
 from collections import namedtuple
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
 from click.testing import CliRunner, Result
@@ -48,20 +47,6 @@ def one_error_line(result: Result) -> str:
     return lines[0]
 
 
-def read_values(path: Path, fmt: str) -> np.ndarray:
-    """The values of tensor ``weight`` read back with each format's own library."""
-    if fmt == "npy":
-        return np.load(path)
-    if fmt == "h5":
-        with h5py.File(path, "r") as handle:
-            return handle["weight"][()]
-    if fmt == "safetensors":
-        from safetensors.numpy import load_file
-
-        return load_file(str(path))["weight"]
-    return np.frombuffer(path.read_bytes(), dtype="<f4").reshape(16, 8)
-
-
 # --- existing outputs ---------------------------------------------------------------
 
 
@@ -77,7 +62,7 @@ def test_existing_output_is_refused_without_force(tmp_path: Path, fmt: str) -> N
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_force_replaces_an_existing_output(tmp_path: Path, fmt: str) -> None:
+def test_force_replaces_an_existing_output(tmp_path: Path, fmt: str, read_back) -> None:
     target = tmp_path / f"w.{fmt}"
     target.write_bytes(OLD_BYTES)
     result = invoke(["sample", "--shape", "16,8", "--seed", "0", "-o", str(target), "--force"])
@@ -87,7 +72,7 @@ def test_force_replaces_an_existing_output(tmp_path: Path, fmt: str) -> None:
     reference = invoke(["sample", "--shape", "16,8", "--seed", "0", "-o", str(tmp_path / "r.npy")])
     assert reference.exit_code == 0
     expected = np.load(tmp_path / "r.npy")
-    assert read_values(target, fmt).tobytes() == expected.tobytes()
+    assert read_back(target, shape=(16, 8)).tobytes() == expected.tobytes()
 
 
 def test_force_does_not_replace_a_directory(tmp_path: Path) -> None:
