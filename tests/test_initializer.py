@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 import vsgen
-from vsgen.initializer import deserialize, get_preset, loads, shard_rows
+from vsgen.fans import shard_rows
+from vsgen.initializer import deserialize, get_preset, loads
 
 TRUNCATED_FACTOR = 0.87962566103423978
 

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 import vsgen
 from vsgen.cli import cli
-from vsgen.initializer import shard_rows
+from vsgen.fans import shard_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 STREAMS = ["vsgen", "keras"]

@@ -1,4 +1,5 @@
-"""Shapes and fans: how many input and output units a weight tensor has.
+"""Shapes and fans: how many input and output units a weight tensor has, and
+which rows of it a slice or a shard holds.
 
 Pure functions of a shape (and a layout); no I/O.
 
@@ -120,6 +121,24 @@ def _normalize_axes(axes: Sequence[int], rank: int, argument: str) -> tuple[int,
     return tuple(result)
 
 
+def check_layout(layout: object) -> str:
+    """``layout`` if it is one of :data:`LAYOUTS`, else ``ValueError``."""
+    if layout not in LAYOUTS:
+        raise ValueError(
+            f"Argument `layout` must be one of {', '.join(LAYOUTS)}. Received: layout={layout!r}"
+        )
+    return str(layout)
+
+
+def check_axes_pair(input_axes: object, output_axes: object) -> None:
+    """Explicit fan axes come as a pair: both or neither, else ``ValueError``."""
+    if (input_axes is None) != (output_axes is None):
+        raise ValueError(
+            "Arguments `input_axes` and `output_axes` must be given together. Received: "
+            f"input_axes={input_axes!r}, output_axes={output_axes!r}"
+        )
+
+
 def compute_fans(
     shape: Sequence[int],
     layout: str = "keras",
@@ -132,20 +151,13 @@ def compute_fans(
     ``layout``. Negative axes count from the end.
     """
     shape = normalize_shape(shape)
-    if (input_axes is None) != (output_axes is None):
-        raise ValueError(
-            "Arguments `input_axes` and `output_axes` must be given together. Received: "
-            f"input_axes={input_axes!r}, output_axes={output_axes!r}"
-        )
+    check_axes_pair(input_axes, output_axes)
     if input_axes is not None and output_axes is not None:
         rank = len(shape)
         fan_in = math.prod(shape[a] for a in _normalize_axes(input_axes, rank, "input_axes"))
         fan_out = math.prod(shape[a] for a in _normalize_axes(output_axes, rank, "output_axes"))
         return fan_in, fan_out
-    if layout not in LAYOUTS:
-        raise ValueError(
-            f"Argument `layout` must be one of {', '.join(LAYOUTS)}. Received: layout={layout!r}"
-        )
+    check_layout(layout)
     rank = len(shape)
     if rank == 0:
         return 1, 1
@@ -167,3 +179,39 @@ def parse_axes(text: str, argument: str) -> tuple[int, ...]:
         raise ValueError(
             f"invalid {argument} {text!r}: expected integers separated by ',', e.g. 0,1,2"
         ) from None
+
+
+# --- rows and shards along axis 0 ---------------------------------------------------
+
+
+def row_range(shape: Shape, rows: tuple[int, int] | None) -> tuple[Shape, int, int]:
+    """Shape and flat index range [start, stop) of rows ``a..b-1`` along axis 0."""
+    total = math.prod(shape)
+    if rows is None:
+        return shape, 0, total
+    if not shape:
+        raise ValueError("Argument `rows` needs a shape of rank >= 1; a scalar has no rows.")
+    first, last = rows
+    if not 0 <= first <= last <= shape[0]:
+        raise ValueError(
+            f"Argument `rows` must satisfy 0 <= start <= stop <= {shape[0]} (the first "
+            f"dimension). Received: rows={first}:{last}"
+        )
+    row_size = math.prod(shape[1:])
+    return (last - first, *shape[1:]), first * row_size, last * row_size
+
+
+def shard_rows(shape: Sequence[int], index: int, count: int) -> tuple[int, int]:
+    """Rows of shard ``index`` (0-based) of ``count`` near-equal shards along axis 0.
+
+    The first ``rows % count`` shards get one extra row, as ``numpy.array_split``.
+    """
+    if count < 1 or not 0 <= index < count:
+        raise ValueError(
+            f"Argument `shard` must be K/N with 0 <= K < N. Received: shard={index}/{count}"
+        )
+    if not shape:
+        raise ValueError("Argument `shard` needs a shape of rank >= 1; a scalar has no rows.")
+    base, extra = divmod(shape[0], count)
+    first = index * base + min(index, extra)
+    return first, first + base + (1 if index < extra else 0)

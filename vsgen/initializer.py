@@ -9,28 +9,29 @@ from __future__ import annotations
 import json
 import math
 import numbers
-import secrets
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from vsgen.dtypes import resolve_dtype
-from vsgen.fans import LAYOUTS, compute_fans, normalize_shape
-from vsgen.streams import DEFAULT_CHUNK, DEFAULT_STREAM, Draw, Stream, get_stream
+from vsgen.fans import check_axes_pair, check_layout, compute_fans, normalize_shape, row_range
+from vsgen.streams import (
+    DEFAULT_CHUNK,
+    DEFAULT_STREAM,
+    DISTRIBUTIONS,
+    Draw,
+    Stream,
+    get_stream,
+)
 
 MODES = ("fan_in", "fan_out", "fan_avg")
-DISTRIBUTIONS = ("truncated_normal", "untruncated_normal", "uniform")
 
 #: Standard deviation of a standard normal truncated to [-2, 2]:
 #: sqrt(1 - 4 phi(2) / (2 Phi(2) - 1)). Dividing by it makes the truncated
 #: distribution's stddev equal the target.
 TRUNCATED_STD_FACTOR = 0.87962566103423978
-
-#: Seeds drawn when none is given stay below 2**53 so that every JSON reader
-#: (including ones that parse numbers as doubles) keeps them exact.
-_DRAWN_SEED_BOUND = {"keras": 2**32, "vsgen": 2**53}
 
 
 @dataclass(frozen=True)
@@ -201,26 +202,17 @@ class VarianceScaling:
         self.mode = _check_mode(mode)
         self.distribution = _check_distribution(distribution)
         self._stream = get_stream(stream)
-        if layout not in LAYOUTS:
-            raise ValueError(
-                f"Argument `layout` must be one of {', '.join(LAYOUTS)}. Received: "
-                f"layout={layout!r}"
-            )
-        self.layout = layout
+        self.layout = check_layout(layout)
         self.input_axes = _check_axes(input_axes, "input_axes")
         self.output_axes = _check_axes(output_axes, "output_axes")
-        if (self.input_axes is None) != (self.output_axes is None):
-            raise ValueError(
-                "Arguments `input_axes` and `output_axes` must be given together. Received: "
-                f"input_axes={input_axes!r}, output_axes={output_axes!r}"
-            )
+        check_axes_pair(input_axes, output_axes)
         self._seed_sequence: np.random.SeedSequence | None = None
         self.seed_was_drawn = False
         if isinstance(seed, np.random.SeedSequence):
             self._seed_sequence = seed
             self.seed: int | None = None
         elif seed is None:
-            self.seed = secrets.randbelow(_DRAWN_SEED_BOUND[self._stream.name])
+            self.seed = self._stream.draw_seed()
             self.seed_was_drawn = True
         else:
             self.seed = _check_seed(seed, self._stream)
@@ -250,7 +242,9 @@ class VarianceScaling:
         (``scale / max(1.0, n)``, then ``sqrt``), so the parameters are the
         same doubles Keras computes.
         """
-        shape = normalize_shape(shape)
+        return self._scaling(normalize_shape(shape))
+
+    def _scaling(self, shape: tuple[int, ...]) -> Scaling:
         fan_in, fan_out = self.fans(shape)
         if self.mode == "fan_in":
             n = max(1.0, fan_in)
@@ -309,7 +303,7 @@ class VarianceScaling:
         ``partition_info``) while sampling ``shape``.
         """
         shape = normalize_shape(shape)
-        scaling = self.scaling(shape if fan_shape is None else normalize_shape(fan_shape))
+        scaling = self._scaling(shape if fan_shape is None else normalize_shape(fan_shape))
         out_shape, start, stop = row_range(shape, rows)
         resolved = resolve_dtype(dtype)
         _check_fits_dtype(scaling, resolved)
@@ -430,6 +424,39 @@ _CONFIG_KEYS = (
 )
 
 
+class Plan(Protocol):
+    """A tensor's values, resolved but not yet produced: what writers consume.
+
+    :class:`SamplePlan` (sampled values) and ``vsgen.modelspec.ConstantPlan``
+    (one value everywhere) both satisfy it.
+    """
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Shape of the values produced."""
+        ...
+
+    @property
+    def dtype(self) -> np.dtype:
+        """Output dtype of the values produced."""
+        ...
+
+    @property
+    def size(self) -> int:
+        """Number of values produced."""
+        ...
+
+    def chunks(
+        self, chunk_size: int = DEFAULT_CHUNK, threads: int | None = None
+    ) -> Iterator[np.ndarray]:
+        """The values as consecutive flat chunks of at most ``chunk_size``."""
+        ...
+
+    def array(self, threads: int | None = None) -> np.ndarray:
+        """The values as one array of ``shape``."""
+        ...
+
+
 @dataclass(frozen=True)
 class SamplePlan:
     """A resolved request: which stream draws which flat range, and its meaning."""
@@ -447,6 +474,11 @@ class SamplePlan:
     def size(self) -> int:
         """Number of values this plan produces."""
         return self.stop - self.start
+
+    @property
+    def dtype(self) -> np.dtype:
+        """Output dtype of the values (``draw.dtype``)."""
+        return self.draw.dtype
 
     def chunks(
         self, chunk_size: int = DEFAULT_CHUNK, threads: int | None = None
@@ -487,41 +519,6 @@ def _check_fits_dtype(scaling: Scaling, dtype: np.dtype) -> None:
             f"reach {reach:.4g}, beyond its largest finite value {largest:.4g}. "
             f"Received: scale={scaling.scale!r}"
         )
-
-
-def row_range(
-    shape: tuple[int, ...], rows: tuple[int, int] | None
-) -> tuple[tuple[int, ...], int, int]:
-    """Shape and flat index range [start, stop) of rows ``a..b-1`` along axis 0."""
-    total = math.prod(shape)
-    if rows is None:
-        return shape, 0, total
-    if not shape:
-        raise ValueError("Argument `rows` needs a shape of rank >= 1; a scalar has no rows.")
-    first, last = rows
-    if not 0 <= first <= last <= shape[0]:
-        raise ValueError(
-            f"Argument `rows` must satisfy 0 <= start <= stop <= {shape[0]} (the first "
-            f"dimension). Received: rows={first}:{last}"
-        )
-    row_size = math.prod(shape[1:])
-    return (last - first, *shape[1:]), first * row_size, last * row_size
-
-
-def shard_rows(shape: Sequence[int], index: int, count: int) -> tuple[int, int]:
-    """Rows of shard ``index`` (0-based) of ``count`` near-equal shards along axis 0.
-
-    The first ``rows % count`` shards get one extra row, as ``numpy.array_split``.
-    """
-    if count < 1 or not 0 <= index < count:
-        raise ValueError(
-            f"Argument `shard` must be K/N with 0 <= K < N. Received: shard={index}/{count}"
-        )
-    if not shape:
-        raise ValueError("Argument `shard` needs a shape of rank >= 1; a scalar has no rows.")
-    base, extra = divmod(shape[0], count)
-    first = index * base + min(index, extra)
-    return first, first + base + (1 if index < extra else 0)
 
 
 class _Preset(VarianceScaling):

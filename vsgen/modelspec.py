@@ -40,17 +40,17 @@ from typing import Any
 import numpy as np
 
 from vsgen import provenance
-from vsgen.dtypes import dtype_name, resolve_dtype
-from vsgen.fans import LAYOUTS, normalize_shape, parse_shape
+from vsgen.dtypes import resolve_dtype
+from vsgen.fans import LAYOUTS, check_layout, normalize_shape, parse_shape
 from vsgen.formats import TensorInfo, read_tensor_infos
 from vsgen.initializer import (
     PRESETS,
-    SamplePlan,
+    Plan,
     VarianceScaling,
     deserialize,
     get_preset,
 )
-from vsgen.streams import DEFAULT_CHUNK, DEFAULT_STREAM, get_stream
+from vsgen.streams import DEFAULT_CHUNK, DEFAULT_STREAM, JSON_SAFE_SEED_BITS, get_stream
 
 __all__ = [
     "CONSTANTS",
@@ -72,11 +72,6 @@ __all__ = [
 
 #: Constant initializers by name.
 CONSTANTS = {"zeros": 0.0, "ones": 1.0}
-
-#: Derived and drawn seeds stay below 2**bits of the stream: the keras stream
-#: accepts seeds below 2**32; for the vsgen stream 53 bits keep every seed
-#: exact in any JSON reader (as ``VarianceScaling`` does for seeds it draws).
-SEED_BITS = {"keras": 32, "vsgen": 53}
 
 #: Global seeds are hashed as 8 little-endian bytes.
 MAX_GLOBAL_SEED = 2**64
@@ -104,8 +99,9 @@ _VS_NAMES = ("variance_scaling", "VarianceScaling")
 
 
 def seed_bound(stream: str) -> int:
-    """Exclusive upper bound of derived and drawn seeds for ``stream``."""
-    return 2 ** SEED_BITS[get_stream(stream).name]
+    """Exclusive upper bound of derived and drawn seeds for ``stream``: 2**32 for
+    the keras stream, 2**53 for the vsgen stream (``Stream.seed_bits``)."""
+    return 2 ** get_stream(stream).seed_bits
 
 
 def derive_seed(global_seed: int, name: str, stream: str = DEFAULT_STREAM) -> int:
@@ -113,7 +109,7 @@ def derive_seed(global_seed: int, name: str, stream: str = DEFAULT_STREAM) -> in
 
     ``h = SHA-256(global_seed.to_bytes(8, "little") + name.encode("utf-8"))``;
     the seed is ``int.from_bytes(h[:8], "little") % 2**bits`` with bits = 32
-    for the keras stream and 53 for the vsgen stream (:data:`SEED_BITS`).
+    for the keras stream and 53 for the vsgen stream (:func:`seed_bound`).
     A tensor's seed depends on nothing but these three inputs.
     """
     if isinstance(global_seed, bool) or not isinstance(global_seed, numbers.Integral):
@@ -471,9 +467,10 @@ def _parse_shape(value: object, where: str) -> tuple[int, ...]:
 
 
 def _parse_layout(value: object, where: str) -> str:
-    if value not in LAYOUTS:
-        raise ValueError(f"{where}: must be one of {', '.join(LAYOUTS)}, not {value!r}")
-    return str(value)
+    try:
+        return check_layout(value)
+    except ValueError:
+        raise ValueError(f"{where}: must be one of {', '.join(LAYOUTS)}, not {value!r}") from None
 
 
 def _parse_stream(value: object, where: str) -> str:
@@ -585,7 +582,8 @@ def _parse_tensor(name: str, value: object, where: str) -> TensorEntry:
 
 @dataclass(frozen=True)
 class ConstantPlan:
-    """A constant tensor, streamed like a :class:`vsgen.SamplePlan`."""
+    """A constant tensor, streamed like a :class:`vsgen.SamplePlan` (a
+    :class:`vsgen.initializer.Plan`)."""
 
     value: float
     dtype: np.dtype
@@ -631,7 +629,7 @@ class ModelJob:
     seed: int
     seed_was_drawn: bool
     infos: list[TensorInfo] = field(default_factory=list)
-    plans: list[SamplePlan | ConstantPlan] = field(default_factory=list)
+    plans: list[Plan] = field(default_factory=list)
     records: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
@@ -704,10 +702,7 @@ def build_job(
     override_dtype = None if dtype is None else resolve_dtype(dtype)
     default_dtype = _first_dtype(override_dtype, spec.dtype, resolve_dtype(None))
     layout = layout if layout is not None else spec.layout or "keras"
-    if layout not in LAYOUTS:
-        raise ValueError(
-            f"Argument `layout` must be one of {', '.join(LAYOUTS)}. Received: layout={layout!r}"
-        )
+    check_layout(layout)
     stream = get_stream(stream).name if stream is not None else spec.stream or DEFAULT_STREAM
     default_init = init if init is not None else spec.init
 
@@ -729,7 +724,7 @@ def build_job(
     seed_was_drawn = False
     global_seed = seed if seed is not None else spec.seed
     if global_seed is None:
-        global_seed = secrets.randbelow(2**53)
+        global_seed = secrets.randbelow(2**JSON_SAFE_SEED_BITS)
         seed_was_drawn = True
     else:
         global_seed = _parse_seed(global_seed, "Argument `seed`", MAX_GLOBAL_SEED)
@@ -766,19 +761,12 @@ def _plan_tensor(
     global_seed: int,
     layout: str,
     stream: str,
-) -> tuple[SamplePlan | ConstantPlan, dict[str, Any]]:
+) -> tuple[Plan, dict[str, Any]]:
     shape = normalize_shape(entry.shape)
     if chosen.constant is not None:
         constant_plan = ConstantPlan(chosen.constant, resolve_dtype(dtype), shape)
-        return constant_plan, {
-            "kind": "constant",
-            "value": chosen.constant,
-            "dtype": dtype_name(constant_plan.dtype),
-            "shape": list(shape),
-            "full_shape": list(shape),
-            "rows": None,
-            "fan_shape": None,
-        }
+        record = provenance.constant_record(constant_plan.value, constant_plan.dtype, shape)
+        return constant_plan, record
     stream_name = chosen.stream_name(stream)
     if entry.seed is not None:
         tensor_seed, how = entry.seed, "explicit"
@@ -790,7 +778,7 @@ def _plan_tensor(
     record["seed_from"] = how
     if how == "derived":
         record["global_seed"] = global_seed
-        record["seed_rule"] = SEED_RULE.replace("bits", str(SEED_BITS[stream_name]))
+        record["seed_rule"] = SEED_RULE.replace("bits", str(get_stream(stream_name).seed_bits))
     return plan, record
 
 

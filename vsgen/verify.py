@@ -406,9 +406,7 @@ def recorded_expectation(source: TensorSource) -> tuple[VarianceScaling, tuple[i
         raise NoExpectationError(
             f"{source.path}: no vsgen provenance recorded for tensor {source.name!r}"
         )
-    initializer = VarianceScaling.from_config(record["config"])
-    fan_shape = record.get("fan_shape") or record.get("full_shape") or record.get("shape")
-    return initializer, normalize_shape(tuple(fan_shape)), record
+    return provenance.recorded_initializer(record), provenance.recorded_fan_shape(record), record
 
 
 # --- statistics ----------------------------------------------------------------------

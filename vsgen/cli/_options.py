@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from vsgen.cli._errors import BadInput, RuntimeFailure, describe_os_error, user_errors
-from vsgen.fans import LAYOUTS, parse_axes, parse_shape
+from vsgen.fans import LAYOUTS, check_axes_pair, parse_axes, parse_shape
 from vsgen.initializer import (
     DISTRIBUTIONS,
     MODES,
@@ -182,8 +182,10 @@ def build_initializer(options: dict[str, Any]) -> VarianceScaling:
             if options[key] is not None:
                 config[key] = options[key]
         in_axes, out_axes = options["in_axes"], options["out_axes"]
-        if (in_axes is None) != (out_axes is None):
-            raise BadInput("--in-axes and --out-axes must be given together")
+        try:
+            check_axes_pair(in_axes, out_axes)
+        except ValueError:
+            raise BadInput("--in-axes and --out-axes must be given together") from None
         if in_axes is not None:
             config["input_axes"] = list(parse_axes(in_axes, "--in-axes"))
             config["output_axes"] = list(parse_axes(out_axes, "--out-axes"))

@@ -6,7 +6,7 @@ import contextlib
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vsgen.cli._errors import (
     BadInput,
@@ -14,6 +14,9 @@ from vsgen.cli._errors import (
     terminate_as_interrupt,
     user_errors,
 )
+
+if TYPE_CHECKING:
+    from vsgen.initializer import Plan
 
 #: Show a progress bar only for jobs this large (values), and only on a TTY.
 PROGRESS_MIN_VALUES = 1 << 24
@@ -93,7 +96,7 @@ def progress(total: int, label: str, quiet: bool) -> Iterator[Callable[[int], No
         yield advance
 
 
-def write_plans(target: Any, plans: Sequence[Any], threads: int | None, quiet: bool) -> None:
+def write_plans(target: Any, plans: Sequence[Plan], threads: int | None, quiet: bool) -> None:
     """Stream every plan's chunks into the opened output, then commit atomically.
 
     Without --threads, sampling leaves one CPU to the writer: the kernel's copy

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import click
 from click.core import ParameterSource
 
+from vsgen import provenance
 from vsgen.cli._errors import (
     BadInput,
     binary_stdout,
@@ -29,10 +30,11 @@ from vsgen.cli._options import (
 )
 from vsgen.cli._output import open_output, refuse_foreign_directory, write_plans
 from vsgen.dtypes import DTYPE_NAMES
-from vsgen.initializer import VarianceScaling, shard_rows
+from vsgen.fans import shard_rows
 
 if TYPE_CHECKING:
     from vsgen.formats import TensorInfo
+    from vsgen.initializer import Plan
 
 #: Options that select one tensor; whole-model sampling refuses them.
 _SINGLE_TENSOR_OPTIONS = ("shape", "rows", "shard", "fan_shape", "config_from", "name")
@@ -45,7 +47,7 @@ class _Job:
     """What one ``sample`` run writes: the tensors, their plans, the file's metadata."""
 
     infos: Sequence[TensorInfo]
-    plans: Sequence[Any]
+    plans: Sequence[Plan]
     metadata: dict[str, str]
     #: The seed to report on stderr, when it was drawn rather than given.
     drawn_seed: int | None
@@ -174,15 +176,15 @@ def _tensor_job(kwargs: dict[str, Any], options: dict[str, Any]) -> _Job:
         source = click.get_current_context().get_parameter_source
         name_given = source("name") is ParameterSource.COMMANDLINE
         with _malformed_record(kwargs["config_from"]):
-            initializer, shape, recorded, name = _recorded_tensor(
-                kwargs["config_from"], name if name_given else None
-            )
-            fan_shape = tuple(recorded["fan_shape"]) if recorded.get("fan_shape") else None
-            if rows is None and shard is None and recorded.get("rows"):
-                first, last = recorded["rows"]
-                rows = (int(first), int(last))
-            if source("dtype") is not ParameterSource.COMMANDLINE:
-                dtype = recorded.get("dtype", dtype)
+            record, name = _recorded_tensor(kwargs["config_from"], name if name_given else None)
+            replayed = provenance.replay(record)
+        initializer = replayed.initializer
+        shape = replayed.full_shape
+        fan_shape = replayed.fan_shape
+        if rows is None and shard is None:
+            rows = replayed.rows
+        if source("dtype") is not ParameterSource.COMMANDLINE and "dtype" in record:
+            dtype = replayed.dtype
     else:
         parsed = parse_shape_option(kwargs["shape"])
         if parsed is None:
@@ -190,17 +192,17 @@ def _tensor_job(kwargs: dict[str, Any], options: dict[str, Any]) -> _Job:
         shape = parsed
         initializer = build_initializer(options)
 
-    from vsgen import formats, provenance
+    from vsgen import formats
 
     with user_errors():
         if shard is not None:
             rows = shard_rows(shape, *shard)
         plan = initializer.plan(shape, dtype, rows=rows, fan_shape=fan_shape)
-        record = provenance.tensor_record(initializer, plan, fan_shape)
+        made = provenance.tensor_record(initializer, plan, fan_shape)
         return _Job(
-            infos=[formats.TensorInfo(name=name, shape=plan.shape, dtype=plan.draw.dtype)],
+            infos=[formats.TensorInfo(name=name, shape=plan.shape, dtype=plan.dtype)],
             plans=[plan],
-            metadata=provenance.file_metadata({name: record}),
+            metadata=provenance.file_metadata({name: made}),
             drawn_seed=initializer.seed if initializer.seed_was_drawn else None,
             whole_model=False,
         )
@@ -283,11 +285,9 @@ def _malformed_record(path: str) -> Iterator[None]:
         raise BadInput(message) from None
 
 
-def _recorded_tensor(
-    path: str, name: str | None = None
-) -> tuple[VarianceScaling, tuple[int, ...], dict[str, Any], str]:
-    """The initializer, full shape, record and name of tensor ``name`` (or the only one)."""
-    from vsgen import formats, provenance
+def _recorded_tensor(path: str, name: str | None = None) -> tuple[dict[str, Any], str]:
+    """The record and name of tensor ``name`` (or of the only one) in a vsgen file."""
+    from vsgen import formats
 
     with user_errors():
         if not os.path.exists(path):
@@ -305,6 +305,4 @@ def _recorded_tensor(
                 f"--config-from: {path} records no tensor named {name!r}; it holds: "
                 f"{', '.join(records)}"
             )
-        record = records[name]
-        initializer = VarianceScaling.from_config(record["config"])
-        return initializer, tuple(record["full_shape"]), record, name
+        return records[name], name

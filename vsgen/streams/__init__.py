@@ -15,12 +15,21 @@ Two streams exist (README, "Random streams"):
 
 from __future__ import annotations
 
-from vsgen.streams._base import DEFAULT_CHUNK, Draw, Stream, usable_cpus
+from vsgen.streams._base import (
+    DEFAULT_CHUNK,
+    DISTRIBUTIONS,
+    JSON_SAFE_SEED_BITS,
+    Draw,
+    Stream,
+    usable_cpus,
+)
 from vsgen.streams.counter import VsgenStream
 from vsgen.streams.keras import KerasStream
 
 __all__ = [
     "DEFAULT_CHUNK",
+    "DISTRIBUTIONS",
+    "JSON_SAFE_SEED_BITS",
     "DEFAULT_STREAM",
     "STREAMS",
     "Draw",

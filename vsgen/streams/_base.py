@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
+
+#: What every stream draws (``Draw.distribution``).
+DISTRIBUTIONS = ("truncated_normal", "untruncated_normal", "uniform")
+
+#: Seeds that vsgen draws or derives stay below 2**53 (and below the stream's
+#: ``max_seed``), so that every JSON reader, even one that parses numbers as
+#: doubles, keeps the seeds recorded in configs and files exact.
+JSON_SAFE_SEED_BITS = 53
 
 #: Values per chunk handed to writers: 4 Mi values (16 MiB of float32) keeps
 #: memory bounded while amortising per-call overhead.
@@ -64,6 +73,16 @@ class Stream:
         for chunk in self.chunks(draw, start, start + out.size, threads=threads):
             out[position : position + chunk.size] = chunk
             position += chunk.size
+
+    @property
+    def seed_bits(self) -> int:
+        """Seeds vsgen draws or derives for this stream lie in [0, 2**seed_bits):
+        below ``max_seed`` and below 2**:data:`JSON_SAFE_SEED_BITS`."""
+        return min(self.max_seed.bit_length() - 1, JSON_SAFE_SEED_BITS)
+
+    def draw_seed(self) -> int:
+        """A fresh seed from the operating system's randomness, below 2**seed_bits."""
+        return secrets.randbelow(2**self.seed_bits)
 
     @property
     def label(self) -> str:

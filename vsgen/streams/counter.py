@@ -36,7 +36,7 @@ from types import ModuleType
 import numpy as np
 
 from vsgen.dtypes import working_dtype
-from vsgen.streams._base import DEFAULT_CHUNK, Draw, Stream, usable_cpus
+from vsgen.streams._base import DEFAULT_CHUNK, DISTRIBUTIONS, Draw, Stream, usable_cpus
 from vsgen.streams._constants import (
     GAMMA,
     INV_R,
@@ -60,7 +60,6 @@ from vsgen.streams._constants import (
 STREAM_NAME = "vsgen"
 STREAM_VERSION = 1
 
-DISTRIBUTIONS = ("truncated_normal", "untruncated_normal", "uniform")
 _MASK64 = (1 << 64) - 1
 
 # --- path selection and work splitting --------------------------------------
