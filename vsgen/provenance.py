@@ -115,7 +115,7 @@ def recorded_initializer(record: Mapping[str, Any]) -> VarianceScaling:
 def recorded_fan_shape(record: Mapping[str, Any]) -> Shape:
     """The shape the record's fans were computed from: ``fan_shape`` if one was
     given, else the full tensor's shape."""
-    fan_shape = record.get("fan_shape") or record.get("full_shape") or record.get("shape")
+    fan_shape: Any = record.get("fan_shape") or record.get("full_shape") or record.get("shape")
     return normalize_shape(tuple(fan_shape))
 
 

@@ -257,7 +257,8 @@ class TensorSource:
             for outer in np.ndindex(*self.shape[:axis]):
                 for first in range(0, self.shape[axis], step):
                     last = min(self.shape[axis], first + step)
-                    block = dataset[(*outer, slice(first, last))]
+                    index = (*outer, slice(first, last))
+                    block = dataset[index]
                     yield np.asarray(block, dtype=self.dtype).reshape(-1)
 
 
@@ -493,7 +494,7 @@ def summarize(
 def _normal_cdf(z: np.ndarray) -> np.ndarray:
     """Phi(z) = erfc(-z / sqrt(2)) / 2, elementwise (exact to a few ulp)."""
     erfc = np.frompyfunc(math.erfc, 1, 1)
-    return 0.5 * erfc(-np.asarray(z, dtype=np.float64) / math.sqrt(2.0)).astype(np.float64)
+    return 0.5 * np.asarray(erfc(-np.asarray(z, dtype=np.float64) / math.sqrt(2.0)), np.float64)
 
 
 def expected_cdf(scaling: Scaling, x: np.ndarray) -> np.ndarray:

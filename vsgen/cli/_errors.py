@@ -14,7 +14,7 @@ import io
 import os
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, NoReturn
 
 import click
@@ -78,10 +78,25 @@ class VsgenGroup(click.Group):
         except KeyboardInterrupt:
             raise RuntimeFailure("interrupted") from None
 
-    def main(self, args: Any = None, prog_name: str | None = None, **extra: Any) -> NoReturn:
-        extra.pop("standalone_mode", None)
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> NoReturn:
+        # Always click's non-standalone mode: every outcome is reported and
+        # turned into an exit code here, whatever the caller asked for.
+        del standalone_mode
         try:
-            result = super().main(args=args, prog_name=prog_name, standalone_mode=False, **extra)
+            result = super().main(
+                args=args,
+                prog_name=prog_name,
+                complete_var=complete_var,
+                standalone_mode=False,
+                **extra,
+            )
         except NoArgsIsHelpError as error:  # a bare `vsgen`: the help, readable, as click does
             error.show()
             sys.exit(2)
@@ -185,5 +200,5 @@ def signals_held() -> Iterator[list[int]]:
     try:
         yield received
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+        for held, handler in previous.items():
+            signal.signal(held, handler)

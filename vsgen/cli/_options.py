@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, overload
 
 import click
 
@@ -21,7 +21,14 @@ from vsgen.initializer import (
 from vsgen.streams import DEFAULT_STREAM, STREAMS
 
 
+@overload
+def parse_shape_option(value: str, option: str = ...) -> tuple[int, ...]: ...
+@overload
+def parse_shape_option(value: None, option: str = ...) -> None: ...
+@overload
+def parse_shape_option(value: str | None, option: str = ...) -> tuple[int, ...] | None: ...
 def parse_shape_option(value: str | None, option: str = "--shape") -> tuple[int, ...] | None:
+    """``--shape``-like option text as a shape; None stays None."""
     if value is None:
         return None
     try:

@@ -207,7 +207,7 @@ def _little_endian_bytes(values: numpy.ndarray) -> memoryview:
         else:
             values = values.astype(values.dtype.newbyteorder("<"))
     # uint8 view: the buffer protocol cannot export ml_dtypes' bfloat16.
-    return memoryview(values.view(numpy.uint8))
+    return values.view(numpy.uint8).data
 
 
 class Output:

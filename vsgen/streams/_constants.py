@@ -52,7 +52,7 @@ def _signed_widths(layer_edges: np.ndarray, bits: int, dtype: type) -> np.ndarra
     Folding the sign bit into the table keeps the hot path free of a 50/50
     branch; scaling by a power of two is exact in either precision.
     """
-    widths = np.ldexp(layer_edges.astype(dtype), -bits).astype(dtype)
+    widths: np.ndarray = np.ldexp(layer_edges.astype(dtype), -bits).astype(dtype)
     return np.concatenate([widths, -widths]).astype(dtype)
 
 

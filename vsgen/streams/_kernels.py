@@ -56,9 +56,8 @@ def _jit(function):
     every time is slower to start but gives the same bytes.
     """
     global _warned
-    options = {"nogil": True, "fastmath": False, "error_model": "numpy"}
     try:
-        return numba.njit(cache=True, **options)(function)
+        return _compile(function, cache=True)
     except RuntimeError as error:
         if not _warned:
             _warned = True
@@ -67,7 +66,11 @@ def _jit(function):
                 RuntimeWarning,
                 stacklevel=2,
             )
-        return numba.njit(cache=False, **options)(function)
+        return _compile(function, cache=False)
+
+
+def _compile(function, cache: bool):
+    return numba.njit(cache=cache, nogil=True, fastmath=False, error_model="numpy")(function)
 
 
 @_jit
