@@ -58,20 +58,9 @@ def metadata_of(path) -> dict:
     return json.loads(text)
 
 
-def values_of(path) -> np.ndarray:
-    if path.suffix == ".npy":
-        return np.load(path)
-    if path.suffix == ".h5":
-        with h5py.File(path, "r") as handle:
-            return handle["weight"][()]
-    from safetensors.numpy import load_file
-
-    return load_file(str(path))["weight"]
-
-
 @pytest.mark.parametrize("case", sorted(CASES))
 @pytest.mark.parametrize("suffix", [".h5", ".safetensors"])
-def test_files_record_how_they_were_made(tmp_path, case, suffix):
+def test_files_record_how_they_were_made(tmp_path, case, suffix, read_back):
     args, config_expected = CASES[case]
     path = tmp_path / f"w{suffix}"
     result = run("sample", *args, "--seed", "123", "-o", str(path))
@@ -88,7 +77,7 @@ def test_files_record_how_they_were_made(tmp_path, case, suffix):
     assert config.get("stream", "vsgen") == stream
     assert record["stream"] == f"{stream}/1"
     assert record["layout"] == ("torch" if case == "torch" else "keras")
-    values = values_of(path)
+    values = read_back(path)
     assert record["shape"] == list(values.shape)
     assert record["dtype"] == values.dtype.name
     # The recorded fans are the ones the initializer uses for the fan shape.
@@ -112,7 +101,7 @@ def test_bfloat16_dtype_is_recorded(tmp_path, dtype):
 
 @pytest.mark.parametrize("stream", ["vsgen", "keras"])
 @pytest.mark.parametrize("source", [".h5", ".safetensors"])
-def test_drawn_seed_is_reported_recorded_and_reproducible(tmp_path, stream, source):
+def test_drawn_seed_is_reported_recorded_and_reproducible(tmp_path, stream, source, read_back):
     path = tmp_path / f"w{source}"
     result = run(
         "sample",
@@ -132,7 +121,7 @@ def test_drawn_seed_is_reported_recorded_and_reproducible(tmp_path, stream, sour
     assert match, result.stderr
     seed = int(match.group(1))
     assert metadata_of(path)["tensors"]["weight"]["config"]["seed"] == seed
-    original = values_of(path)
+    original = read_back(path)
     assert (
         original.tobytes()
         == vsgen.GlorotNormal(seed=seed, stream=stream)((3, 3, 8, 16), "float16").tobytes()
@@ -142,7 +131,7 @@ def test_drawn_seed_is_reported_recorded_and_reproducible(tmp_path, stream, sour
         again = run("sample", "--config-from", str(path), "-o", str(copy))
         assert again.exit_code == 0, again.stderr
         assert again.stderr == ""  # the seed is recorded, not drawn again
-        reproduced = values_of(copy)
+        reproduced = read_back(copy)
         assert reproduced.dtype == np.float16
         assert reproduced.tobytes() == original.tobytes()
         if target != ".npy":
@@ -152,14 +141,14 @@ def test_drawn_seed_is_reported_recorded_and_reproducible(tmp_path, stream, sour
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_config_from_reproduces_every_case(tmp_path, case):
+def test_config_from_reproduces_every_case(tmp_path, case, read_back):
     args, _ = CASES[case]
     source = tmp_path / "w.safetensors"
     assert run("sample", *args, "-o", str(source)).exit_code == 0
     copy = tmp_path / "copy.h5"
     result = run("sample", "--config-from", str(source), "-o", str(copy))
     assert result.exit_code == 0, result.stderr
-    assert values_of(copy).tobytes() == values_of(source).tobytes()
+    assert read_back(copy).tobytes() == read_back(source).tobytes()
     assert metadata_of(copy)["tensors"]["weight"] == metadata_of(source)["tensors"]["weight"]
 
 
@@ -258,3 +247,23 @@ def test_check_uses_the_record(tmp_path):
     report = json.loads(result.stdout)
     assert result.exit_code == 0 and report["source"] == "provenance"
     assert report["expected"]["limit"] == vsgen.LecunUniform().scaling((128, 64)).limit
+
+
+def test_replay_reads_back_every_argument(tmp_path, read_back):
+    """provenance.replay turns a file's record (read with h5py, not vsgen's
+    reader) back into a plan with the file's very bytes."""
+    from vsgen import provenance
+
+    path = tmp_path / "w.h5"
+    args = ["--shape", "10,24", "--fan-shape", "40,24", "--rows", "2:7", "--dtype", "float16"]
+    assert run("sample", *args, "--seed", "11", "-o", str(path)).exit_code == 0
+    with h5py.File(path, "r") as handle:
+        records = provenance.parse_metadata({"vsgen": handle.attrs["vsgen"]})
+    replayed = provenance.replay(records["weight"])
+    assert (replayed.full_shape, replayed.fan_shape) == ((10, 24), (40, 24))
+    assert (replayed.rows, replayed.dtype) == ((2, 7), "float16")
+    assert replayed.initializer.seed == 11
+    plan = replayed.initializer.plan(
+        replayed.full_shape, replayed.dtype, rows=replayed.rows, fan_shape=replayed.fan_shape
+    )
+    assert plan.array().tobytes() == read_back(path).tobytes()
