@@ -16,6 +16,9 @@ from vsgen.cli._errors import (
 )
 
 if TYPE_CHECKING:
+    import numpy as np
+
+    from vsgen.formats import Output
     from vsgen.initializer import Plan
 
 #: Show a progress bar only for jobs this large (values), and only on a TTY.
@@ -40,7 +43,7 @@ def refuse_foreign_directory(output: str, fmt: str, force: bool) -> None:
                 )
 
 
-def open_output(*args: Any, **kwargs: Any) -> Any:
+def open_output(*args: Any, **kwargs: Any) -> Output:
     """``formats.open_output`` with Ctrl-C and SIGTERM held until the output exists.
 
     A signal landing while the temporary file is being created (between
@@ -96,7 +99,7 @@ def progress(total: int, label: str, quiet: bool) -> Iterator[Callable[[int], No
         yield advance
 
 
-def write_plans(target: Any, plans: Sequence[Plan], threads: int | None, quiet: bool) -> None:
+def write_plans(target: Output, plans: Sequence[Plan], threads: int | None, quiet: bool) -> None:
     """Stream every plan's chunks into the opened output, then commit atomically.
 
     Without --threads, sampling leaves one CPU to the writer: the kernel's copy
@@ -110,7 +113,7 @@ def write_plans(target: Any, plans: Sequence[Plan], threads: int | None, quiet: 
     if threads is None:
         threads = max(1, usable_cpus() - 1)
 
-    def chunks() -> Iterator[Any]:
+    def chunks() -> Iterator[np.ndarray]:
         for plan in plans:
             yield from plan.chunks(threads=threads)
 

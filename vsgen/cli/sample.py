@@ -33,7 +33,7 @@ from vsgen.dtypes import DTYPE_NAMES
 from vsgen.fans import shard_rows
 
 if TYPE_CHECKING:
-    from vsgen.formats import TensorInfo
+    from vsgen.formats import Output, TensorInfo
     from vsgen.initializer import Plan
 
 #: Options that select one tensor; whole-model sampling refuses them.
@@ -243,7 +243,7 @@ def _model_job(kwargs: dict[str, Any], options: dict[str, Any]) -> _Job:
         )
 
 
-def _open_target(job: _Job, output: str, fmt_option: str | None, force: bool) -> Any:
+def _open_target(job: _Job, output: str, fmt_option: str | None, force: bool) -> Output:
     """Resolve the format and open the output, refusing what must not be written.
 
     A single tensor never goes to a directory unless --format npydir says so;

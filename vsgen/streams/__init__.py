@@ -28,9 +28,9 @@ from vsgen.streams.keras import KerasStream
 
 __all__ = [
     "DEFAULT_CHUNK",
+    "DEFAULT_STREAM",
     "DISTRIBUTIONS",
     "JSON_SAFE_SEED_BITS",
-    "DEFAULT_STREAM",
     "STREAMS",
     "Draw",
     "KerasStream",
