@@ -183,3 +183,12 @@ def test_rows_and_fan_shape():
         init.sample((10, 4), rows=(5, 11))
     plan = init.plan((4, 4), fan_shape=(400, 4))
     assert plan.scaling.fan_in == 400
+
+
+@pytest.mark.parametrize(("stream", "bits"), [("vsgen", 53), ("keras", 32)])
+def test_drawn_seeds_stay_json_exact_and_use_their_range(stream, bits):
+    seeds = [vsgen.VarianceScaling(stream=stream).seed for _ in range(200)]
+    assert all(0 <= seed < 2**bits for seed in seeds)
+    # 200 uniform draws all in the lower half has probability 2**-200.
+    assert max(seeds) >= 2 ** (bits - 1)
+    assert all(float(seed) == seed for seed in seeds)  # exact as a double
