@@ -262,7 +262,7 @@ def startup_costs() -> None:
             rows.append([float(v) for v in result.stdout.split()])
     first, cached = rows[0], rows[1:]
     print("\nStart-up (fresh interpreters; the f32 normal and uniform kernels):")
-    print(f"  import numpy + vsgen.streams         {1e3 * cached[-1][0]:7.0f} ms")
+    print(f"  import numpy + vsgen.streams      {1e3 * cached[-1][0]:7.0f} ms")
     print(f"  import numba                      {1e3 * min(r[1] for r in cached):7.0f} ms")
     print(f"  load cached kernels               {1e3 * min(r[2] for r in cached):7.0f} ms")
     print(f"  first compile (empty cache)       {1e3 * first[2]:7.0f} ms")
