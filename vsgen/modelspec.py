@@ -590,6 +590,9 @@ class ConstantPlan:
     dtype: np.dtype
     shape: tuple[int, ...]
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "shape", normalize_shape(self.shape))
+
     @property
     def size(self) -> int:
         """Number of values this plan produces."""
@@ -763,10 +766,11 @@ def _plan_tensor(
     layout: str,
     stream: str,
 ) -> tuple[Plan, dict[str, Any]]:
-    shape = normalize_shape(entry.shape)
     if chosen.constant is not None:
-        constant_plan = ConstantPlan(chosen.constant, resolve_dtype(dtype), shape)
-        record = provenance.constant_record(constant_plan.value, constant_plan.dtype, shape)
+        constant_plan = ConstantPlan(chosen.constant, resolve_dtype(dtype), entry.shape)
+        record = provenance.constant_record(
+            constant_plan.value, constant_plan.dtype, constant_plan.shape
+        )
         return constant_plan, record
     stream_name = chosen.stream_name(stream)
     if entry.seed is not None:
@@ -774,7 +778,7 @@ def _plan_tensor(
     else:
         tensor_seed, how = derive_seed(global_seed, entry.name, stream_name), "derived"
     initializer = chosen.initializer(tensor_seed, layout, stream)
-    plan = initializer.plan(shape, dtype)
+    plan = initializer.plan(entry.shape, dtype)
     record = provenance.tensor_record(initializer, plan)
     record["seed_from"] = how
     if how == "derived":
