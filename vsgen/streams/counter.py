@@ -59,6 +59,8 @@ from vsgen.streams._constants import (
 
 STREAM_NAME = "vsgen"
 STREAM_VERSION = 1
+#: Seeds are any 64-bit unsigned integer.
+MAX_SEED = 1 << 64
 
 _MASK64 = (1 << 64) - 1
 
@@ -395,7 +397,7 @@ def _check_arguments(
             "Argument `out` must be a writeable 1-D C-contiguous array. "
             f"Received: out with shape {out.shape}"
         )
-    seed = _integer(seed, "seed", 0, 1 << 64, "an integer in [0, 2**64)")
+    seed = _integer(seed, "seed", 0, MAX_SEED, "an integer in [0, 2**64)")
     # Flat indices stay below 2**62 so that every counter fits an int64.
     start = _integer(start, "start", 0, (1 << 62) - out.size, "an integer in [0, 2**62 - out.size)")
     threads = _integer(threads, "threads", 1, None, "an integer >= 1")
@@ -508,9 +510,9 @@ def _executor(threads: int) -> ThreadPoolExecutor:
 class VsgenStream(Stream):
     """The counter-based ``vsgen`` stream: ``fill`` above, behind the ``Stream`` interface."""
 
-    name = "vsgen"
-    version = 1
-    max_seed = 2**64
+    name = STREAM_NAME
+    version = STREAM_VERSION
+    max_seed = MAX_SEED
     random_access = True
 
     def fill(
