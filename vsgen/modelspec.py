@@ -204,6 +204,10 @@ def init_from_initializer(initializer: VarianceScaling) -> Init:
     """The :class:`Init` of an existing initializer, dropping its seed."""
     config = initializer.get_config()
     config.pop("seed", None)
+    if config.pop("preset", None) is not None:  # PyTorch's presets keep their own formulas
+        for key in ("scale", "mode", "distribution"):
+            config.pop(key)
+        return Init(class_name=type(initializer).__name__, options=_freeze(config))
     return Init(class_name="VarianceScaling", options=_freeze(config))
 
 
