@@ -272,8 +272,8 @@ def terminate_as_interrupt() -> Iterator[None]:
     try:
         yield
     finally:
-        for signum, old in previous.items():
-            signal.signal(signum, old)
+        for caught, old in previous.items():
+            signal.signal(caught, old)
 
 
 @contextlib.contextmanager
