@@ -163,3 +163,23 @@ def test_python_names():
     assert vsgen.get_preset("glorot_normal") is vsgen.GlorotNormal  # Keras' stays Keras'
     with pytest.raises(ValueError, match="preset"):
         vsgen.get_preset("xavier")
+
+
+@pytest.mark.parametrize(
+    ("layout_line", "layout"), [("", "torch"), ('layout = "keras"\n', "keras")]
+)
+def test_spec_files_keep_the_torch_layout_unless_told(tmp_path, layout_line, layout):
+    import json
+
+    from safetensors import safe_open
+
+    spec = tmp_path / "m.toml"
+    spec.write_text(f'seed = 1\n{layout_line}init = "kaiming_normal"\n[tensors]\n"w" = [8, 4]\n')
+    target = tmp_path / "m.safetensors"
+    result = CliRunner().invoke(cli, ["sample", "--spec", str(spec), "-o", str(target)])
+    assert result.exit_code == 0, result.stderr
+    with safe_open(str(target), "np") as handle:
+        record = json.loads(handle.metadata()["vsgen"])["tensors"]["w"]
+    assert record["layout"] == layout
+    fans = (4, 8) if layout == "torch" else (8, 4)
+    assert (record["fan_in"], record["fan_out"]) == fans

@@ -188,10 +188,16 @@ class VarianceScaling:
         seed: None (draw a fresh seed now; see ``seed``), a non-negative int
             (below 2**32 for the keras stream, 2**64 for the vsgen stream), or
             a ``numpy.random.SeedSequence``, which gives fresh values per call.
+            A seed indexes one stream of numbers: the same seed with another
+            distribution, scale or shape gives related values (the same
+            underlying draws), so give each tensor its own seed (model specs
+            derive one per tensor name).
         input_axes, output_axes: explicit fan axes (Keras 3.15); together.
         layout: ``"keras"`` (channels-last) or ``"torch"`` (``(out, in, *k)``).
         stream: ``"vsgen"`` (fast, parallel, default) or ``"keras"``
-            (bit-identical to Keras 3's numpy backend).
+            (bit-identical to Keras 3 with its numpy backend; the JAX and
+            TensorFlow backends draw from their own generators, so they give
+            other values from the same distribution).
 
     Calling the initializer repeatedly returns the same values (Keras 3).
     """
@@ -394,8 +400,8 @@ class VarianceScaling:
         """
         if self.layout != "keras":
             raise ValueError(
-                f"layout {self.layout!r} has no Keras equivalent; use explicit "
-                "input_axes/output_axes instead"
+                f"Argument `layout` {self.layout!r} has no Keras equivalent; give explicit "
+                f"`input_axes` and `output_axes` instead. Received: layout={self.layout!r}"
             )
         config: dict[str, Any] = {
             "scale": self.scale,

@@ -38,7 +38,8 @@ __all__ = ["PROGRESS_MIN_VALUES", "cli", "main"]
 )
 def cli() -> None:
     """Generate variance-scaling (Glorot/He/LeCun) weights: fast, reproducible,
-    Keras-compatible.
+    bit-identical to Keras 3 (numpy backend) with --stream keras, PyTorch's
+    torch.nn.init parameters with the kaiming_*/xavier_* presets.
 
     \b
     Examples:
