@@ -64,6 +64,11 @@ def progress(total: int, label: str, quiet: bool) -> Iterator[Callable[[int], No
     if quiet or total < PROGRESS_MIN_VALUES or not _stderr_is_terminal():
         yield None
         return
+    # Shown before rich is imported (about 0.1 s); the bar's first frame,
+    # drawn from column 0, covers it.
+    with contextlib.suppress(OSError, ValueError):
+        sys.stderr.write(f"{'preparing':<9}\r")
+        sys.stderr.flush()
     from rich.progress import (
         BarColumn,
         Progress,
