@@ -76,14 +76,9 @@ def _refuse_special_file(path: str) -> None:
         raise RuntimeFailure(f"cannot read {path}: {describe_os_error(error)}") from None
     if stat.S_ISREG(mode):
         return
-    kinds = (
-        (stat.S_ISDIR, "a directory"),
-        (stat.S_ISFIFO, "a FIFO (named pipe)"),
-        (stat.S_ISCHR, "a character device"),
-        (stat.S_ISBLK, "a block device"),
-        (stat.S_ISSOCK, "a socket"),
-    )
-    kind = next((name for test, name in kinds if test(mode)), "not a regular file")
+    from vsgen.formats.atomic import describe_file_kind
+
+    kind = describe_file_kind(mode)
     hint = "; to check a stream, pipe it into 'vsgen check -'" if kind != "a directory" else ""
     raise BadInput(f"{path} is {kind}, not a .npy, .h5 or .safetensors file{hint}")
 

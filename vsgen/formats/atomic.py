@@ -55,8 +55,8 @@ def fsync_directory(path: str) -> None:
 _NPY_MAGIC = b"\x93NUMPY"
 
 
-def _kind(mode: int) -> str:
-    """What a non-regular file is, in words, for error messages."""
+def describe_file_kind(mode: int) -> str:
+    """What a non-regular file is, in words ("a FIFO (named pipe)"), for error messages."""
     if stat.S_ISLNK(mode):
         return "a symbolic link"
     if stat.S_ISDIR(mode):
@@ -116,12 +116,12 @@ def check_replaceable(path: str, display: str, is_dir: bool) -> None:
     if not is_dir:
         if not stat.S_ISREG(mode):
             raise ValueError(
-                f"output {display!r} exists and is {_kind(mode)}, not a regular file; "
+                f"output {display!r} exists and is {describe_file_kind(mode)}, not a regular file; "
                 "--force only replaces regular files"
             )
         return
     if not stat.S_ISDIR(mode):
-        what = "a regular file" if stat.S_ISREG(mode) else _kind(mode)
+        what = "a regular file" if stat.S_ISREG(mode) else describe_file_kind(mode)
         raise ValueError(
             f"output {display!r} exists and is {what}; --format npydir writes a directory "
             "and --force only replaces a directory of .npy files"
