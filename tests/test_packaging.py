@@ -54,3 +54,15 @@ def test_import_vsgen_is_light():
     code = "import sys, vsgen.__main__; print('numpy' in sys.modules, 'click' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.stdout.split() == ["False", "False"], done.stderr
+
+
+def test_submodules_are_reachable_from_the_package():
+    import subprocess
+
+    code = (
+        "import vsgen; "
+        "print(vsgen.names.canonical('FAN-AVG', ('fan_in', 'fan_avg')), "
+        "vsgen.formats.open_output.__name__, vsgen.KaimingNormal.__name__)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.split() == ["fan_avg", "open_output", "KaimingNormal"], done.stderr

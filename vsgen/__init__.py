@@ -61,7 +61,23 @@ _HOMES = {
 __all__ = sorted([*_HOMES, "__version__"])
 
 
+#: Submodules reachable as attributes (``vsgen.formats.open_output``), imported on use.
+_SUBMODULES = (
+    "dtypes",
+    "fans",
+    "formats",
+    "initializer",
+    "modelspec",
+    "names",
+    "provenance",
+    "streams",
+    "verify",
+)
+
+
 def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f"vsgen.{name}")
     home = _HOMES.get(name)
     if home is None:
         raise AttributeError(f"module 'vsgen' has no attribute {name!r}")
