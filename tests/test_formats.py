@@ -440,8 +440,9 @@ def make_old_target(tmp_path: Path, fmt: str) -> tuple[Path, bytes]:
     path = tmp_path / f"w{SUFFIX[fmt]}"
     if fmt == "npydir":
         path.mkdir()
-        (path / "old.npy").write_bytes(b"old directory")
-        return path, b"old directory"
+        old = b"\x93NUMPY old directory"  # --force replaces only NPY files
+        (path / "old.npy").write_bytes(old)
+        return path, old
     path.write_bytes(b"old contents")
     return path, b"old contents"
 

@@ -192,3 +192,15 @@ def test_drawn_seeds_stay_json_exact_and_use_their_range(stream, bits):
     # 200 uniform draws all in the lower half has probability 2**-200.
     assert max(seeds) >= 2 ** (bits - 1)
     assert all(float(seed) == seed for seed in seeds)  # exact as a double
+
+
+def test_one_seed_is_one_stream():
+    """What the README's "One seed, one stream" says, so that it stays true."""
+    one = vsgen.VarianceScaling(seed=5, distribution="uniform").sample((1000, 100))
+    two = vsgen.VarianceScaling(2.0, seed=5, distribution="uniform").sample((1000, 100))
+    assert np.allclose(two, one * np.sqrt(2.0), rtol=1e-6)
+    wide = vsgen.VarianceScaling(seed=5, distribution="uniform").sample((100, 1000))
+    assert np.corrcoef(one.ravel(), wide.ravel())[0, 1] > 0.999999
+    normal = vsgen.VarianceScaling(seed=5, distribution="untruncated_normal").sample((1000, 100))
+    truncated = vsgen.VarianceScaling(seed=5).sample((1000, 100))
+    assert np.corrcoef(normal.ravel(), truncated.ravel())[0, 1] > 0.95

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from vsgen.names import spelling
+
 DTYPE_NAMES = ("float16", "bfloat16", "float32", "float64")
 DEFAULT_DTYPE = "float32"
 
-_ALIASES = {
+#: Other names for the output types (matched by ``vsgen.names.spelling``).
+DTYPE_ALIASES = {
     "half": "float16",
     "f16": "float16",
     "fp16": "float16",
@@ -49,8 +52,8 @@ def resolve_dtype(dtype: object = None) -> np.dtype:
         name = getattr(dtype, "name", None) or getattr(dtype, "__name__", None) or str(dtype)
         if not isinstance(name, str):
             name = str(dtype)
-    key = str(name).strip().lower().removeprefix("torch.").removeprefix("numpy.")
-    key = _ALIASES.get(key, key)
+    key = spelling(str(name)).removeprefix("torch.").removeprefix("numpy.")
+    key = DTYPE_ALIASES.get(key, key)
     if key == "bfloat16":
         return bfloat16()
     if key in ("float16", "float32", "float64"):
@@ -70,3 +73,49 @@ def working_dtype(dtype: np.dtype) -> np.dtype:
     """Precision the ``vsgen`` stream computes in: float64 for float64 outputs,
     float32 for every output of 32 bits or fewer."""
     return np.dtype(np.float64) if np.dtype(dtype).itemsize == 8 else np.dtype(np.float32)
+
+
+def _largest_at_most(value: float, dtype: np.dtype, strictly: bool) -> float:
+    """The largest ``dtype`` value ``<= value`` (``< value`` if ``strictly``),
+    for a finite ``value`` > 0 and a 16-bit float type."""
+    nearest = np.array(value, dtype=np.float64).astype(dtype)
+    bits = nearest.view(np.uint16)
+    while float(nearest) > value or (strictly and float(nearest) == value):
+        # For positive finite 16-bit floats, one less in the bit pattern is the
+        # next smaller value.
+        bits = bits - np.uint16(1)
+        nearest = bits.view(dtype)
+    return float(nearest)
+
+
+def narrow_bounds(
+    dtype: np.dtype, distribution: str, multiplier: float
+) -> tuple[float, float] | None:
+    """The interval that rounded float16/bfloat16 values are clamped to.
+
+    Rounding to a 16-bit type can carry a value onto or past the bound it was
+    drawn inside (e.g. a uniform value just below ``limit`` rounds to
+    ``limit`` or above). The documented ranges are ``[-2s, 2s]`` for
+    truncated_normal (``multiplier`` = s) and ``[-limit, limit)`` for uniform
+    (``multiplier`` = limit); this returns ``(low, high)``: the representable
+    values closest to those ends, inside them. None for other dtypes (their
+    rounding is left alone so their bytes never change) and for
+    untruncated_normal (no bound).
+    """
+    dtype = np.dtype(dtype)
+    if dtype.itemsize != 2 or distribution not in ("truncated_normal", "uniform"):
+        return None
+    if distribution == "truncated_normal":
+        bound = 2.0 * multiplier
+        high = _largest_at_most(bound, dtype, strictly=False)
+        return -high, high
+    high = _largest_at_most(multiplier, dtype, strictly=True)
+    low = -_largest_at_most(multiplier, dtype, strictly=False)
+    return low, high
+
+
+def round_into(out: np.ndarray, values: np.ndarray, bounds: tuple[float, float] | None) -> None:
+    """``out[...] = values`` rounded to ``out.dtype``, then clamped to ``bounds``."""
+    out[...] = values.astype(out.dtype)
+    if bounds is not None:
+        np.clip(out, np.array(bounds[0], out.dtype), np.array(bounds[1], out.dtype), out=out)

@@ -78,6 +78,25 @@ def normalize_shape(shape: object, argument: str = "shape") -> Shape:
 
 
 _SHAPE_SEPARATORS = re.compile(r"\s*[,xX×]\s*")
+_INTEGER = re.compile(r"-?[0-9]+")
+
+
+def parse_integer(text: str, argument: str, *, negative: bool = False) -> int:
+    """Parse an integer written with ASCII digits only (and ``-`` if ``negative``).
+
+    The one rule for every integer vsgen reads from text (shapes, seeds,
+    thread counts, row ranges, shards, axes): no signs but an optional minus,
+    no underscores (``1_0``), no other scripts' digits (``٣``), no ``²``.
+    Surrounding blanks are ignored. Raises ValueError naming ``argument``.
+    """
+    stripped = text.strip()
+    if _INTEGER.fullmatch(stripped) and (negative or not stripped.startswith("-")):
+        return int(stripped)
+    kind = "an integer" if negative else "a non-negative integer"
+    raise ValueError(
+        f"Argument `{argument}` must be {kind} written with the digits 0-9. "
+        f"Received: {argument}={text!r}"
+    )
 
 
 def parse_shape(text: str) -> Shape:
@@ -92,12 +111,16 @@ def parse_shape(text: str) -> Shape:
     parts = _SHAPE_SEPARATORS.split(stripped)
     if stripped.endswith(","):
         parts = parts[:-1]  # "(512,)" is Python's spelling of a 1-D shape
-    if not stripped or any(not (p.isascii() and p.isdigit()) for p in parts):
+    try:
+        if not stripped:
+            raise ValueError
+        dims = tuple(parse_integer(part, "shape") for part in parts)
+    except ValueError:
         raise ValueError(
-            f"invalid shape {text!r}: expected non-negative integers separated by "
-            "',' or 'x', e.g. 512,256 or 3x3x64x128 ('()' for a scalar)"
-        )
-    return normalize_shape(tuple(int(p) for p in parts))
+            f"invalid shape {text!r}: expected non-negative integers (digits 0-9) separated "
+            "by ',' or 'x', e.g. 512,256 or 3x3x64x128 ('()' for a scalar)"
+        ) from None
+    return normalize_shape(dims)
 
 
 def _normalize_axes(axes: Sequence[int], rank: int, argument: str) -> tuple[int, ...]:
@@ -170,11 +193,30 @@ def compute_fans(
     return shape[-2] * receptive_field, shape[-1] * receptive_field
 
 
+#: Largest kernel side that :func:`looks_channels_last` takes for a kernel.
+_KERNEL_SIDE_MAX = 11
+
+
+def looks_channels_last(shape: Sequence[int]) -> bool:
+    """True if a conv-like ``shape`` reads more naturally as Keras'
+    ``(*kernel, in, out)`` than as PyTorch's ``(out, in, *kernel)``.
+
+    That is: rank 3 to 5, the leading ``rank - 2`` sizes are kernel-like (at
+    most 11) and smaller than both trailing ones, e.g. ``(3, 3, 64, 128)``.
+    PyTorch's own weights such as ``(64, 3, 7, 7)`` or ``(32, 1, 3, 3)`` are
+    not flagged. A hint for a warning, never a rule.
+    """
+    if not 3 <= len(shape) <= 5:
+        return False
+    kernel, channels = shape[:-2], shape[-2:]
+    return max(kernel) <= _KERNEL_SIDE_MAX and max(kernel) < min(channels)
+
+
 def parse_axes(text: str, argument: str) -> tuple[int, ...]:
     """Parse ``"0,1,2"`` or ``"-2"`` into a tuple of ints (axes may be negative)."""
     parts = [p.strip() for p in text.strip().strip("[]()").split(",") if p.strip()]
     try:
-        return tuple(int(p) for p in parts)
+        return tuple(parse_integer(p, argument, negative=True) for p in parts)
     except ValueError:
         raise ValueError(
             f"invalid {argument} {text!r}: expected integers separated by ',', e.g. 0,1,2"
@@ -184,14 +226,21 @@ def parse_axes(text: str, argument: str) -> tuple[int, ...]:
 # --- rows and shards along axis 0 ---------------------------------------------------
 
 
-def row_range(shape: Shape, rows: tuple[int, int] | None) -> tuple[Shape, int, int]:
-    """Shape and flat index range [start, stop) of rows ``a..b-1`` along axis 0."""
-    total = math.prod(shape)
-    if rows is None:
-        return shape, 0, total
+def resolve_rows(shape: Sequence[int], rows: tuple[int | None, int | None]) -> tuple[int, int]:
+    """``(a, b)`` with an open end filled in: ``None`` is 0 for ``a``, ``shape[0]`` for ``b``."""
     if not shape:
         raise ValueError("Argument `rows` needs a shape of rank >= 1; a scalar has no rows.")
     first, last = rows
+    return (0 if first is None else int(first), shape[0] if last is None else int(last))
+
+
+def row_range(shape: Shape, rows: tuple[int | None, int | None] | None) -> tuple[Shape, int, int]:
+    """Shape and flat index range [start, stop) of rows ``a..b-1`` along axis 0
+    (either end may be None: open)."""
+    total = math.prod(shape)
+    if rows is None:
+        return shape, 0, total
+    first, last = resolve_rows(shape, rows)
     if not 0 <= first <= last <= shape[0]:
         raise ValueError(
             f"Argument `rows` must satisfy 0 <= start <= stop <= {shape[0]} (the first "

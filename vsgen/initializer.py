@@ -6,9 +6,11 @@ command line lives in ``vsgen.cli``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import numbers
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -16,7 +18,15 @@ from typing import Any, Protocol
 import numpy as np
 
 from vsgen.dtypes import resolve_dtype
-from vsgen.fans import check_axes_pair, check_layout, compute_fans, normalize_shape, row_range
+from vsgen.fans import (
+    check_axes_pair,
+    check_layout,
+    compute_fans,
+    normalize_shape,
+    resolve_rows,
+    row_range,
+)
+from vsgen.names import canonical
 from vsgen.streams import (
     DEFAULT_CHUNK,
     DEFAULT_STREAM,
@@ -178,10 +188,16 @@ class VarianceScaling:
         seed: None (draw a fresh seed now; see ``seed``), a non-negative int
             (below 2**32 for the keras stream, 2**64 for the vsgen stream), or
             a ``numpy.random.SeedSequence``, which gives fresh values per call.
+            A seed indexes one stream of numbers: the same seed with another
+            distribution, scale or shape gives related values (the same
+            underlying draws), so give each tensor its own seed (model specs
+            derive one per tensor name).
         input_axes, output_axes: explicit fan axes (Keras 3.15); together.
         layout: ``"keras"`` (channels-last) or ``"torch"`` (``(out, in, *k)``).
         stream: ``"vsgen"`` (fast, parallel, default) or ``"keras"``
-            (bit-identical to Keras 3's numpy backend).
+            (bit-identical to Keras 3 with its numpy backend; the JAX and
+            TensorFlow backends draw from their own generators, so they give
+            other values from the same distribution).
 
     Calling the initializer repeatedly returns the same values (Keras 3).
     """
@@ -292,12 +308,13 @@ class VarianceScaling:
         shape: Sequence[int],
         dtype: object = None,
         *,
-        rows: tuple[int, int] | None = None,
+        rows: tuple[int | None, int | None] | None = None,
         fan_shape: Sequence[int] | None = None,
     ) -> SamplePlan:
         """Resolve what a call would sample, without sampling.
 
         ``rows=(a, b)`` selects rows a..b-1 along axis 0 of the full ``shape``
+        (``None`` for an open end: ``(100, None)`` is rows 100 to the end)
         (bit-identical to slicing the full tensor); fans then still come from
         the full shape. ``fan_shape`` computes fans from another shape (TF1's
         ``partition_info``) while sampling ``shape``.
@@ -316,7 +333,7 @@ class VarianceScaling:
             shape=out_shape,
             start=start,
             stop=stop,
-            rows=None if rows is None else (int(rows[0]), int(rows[1])),
+            rows=None if rows is None else resolve_rows(shape, rows),
         )
 
     def sample(
@@ -324,7 +341,7 @@ class VarianceScaling:
         shape: Sequence[int],
         dtype: object = None,
         *,
-        rows: tuple[int, int] | None = None,
+        rows: tuple[int | None, int | None] | None = None,
         fan_shape: Sequence[int] | None = None,
         threads: int | None = None,
     ) -> np.ndarray:
@@ -362,7 +379,10 @@ class VarianceScaling:
             raise TypeError(
                 f"Argument `config` must be a JSON object (a dict). Received: config={config!r}"
             )
-        allowed = set(_CONFIG_KEYS)
+        if config.get("preset") is not None and cls is VarianceScaling:
+            # PyTorch's presets record their name: their stddev is computed their way.
+            return get_preset(config["preset"]).from_config(config)
+        allowed = set(_CONFIG_KEYS) - {"preset"}
         unknown = sorted(set(config) - allowed)
         if unknown:
             raise ValueError(
@@ -380,8 +400,8 @@ class VarianceScaling:
         """
         if self.layout != "keras":
             raise ValueError(
-                f"layout {self.layout!r} has no Keras equivalent; use explicit "
-                "input_axes/output_axes instead"
+                f"Argument `layout` {self.layout!r} has no Keras equivalent; give explicit "
+                f"`input_axes` and `output_axes` instead. Received: layout={self.layout!r}"
             )
         config: dict[str, Any] = {
             "scale": self.scale,
@@ -421,6 +441,7 @@ _CONFIG_KEYS = (
     "output_axes",
     "layout",
     "stream",
+    "preset",
 )
 
 
@@ -501,23 +522,46 @@ _DTYPE_MAX = {
     "float32": 3.4028234663852886e38,
     "float64": 1.7976931348623157e308,
 }
+#: Smallest positive normal value of each output type: below it values lose
+#: precision (subnormals) or become zero.
+_DTYPE_TINY = {
+    "float16": 2.0**-14,
+    "bfloat16": 2.0**-126,
+    "float32": 2.0**-126,
+    "float64": 2.0**-1022,
+}
 #: Beyond this many stddevs an untruncated normal value has probability ~1e-23.
 _NORMAL_REACH = 10.0
 
 
 def _check_fits_dtype(scaling: Scaling, dtype: np.dtype) -> None:
-    """Refuse a scale whose values would overflow ``dtype`` to inf: the largest
-    magnitude is the bound 2s, the limit, or (untruncated) 10 stddevs."""
+    """Refuse a scale whose numbers ``dtype`` cannot represent.
+
+    Overflow: the largest magnitude (the bound 2s, the limit, or for the
+    untruncated normal 10 stddevs) must be finite in double precision and
+    in ``dtype``. Underflow: the stddev must be at least the smallest normal
+    number of ``dtype``, or the values would be subnormal (few significant
+    bits) or zero.
+    """
+    name = np.dtype(dtype).name
     if scaling.distribution == "untruncated_normal":
         reach = _NORMAL_REACH * scaling.stddev
     else:
         reach = scaling.bound if scaling.bound is not None else scaling.multiplier
-    largest = _DTYPE_MAX[np.dtype(dtype).name]
-    if reach > largest:
+    received = f"Received: scale={scaling.scale!r}, dtype={name}"
+    largest = _DTYPE_MAX[name]
+    if not math.isfinite(reach) or reach > largest:
         raise ValueError(
-            f"Argument `scale` is too large for dtype {np.dtype(dtype).name}: values would "
-            f"reach {reach:.4g}, beyond its largest finite value {largest:.4g}. "
-            f"Received: scale={scaling.scale!r}"
+            f"Argument `scale` is too large for `dtype` {name}: values would reach "
+            f"{reach:.4g}, beyond its largest finite value {largest:.4g}. {received}"
+        )
+    tiny = _DTYPE_TINY[name]
+    # The variance is a double too; a subnormal one has lost its precision.
+    if not (scaling.stddev >= tiny and scaling.variance >= sys.float_info.min):
+        raise ValueError(
+            f"Argument `scale` is too small for `dtype` {name}: the stddev "
+            f"{scaling.stddev:.4g} is below its smallest normal number {tiny:.4g}, so "
+            f"values would be subnormal or zero. {received}"
         )
 
 
@@ -556,6 +600,9 @@ class _Preset(VarianceScaling):
                 f"Argument `config` must be a JSON object (a dict). Received: config={config!r}"
             )
         config = dict(config)
+        preset = config.pop("preset", None)
+        if preset is not None and get_preset(preset) is not cls:
+            raise ValueError(f"{cls.__name__} config names another preset: {preset!r}")
         fixed = dict(zip(("scale", "mode", "distribution"), cls._PARAMS, strict=True))
         for key, expected in fixed.items():
             if key in config:
@@ -624,6 +671,101 @@ class LecunUniform(_Preset):
     _PARAMS = (1.0, "fan_in", "uniform")
 
 
+class _TorchPreset(_Preset):
+    """A ``torch.nn.init`` function with its default arguments, bit for bit.
+
+    PyTorch computes the parameters in its own order (``gain / sqrt(fan)``,
+    then ``sqrt(3) * std``), which can differ from ``sqrt(scale / n)`` in the
+    last bit; these presets compute them as PyTorch does, so ``stddev`` and
+    ``limit`` are the very doubles ``torch.nn.init`` uses. The layout is
+    PyTorch's ``(out, in, *kernel)`` unless another is given. Their configs
+    carry ``"preset"`` so that a file's record rebuilds the same numbers.
+    """
+
+    _TORCH_NAME = ""
+
+    def __init__(
+        self,
+        seed: int | np.random.SeedSequence | None = None,
+        *,
+        input_axes: Sequence[int] | None = None,
+        output_axes: Sequence[int] | None = None,
+        layout: str = "torch",
+        stream: str = DEFAULT_STREAM,
+    ) -> None:
+        super().__init__(
+            seed, input_axes=input_axes, output_axes=output_axes, layout=layout, stream=stream
+        )
+
+    def _torch_std(self, fan_in: int, fan_out: int) -> float:
+        raise NotImplementedError
+
+    def scaling(self, shape: Sequence[int]) -> Scaling:
+        """As ``VarianceScaling.scaling``, with PyTorch's stddev and limit.
+
+        Fans below 1 are floored at 1 (PyTorch divides by zero there).
+        """
+        base = super().scaling(shape)
+        stddev = self._torch_std(max(1, base.fan_in), max(1, base.fan_out))
+        limit = math.sqrt(3.0) * stddev if self.distribution == "uniform" else None
+        return dataclasses.replace(base, stddev=stddev, limit=limit)
+
+    def get_config(self) -> dict[str, Any]:
+        """The plain config, plus ``"preset"`` and ``"layout"`` (always given)."""
+        config = super().get_config()
+        config["preset"] = _preset_key(type(self))
+        config["layout"] = self.layout
+        return config
+
+    def keras_config(self) -> dict[str, Any]:
+        """Keras' ``VarianceScaling`` form (Keras has no class for PyTorch's presets;
+        it computes the stddev its own way, which may differ in the last bit)."""
+        return VarianceScaling.keras_config(self)
+
+
+class KaimingNormal(_TorchPreset):
+    """PyTorch ``kaiming_normal_`` defaults (a=0, mode fan_in, leaky_relu): an
+    untruncated normal, stddev = gain / sqrt(fan_in), gain = sqrt(2)."""
+
+    _PARAMS = (2.0, "fan_in", "untruncated_normal")
+
+    def _torch_std(self, fan_in: int, fan_out: int) -> float:
+        gain = math.sqrt(2.0 / (1 + 0**2))  # calculate_gain("leaky_relu", 0)
+        return gain / math.sqrt(fan_in)
+
+
+class KaimingUniform(_TorchPreset):
+    """PyTorch ``kaiming_uniform_`` defaults: U(-limit, limit),
+    limit = sqrt(3) * gain / sqrt(fan_in), gain = sqrt(2)."""
+
+    _PARAMS = (2.0, "fan_in", "uniform")
+
+    def _torch_std(self, fan_in: int, fan_out: int) -> float:
+        gain = math.sqrt(2.0 / (1 + 0**2))
+        return gain / math.sqrt(fan_in)
+
+
+class XavierNormal(_TorchPreset):
+    """PyTorch ``xavier_normal_`` (gain 1): an untruncated normal,
+    stddev = sqrt(2 / (fan_in + fan_out))."""
+
+    _PARAMS = (1.0, "fan_avg", "untruncated_normal")
+
+    def _torch_std(self, fan_in: int, fan_out: int) -> float:
+        return 1.0 * math.sqrt(2.0 / float(fan_in + fan_out))
+
+
+class XavierUniform(_TorchPreset):
+    """PyTorch ``xavier_uniform_`` (gain 1): U(-limit, limit),
+    limit = sqrt(3) * sqrt(2 / (fan_in + fan_out))."""
+
+    _PARAMS = (1.0, "fan_avg", "uniform")
+
+    def _torch_std(self, fan_in: int, fan_out: int) -> float:
+        return 1.0 * math.sqrt(2.0 / float(fan_in + fan_out))
+
+
+#: Keras' presets (channels-last fans, truncated normals), then PyTorch's.
 PRESETS: dict[str, type[_Preset]] = {
     "glorot_normal": GlorotNormal,
     "glorot_uniform": GlorotUniform,
@@ -631,6 +773,18 @@ PRESETS: dict[str, type[_Preset]] = {
     "he_uniform": HeUniform,
     "lecun_normal": LecunNormal,
     "lecun_uniform": LecunUniform,
+    "kaiming_normal": KaimingNormal,
+    "kaiming_uniform": KaimingUniform,
+    "xavier_normal": XavierNormal,
+    "xavier_uniform": XavierUniform,
+}
+#: Names of the Keras presets and of PyTorch's, in PRESETS order.
+KERAS_PRESETS = tuple(key for key, cls in PRESETS.items() if not issubclass(cls, _TorchPreset))
+TORCH_PRESETS = tuple(key for key, cls in PRESETS.items() if issubclass(cls, _TorchPreset))
+#: Other spellings of preset names: class names, PyTorch's function names.
+PRESET_ALIASES: dict[str, str] = {
+    **{cls.__name__: key for key, cls in PRESETS.items()},
+    **{f"{key}_": key for key, cls in PRESETS.items() if issubclass(cls, _TorchPreset)},
 }
 _CLASSES: dict[str, type[VarianceScaling]] = {
     "VarianceScaling": VarianceScaling,
@@ -638,16 +792,15 @@ _CLASSES: dict[str, type[VarianceScaling]] = {
 }
 
 
+def _preset_key(cls: type[VarianceScaling]) -> str:
+    return next(key for key, value in PRESETS.items() if value is cls)
+
+
 def get_preset(name: str) -> type[_Preset]:
-    """The preset class for ``"he_normal"``, ``"HeNormal"``, ``"he-normal"``..."""
-    key = str(name).strip()
-    by_class = {cls.__name__: cls for cls in PRESETS.values()}
-    if key in by_class:
-        return by_class[key]
-    snake = key.lower().replace("-", "_")
-    if snake in PRESETS:
-        return PRESETS[snake]
-    raise ValueError(f"Unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    """The preset class for a name: ``"he_normal"``, ``"HeNormal"``, ``"he-normal"``,
+    ``"kaiming_normal"``, ``"kaiming_normal_"``... (see ``vsgen.names``)."""
+    key = canonical(name, PRESETS, PRESET_ALIASES, argument="preset")
+    return PRESETS[key]
 
 
 def deserialize(obj: object) -> VarianceScaling:

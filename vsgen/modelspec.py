@@ -147,7 +147,7 @@ class Init:
         return self.constant is not None
 
     def initializer(
-        self, seed: int | None, layout: str = "keras", stream: str = DEFAULT_STREAM
+        self, seed: int | None, layout: str | None = "keras", stream: str = DEFAULT_STREAM
     ) -> VarianceScaling:
         """A ``VarianceScaling`` with ``seed``; ``layout``/``stream`` unless the init sets them.
 
@@ -157,7 +157,9 @@ class Init:
             raise ValueError("a constant initializer has no VarianceScaling")
         config = dict(self.options)
         # Explicit axes replace the layout; the layout still names the default.
-        config.setdefault("layout", layout)
+        # No layout at all: the initializer's own default (torch for PyTorch's presets).
+        if layout is not None:
+            config.setdefault("layout", layout)
         config.setdefault("stream", stream)
         config["seed"] = 0 if seed is None else seed
         for key in ("input_axes", "output_axes"):
@@ -204,6 +206,10 @@ def init_from_initializer(initializer: VarianceScaling) -> Init:
     """The :class:`Init` of an existing initializer, dropping its seed."""
     config = initializer.get_config()
     config.pop("seed", None)
+    if config.pop("preset", None) is not None:  # PyTorch's presets keep their own formulas
+        for key in ("scale", "mode", "distribution"):
+            config.pop(key)
+        return Init(class_name=type(initializer).__name__, options=_freeze(config))
     return Init(class_name="VarianceScaling", options=_freeze(config))
 
 
@@ -705,8 +711,10 @@ def build_job(
         )
     override_dtype = None if dtype is None else resolve_dtype(dtype)
     default_dtype = _first_dtype(override_dtype, spec.dtype, resolve_dtype(None))
-    layout = layout if layout is not None else spec.layout or "keras"
-    check_layout(layout)
+    # None: each initializer's own default (keras; torch for PyTorch's presets).
+    layout = layout if layout is not None else spec.layout
+    if layout is not None:
+        check_layout(layout)
     stream = get_stream(stream).name if stream is not None else spec.stream or DEFAULT_STREAM
     default_init = init if init is not None else spec.init
 
@@ -763,7 +771,7 @@ def _plan_tensor(
     chosen: Init,
     dtype: np.dtype,
     global_seed: int,
-    layout: str,
+    layout: str | None,
     stream: str,
 ) -> tuple[Plan, dict[str, Any]]:
     if chosen.constant is not None:

@@ -601,6 +601,18 @@ def _sign(passed: bool) -> str:
     return "<=" if passed else ">"
 
 
+def _compared(value: float, threshold: float, digits: int = 6) -> str:
+    """``"value <= threshold"`` or ``"value > threshold"``, each printed with as
+    many significant digits as it takes for the printed numbers themselves to
+    satisfy the printed relation (at least ``digits``; 17 always suffice)."""
+    holds = value <= threshold
+    for shown in range(digits, 18):
+        left, right = f"{value:.{shown}g}", f"{threshold:.{shown}g}"
+        if (float(left) <= float(right)) == holds and (holds or left != right):
+            break
+    return f"{left} {_sign(holds)} {right}"
+
+
 def _finite_check(summary: Summary) -> Check:
     """No NaN or infinity anywhere in the tensor."""
     return Check(
@@ -639,8 +651,7 @@ def judge(
                 largest <= allowed,
                 largest,
                 allowed,
-                f"max |x| = {largest:.6g} {_sign(largest <= allowed)} {what} = {bound:.6g} "
-                "(+ dtype rounding)",
+                f"max |x| = {_compared(largest, allowed)} ({what} = {bound:.6g} + dtype rounding)",
             )
         )
     mean_tolerance = SIGMAS * sigma / math.sqrt(n_finite) + rounding * sigma + absolute
@@ -650,8 +661,7 @@ def judge(
             abs(summary.mean) <= mean_tolerance,
             abs(summary.mean),
             mean_tolerance,
-            f"|mean| = {abs(summary.mean):.4g} {_sign(abs(summary.mean) <= mean_tolerance)} "
-            f"{mean_tolerance:.4g} "
+            f"|mean| = {_compared(abs(summary.mean), mean_tolerance, 4)} "
             f"({SIGMAS:g} standard errors + dtype rounding)",
         )
     )
@@ -664,8 +674,7 @@ def judge(
             deviation <= std_tolerance,
             deviation,
             std_tolerance,
-            f"|std - {sigma:.6g}| = {deviation:.4g} {_sign(deviation <= std_tolerance)} "
-            f"{std_tolerance:.4g} "
+            f"|std - {sigma:.6g}| = {_compared(deviation, std_tolerance, 4)} "
             f"({SIGMAS:g} standard errors + dtype rounding)",
         )
     )
@@ -679,8 +688,7 @@ def judge(
                 ks.statistic <= ks.critical,
                 ks.statistic,
                 ks.critical,
-                f"D = {ks.statistic:.4g} {_sign(ks.statistic <= ks.critical)} "
-                f"{ks.critical:.4g} (alpha {ks.alpha:g}, "
+                f"D = {_compared(ks.statistic, ks.critical, 4)} (alpha {ks.alpha:g}, "
                 f"p = {ks.pvalue:.3g}, {ks.sample_size} values, every {stride})",
             )
         )
@@ -692,12 +700,17 @@ def _histogram(sample: np.ndarray, summary: Summary) -> Histogram:
     values = values[np.isfinite(values)]
     if values.size == 0:
         return Histogram(edges=[], counts=[], sample_size=0)
-    low, high = summary.min, summary.max
+    # Binned at half scale (exact for normal numbers), so that the span of
+    # extreme values such as +-1e308 stays finite; the edges are scaled back.
+    low, high = summary.min / 2, summary.max / 2
     if low == high:
-        low, high = low - 0.5, high + 0.5
-    counts, edges = np.histogram(values, bins=HISTOGRAM_BINS, range=(low, high))
+        pad = max(0.25, abs(low) * 2.0**-20)
+        low, high = low - pad, high + pad
+    counts, edges = np.histogram(values / 2, bins=HISTOGRAM_BINS, range=(low, high))
     return Histogram(
-        edges=[float(e) for e in edges], counts=[int(c) for c in counts], sample_size=values.size
+        edges=[float(e) * 2 for e in edges],
+        counts=[int(c) for c in counts],
+        sample_size=values.size,
     )
 
 

@@ -159,7 +159,7 @@ BAD_INPUTS = [
     pytest.param(
         [*SAMPLE, *SMALL, "--in-axes", "0", "--out-axes", "5"],
         None,
-        ["output_axes", "5"],
+        ["--out-axes", "5"],
         id="axis-range",
     ),
     pytest.param(

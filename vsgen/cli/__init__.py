@@ -16,6 +16,7 @@ from typing import NoReturn
 
 import click
 
+from vsgen._interrupt import end_at_once_on_interrupt
 from vsgen._version import __version__
 from vsgen.cli._errors import VsgenGroup
 from vsgen.cli._output import PROGRESS_MIN_VALUES
@@ -23,15 +24,22 @@ from vsgen.cli.check import check
 from vsgen.cli.config import config
 from vsgen.cli.describe import describe
 from vsgen.cli.sample import sample
+from vsgen.streams import DEFAULT_STREAM, get_stream
 
 __all__ = ["PROGRESS_MIN_VALUES", "cli", "main"]
 
 
 @click.group(cls=VsgenGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="vsgen")
+@click.version_option(
+    __version__,
+    prog_name="vsgen",
+    message=f"%(prog)s %(version)s (stream {get_stream(DEFAULT_STREAM).label})",
+    help="Show the version and the default random stream's version, then exit.",
+)
 def cli() -> None:
     """Generate variance-scaling (Glorot/He/LeCun) weights: fast, reproducible,
-    Keras-compatible.
+    bit-identical to Keras 3 (numpy backend) with --stream keras, PyTorch's
+    torch.nn.init parameters with the kaiming_*/xavier_* presets.
 
     \b
     Examples:
@@ -46,5 +54,6 @@ for _command in (sample, describe, config, check):
 
 
 def main(argv: list[str] | None = None) -> NoReturn:
-    """Entry point of the ``vsgen`` console script."""
+    """Run the command line (``vsgen.__main__.main`` calls this after its imports)."""
+    end_at_once_on_interrupt()
     cli.main(args=argv, prog_name="vsgen")

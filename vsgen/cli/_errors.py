@@ -12,9 +12,10 @@ import contextlib
 import errno
 import io
 import os
+import re
 import signal
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, NoReturn
 
 import click
@@ -40,17 +41,59 @@ def one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
+#: The library's argument names as the command line spells them.
+OPTION_NAMES = {
+    "scale": "--scale",
+    "mode": "--mode",
+    "distribution": "--distribution",
+    "seed": "--seed",
+    "preset": "--preset",
+    "stream": "--stream",
+    "layout": "--layout",
+    "input_axes": "--in-axes",
+    "output_axes": "--out-axes",
+    "dtype": "--dtype",
+    "shape": "--shape",
+    "fan_shape": "--fan-shape",
+    "rows": "--rows",
+    "shard": "--shard",
+    "fmt": "--format",
+    "threads": "--threads",
+}
+
+
+def in_cli_terms(message: str, renamed: Mapping[str, str] | None = None) -> str:
+    """A library message that names Python arguments, in command-line terms.
+
+    ``"Argument `rows` must satisfy ... Received: rows=0:9"`` becomes
+    ``"--rows must satisfy ... Received: --rows=0:9"``. Only messages about
+    arguments (those starting with "Argument") are rewritten; ``renamed``
+    overrides the option for an argument (e.g. ``shape`` -> ``--fan-shape``).
+    """
+    if not message.startswith("Argument"):
+        return message
+    names = {**OPTION_NAMES, **(renamed or {})}
+
+    def option(found: re.Match[str]) -> str:
+        return names.get(found.group(1), found.group(0))
+
+    message = re.sub(r"^Arguments? (?=`)", "", message)
+    message = re.sub(r"`(\w+)`", option, message)
+    return re.sub(r"\b(\w+)(?==)", option, message)
+
+
 @contextlib.contextmanager
-def user_errors() -> Iterator[None]:
+def user_errors(renamed: Mapping[str, str] | None = None) -> Iterator[None]:
     """Turn the library's errors into one-line CLI errors at one boundary.
 
-    ValueError/TypeError mean the input was wrong (exit 2); OSError is a
-    runtime failure (exit 1).
+    ValueError/TypeError mean the input was wrong (exit 2), with argument
+    names as options (:func:`in_cli_terms`); OSError is a runtime failure
+    (exit 1).
     """
     try:
         yield
     except (ValueError, TypeError) as error:
-        raise BadInput(str(error)) from error
+        raise BadInput(in_cli_terms(str(error), renamed)) from error
     except BrokenPipeError:
         raise
     except OSError as error:
@@ -72,6 +115,8 @@ class VsgenGroup(click.Group):
         # that arrives while an output is being created still removes its
         # temporary file. Both are reported here, before click's own handler
         # prints an empty line to stderr and turns them into click.Abort.
+        # Before and after the command, main's start-up handler (if any)
+        # ends the process at once.
         try:
             with terminate_as_interrupt():
                 return super().invoke(ctx)
@@ -89,6 +134,8 @@ class VsgenGroup(click.Group):
         # Always click's non-standalone mode: every outcome is reported and
         # turned into an exit code here, whatever the caller asked for.
         del standalone_mode
+        if sys.stdout is None:  # started with stdout closed (`vsgen ... >&-`)
+            sys.stdout = ClosedStream()
         try:
             result = super().main(
                 args=args,
@@ -116,6 +163,7 @@ class VsgenGroup(click.Group):
             silence_stdout()
             sys.exit(1)
         except OSError as error:  # printing failed, e.g. `vsgen config > /dev/full`
+            silence_stdout()
             say(f"Error: cannot write the output: {describe_os_error(error)}")
             sys.exit(1)
         except Exception as error:  # a bug: still one line, unless debugging
@@ -127,6 +175,49 @@ class VsgenGroup(click.Group):
             )
             sys.exit(1)
         sys.exit(result if isinstance(result, int) else 0)
+
+
+class ClosedStream(io.TextIOBase):
+    """Stands in for a standard output that was closed before vsgen started.
+
+    Python sets ``sys.stdout`` to None then, and ``click.echo`` silently
+    prints nothing; writing here fails loudly instead, like a full disk.
+    """
+
+    def _closed(self) -> OSError:
+        return OSError(errno.EBADF, "standard output is closed")
+
+    def write(self, text: str) -> int:
+        raise self._closed()
+
+    def writable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        raise self._closed()
+
+    @property
+    def buffer(self) -> Any:
+        raise self._closed()
+
+    def isatty(self) -> bool:
+        return False
+
+
+def plus_minus() -> str:
+    """``"±"``, or ``"+/-"`` when stdout's encoding cannot print it (e.g. ASCII)."""
+    encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
+    try:
+        "±".encode(encoding)
+    except (UnicodeEncodeError, LookupError):
+        return "+/-"
+    return "±"
+
+
+def emit(text: str) -> None:
+    """Print data to stdout and flush, so that a failure is an error of this run."""
+    click.echo(text)
+    sys.stdout.flush()
 
 
 def say(line: str) -> None:
@@ -147,7 +238,7 @@ def binary_stdout() -> Any:
     went away, a non-blocking pipe) and return a count that writers do not
     check; a ``BufferedWriter`` retries until everything is written.
     """
-    if sys.stdout is None:
+    if sys.stdout is None or isinstance(sys.stdout, ClosedStream):
         raise OSError(errno.EBADF, "standard output is closed; use -o FILE")
     stream = sys.stdout.buffer
     if isinstance(stream, io.RawIOBase):
@@ -156,8 +247,8 @@ def binary_stdout() -> Any:
 
 
 def silence_stdout() -> None:
-    # The reader went away: point stdout at /dev/null so the interpreter's final
-    # flush does not print "Exception ignored ... BrokenPipeError".
+    """Point stdout at /dev/null, so that the interpreter's final flush of data
+    that could not be written does not print "Exception ignored ..." lines."""
     with contextlib.suppress(OSError, ValueError):
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
@@ -165,20 +256,24 @@ def silence_stdout() -> None:
 
 @contextlib.contextmanager
 def terminate_as_interrupt() -> Iterator[None]:
-    """Make SIGTERM unwind like Ctrl-C, so temporary files are removed."""
+    """Make SIGINT and SIGTERM raise KeyboardInterrupt, so temporary files are removed."""
 
     def handler(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
+    previous: dict[int, Any] = {}
     try:
-        previous = signal.signal(signal.SIGTERM, handler)
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            if signal.getsignal(signum) is not signal.SIG_IGN:
+                previous[signum] = signal.signal(signum, handler)
     except ValueError:  # not the main thread (e.g. some test runners)
         yield
         return
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for caught, old in previous.items():
+            signal.signal(caught, old)
 
 
 @contextlib.contextmanager

@@ -2,23 +2,74 @@
 
 from __future__ import annotations
 
+import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any, overload
 
 import click
 
-from vsgen.cli._errors import BadInput, RuntimeFailure, describe_os_error, user_errors
-from vsgen.fans import LAYOUTS, check_axes_pair, parse_axes, parse_shape
+from vsgen.cli._errors import (
+    BadInput,
+    RuntimeFailure,
+    describe_os_error,
+    in_cli_terms,
+    user_errors,
+)
+from vsgen.fans import LAYOUTS, check_axes_pair, parse_axes, parse_integer, parse_shape
 from vsgen.initializer import (
     DISTRIBUTIONS,
+    KERAS_PRESETS,
     MODES,
-    PRESETS,
+    TORCH_PRESETS,
     VarianceScaling,
     get_preset,
     loads,
 )
+from vsgen.names import canonical, describe_aliases
 from vsgen.streams import DEFAULT_STREAM, STREAMS
+
+#: Other names the command line accepts (compared as ``vsgen.names.spelling``:
+#: any case, ``-`` for ``_``).
+DISTRIBUTION_ALIASES = {"normal": "truncated_normal"}
+LAYOUT_ALIASES = {"pytorch": "torch", "channels_last": "keras"}
+#: One sentence for every --help: how names may be spelled.
+SPELLING_NOTE = "Names ignore case and accept '-' for '_' (he-normal, FAN_AVG, fp16)."
+
+
+class Count(click.ParamType):
+    """A non-negative integer in ASCII digits (``vsgen.fans.parse_integer``)."""
+
+    name = "integer"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: Any) -> int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        option = param.opts[0] if param is not None and param.opts else "value"
+        try:
+            return parse_integer(str(value), option)
+        except ValueError:
+            self.fail(f"{value!r} is not a non-negative integer (digits 0-9 only)", param, ctx)
+
+
+_REAL = re.compile(
+    r"[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|inf|infinity|nan)",
+    re.IGNORECASE,
+)
+
+
+class Real(click.ParamType):
+    """A real number written as in C or JSON: ASCII digits, no ``_`` separators."""
+
+    name = "number"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: Any) -> float:
+        if isinstance(value, float):
+            return value
+        text = str(value).strip()
+        if not _REAL.fullmatch(text):
+            self.fail(f"{value!r} is not a number (e.g. 2, 0.5 or 1e-3)", param, ctx)
+        return float(text)
 
 
 @overload
@@ -34,31 +85,42 @@ def parse_shape_option(value: str | None, option: str = "--shape") -> tuple[int,
     try:
         return parse_shape(value)
     except ValueError as error:
-        raise BadInput(f"{option}: {error}") from None
+        message = in_cli_terms(str(error), {"shape": option})
+        if not message.startswith(option):
+            message = f"{option}: {message}"
+        raise BadInput(message) from None
 
 
-def _is_count(text: str) -> bool:
-    # ASCII only: str.isdigit() also accepts '²', which int() then refuses.
-    text = text.strip()
-    return text.isascii() and text.isdigit()
-
-
-def parse_rows(value: str | None) -> tuple[int, int] | None:
+def parse_rows(value: str | None) -> tuple[int | None, int | None] | None:
+    """``START:STOP``, either end may be left open (``100:``, ``:100``)."""
     if value is None:
         return None
     first, sep, last = value.partition(":")
-    if not sep or not _is_count(first) or not _is_count(last):
-        raise BadInput(f"--rows: invalid range {value!r}: expected START:STOP, e.g. 0:128")
-    return int(first), int(last)
+    try:
+        if not sep:
+            raise ValueError
+        start = parse_integer(first, "rows") if first.strip() else None
+        stop = parse_integer(last, "rows") if last.strip() else None
+    except ValueError:
+        raise BadInput(
+            f"--rows: invalid range {value!r}: expected START:STOP with digits 0-9, "
+            "either end may be left out (e.g. 0:128, 100:, :100)"
+        ) from None
+    return start, stop
 
 
 def parse_shard(value: str | None) -> tuple[int, int] | None:
     if value is None:
         return None
     index, sep, count = value.partition("/")
-    if not sep or not _is_count(index) or not _is_count(count):
-        raise BadInput(f"--shard: invalid shard {value!r}: expected K/N, e.g. 0/4")
-    return int(index), int(count)
+    try:
+        if not sep:
+            raise ValueError
+        return parse_integer(index, "shard"), parse_integer(count, "shard")
+    except ValueError:
+        raise BadInput(
+            f"--shard: invalid shard {value!r}: expected K/N with digits 0-9, e.g. 0/4"
+        ) from None
 
 
 def read_config_text(source: str) -> str:
@@ -85,31 +147,55 @@ def read_config_text(source: str) -> str:
     return text
 
 
-def initializer_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """The options every command shares to say which initializer is meant."""
-    options = [
-        click.option("--scale", type=float, default=None, help="Scale factor (> 0). [1.0]"),
-        click.option("--mode", type=str, default=None, help=f"One of {', '.join(MODES)}. [fan_in]"),
-        click.option(
+def _preset_help() -> str:
+    return (
+        f"Keras presets (truncated normal or uniform, channels-last fans): "
+        f"{', '.join(KERAS_PRESETS)}; PyTorch presets (torch.nn.init defaults: untruncated "
+        f"normal or uniform, (out, in, *kernel) fans): {', '.join(TORCH_PRESETS)}. Class names "
+        "(HeNormal, KaimingNormal) and PyTorch's function names (kaiming_normal_) work too."
+    )
+
+
+def _refuse_ignored(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+    if value is not None:
+        option = param.opts[0]
+        raise BadInput(
+            f"vsgen {ctx.info_name} does not use {option}: it changes none of the numbers "
+            f"{ctx.info_name} works with (fans, stddev, bounds); drop {option}"
+        )
+
+
+def initializer_options(
+    command: Callable[..., Any] | None = None, *, exclude: Collection[str] = ()
+) -> Any:
+    """The options every command shares to say which initializer is meant.
+
+    ``exclude`` leaves out options a command would ignore (``describe`` and
+    ``check`` have no ``seed`` or ``stream``): click then refuses them.
+    """
+    options = {
+        "scale": click.option(
+            "--scale", type=Real(), default=None, help="Scale factor, finite and > 0. [1.0]"
+        ),
+        "mode": click.option(
+            "--mode", type=str, default=None, help=f"One of {', '.join(MODES)}. [fan_in]"
+        ),
+        "distribution": click.option(
             "--distribution",
             type=str,
             default=None,
-            help=f"One of {', '.join(DISTRIBUTIONS)} ('normal' = truncated_normal). "
-            "[truncated_normal]",
+            help=f"One of {', '.join(DISTRIBUTIONS)} (or "
+            f"{describe_aliases(DISTRIBUTION_ALIASES)}). [truncated_normal]",
         ),
-        click.option(
+        "seed": click.option(
             "--seed",
-            type=int,
+            type=Count(),
             default=None,
-            help="Non-negative integer seed; drawn (and reported) if omitted.",
+            help="Non-negative integer seed; drawn (and reported) if omitted. One seed is one "
+            "stream of numbers: use different seeds for different tensors.",
         ),
-        click.option(
-            "--preset",
-            type=str,
-            default=None,
-            help=f"Keras preset: {', '.join(PRESETS)}.",
-        ),
-        click.option(
+        "preset": click.option("--preset", type=str, default=None, help=_preset_help()),
+        "config_source": click.option(
             "--config",
             "config_source",
             type=str,
@@ -117,24 +203,43 @@ def initializer_options(command: Callable[..., Any]) -> Callable[..., Any]:
             metavar="FILE|-",
             help="JSON config (plain or Keras serialized form); '-' reads stdin.",
         ),
-        click.option(
+        "stream": click.option(
             "--stream",
             type=str,
             default=None,
-            help=f"Random stream: {', '.join(STREAMS)}. [{DEFAULT_STREAM}]",
+            help=f"Random stream: {', '.join(STREAMS)} (keras = bit-identical to Keras 3 with "
+            f"its numpy backend). [{DEFAULT_STREAM}]",
         ),
-        click.option(
+        "layout": click.option(
             "--layout",
             type=str,
             default=None,
-            help=f"Fan convention: {', '.join(LAYOUTS)} (torch = (out, in, *kernel)). [keras]",
+            help="Fan convention: keras ((*kernel, in, out), channels-last) or torch "
+            f"((out, in, *kernel)); or {describe_aliases(LAYOUT_ALIASES)}. [keras]",
         ),
-        click.option("--in-axes", type=str, default=None, help="Explicit fan-in axes, e.g. 0,1."),
-        click.option("--out-axes", type=str, default=None, help="Explicit fan-out axes, e.g. 2."),
-    ]
-    for option in reversed(options):
-        command = option(command)
-    return command
+        "in_axes": click.option(
+            "--in-axes", type=str, default=None, help="Explicit fan-in axes, e.g. 0,1."
+        ),
+        "out_axes": click.option(
+            "--out-axes", type=str, default=None, help="Explicit fan-out axes, e.g. 2."
+        ),
+    }
+
+    def decorate(function: Callable[..., Any]) -> Callable[..., Any]:
+        for key, option in reversed(list(options.items())):
+            if key in exclude:
+                # Hidden, and refused with a reason rather than "no such option".
+                option = click.option(
+                    f"--{key.replace('_', '-')}",
+                    key,
+                    hidden=True,
+                    expose_value=False,
+                    callback=_refuse_ignored,
+                )
+            function = option(function)
+        return function
+
+    return decorate(command) if command is not None else decorate
 
 
 INITIALIZER_KEYS = (
@@ -152,7 +257,22 @@ INITIALIZER_KEYS = (
 
 
 def pop_initializer_options(kwargs: dict[str, Any]) -> dict[str, Any]:
-    return {key: kwargs.pop(key) for key in INITIALIZER_KEYS}
+    """The initializer options out of a command's arguments (None where not offered)."""
+    return {key: kwargs.pop(key, None) for key in INITIALIZER_KEYS}
+
+
+def _spelled(options: dict[str, Any]) -> dict[str, Any]:
+    """The name options in their canonical spelling (``vsgen.names``)."""
+    choices = {
+        "mode": (MODES, None),
+        "distribution": (DISTRIBUTIONS, DISTRIBUTION_ALIASES),
+        "layout": (LAYOUTS, LAYOUT_ALIASES),
+    }
+    spelled = dict(options)
+    for key, (names, aliases) in choices.items():
+        if spelled.get(key) is not None:
+            spelled[key] = canonical(spelled[key], names, aliases, argument=key)
+    return spelled
 
 
 def build_initializer(options: dict[str, Any]) -> VarianceScaling:
@@ -161,6 +281,8 @@ def build_initializer(options: dict[str, Any]) -> VarianceScaling:
     Explicit options override a --config file; --preset fixes scale, mode and
     distribution, so combining it with those (or with --config) is an error.
     """
+    with user_errors():
+        options = _spelled(options)
     explicit = {
         key: options[key] for key in ("scale", "mode", "distribution") if options[key] is not None
     }
@@ -171,19 +293,23 @@ def build_initializer(options: dict[str, Any]) -> VarianceScaling:
         )
     if options["preset"] is not None and options["config_source"] is not None:
         raise BadInput("--preset and --config both say which initializer to use; give one")
-    with user_errors():
-        if options["config_source"] is not None:
-            base = loads(read_config_text(options["config_source"]))
-            config = base.get_config()
-            if getattr(base, "seed_was_drawn", False):
-                config["seed"] = None
-            preset_cls: type[VarianceScaling] = VarianceScaling
-        elif options["preset"] is not None:
+    config: dict[str, Any] = {}
+    preset_cls: type[VarianceScaling] = VarianceScaling
+    if options["config_source"] is not None:
+        source = options["config_source"]
+        try:
+            base = loads(read_config_text(source))
+        except (ValueError, TypeError) as error:
+            # About the file's fields, not the options: no option names here.
+            where = "stdin" if source == "-" else source
+            raise BadInput(f"--config {where}: {error}") from None
+        config = base.get_config()
+        if getattr(base, "seed_was_drawn", False):
+            config["seed"] = None
+    elif options["preset"] is not None:
+        with user_errors():
             preset_cls = get_preset(options["preset"])
-            config = {}
-        else:
-            preset_cls = VarianceScaling
-            config = {}
+    with user_errors():
         config.update(explicit)
         for key in ("seed", "stream", "layout"):
             if options[key] is not None:

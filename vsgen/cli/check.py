@@ -2,17 +2,86 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import os
+import stat
+import sys
+import tempfile
+import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import click
 
-from vsgen.cli._errors import BadInput, user_errors
+from vsgen.cli._errors import (
+    BadInput,
+    RuntimeFailure,
+    describe_os_error,
+    emit,
+    plus_minus,
+    user_errors,
+)
 from vsgen.cli._options import (
+    SPELLING_NOTE,
     build_initializer,
     initializer_options,
     parse_shape_option,
     pop_initializer_options,
 )
+
+#: ``check -`` copies standard input to a temporary file (h5py needs a seekable
+#: file) in bounded memory; beyond this size it asks for a file instead.
+STDIN_MAX_BYTES = 16 << 30
+_COPY_CHUNK = 1 << 20
+
+
+@contextlib.contextmanager
+def _stdin_as_file() -> Iterator[str]:
+    """Standard input copied, a chunk at a time, into a private temporary file
+    that is removed afterwards (also on Ctrl-C)."""
+    if sys.stdin is None:
+        raise BadInput("check -: standard input is closed; give a FILE")
+    if sys.stdin.isatty():
+        raise BadInput("check -: standard input is a terminal; pipe a tensor file into it")
+    source = sys.stdin.buffer
+    descriptor, name = tempfile.mkstemp(prefix="vsgen-check-", suffix=".stdin")
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            copied = 0
+            while chunk := source.read(_COPY_CHUNK):
+                copied += len(chunk)
+                if copied > STDIN_MAX_BYTES:
+                    raise BadInput(
+                        f"check -: standard input holds more than {STDIN_MAX_BYTES >> 30} GiB; "
+                        "save it to a file and check that"
+                    )
+                handle.write(chunk)
+        yield name
+    except OSError as error:
+        raise RuntimeFailure(f"check -: cannot buffer standard input: {error}") from None
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(name)
+
+
+def _refuse_special_file(path: str) -> None:
+    """Say what a FIFO, device, socket or directory is, without opening it
+    (opening a FIFO would wait for a writer)."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise BadInput(f"file not found: {path}") from None
+    except OSError as error:
+        raise RuntimeFailure(f"cannot read {path}: {describe_os_error(error)}") from None
+    if stat.S_ISREG(mode):
+        return
+    from vsgen.formats.atomic import describe_file_kind
+
+    kind = describe_file_kind(mode)
+    hint = "; to check a stream, pipe it into 'vsgen check -'" if kind != "a directory" else ""
+    raise BadInput(f"{path} is {kind}, not a .npy, .h5 or .safetensors file{hint}")
+
 
 #: Options that say what distribution to expect (the seed and stream do not matter).
 _EXPECTATION_KEYS = (
@@ -27,9 +96,9 @@ _EXPECTATION_KEYS = (
 )
 
 
-@click.command()
-@initializer_options
-@click.argument("file", type=str)
+@click.command(epilog=SPELLING_NOTE)
+@initializer_options(exclude=("seed", "stream"))
+@click.argument("file", type=str, metavar="FILE|-")
 @click.option("--name", type=str, default=None, help="Tensor to check (if the file holds several).")
 @click.option("--fan-shape", type=str, default=None, help="Compute fans from this (full) shape.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
@@ -50,6 +119,9 @@ def check(**kwargs: Any) -> None:
       vsgen sample --shape 99,99 --scale 2 -o w.npy && vsgen check w.npy --scale 2
       vsgen sample --shape 800,8 --shard 1/4 -o p.h5 && vsgen check p.h5
       vsgen sample --shape 3,3,64,96 --dtype float16 -o c.h5 && vsgen check c.h5 --json
+      vsgen sample --shape 256,256 --scale 2 --seed 1 -o - | vsgen check - --scale 2
+
+    FILE '-' reads standard input (at most 16 GiB, buffered in a temporary file).
     """
     from vsgen import verify
 
@@ -60,16 +132,31 @@ def check(**kwargs: Any) -> None:
     initializer = build_initializer(options) if explicit else None
     if fan_shape is not None and initializer is None:
         raise BadInput("--fan-shape needs the initializer options (--preset or --scale/--mode/...)")
-    with user_errors():
-        try:
-            report = verify.verify_file(path, kwargs["name"], initializer, fan_shape)
-        except verify.NoExpectationError as error:
-            raise BadInput(
-                f"{error}; say what to expect with --preset NAME or --scale/--mode/"
-                "--distribution (and --layout if not keras)"
-            ) from None
+    with contextlib.ExitStack() as stack:
+        if path == "-":
+            file = stack.enter_context(_stdin_as_file())
+        else:
+            _refuse_special_file(path)
+            file = path
+        # Extreme values (a float64 file of 1e308s) overflow the statistics:
+        # the checks then fail, and NumPy's warnings would only add noise.
+        stack.enter_context(warnings.catch_warnings())
+        warnings.simplefilter("ignore", RuntimeWarning)
+        with user_errors():
+            try:
+                report = verify.verify_file(file, kwargs["name"], initializer, fan_shape)
+            except verify.NoExpectationError as error:
+                raise BadInput(
+                    f"{error}; say what to expect with --preset NAME or --scale/--mode/"
+                    "--distribution (and --layout if not keras)"
+                ) from None
+    if path == "-":
+        # A .npy file's tensor is named after the file: here, the temporary one.
+        stem = os.path.splitext(os.path.basename(file))[0]
+        name = "stdin" if report.name == stem else report.name
+        report = dataclasses.replace(report, path="-", name=name)
     if kwargs["as_json"]:
-        click.echo(report.to_json())
+        emit(report.to_json())
     else:
         _print_check_report(report)
     if report.exit_code:
@@ -95,7 +182,7 @@ def _print_check_report(report: Any) -> None:
             f"stddev {expected['stddev']:.6g}"
         )
         if expected["bound"] is not None:
-            line += f", bounds ±{expected['bound']:.6g}"
+            line += f", bounds {plus_minus()}{expected['bound']:.6g}"
         if expected["limit"] is not None:
             line += f", limit {expected['limit']:.6g}"
         echo(line)
@@ -116,3 +203,4 @@ def _print_check_report(report: Any) -> None:
     for note in report.notes:
         echo(f"note: {note}")
     echo(f"verdict: {report.verdict}")
+    sys.stdout.flush()

@@ -7,8 +7,9 @@ from typing import Any
 
 import click
 
-from vsgen.cli._errors import user_errors
+from vsgen.cli._errors import plus_minus, user_errors
 from vsgen.cli._options import (
+    SPELLING_NOTE,
     build_initializer,
     initializer_options,
     parse_shape_option,
@@ -16,14 +17,17 @@ from vsgen.cli._options import (
 )
 
 
-@click.command()
-@initializer_options
+@click.command(epilog=SPELLING_NOTE)
+@initializer_options(exclude=("seed", "stream"))
 @click.option("--shape", type=str, required=True, help="Tensor shape, e.g. 3,3,64,128.")
 @click.option("--fan-shape", type=str, default=None, help="Compute fans from this shape instead.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def describe(**kwargs: Any) -> None:
     """Show what a configuration means for a shape: fans, n, variance, stddev,
     the truncated normal's pre-truncation stddev and bounds, or the uniform limit.
+
+    The seed and the random stream do not change any of these, so describe
+    takes neither --seed nor --stream.
 
     \b
     Examples:
@@ -42,7 +46,6 @@ def describe(**kwargs: Any) -> None:
     info["layout"] = initializer.layout
     info["input_axes"] = list(initializer.input_axes) if initializer.input_axes else None
     info["output_axes"] = list(initializer.output_axes) if initializer.output_axes else None
-    info["stream"] = initializer.stream_label
     if kwargs["as_json"]:
         click.echo(json.dumps(info, indent=2))
         return
@@ -77,11 +80,10 @@ def _print_description(info: dict[str, Any]) -> None:
                 "s = stddev / 0.87962566103423978",
             )
         )
-        rows.append(("bounds", f"±{fmt(info['bound'])}", "[-2s, 2s]"))
+        rows.append(("bounds", f"{plus_minus()}{fmt(info['bound'])}", "[-2s, 2s]"))
     elif info["distribution"] == "uniform":
         rows.append(("limit", fmt(info["limit"]), "sqrt(3 * variance); U[-limit, limit)"))
     rows.append(("distribution", info["distribution"], ""))
-    rows.append(("stream", info["stream"], ""))
     for row in rows:
         table.add_row(*row)
     Console().print(table)

@@ -21,6 +21,8 @@ from vsgen.cli._errors import (
     user_errors,
 )
 from vsgen.cli._options import (
+    SPELLING_NOTE,
+    Count,
     build_initializer,
     initializer_options,
     parse_rows,
@@ -28,9 +30,12 @@ from vsgen.cli._options import (
     parse_shard,
     pop_initializer_options,
 )
-from vsgen.cli._output import open_output, refuse_foreign_directory, write_plans
-from vsgen.dtypes import DTYPE_NAMES
-from vsgen.fans import shard_rows
+from vsgen.cli._output import open_output, write_plans
+from vsgen.dtypes import DTYPE_ALIASES, DTYPE_NAMES
+from vsgen.fans import looks_channels_last, shard_rows
+from vsgen.initializer import VarianceScaling
+from vsgen.names import describe_aliases
+from vsgen.streams import WRITER_CPUS, default_threads
 
 if TYPE_CHECKING:
     from vsgen.formats import Output, TensorInfo
@@ -55,7 +60,7 @@ class _Job:
     whole_model: bool
 
 
-@click.command()
+@click.command(epilog=SPELLING_NOTE)
 @initializer_options
 @click.option("--shape", type=str, default=None, help="Tensor shape, e.g. 512,256 or 3x3x64x128.")
 @click.option(
@@ -63,7 +68,7 @@ class _Job:
     type=str,
     default="float32",
     show_default=True,
-    help=f"Output type: {', '.join(DTYPE_NAMES)}.",
+    help=f"Output type: {', '.join(DTYPE_NAMES)} (or {describe_aliases(DTYPE_ALIASES)}).",
 )
 @click.option(
     "-o",
@@ -78,13 +83,34 @@ class _Job:
     "fmt",
     type=str,
     default=None,
-    help="npy, h5, safetensors or raw (default: from the suffix; npy on stdout).",
+    help="npy, h5 (hdf5), safetensors, raw or npydir (default: from the suffix; npy on stdout).",
 )
-@click.option("--name", type=str, default="weight", show_default=True, help="Tensor name.")
-@click.option("--force", is_flag=True, help="Overwrite an existing output file.")
-@click.option("--threads", type=int, default=None, help="Sampling threads [usable CPUs].")
+@click.option(
+    "--name",
+    type=str,
+    default="weight",
+    show_default=True,
+    help="Tensor name in .h5/.safetensors (a .npy or raw file holds one unnamed tensor).",
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Replace an existing output: a regular file, or (npydir) a directory of .npy files.",
+)
+@click.option(
+    "--threads",
+    type=Count(),
+    default=None,
+    help=f"Sampling threads [usable CPUs minus {WRITER_CPUS} for the writer, at least 1: "
+    f"{default_threads(writing=True)} here]. The bytes never depend on it.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-@click.option("--rows", type=str, default=None, help="Only rows START:STOP of axis 0.")
+@click.option(
+    "--rows",
+    type=str,
+    default=None,
+    help="Only rows START:STOP of axis 0; either end may be left out (100:, :100).",
+)
 @click.option("--shard", type=str, default=None, help="Only shard K/N of axis 0 (0-based K).")
 @click.option(
     "--fan-shape",
@@ -127,6 +153,7 @@ def sample(**kwargs: Any) -> None:
       vsgen sample --shape 4096,4096 --seed 3 --shard 1/4 -o part1.npy
       vsgen sample --shape 64,64 --seed 0 --stream keras -o - > w.npy
       vsgen config --preset lecun_normal --seed 5 | vsgen sample --config - --shape 128,64 -o w2.npy
+      vsgen sample --shape 64,3,7,7 --preset kaiming_normal --seed 6 -o conv.safetensors
     """
     options = pop_initializer_options(kwargs)
     whole_model = kwargs["spec"] is not None or kwargs["like"] is not None
@@ -136,6 +163,8 @@ def sample(**kwargs: Any) -> None:
     if threads is not None and threads < 1:
         raise BadInput(f"--threads must be >= 1. Received: --threads={threads}")
     job = _model_job(kwargs, options) if whole_model else _tensor_job(kwargs, options)
+    if not whole_model and kwargs["config_from"] is None and _given("name"):
+        _refuse_name_without_names(kwargs["output"], kwargs["fmt"])
     target = _open_target(job, kwargs["output"], kwargs["fmt"], kwargs["force"])
     if job.drawn_seed is not None:
         say(f"seed: {job.drawn_seed}")
@@ -146,6 +175,34 @@ def _given(key: str) -> bool:
     """Did the user give option ``key`` (on the command line or from the environment)?"""
     source = click.get_current_context().get_parameter_source(key)
     return source not in (None, ParameterSource.DEFAULT)
+
+
+def _refuse_name_without_names(output: str, fmt_option: str | None) -> None:
+    """--name names a tensor inside a file; a .npy or raw file has no names."""
+    from vsgen import formats
+
+    with user_errors():
+        fmt = formats.resolve_format(output, fmt_option)
+    if fmt in ("npy", "raw"):
+        where = "standard output" if output == "-" else repr(output)
+        raise BadInput(
+            f"--name names a tensor inside .h5/.safetensors; {fmt} output ({where}) holds one "
+            "unnamed tensor: drop --name or write .h5/.safetensors"
+        )
+
+
+def _warn_if_channels_last(initializer: VarianceScaling, shape: tuple[int, ...]) -> None:
+    """A one-line hint when a torch-layout shape reads like Keras' (*kernel, in, out)."""
+    if initializer.layout != "torch" or initializer.input_axes is not None:
+        return
+    if looks_channels_last(shape):
+        text = ",".join(map(str, shape))
+        fan_in, fan_out = initializer.fans(shape)
+        say(
+            f"warning: shape {text} looks channels-last (*kernel, in, out), but the torch "
+            f"layout reads it as (out, in, *kernel): fan_in={fan_in}, fan_out={fan_out}; "
+            "check --layout"
+        )
 
 
 def _refuse_single_tensor_options() -> None:
@@ -191,6 +248,7 @@ def _tensor_job(kwargs: dict[str, Any], options: dict[str, Any]) -> _Job:
             raise BadInput("--shape is required, e.g. --shape 512,256")
         shape = parsed
         initializer = build_initializer(options)
+        _warn_if_channels_last(initializer, fan_shape if fan_shape is not None else shape)
 
     from vsgen import formats
 
@@ -247,8 +305,8 @@ def _open_target(job: _Job, output: str, fmt_option: str | None, force: bool) ->
     """Resolve the format and open the output, refusing what must not be written.
 
     A single tensor never goes to a directory unless --format npydir says so;
-    binary data never goes to a terminal; --force never replaces a directory
-    that holds more than .npy files.
+    binary data never goes to a terminal. What --force may replace is checked
+    by ``formats.open_output`` itself (so API callers get the same rules).
     """
     from vsgen import formats
 
@@ -259,7 +317,6 @@ def _open_target(job: _Job, output: str, fmt_option: str | None, force: bool) ->
             # replace) a whole directory; an existing one may hold other data.
             example = os.path.join(output, f"{job.infos[0].name}.npy")
             raise BadInput(f"-o {output!r} names a directory; give a file name, e.g. {example}")
-        refuse_foreign_directory(output, fmt, force)
         if output == "-" and stdout_is_terminal():
             raise BadInput(
                 "refusing to write binary data to a terminal; redirect stdout or use -o FILE"

@@ -51,6 +51,103 @@ def fsync_directory(path: str) -> None:
         os.close(fd)
 
 
+#: First bytes of every NPY file (the format's magic string).
+_NPY_MAGIC = b"\x93NUMPY"
+
+
+def describe_file_kind(mode: int) -> str:
+    """What a non-regular file is, in words ("a FIFO (named pipe)"), for error messages."""
+    if stat.S_ISLNK(mode):
+        return "a symbolic link"
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISCHR(mode):
+        return "a character device"
+    if stat.S_ISBLK(mode):
+        return "a block device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"
+
+
+def _is_npy_file(path: str) -> bool:
+    # Only called on regular files (lstat first), so open() cannot block.
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(len(_NPY_MAGIC)) == _NPY_MAGIC
+    except OSError:
+        return False
+
+
+def _foreign_entry(directory: str) -> str | None:
+    """The first entry under ``directory`` (relative to it) that vsgen would not
+    have written there: anything but real subdirectories and regular NPY files
+    named ``*.npy``. None if there is none. Symbolic links are never followed."""
+    pending = [directory]
+    while pending:
+        current = pending.pop()
+        with os.scandir(current) as entries:
+            for entry in entries:
+                mode = entry.stat(follow_symlinks=False).st_mode
+                if stat.S_ISDIR(mode):
+                    pending.append(entry.path)
+                elif not (
+                    stat.S_ISREG(mode) and entry.name.endswith(".npy") and _is_npy_file(entry.path)
+                ):
+                    return os.path.relpath(entry.path, directory)
+    return None
+
+
+def check_replaceable(path: str, display: str, is_dir: bool) -> None:
+    """Refuse to replace anything at ``path`` that vsgen would not write there.
+
+    ``--force`` replaces a regular file (file formats) or a directory that
+    holds nothing but ``.npy`` files and subdirectories of them (npydir) —
+    never a symbolic link, FIFO, device node, socket, mount point, a regular
+    file where a directory goes, or a directory holding anything else.
+    Raises ValueError (a usage error: the same command fails the same way).
+    """
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not is_dir:
+        if not stat.S_ISREG(mode):
+            raise ValueError(
+                f"output {display!r} exists and is {describe_file_kind(mode)}, not a regular file; "
+                "--force only replaces regular files"
+            )
+        return
+    if not stat.S_ISDIR(mode):
+        what = "a regular file" if stat.S_ISREG(mode) else describe_file_kind(mode)
+        raise ValueError(
+            f"output {display!r} exists and is {what}; --format npydir writes a directory "
+            "and --force only replaces a directory of .npy files"
+        )
+    parent = os.path.dirname(os.path.abspath(path)) or "."
+    if os.lstat(path).st_dev != os.stat(parent).st_dev:
+        raise ValueError(f"output {display!r} is a mount point; --force never replaces one")
+    foreign = _foreign_entry(path)
+    if foreign is not None:
+        raise ValueError(
+            f"output {display!r} is a directory that holds other files "
+            f"(e.g. {os.path.join(display, foreign)}); "
+            "--force only replaces a directory of .npy files: choose another name"
+        )
+
+
+def new_file_mode(fresh_mode: int, old_mode: int) -> int:
+    """Permission bits for a file that replaces one with ``old_mode``.
+
+    ``fresh_mode`` is what the umask gave the new file. The result is never
+    wider than either: an old file's read/write restrictions are kept, and
+    execute, setuid, setgid and sticky bits are never carried over.
+    """
+    return stat.S_IMODE(fresh_mode) & stat.S_IMODE(old_mode) & 0o666
+
+
 def exists_message(display: str, is_dir: bool) -> str:
     if is_dir:
         return f"output directory {display!r} exists; use --force to replace it"
@@ -60,6 +157,9 @@ def exists_message(display: str, is_dir: bool) -> str:
 def install_file(temp: str, final: str, display: str, force: bool) -> None:
     """Move a finished temporary file into place (atomically)."""
     if force:
+        # The pre-flight check ran long ago; a link or FIFO that took the
+        # target's place meanwhile is not replaced either.
+        check_replaceable(final, display, False)
         os.replace(temp, final)
         return
     # A hard link fails if the target appeared meanwhile, so a file created by
@@ -97,6 +197,13 @@ def install_directory(temp: str, final: str, display: str, force: bool) -> None:
         raise FileExistsError(errno.EEXIST, exists_message(display, True))
     aside = temp_path(final, ".vsgen-old-")
     os.rename(final, aside)
+    try:
+        # Checked again now that it is out of everyone's way: whatever was
+        # added since the pre-flight check is never deleted.
+        check_replaceable(aside, display, True)
+    except BaseException:
+        os.rename(aside, final)
+        raise
     try:
         os.rename(temp, final)
     except BaseException:
@@ -138,8 +245,9 @@ class AtomicFile:
             remove_quietly(self.path)
             raise
         try:
-            if force and os.path.isfile(final):
-                os.fchmod(fd, stat.S_IMODE(os.stat(final).st_mode))
+            old = os.lstat(final) if force and os.path.lexists(final) else None
+            if old is not None and stat.S_ISREG(old.st_mode):
+                os.fchmod(fd, new_file_mode(os.fstat(fd).st_mode, old.st_mode))
             self.file: BinaryIO = os.fdopen(fd, "r+b")
         except BaseException:
             os.close(fd)

@@ -8,7 +8,6 @@ import itertools
 import os
 import re
 import shutil
-import stat
 import sys
 import weakref
 from collections.abc import Callable, Mapping, Sequence
@@ -18,6 +17,7 @@ import numpy
 
 from vsgen.formats.atomic import (
     AtomicFile,
+    check_replaceable,
     exists_message,
     fsync_directory,
     install_directory,
@@ -32,6 +32,7 @@ from vsgen.formats.tensors import (
     check_format_fits,
     check_metadata,
     check_names,
+    check_npydir_names,
 )
 
 # Room for HDF5's superblock, object headers and attributes, which are only
@@ -365,7 +366,8 @@ class Output:
         self._sink.discard()
 
 
-def _format_bytes(count: int) -> str:
+def format_bytes(count: int) -> str:
+    """``"512 B"``, ``"64.00 MiB"``: a byte count for people."""
     value = float(count)
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if value < 1024 or unit == "TiB":
@@ -374,33 +376,56 @@ def _format_bytes(count: int) -> str:
     raise AssertionError("unreachable")
 
 
+def _name_max(directory: str) -> int:
+    """Longest file name (bytes) the file system of ``directory`` takes."""
+    try:
+        return int(os.pathconf(directory, "PC_NAME_MAX"))
+    except (AttributeError, OSError, ValueError):
+        return 255
+
+
+def _check_writable(target: str, directory: str, needed: int) -> None:
+    """The directory takes new files and has room for ``needed`` bytes."""
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise PermissionError(errno.EACCES, f"directory {directory!r} is not writable")
+    try:
+        usage = os.statvfs(directory)
+    except (AttributeError, OSError):  # no statvfs: the free-space check still runs
+        usage = None
+    if usage is not None and usage.f_flag & getattr(os, "ST_RDONLY", 0):
+        raise PermissionError(
+            errno.EROFS, f"directory {directory!r} is not writable (read-only file system)"
+        )
+    free = shutil.disk_usage(directory).free
+    if needed > free:
+        if usage is not None and usage.f_blocks == 0:
+            # /proc, /sys and their kind report no storage at all: "0 B free"
+            # would send the user looking for disk space.
+            raise PermissionError(
+                errno.EACCES,
+                f"directory {directory!r} is not writable (a virtual file system without storage)",
+            )
+        raise OSError(
+            errno.ENOSPC,
+            f"not enough free space for {target!r}: needs "
+            f"{format_bytes(needed)}, {format_bytes(free)} free in {directory!r}",
+        )
+
+
 def _preflight(target: str, path: str, fmt: str, force: bool, needed: int) -> None:
     directory = os.path.dirname(path) or "."
     if not os.path.isdir(directory):
         raise ValueError(
             f"directory {os.path.dirname(target) or '.'!r} of output {target!r} does not exist"
         )
-    if os.path.isdir(path) and fmt != "npydir":
+    if os.path.isdir(path) and not os.path.islink(path) and fmt != "npydir":
         raise ValueError(f"output {target!r} is a directory; give a file name")
-    if os.path.lexists(path) and not force:
-        raise ValueError(exists_message(target, fmt == "npydir"))
-    if force and os.path.lexists(path) and fmt != "npydir":
-        mode = os.lstat(path).st_mode
-        if not stat.S_ISREG(mode):
-            # --force replaces files; a link, FIFO or device node is not ours to replace.
-            raise ValueError(
-                f"output {target!r} exists and is not a regular file (a link, FIFO or "
-                "device); --force only replaces regular files"
-            )
-    if not os.access(directory, os.W_OK | os.X_OK):
-        raise PermissionError(errno.EACCES, f"directory {directory!r} is not writable")
-    free = shutil.disk_usage(directory).free
-    if needed > free:
-        raise OSError(
-            errno.ENOSPC,
-            f"not enough free space for {target!r}: needs {_format_bytes(needed)}, "
-            f"{_format_bytes(free)} free in {directory!r}",
-        )
+    if os.path.lexists(path):
+        if not force:
+            raise ValueError(exists_message(target, fmt == "npydir"))
+        # In the library, not the CLI, so that API callers get the same protection.
+        check_replaceable(path, target, fmt == "npydir")
+    _check_writable(target, directory, needed)
 
 
 def open_output(
@@ -443,6 +468,8 @@ def open_output(
             raise ValueError(f"Argument `tensors` must hold TensorInfo objects. Received: {info!r}")
     check_format_fits(target, fmt, len(tensors))
     check_names(tensors, fmt)
+    if fmt == "npydir" and target != "-":
+        check_npydir_names(tensors, _name_max(os.path.dirname(os.path.abspath(target))))
     check_dtypes(tensors, fmt)
     metadata = check_metadata(metadata)
 

@@ -163,6 +163,37 @@ def check_names(tensors: Sequence[TensorInfo], fmt: str) -> None:
             raise ValueError(f"tensor name {clash[0]!r} is both a dataset and a group in h5")
 
 
+def check_npydir_names(tensors: Sequence[TensorInfo], name_max: int = 255) -> None:
+    """Every tensor of an npydir output gets its own ``<name>.npy`` file.
+
+    Refuses two names whose files collide (``"w"`` writes the file ``w.npy``,
+    ``"w.npy/b"`` needs a directory ``w.npy``) and names with a part longer
+    than the file system takes (``name_max`` bytes, ``.npy`` included).
+    """
+    files: dict[str, str] = {}
+    directories: dict[str, str] = {}
+    for info in tensors:
+        parts = info.name.split("/")
+        for depth in range(1, len(parts)):
+            directories.setdefault("/".join(parts[:depth]), info.name)
+        files[info.name + ".npy"] = info.name
+        for part in [*parts[:-1], parts[-1] + ".npy"]:
+            length = len(part.encode("utf-8", "surrogateescape"))
+            if length > name_max:
+                raise ValueError(
+                    f"tensor name {info.name!r} cannot be stored in npydir: its part "
+                    f"{part[:40]!r}... is {length} bytes, longer than the {name_max} "
+                    "bytes the file system allows for a file name"
+                )
+    for path, name in files.items():
+        if path in directories:
+            raise ValueError(
+                f"tensor names {name!r} and {directories[path]!r} collide in npydir: "
+                f"the first is written to the file {path!r}, the second needs a "
+                f"directory of that name"
+            )
+
+
 def check_dtypes(tensors: Sequence[TensorInfo], fmt: str) -> None:
     for info in tensors:
         if info.dtype.name == "bfloat16" and fmt not in _BFLOAT16_FORMATS:

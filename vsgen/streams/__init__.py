@@ -15,12 +15,15 @@ Two streams exist (README, "Random streams"):
 
 from __future__ import annotations
 
+from vsgen.names import spelling
 from vsgen.streams._base import (
     DEFAULT_CHUNK,
     DISTRIBUTIONS,
     JSON_SAFE_SEED_BITS,
+    WRITER_CPUS,
     Draw,
     Stream,
+    default_threads,
     usable_cpus,
 )
 from vsgen.streams.counter import VsgenStream
@@ -36,6 +39,8 @@ __all__ = [
     "KerasStream",
     "Stream",
     "VsgenStream",
+    "WRITER_CPUS",
+    "default_threads",
     "get_stream",
     "usable_cpus",
 ]
@@ -46,8 +51,7 @@ DEFAULT_STREAM = "vsgen"
 
 def get_stream(name: str) -> Stream:
     """The stream called ``name`` (``"vsgen"`` or ``"keras"``; ``"vsgen/1"`` too)."""
-    key = str(name).strip().lower()
-    base, _, version = key.partition("/")
+    base, _, version = spelling(str(name)).partition("/")
     stream = STREAMS.get(base)
     if stream is None or (version and version != str(stream.version)):
         raise ValueError(

@@ -45,6 +45,20 @@ def usable_cpus() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+#: CPUs left to the writer when sampling into a file or pipe: the kernel's copy
+#: into the page cache needs a core too. Measured on 2 CPUs, 1 sampling thread
+#: plus the writer streamed 1 GiB faster than 2 sampling threads plus the
+#: writer (about 590 vs 450 M values/s). The bytes never depend on it.
+WRITER_CPUS = 1
+
+
+def default_threads(writing: bool = False) -> int:
+    """Sampling threads when none are given: every usable CPU for arrays in
+    memory; ``WRITER_CPUS`` fewer (at least 1) when the values go to a file."""
+    cpus = usable_cpus()
+    return max(1, cpus - WRITER_CPUS) if writing else cpus
+
+
 class Stream:
     """Base class: a named, versioned, deterministic source of numbers."""
 

@@ -35,8 +35,8 @@ from types import ModuleType
 
 import numpy as np
 
-from vsgen.dtypes import working_dtype
-from vsgen.streams._base import DEFAULT_CHUNK, DISTRIBUTIONS, Draw, Stream, usable_cpus
+from vsgen.dtypes import narrow_bounds, round_into, working_dtype
+from vsgen.streams._base import DEFAULT_CHUNK, DISTRIBUTIONS, Draw, Stream, default_threads
 from vsgen.streams._constants import (
     GAMMA,
     INV_R,
@@ -526,7 +526,7 @@ class VsgenStream(Stream):
         """Fill ``out`` (see ``Stream.fill``); ``job_size`` is the size of the whole
         job ``out`` belongs to, so that a big job picks the compiled kernels from
         its first chunk on (the bytes do not depend on it)."""
-        threads = usable_cpus() if threads is None else threads
+        threads = default_threads() if threads is None else threads
         job_size = out.size if job_size is None else job_size
         work = working_dtype(draw.dtype)
         if out.dtype == work:
@@ -540,7 +540,11 @@ class VsgenStream(Stream):
                 job_size=job_size,
             )
             return
-        # Narrow outputs are computed in float32 and rounded once, a chunk at a time.
+        # Narrow outputs are computed in float32 and rounded once, a chunk at a time;
+        # rounding may carry a value onto or past its bound, so it is clamped
+        # back inside (float32/float64 outputs never pass here: their bytes
+        # stay exactly as the stream defines them).
+        bounds = narrow_bounds(out.dtype, draw.distribution, draw.multiplier)
         buffer = np.empty(min(out.size, DEFAULT_CHUNK), dtype=work)
         for offset in range(0, out.size, buffer.size):
             piece = buffer[: min(buffer.size, out.size - offset)]
@@ -553,7 +557,7 @@ class VsgenStream(Stream):
                 threads,
                 job_size=job_size,
             )
-            out[offset : offset + piece.size] = piece.astype(out.dtype)
+            round_into(out[offset : offset + piece.size], piece, bounds)
 
     def chunks(
         self,

@@ -1,0 +1,195 @@
+"""Ctrl-C at any moment ends vsgen with ``Error: interrupted``, exit 1, no traceback.
+
+Real ``python -m vsgen`` processes receive SIGINT at chosen moments. To hit
+a moment exactly (instead of sleeping and hoping), a ``sitecustomize``
+module placed on the test's PYTHONPATH blocks the import of one module,
+writes a marker file when it gets there, and waits; the test sends the
+signal once the marker exists. Other moments are observed from outside:
+a temporary file appearing, or the process blocked reading stdin.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+
+REPO = Path(__file__).resolve().parents[2]
+
+BLOCKER = """
+import importlib.abc, os, sys, time
+
+_TARGET = os.environ.get("BLOCK_IMPORT_OF")
+_MARK = os.environ.get("BLOCK_MARK")
+
+
+class _Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == _TARGET:
+            sys.meta_path.remove(self)
+            with open(_MARK, "w") as handle:
+                handle.write(name)
+            release = _MARK + ".release"
+            deadline = time.monotonic() + 30
+            while not os.path.exists(release) and time.monotonic() < deadline:
+                time.sleep(0.01)
+        return None
+
+
+if _TARGET:
+    sys.meta_path.insert(0, _Block())
+"""
+
+
+def wait_for(condition, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("the awaited moment never came")
+        time.sleep(0.005)
+
+
+def start(tmp_path: Path, args: list[str], block: str | None = None, **kwargs):
+    hooks = tmp_path / "hooks"
+    hooks.mkdir(exist_ok=True)
+    (hooks / "sitecustomize.py").write_text(BLOCKER)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(hooks), str(REPO)]),
+        "BLOCK_MARK": str(tmp_path / "blocked"),
+        "TMPDIR": str(tmp_path),
+    }
+    if block:
+        env["BLOCK_IMPORT_OF"] = block
+    kwargs.setdefault("stdin", subprocess.DEVNULL)
+    return subprocess.Popen(
+        [sys.executable, "-m", "vsgen", *args],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        **kwargs,
+    )
+
+
+def finish(process: subprocess.Popen) -> tuple[int, str]:
+    _, stderr = process.communicate(timeout=120)
+    return process.returncode, stderr.decode()
+
+
+def assert_interrupted(code: int, stderr: str) -> None:
+    assert "Traceback" not in stderr, stderr
+    assert stderr == "Error: interrupted\n", stderr
+    assert code == 1
+
+
+def leftovers(tmp_path: Path) -> list[str]:
+    return sorted(p.name for p in tmp_path.iterdir() if p.name not in ("hooks", "blocked"))
+
+
+@pytest.mark.parametrize("module", ["numpy", "click", "vsgen.cli", "vsgen.initializer"])
+def test_interrupt_during_start_up_imports(tmp_path, module):
+    process = start(tmp_path, ["sample", "--shape", "8,8", "-o", "w.npy"], block=module)
+    wait_for((tmp_path / "blocked").exists)
+    process.send_signal(signal.SIGINT)
+    assert_interrupted(*finish(process))
+    assert leftovers(tmp_path) == []
+
+
+def test_sigterm_during_start_up_imports(tmp_path):
+    process = start(tmp_path, ["describe", "--shape", "8,8"], block="numpy")
+    wait_for((tmp_path / "blocked").exists)
+    process.send_signal(signal.SIGTERM)
+    assert_interrupted(*finish(process))
+
+
+def test_interrupt_while_the_output_is_being_created(tmp_path):
+    """h5py is imported while the .h5 output is created, with signals held:
+    the signal is acted on as soon as the temporary file can be removed."""
+    process = start(tmp_path, ["sample", "--shape", "8,8", "-o", "w.h5"], block="h5py")
+    wait_for((tmp_path / "blocked").exists)
+    process.send_signal(signal.SIGINT)
+    (tmp_path / "blocked.release").touch()
+    assert_interrupted(*finish(process))
+    assert leftovers(tmp_path) == ["blocked.release"]
+
+
+def _reading_stdin(pid: int) -> bool:
+    # /proc/PID/syscall: "0 0x0 ..." is read(2) on file descriptor 0.
+    try:
+        fields = Path(f"/proc/{pid}/syscall").read_text().split()
+    except OSError:
+        return False
+    return fields[:2] == ["0", "0x0"]
+
+
+needs_proc_syscall = pytest.mark.skipif(
+    not Path(f"/proc/{os.getpid()}/syscall").exists(), reason="needs /proc/PID/syscall"
+)
+
+
+@needs_proc_syscall
+def test_interrupt_while_reading_a_config_from_stdin(tmp_path):
+    process = start(
+        tmp_path,
+        ["sample", "--config", "-", "--shape", "8,8", "-o", "w.npy"],
+        stdin=subprocess.PIPE,
+    )
+    wait_for(lambda: _reading_stdin(process.pid))
+    process.send_signal(signal.SIGINT)
+    assert_interrupted(*finish(process))
+    assert leftovers(tmp_path) == []
+
+
+def test_interrupt_while_check_buffers_stdin_removes_its_temporary(tmp_path):
+    process = start(tmp_path, ["check", "-", "--scale", "1"], stdin=subprocess.PIPE)
+    assert process.stdin is not None
+    process.stdin.write(b"\x93NUMPY" + b"\0" * 4096)
+    process.stdin.flush()
+    wait_for(lambda: any(p.name.startswith("vsgen-check-") for p in tmp_path.iterdir()))
+    process.send_signal(signal.SIGINT)
+    assert_interrupted(*finish(process))
+    assert leftovers(tmp_path) == []
+
+
+def test_interrupt_while_sampling_keeps_the_old_file(tmp_path):
+    target = tmp_path / "w.npy"
+    np.save(target, np.arange(3.0))
+    old = target.read_bytes()
+    process = start(
+        tmp_path, ["sample", "--shape", "16384,16384", "--seed", "0", "-o", "w.npy", "--force"]
+    )
+    wait_for(lambda: any(".vsgen-tmp-" in p.name for p in tmp_path.iterdir()))
+    process.send_signal(signal.SIGINT)
+    assert_interrupted(*finish(process))
+    assert target.read_bytes() == old and leftovers(tmp_path) == ["w.npy"]
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.005, 0.01, 0.02, 0.04, 0.08, 0.15, 0.3, 0.6])
+def test_interrupt_at_any_moment_never_prints_a_traceback(tmp_path, delay):
+    """From vsgen's first line on (held at the import of vsgen.cli, then let go
+    and interrupted ``delay`` seconds later: during imports, parsing, the
+    output's creation, sampling, the commit or the exit), the run either
+    finishes cleanly or ends with the one line and leaves no temporary."""
+    process = start(
+        tmp_path, ["sample", "--shape", "256,256", "--seed", "1", "-o", "w.h5"], block="vsgen.cli"
+    )
+    wait_for((tmp_path / "blocked").exists)
+    (tmp_path / "blocked.release").touch()
+    time.sleep(delay)
+    process.send_signal(signal.SIGINT)
+    code, stderr = finish(process)
+    if code == 0:
+        assert stderr == ""
+        assert leftovers(tmp_path) == ["blocked.release", "w.h5"]
+    else:
+        assert_interrupted(code, stderr)
+        assert leftovers(tmp_path) in (["blocked.release"], ["blocked.release", "w.h5"])

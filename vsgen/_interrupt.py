@@ -1,0 +1,33 @@
+"""Ctrl-C and SIGTERM outside a command: end at once, with one line.
+
+Imports only the standard library, so that ``vsgen.__main__`` can install
+the handler before NumPy, click and the rest are imported.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from typing import Any
+
+
+def _interrupted_at_once(signum: int, frame: Any) -> None:
+    with contextlib.suppress(OSError):
+        os.write(2, b"Error: interrupted\n")
+    os._exit(1)
+
+
+def end_at_once_on_interrupt() -> None:
+    """End the process with ``Error: interrupted`` (exit 1) on Ctrl-C or SIGTERM.
+
+    For the moments when no output is open (start-up imports, parsing, after
+    a command): ending at once is safe then and never prints a traceback from
+    inside an import. While a command runs, the CLI makes both signals raise
+    KeyboardInterrupt instead, so temporary files are removed. Signals ignored
+    when vsgen started (``nohup``, background jobs) stay ignored.
+    """
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(ValueError, OSError):  # ValueError: not the main thread
+            if signal.getsignal(signum) is not signal.SIG_IGN:
+                signal.signal(signum, _interrupted_at_once)
