@@ -73,3 +73,28 @@ def test_cli_describe_complex_and_geo_avg():
 def test_cli_keras_form_refuses_geo_avg():
     result = _run("config", "--mode", "fan_geo_avg", "--keras")
     assert result.exit_code == 2 and "fan_geo_avg" in result.stderr
+
+
+def test_model_spec_with_jax_axes_and_complex_dtype(tmp_path, read_back):
+    spec = tmp_path / "spec.toml"
+    spec.write_text(
+        'seed = 7\ndtype = "complex64"\n'
+        'init = { mode = "fan_geo_avg", distribution = "uniform", scale = 2.0 }\n'
+        "[tensors]\n"
+        '"a.weight" = { shape = [16, 8] }\n'
+        '"b.weight" = { shape = [3, 3, 4, 8], init = { in_axis = [0, 2], out_axis = 3, '
+        "batch_axis = 1 } }\n"
+    )
+    result = _run("sample", "--spec", str(spec), "-o", str(tmp_path / "w.h5"))
+    assert result.exit_code == 0, result.stderr
+    from vsgen import modelspec
+
+    seed = modelspec.derive_seed(7, "b.weight")
+    expected = vsgen.VarianceScaling(seed=seed, in_axis=[0, 2], out_axis=3, batch_axis=1)(
+        (3, 3, 4, 8), "complex64"
+    )
+    assert read_back(tmp_path / "w.h5", "b.weight").tobytes() == expected.tobytes()
+    assert expected.dtype == "complex64"
+    seed = modelspec.derive_seed(7, "a.weight")
+    expected = vsgen.VarianceScaling(2.0, "fan_geo_avg", "uniform", seed=seed)((16, 8), "complex64")
+    assert read_back(tmp_path / "w.h5", "a.weight").tobytes() == expected.tobytes()
