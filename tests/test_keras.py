@@ -165,7 +165,13 @@ def test_default_stream_bytes_equal_vsgen(distribution, mode):
 
 @pytest.mark.parametrize("name", PRESETS)
 def test_keras_stream_equals_keras(name):
-    for shape, dtype in (((31, 17), "float32"), ((3, 3, 4, 5), "float16"), ((6,), None)):
+    shapes_and_dtypes = (
+        ((31, 17), "float32"),
+        ((3, 3, 4, 5), "float16"),
+        ((5, 7), "bfloat16"),
+        ((6,), None),
+    )
+    for shape, dtype in shapes_and_dtypes:
         ours = getattr(vk, name)(seed=1234, stream="keras")(shape, dtype)
         theirs = getattr(keras.initializers, name)(seed=1234)(shape, dtype)
         assert ours.dtype == theirs.dtype
