@@ -46,8 +46,8 @@ class TensorInfo:
     """Name, shape and dtype of one tensor of an output file.
 
     ``dtype`` is normalised to one of numpy float16, float32, float64,
-    complex64, complex128 or ``ml_dtypes.bfloat16``; ``shape`` to a tuple of non-negative ints
-    (``()`` is a scalar, a 0 anywhere makes an empty tensor).
+    complex64, complex128 or ``ml_dtypes.bfloat16``; ``shape`` to a tuple of
+    non-negative ints (``()`` is a scalar, a 0 anywhere makes an empty tensor).
     """
 
     name: str
