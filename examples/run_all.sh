@@ -5,7 +5,7 @@ cd "$(dirname "$0")"
 bash pipeline.sh
 python python_api.py
 python torch_linear.py
-for extra in shards.py transformer_block.py; do
+for extra in shards.py transformer_block.py keras_and_jax.py; do
   if [ -f "$extra" ]; then python "$extra"; fi
 done
 echo "all examples OK"

@@ -146,7 +146,7 @@ def test_bfloat16_npy_error_in_a_real_process(tmp_path):
     assert not (tmp_path / "w.npy").exists()
 
 
-@pytest.mark.parametrize("dtype", ["int32", "bool", "complex64", "float8", "uint16"])
+@pytest.mark.parametrize("dtype", ["int32", "bool", "complex32", "float8", "uint16"])
 def test_non_float_dtypes_are_refused(tmp_path, dtype):
     result = run("sample", "--shape", "4,4", "--dtype", dtype, "-o", str(tmp_path / "w.npy"))
     assert result.exit_code == 2 and "dtype" in result.stderr

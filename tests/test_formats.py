@@ -186,7 +186,7 @@ def test_tensor_info_normalises():
         ("w", (True,), np.float32, "shape"),
         ("w", 5, np.float32, "shape"),
         ("w", (2,), np.int32, "dtype"),
-        ("w", (2,), "complex64", "dtype"),
+        ("w", (2,), "int8", "dtype"),
         ("w", (2,), "nonsense", "dtype"),
     ],
 )

@@ -1,9 +1,10 @@
 """The floating-point output types vsgen produces, and their working precision.
 
 float16, bfloat16 (via ``ml_dtypes``, imported only when asked for), float32
-(the default, as Keras' ``floatx``) and float64. Integer, bool, complex and
-unknown types are refused: an initializer for integer weights makes no sense
-(Keras 3 silently returns integers; TF1 raises, and so does vsgen).
+(the default, as Keras' ``floatx``), float64, and complex64/complex128 (JAX's
+complex variance scaling; the vsgen stream only). Integer, bool and unknown
+types are refused: an initializer for integer weights makes no sense (Keras 3
+silently returns integers; TF1 raises, and so does vsgen).
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import numpy as np
 
 from vsgen.names import spelling
 
-DTYPE_NAMES = ("float16", "bfloat16", "float32", "float64")
+DTYPE_NAMES = ("float16", "bfloat16", "float32", "float64", "complex64", "complex128")
+COMPLEX_DTYPE_NAMES = ("complex64", "complex128")
 DEFAULT_DTYPE = "float32"
 
 #: Other names for the output types (matched by ``vsgen.names.spelling``).
@@ -28,6 +30,10 @@ DTYPE_ALIASES = {
     "double": "float64",
     "f64": "float64",
     "fp64": "float64",
+    "c64": "complex64",
+    "c128": "complex128",
+    "cfloat": "complex64",
+    "cdouble": "complex128",
 }
 
 
@@ -56,10 +62,10 @@ def resolve_dtype(dtype: object = None) -> np.dtype:
     key = DTYPE_ALIASES.get(key, key)
     if key == "bfloat16":
         return bfloat16()
-    if key in ("float16", "float32", "float64"):
+    if key in ("float16", "float32", "float64", *COMPLEX_DTYPE_NAMES):
         return np.dtype(key)
     raise ValueError(
-        f"Argument `dtype` must be a floating type, one of {', '.join(DTYPE_NAMES)}. "
+        f"Argument `dtype` must be a floating or complex type, one of {', '.join(DTYPE_NAMES)}. "
         f"Received: dtype={dtype!r}"
     )
 
@@ -69,10 +75,18 @@ def dtype_name(dtype: np.dtype) -> str:
     return np.dtype(dtype).name
 
 
+def real_dtype(dtype: np.dtype) -> np.dtype:
+    """The type of each part: float32 for complex64, float64 for complex128,
+    ``dtype`` itself for real types."""
+    dtype = np.dtype(dtype)
+    return np.dtype(f"float{dtype.itemsize * 4}") if dtype.kind == "c" else dtype
+
+
 def working_dtype(dtype: np.dtype) -> np.dtype:
-    """Precision the ``vsgen`` stream computes in: float64 for float64 outputs,
-    float32 for every output of 32 bits or fewer."""
-    return np.dtype(np.float64) if np.dtype(dtype).itemsize == 8 else np.dtype(np.float32)
+    """Precision the ``vsgen`` stream computes in: float64 for float64 (and
+    complex128) outputs, float32 for every output (part) of 32 bits or fewer."""
+    part = real_dtype(dtype)
+    return np.dtype(np.float64) if part.itemsize == 8 else np.dtype(np.float32)
 
 
 def _largest_at_most(value: float, dtype: np.dtype, strictly: bool) -> float:

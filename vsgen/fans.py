@@ -15,6 +15,15 @@ Layouts:
   fan_in = shape[1] * r, fan_out = shape[0] * r.
 * explicit axes (Keras 3.15 ``input_axes`` / ``output_axes``):
   fan_in = prod(shape[a] for a in input_axes), likewise fan_out.
+* JAX's axes (``jax.nn.initializers.variance_scaling``'s ``in_axis``,
+  ``out_axis``, ``batch_axis``; each an int or a sequence of ints):
+  every axis not named is part of the receptive field,
+  r = prod(shape[a] for a not in in_axis, out_axis or batch_axis);
+  fan_in = prod(shape[in_axis]) * r, fan_out = prod(shape[out_axis]) * r.
+  Unset ``in_axis``/``out_axis`` are the layout's (keras: -2 and -1, torch: 1
+  and 0), so ``batch_axis`` alone drops batch axes from a layout's receptive
+  field; such a shape needs rank >= 2 (as JAX). An axis named twice is
+  refused (JAX would compute fractional fans).
 """
 
 from __future__ import annotations
@@ -31,6 +40,11 @@ MAX_RANK = 32
 MAX_ELEMENTS = 2**63 - 1
 
 Shape = tuple[int, ...]
+#: An axis or a sequence of axes (JAX's ``in_axis``/``out_axis``/``batch_axis``).
+AxisSpec = int | Sequence[int]
+
+#: (in_axis, out_axis) of each layout, for JAX-style fans.
+_LAYOUT_AXES = {"keras": (-2, -1), "torch": (1, 0)}
 
 
 def normalize_shape(shape: object, argument: str = "shape") -> Shape:
@@ -162,19 +176,93 @@ def check_axes_pair(input_axes: object, output_axes: object) -> None:
         )
 
 
+def axis_tuple(axes: object, argument: str) -> tuple[int, ...]:
+    """``axes`` (an int or a sequence of ints) as a tuple, else ``TypeError``."""
+    if isinstance(axes, int) and not isinstance(axes, bool):
+        return (axes,)
+    if isinstance(axes, (str, bytes)) or not isinstance(axes, Sequence):
+        raise TypeError(
+            f"Argument `{argument}` must be an integer or a list of integers. Received: "
+            f"{argument}={axes!r}"
+        )
+    return tuple(axes)
+
+
+def check_jax_axes_alone(
+    input_axes: object, output_axes: object, in_axis: object, out_axis: object, batch_axis: object
+) -> None:
+    """Keras's explicit axes and JAX's axes are two rules for the same thing:
+    refuse both at once."""
+    jax_axes = in_axis is not None or out_axis is not None or axis_tuple(batch_axis, "batch_axis")
+    if jax_axes and (input_axes is not None or output_axes is not None):
+        raise ValueError(
+            "Arguments `input_axes`/`output_axes` (Keras) and `in_axis`/`out_axis`/"
+            "`batch_axis` (JAX) cannot be combined. Received: "
+            f"input_axes={input_axes!r}, output_axes={output_axes!r}, in_axis={in_axis!r}, "
+            f"out_axis={out_axis!r}, batch_axis={batch_axis!r}"
+        )
+
+
+def axis_fans(
+    shape: Sequence[int],
+    in_axis: AxisSpec = -2,
+    out_axis: AxisSpec = -1,
+    batch_axis: AxisSpec = (),
+) -> tuple[int, int]:
+    """``(fan_in, fan_out)`` with JAX's rule: ``r`` = product of the axes in none
+    of ``in_axis``, ``out_axis``, ``batch_axis``; ``fan_in = prod(in) * r``,
+    ``fan_out = prod(out) * r``. The three must not share an axis."""
+    shape = normalize_shape(shape)
+    rank = len(shape)
+    given = {"in_axis": in_axis, "out_axis": out_axis, "batch_axis": batch_axis}
+    groups = {
+        argument: _normalize_axes(axis_tuple(axes, argument), rank, argument)
+        for argument, axes in given.items()
+    }
+    named = [axis for axes in groups.values() for axis in axes]
+    if len(set(named)) != len(named):
+        raise ValueError(
+            "Arguments `in_axis`, `out_axis` and `batch_axis` must not share an axis. Received: "
+            f"in_axis={in_axis!r}, out_axis={out_axis!r}, batch_axis={batch_axis!r}"
+        )
+    receptive_field = math.prod(shape[a] for a in range(rank) if a not in named)
+    fan_in = math.prod(shape[a] for a in groups["in_axis"]) * receptive_field
+    fan_out = math.prod(shape[a] for a in groups["out_axis"]) * receptive_field
+    return fan_in, fan_out
+
+
 def compute_fans(
     shape: Sequence[int],
     layout: str = "keras",
     input_axes: Sequence[int] | None = None,
     output_axes: Sequence[int] | None = None,
+    *,
+    in_axis: AxisSpec | None = None,
+    out_axis: AxisSpec | None = None,
+    batch_axis: AxisSpec = (),
 ) -> tuple[int, int]:
     """Return ``(fan_in, fan_out)`` of a weight ``shape`` (see the module docstring).
 
-    ``input_axes`` and ``output_axes`` must be given together; they override
-    ``layout``. Negative axes count from the end.
+    ``input_axes`` and ``output_axes`` (Keras's, no receptive field) must be
+    given together; they override ``layout`` and exclude JAX's ``in_axis``,
+    ``out_axis`` and ``batch_axis``. Negative axes count from the end.
     """
     shape = normalize_shape(shape)
     check_axes_pair(input_axes, output_axes)
+    check_jax_axes_alone(input_axes, output_axes, in_axis, out_axis, batch_axis)
+    if in_axis is not None or out_axis is not None or axis_tuple(batch_axis, "batch_axis"):
+        default_in, default_out = _LAYOUT_AXES[check_layout(layout)]
+        if len(shape) < 2 and (in_axis is None or out_axis is None):
+            raise ValueError(
+                f"A rank-{len(shape)} shape has no default input and output axes; give "
+                f"`in_axis` and `out_axis` explicitly. Received: shape={shape!r}"
+            )
+        return axis_fans(
+            shape,
+            default_in if in_axis is None else in_axis,
+            default_out if out_axis is None else out_axis,
+            batch_axis,
+        )
     if input_axes is not None and output_axes is not None:
         rank = len(shape)
         fan_in = math.prod(shape[a] for a in _normalize_axes(input_axes, rank, "input_axes"))

@@ -19,7 +19,9 @@ import numpy as np
 
 from vsgen.dtypes import resolve_dtype
 from vsgen.fans import (
+    AxisSpec,
     check_axes_pair,
+    check_jax_axes_alone,
     check_layout,
     compute_fans,
     normalize_shape,
@@ -36,23 +38,38 @@ from vsgen.streams import (
     get_stream,
 )
 
-MODES = ("fan_in", "fan_out", "fan_avg")
+MODES = ("fan_in", "fan_out", "fan_avg", "fan_geo_avg")
+#: The modes Keras 3 knows (``fan_geo_avg`` is JAX's).
+KERAS_MODES = ("fan_in", "fan_out", "fan_avg")
 
 #: Standard deviation of a standard normal truncated to [-2, 2]:
 #: sqrt(1 - 4 phi(2) / (2 Phi(2) - 1)). Dividing by it makes the truncated
 #: distribution's stddev equal the target.
 TRUNCATED_STD_FACTOR = 0.87962566103423978
+#: JAX's divisor for complex truncated normals (``jax.nn.initializers``): the
+#: truncated complex normal's E|z|**2 is (1 - 5 e**-4) / (1 - e**-4) = 0.92537...,
+#: not this constant squared (0.90842...), so, as in JAX, complex
+#: truncated_normal values have E|z|**2 = 1.018657... * v rather than v.
+COMPLEX_TRUNCATED_STD_FACTOR = 0.95311164380491208
 
 
 @dataclass(frozen=True)
 class Scaling:
     """What a configuration means for one shape.
 
-    ``n`` is fan_in, fan_out or (fan_in + fan_out) / 2 by mode, floored at 1;
+    ``n`` is fan_in, fan_out, (fan_in + fan_out) / 2 or sqrt(fan_in * fan_out)
+    by mode, floored at 1;
     ``variance = scale / n``; ``stddev = sqrt(variance)``. For truncated_normal
     the pre-truncation stddev is ``s = stddev / 0.87962566103423978`` and values
     lie in ``[-2s, 2s]``; for uniform ``limit = sqrt(3 * variance)`` and values
     lie in ``[-limit, limit)``.
+
+    Complex dtypes follow JAX (variance split evenly between real and
+    imaginary parts): truncated_normal is ``s * w`` with ``w`` a complex
+    standard normal (E|w|**2 = 1) conditioned on ``|w| <= 2`` and
+    ``s = stddev / 0.95311164380491208``, so ``|z| <= bound = 2s``;
+    untruncated_normal is ``stddev * w``; uniform is uniform in the disk of
+    radius ``limit = sqrt(2 * variance)``.
     """
 
     shape: tuple[int, ...]
@@ -67,6 +84,8 @@ class Scaling:
     pre_truncation_std: float | None
     bound: float | None
     limit: float | None
+    #: Complex outputs (complex64/complex128): ``bound`` and ``limit`` bound |z|.
+    complex_valued: bool = False
 
     @property
     def multiplier(self) -> float:
@@ -94,6 +113,7 @@ class Scaling:
             "pre_truncation_std": self.pre_truncation_std,
             "bound": self.bound,
             "limit": self.limit,
+            **({"complex": True} if self.complex_valued else {}),
         }
 
 
@@ -168,21 +188,33 @@ def _check_axes(axes: object, argument: str) -> tuple[int, ...] | None:
     return tuple(axes)
 
 
+def _check_jax_axis(axes: object, argument: str) -> int | tuple[int, ...] | None:
+    if axes is None or (isinstance(axes, int) and not isinstance(axes, bool)):
+        return axes
+    checked = _check_axes(axes, argument)
+    assert checked is not None
+    return checked
+
+
 class VarianceScaling:
     """Initializer whose scale adapts to the shape of the weights.
 
     With fans from ``vsgen.compute_fans`` and
-    ``n = max(1, fan_in | fan_out | (fan_in + fan_out) / 2)`` by ``mode``,
-    the target variance is ``v = scale / n``:
+    ``n = max(1, fan_in | fan_out | (fan_in + fan_out) / 2 | sqrt(fan_in * fan_out))``
+    by ``mode``, the target variance is ``v = scale / n``:
 
     * ``truncated_normal``: N(0, s**2) truncated to [-2s, 2s] with
       ``s = sqrt(v) / 0.87962566103423978``, so the result's stddev is sqrt(v);
     * ``untruncated_normal``: N(0, v);
     * ``uniform``: U(-limit, limit) with ``limit = sqrt(3 v)``.
 
+    complex64/complex128 outputs follow JAX's complex variance scaling (see
+    ``Scaling``).
+
     Args:
         scale: positive finite scaling factor.
-        mode: ``"fan_in"``, ``"fan_out"`` or ``"fan_avg"``.
+        mode: ``"fan_in"``, ``"fan_out"``, ``"fan_avg"`` or ``"fan_geo_avg"``
+            (JAX's geometric mean, ``n = sqrt(fan_in * fan_out)``).
         distribution: ``"truncated_normal"`` (alias ``"normal"``),
             ``"untruncated_normal"`` or ``"uniform"``; case-insensitive.
         seed: None (draw a fresh seed now; see ``seed``), a non-negative int
@@ -193,6 +225,9 @@ class VarianceScaling:
             underlying draws), so give each tensor its own seed (model specs
             derive one per tensor name).
         input_axes, output_axes: explicit fan axes (Keras 3.15); together.
+        in_axis, out_axis, batch_axis: JAX's fan axes (int or list); the axes
+            in none of them form the receptive field, ``batch_axis`` is left
+            out; unset in/out axes are the layout's. Not with input_axes.
         layout: ``"keras"`` (channels-last) or ``"torch"`` (``(out, in, *k)``).
         stream: ``"vsgen"`` (fast, parallel, default) or ``"keras"``
             (bit-identical to Keras 3 with its numpy backend; the JAX and
@@ -211,6 +246,9 @@ class VarianceScaling:
         *,
         input_axes: Sequence[int] | None = None,
         output_axes: Sequence[int] | None = None,
+        in_axis: AxisSpec | None = None,
+        out_axis: AxisSpec | None = None,
+        batch_axis: AxisSpec | None = None,
         layout: str = "keras",
         stream: str = DEFAULT_STREAM,
     ) -> None:
@@ -222,6 +260,11 @@ class VarianceScaling:
         self.input_axes = _check_axes(input_axes, "input_axes")
         self.output_axes = _check_axes(output_axes, "output_axes")
         check_axes_pair(input_axes, output_axes)
+        self.in_axis = _check_jax_axis(in_axis, "in_axis")
+        self.out_axis = _check_jax_axis(out_axis, "out_axis")
+        checked_batch = _check_jax_axis(batch_axis, "batch_axis")
+        self.batch_axis: int | tuple[int, ...] = () if checked_batch is None else checked_batch
+        check_jax_axes_alone(input_axes, output_axes, self.in_axis, self.out_axis, self.batch_axis)
         self._seed_sequence: np.random.SeedSequence | None = None
         self.seed_was_drawn = False
         if isinstance(seed, np.random.SeedSequence):
@@ -245,37 +288,55 @@ class VarianceScaling:
         """``name/version`` of the random stream, as recorded in files."""
         return self._stream.label
 
+    @property
+    def _jax_axes_set(self) -> bool:
+        return self.in_axis is not None or self.out_axis is not None or self.batch_axis != ()
+
     # --- what the numbers mean -------------------------------------------------
 
     def fans(self, shape: Sequence[int]) -> tuple[int, int]:
         """``(fan_in, fan_out)`` of ``shape`` under this initializer's layout/axes."""
-        return compute_fans(shape, self.layout, self.input_axes, self.output_axes)
+        return compute_fans(
+            shape,
+            self.layout,
+            self.input_axes,
+            self.output_axes,
+            in_axis=self.in_axis,
+            out_axis=self.out_axis,
+            batch_axis=self.batch_axis,
+        )
 
-    def scaling(self, shape: Sequence[int]) -> Scaling:
-        """Fans, n, variance, stddev and the distribution's parameters for ``shape``.
+    def scaling(self, shape: Sequence[int], dtype: object = None) -> Scaling:
+        """Fans, n, variance, stddev and the distribution's parameters for ``shape``
+        (and ``dtype``: complex dtypes have their own parameters, see ``Scaling``).
 
         The float arithmetic follows Keras 3 step by step
         (``scale / max(1.0, n)``, then ``sqrt``), so the parameters are the
-        same doubles Keras computes.
+        same doubles Keras computes; ``fan_geo_avg`` takes
+        ``sqrt(float(fan_in) * float(fan_out))`` (correctly rounded, where JAX
+        writes ``** 0.5``).
         """
-        return self._scaling(normalize_shape(shape))
+        return self._scaling(normalize_shape(shape), resolve_dtype(dtype).kind == "c")
 
-    def _scaling(self, shape: tuple[int, ...]) -> Scaling:
+    def _scaling(self, shape: tuple[int, ...], complex_valued: bool = False) -> Scaling:
         fan_in, fan_out = self.fans(shape)
         if self.mode == "fan_in":
             n = max(1.0, fan_in)
         elif self.mode == "fan_out":
             n = max(1.0, fan_out)
-        else:
+        elif self.mode == "fan_avg":
             n = max(1.0, (fan_in + fan_out) / 2.0)
+        else:
+            n = max(1.0, math.sqrt(float(fan_in) * float(fan_out)))
         variance = self.scale / n
         stddev = math.sqrt(variance)
         pre_truncation_std = bound = limit = None
         if self.distribution == "truncated_normal":
-            pre_truncation_std = math.sqrt(variance) / TRUNCATED_STD_FACTOR
+            factor = COMPLEX_TRUNCATED_STD_FACTOR if complex_valued else TRUNCATED_STD_FACTOR
+            pre_truncation_std = math.sqrt(variance) / factor
             bound = 2 * pre_truncation_std
         elif self.distribution == "uniform":
-            limit = math.sqrt(3.0 * variance)
+            limit = math.sqrt((2.0 if complex_valued else 3.0) * variance)
         return Scaling(
             shape=shape,
             fan_in=fan_in,
@@ -289,6 +350,7 @@ class VarianceScaling:
             pre_truncation_std=pre_truncation_std,
             bound=bound,
             limit=limit,
+            complex_valued=complex_valued,
         )
 
     # --- sampling --------------------------------------------------------------
@@ -320,9 +382,17 @@ class VarianceScaling:
         ``partition_info``) while sampling ``shape``.
         """
         shape = normalize_shape(shape)
-        scaling = self._scaling(shape if fan_shape is None else normalize_shape(fan_shape))
-        out_shape, start, stop = row_range(shape, rows)
         resolved = resolve_dtype(dtype)
+        if resolved.kind == "c" and not self._stream.random_access:
+            raise ValueError(
+                f"Argument `dtype` {resolved.name} needs the vsgen stream; the "
+                f"{self.stream!r} stream (Keras) has no complex values. Received: "
+                f"dtype={dtype!r}"
+            )
+        scaling = self._scaling(
+            shape if fan_shape is None else normalize_shape(fan_shape), resolved.kind == "c"
+        )
+        out_shape, start, stop = row_range(shape, rows)
         _check_fits_dtype(scaling, resolved)
         draw = Draw(self.distribution, scaling.multiplier, self._next_seed(), resolved)
         return SamplePlan(
@@ -366,6 +436,10 @@ class VarianceScaling:
         if self.input_axes is not None:
             config["input_axes"] = list(self.input_axes)
             config["output_axes"] = list(self.output_axes or ())
+        for key in ("in_axis", "out_axis", "batch_axis"):
+            axes = getattr(self, key)
+            if axes is not None and axes != ():
+                config[key] = axes if isinstance(axes, int) else list(axes)
         if self.layout != "keras":
             config["layout"] = self.layout
         if self.stream != DEFAULT_STREAM:
@@ -403,6 +477,13 @@ class VarianceScaling:
                 f"Argument `layout` {self.layout!r} has no Keras equivalent; give explicit "
                 f"`input_axes` and `output_axes` instead. Received: layout={self.layout!r}"
             )
+        if self.mode not in KERAS_MODES:
+            raise ValueError(f"mode {self.mode!r} has no Keras equivalent (JAX only)")
+        if self._jax_axes_set:
+            raise ValueError(
+                "in_axis/out_axis/batch_axis (JAX's fan axes) have no Keras equivalent; "
+                "use input_axes/output_axes instead"
+            )
         config: dict[str, Any] = {
             "scale": self.scale,
             "mode": self.mode,
@@ -439,6 +520,9 @@ _CONFIG_KEYS = (
     "seed",
     "input_axes",
     "output_axes",
+    "in_axis",
+    "out_axis",
+    "batch_axis",
     "layout",
     "stream",
     "preset",
@@ -521,6 +605,8 @@ _DTYPE_MAX = {
     "bfloat16": 3.3895313892515355e38,
     "float32": 3.4028234663852886e38,
     "float64": 1.7976931348623157e308,
+    "complex64": 3.4028234663852886e38,
+    "complex128": 1.7976931348623157e308,
 }
 #: Smallest positive normal value of each output type: below it values lose
 #: precision (subnormals) or become zero.
@@ -529,6 +615,8 @@ _DTYPE_TINY = {
     "bfloat16": 2.0**-126,
     "float32": 2.0**-126,
     "float64": 2.0**-1022,
+    "complex64": 2.0**-126,
+    "complex128": 2.0**-1022,
 }
 #: Beyond this many stddevs an untruncated normal value has probability ~1e-23.
 _NORMAL_REACH = 10.0
@@ -576,6 +664,9 @@ class _Preset(VarianceScaling):
         *,
         input_axes: Sequence[int] | None = None,
         output_axes: Sequence[int] | None = None,
+        in_axis: AxisSpec | None = None,
+        out_axis: AxisSpec | None = None,
+        batch_axis: AxisSpec | None = None,
         layout: str = "keras",
         stream: str = DEFAULT_STREAM,
     ) -> None:
@@ -587,6 +678,9 @@ class _Preset(VarianceScaling):
             seed,
             input_axes=input_axes,
             output_axes=output_axes,
+            in_axis=in_axis,
+            out_axis=out_axis,
+            batch_axis=batch_axis,
             layout=layout,
             stream=stream,
         )
@@ -700,11 +794,14 @@ class _TorchPreset(_Preset):
     def _torch_std(self, fan_in: int, fan_out: int) -> float:
         raise NotImplementedError
 
-    def scaling(self, shape: Sequence[int]) -> Scaling:
+    def scaling(self, shape: Sequence[int], dtype: object = None) -> Scaling:
         """As ``VarianceScaling.scaling``, with PyTorch's stddev and limit.
 
-        Fans below 1 are floored at 1 (PyTorch divides by zero there).
+        Fans below 1 are floored at 1 (PyTorch divides by zero there). Real
+        dtypes only: ``torch.nn.init`` defines no complex variant.
         """
+        if dtype is not None and resolve_dtype(dtype).kind == "c":
+            raise ValueError(f"PyTorch presets make real tensors only. Received: dtype={dtype!r}")
         base = super().scaling(shape)
         stddev = self._torch_std(max(1, base.fan_in), max(1, base.fan_out))
         limit = math.sqrt(3.0) * stddev if self.distribution == "uniform" else None

@@ -91,6 +91,9 @@ _INIT_KEYS = (
     "stream",
     "input_axes",
     "output_axes",
+    "in_axis",
+    "out_axis",
+    "batch_axis",
 )
 _VS_NAMES = ("variance_scaling", "VarianceScaling")
 
@@ -134,7 +137,8 @@ class Init:
     ``constant`` is set for constants (``zeros``, ``ones``, ``{constant = x}``);
     otherwise ``class_name`` is ``"VarianceScaling"`` or a preset class name
     and ``options`` holds the config keys given (scale, mode, distribution,
-    layout, stream, input_axes, output_axes), as sorted ``(key, value)`` pairs.
+    layout, stream, input_axes, output_axes, in_axis, out_axis, batch_axis), as
+    sorted ``(key, value)`` pairs.
     """
 
     constant: float | None = None

@@ -21,6 +21,13 @@ from vsgen.cli._options import (
 @initializer_options(exclude=("seed", "stream"))
 @click.option("--shape", type=str, required=True, help="Tensor shape, e.g. 3,3,64,128.")
 @click.option("--fan-shape", type=str, default=None, help="Compute fans from this shape instead.")
+@click.option(
+    "--dtype",
+    type=str,
+    default="float32",
+    show_default=True,
+    help="Output type; complex64/complex128 have their own parameters.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def describe(**kwargs: Any) -> None:
     """Show what a configuration means for a shape: fans, n, variance, stddev,
@@ -33,13 +40,16 @@ def describe(**kwargs: Any) -> None:
     Examples:
       vsgen describe --shape 3,3,64,128 --preset he_normal
       vsgen describe --shape 512,256 --mode fan_avg --distribution uniform --json
+      vsgen describe --shape 256,128 --mode fan_geo_avg --dtype complex64
     """
     options = pop_initializer_options(kwargs)
     shape = parse_shape_option(kwargs["shape"])
     fan_shape = parse_shape_option(kwargs["fan_shape"], "--fan-shape")
     initializer = build_initializer(options)
     with user_errors():
-        scaling = initializer.scaling(fan_shape if fan_shape is not None else shape)
+        scaling = initializer.scaling(
+            fan_shape if fan_shape is not None else shape, kwargs["dtype"]
+        )
     info = scaling.as_dict()
     info["shape"] = list(shape or ())
     info["fan_shape"] = list(fan_shape) if fan_shape is not None else None
@@ -72,7 +82,9 @@ def _print_description(info: dict[str, Any]) -> None:
         ("variance", fmt(info["variance"]), "scale / n"),
         ("stddev", fmt(info["stddev"]), "sqrt(variance): the samples' target std"),
     ]
-    if info["distribution"] == "truncated_normal":
+    if info.get("complex"):
+        rows += _complex_rows(info, fmt)
+    elif info["distribution"] == "truncated_normal":
         rows.append(
             (
                 "pre_truncation_std",
@@ -87,6 +99,22 @@ def _print_description(info: dict[str, Any]) -> None:
     for row in rows:
         table.add_row(*row)
     Console().print(table)
+
+
+def _complex_rows(info: dict[str, Any], fmt: Any) -> list[tuple[str, str, str]]:
+    """JAX's complex variance scaling: variance split between the two parts."""
+    if info["distribution"] == "truncated_normal":
+        return [
+            (
+                "pre_truncation_std",
+                fmt(info["pre_truncation_std"]),
+                "s = stddev / 0.95311164380491208 (JAX)",
+            ),
+            ("bound", fmt(info["bound"]), "|z| <= 2s"),
+        ]
+    if info["distribution"] == "uniform":
+        return [("radius", fmt(info["limit"]), "sqrt(2 * variance); uniform in the disk")]
+    return [("part stddev", fmt(info["stddev"] / 2**0.5), "stddev / sqrt(2) per part")]
 
 
 def _fan_note(info: dict[str, Any]) -> str:

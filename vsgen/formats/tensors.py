@@ -45,9 +45,9 @@ def _normalize_dtype(dtype: object) -> numpy.dtype:
 class TensorInfo:
     """Name, shape and dtype of one tensor of an output file.
 
-    ``dtype`` is normalised to one of numpy float16, float32, float64 or
-    ``ml_dtypes.bfloat16``; ``shape`` to a tuple of non-negative ints
-    (``()`` is a scalar, a 0 anywhere makes an empty tensor).
+    ``dtype`` is normalised to one of numpy float16, float32, float64,
+    complex64, complex128 or ``ml_dtypes.bfloat16``; ``shape`` to a tuple of
+    non-negative ints (``()`` is a scalar, a 0 anywhere makes an empty tensor).
     """
 
     name: str
@@ -196,6 +196,11 @@ def check_npydir_names(tensors: Sequence[TensorInfo], name_max: int = 255) -> No
 
 def check_dtypes(tensors: Sequence[TensorInfo], fmt: str) -> None:
     for info in tensors:
+        if info.dtype.kind == "c" and fmt == "safetensors":
+            raise ValueError(
+                f"dtype {info.dtype.name} cannot be stored in .safetensors (the format has no "
+                "complex type); use .npy, .h5 or --format raw"
+            )
         if info.dtype.name == "bfloat16" and fmt not in _BFLOAT16_FORMATS:
             suffix = {"npydir": ".npy"}.get(fmt, "." + fmt)
             raise ValueError(

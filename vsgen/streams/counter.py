@@ -527,6 +527,12 @@ class VsgenStream(Stream):
         job ``out`` belongs to, so that a big job picks the compiled kernels from
         its first chunk on (the bytes do not depend on it)."""
         threads = default_threads() if threads is None else threads
+        if out.dtype.kind == "c":
+            # Complex values are made from real draws (docs/stream-v1.md, section 11).
+            from vsgen.streams._complex import fill_complex
+
+            fill_complex(self, out, start, draw, threads)
+            return
         job_size = out.size if job_size is None else job_size
         work = working_dtype(draw.dtype)
         if out.dtype == work:
