@@ -75,7 +75,12 @@ def safetensors_header(
     return struct.pack("<Q", len(text)) + text
 
 
-def create_h5(path: str, tensors: Sequence[TensorInfo], metadata: Mapping[str, str]) -> list[int]:
+def create_h5(
+    path: str,
+    tensors: Sequence[TensorInfo],
+    metadata: Mapping[str, str],
+    tensor_metadata: Mapping[str, Mapping[str, str]] | None = None,
+) -> list[int]:
     """Lay out an HDF5 file with one allocated, unfilled dataset per tensor.
 
     Returns each dataset's absolute data offset. The datasets are contiguous,
@@ -109,7 +114,8 @@ def create_h5(path: str, tensors: Sequence[TensorInfo], metadata: Mapping[str, s
                 dcpl=plist.copy(),
                 fill_time="never",
             )
-            for key, value in metadata.items():
+            # Per dataset only its own attributes: the file's are stored once, above.
+            for key, value in (tensor_metadata or {}).get(info.name, {}).items():
                 dataset.attrs[key] = value
             offset = dataset.id.get_offset()
             if offset is None and info.size:

@@ -40,6 +40,15 @@ MAX_METADATA_BYTES = SAFETENSORS_MAX_HEADER
 MAX_RANK = 64
 
 
+def read_text(handle: IO[bytes], limit: int, what: str) -> str:
+    """UTF-8 text of at most ``limit`` bytes from ``handle`` (see :func:`read_capped`)."""
+    data = read_capped(handle, limit, what)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{what} is not UTF-8 text (byte {error.start})") from None
+
+
 def read_capped(handle: IO[bytes], limit: int, what: str) -> bytes:
     """At most ``limit`` bytes from ``handle``; ValueError if there are more.
 
@@ -187,7 +196,9 @@ def loads_json(
     data = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
     items, depth = json_structure(data, max_items, max_depth)
     if depth > max_depth:
-        raise ValueError(f"{what}: nested {depth} levels deep; at most {max_depth} are allowed")
+        raise ValueError(
+            f"{what}: nested too deeply ({depth} levels; at most {max_depth} are allowed)"
+        )
     if items > max_items:
         raise ValueError(f"{what}: holds over {max_items:,} values; refusing to parse it")
     if isinstance(text, bytes):
@@ -233,7 +244,7 @@ def loads_toml(text: str, what: str, *, max_depth: int = MAX_NESTING) -> Any:
     # TOML nests with brackets and braces; counting them in strings too
     # over-estimates, which only matters for texts that are refused anyway.
     if _bracket_depth(text) > 4 * max_depth:
-        raise ValueError(f"{what}: nested more than {max_depth} levels deep")
+        raise ValueError(f"{what}: nested too deeply (over {max_depth} levels)")
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
@@ -281,5 +292,5 @@ def check_depth(document: Any, what: str, max_depth: int = MAX_NESTING) -> None:
         else:
             continue
         if level >= max_depth:
-            raise ValueError(f"{what}: nested more than {max_depth} levels deep")
+            raise ValueError(f"{what}: nested too deeply (over {max_depth} levels)")
         stack.extend((child, level + 1) for child in children)
