@@ -253,8 +253,12 @@ def _recorded_count(path: str) -> int:
     """How many tensors the vsgen file ``path`` records."""
     from vsgen import formats, provenance
 
-    with user_errors():
+    if not os.path.exists(path):
+        raise BadInput(f"--config-from: file not found: {path}")
+    try:
         return len(provenance.parse_metadata(formats.read_metadata(path), path))
+    except ValueError as error:
+        raise BadInput(f"--config-from: {error}") from None
 
 
 def _whole_file_job(kwargs: dict[str, Any], rows_given: bool) -> _Job:
@@ -267,8 +271,20 @@ def _whole_file_job(kwargs: dict[str, Any], rows_given: bool) -> _Job:
             f"--config-from: {kwargs['config_from']} holds several tensors; --rows, --shard "
             "and --dtype apply to one: choose it with --name"
         )
-    with user_errors():
+    try:
         job = modelspec.job_from_file(kwargs["config_from"])
+    except ValueError as error:
+        raise BadInput(f"--config-from: {error}") from None
+    from vsgen import formats
+
+    try:
+        formats.resolve_format(kwargs["output"], kwargs["fmt"], len(job.infos))
+    except ValueError as error:
+        raise BadInput(
+            f"--config-from: {kwargs['config_from']} holds {len(job.infos)} tensors: {error}; "
+            "or choose one with --name"
+        ) from None
+    with user_errors():
         return _Job(
             infos=job.infos,
             plans=job.plans,

@@ -166,15 +166,20 @@ def _trailing_backslashes(data: bytes, start: int, stop: int, carried: int) -> i
     return count + (carried if count == stop - start else 0)
 
 
-def _refuse_constant(name: str) -> float:
-    raise ValueError(f"{name} is not a number JSON allows")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"the number {text[:40]} is too large for a float")
-    return value
+def _non_finite_path(document: Any) -> str | None:
+    """Where the first NaN or infinity sits in a parsed document, e.g. ``'config'.'scale'``."""
+    stack: list[tuple[Any, str]] = [(document, "")]
+    while stack:
+        value, where = stack.pop()
+        if isinstance(value, float) and not math.isfinite(value):
+            return where or "the document"
+        if isinstance(value, dict):
+            stack.extend(
+                (child, f"{where}.{key[:80]!r}".lstrip(".")) for key, child in value.items()
+            )
+        elif isinstance(value, list):
+            stack.extend((child, f"{where}[{index}]") for index, child in enumerate(value))
+    return None
 
 
 def loads_json(
@@ -207,12 +212,24 @@ def loads_json(
         except UnicodeDecodeError as error:
             raise ValueError(f"{what}: not UTF-8 text (byte {error.start})") from None
     del data
+    non_finite: list[str] = []
+
+    def constant(name: str) -> float:
+        non_finite.append(name)
+        return float(name.replace("Infinity", "inf"))
+
+    def number(text: str) -> float:
+        value = float(text)
+        if not math.isfinite(value):
+            non_finite.append(text[:40])
+        return value
+
     try:
-        return json.loads(
+        document = json.loads(
             text,
             object_pairs_hook=object_pairs_hook or no_duplicates,
-            parse_constant=_refuse_constant,
-            parse_float=_finite_float,
+            parse_constant=constant,
+            parse_float=number,
         )
     except json.JSONDecodeError as error:
         raise ValueError(
@@ -220,8 +237,16 @@ def loads_json(
         ) from None
     except RecursionError:  # the pre-scan bounds depth; kept for the parser's own limit
         raise ValueError(f"{what}: nested too deeply") from None
-    except ValueError as error:  # duplicate keys, NaN, 1e400, 10**5000
-        raise ValueError(f"{what}: {' '.join(str(error).split())}") from None
+    except ValueError as error:  # duplicate keys, 10**5000
+        message = " ".join(str(error).split())
+        if "integer string conversion" in message:
+            message = "an integer has more than 4300 digits"
+        raise ValueError(f"{what}: {message}") from None
+    if non_finite:
+        # NaN, Infinity (not JSON) and 1e400 (beyond float64): name the field.
+        field = _non_finite_path(document) or "a value"
+        raise ValueError(f"{what}: field {field} is {non_finite[0]}, not a finite number")
+    return document
 
 
 def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
