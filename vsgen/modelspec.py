@@ -818,9 +818,7 @@ def job_from_file(path: str, names: Sequence[str] | None = None) -> ModelJob:
                 f"{path}: the vsgen record of tensor {name[:200]!r} is malformed: "
                 f"{' '.join(detail.split())[:300]}"
             ) from None
-        info = TensorInfo(
-            name, plan.shape, plan.dtype if isinstance(plan, ConstantPlan) else plan.draw.dtype
-        )
+        info = TensorInfo(name, plan.shape, plan.dtype)
         if info.shape != stored.shape or info.dtype.name != stored.dtype:
             raise ValueError(
                 f"{path}: tensor {name[:200]!r} is {stored.shape} {stored.dtype} in the file but "

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from collections.abc import Callable
 from typing import IO, Any
 
@@ -262,10 +263,10 @@ def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 def loads_toml(text: str, what: str, *, max_depth: int = MAX_NESTING) -> Any:
     """Parse a TOML document; nesting beyond ``max_depth`` and floats that are
     not finite are refused with a ValueError that starts with ``what``."""
-    try:
+    if sys.version_info >= (3, 11):
         import tomllib
-    except ImportError:  # Python 3.10
-        import tomli as tomllib  # type: ignore[no-redef]
+    else:  # Python 3.10
+        import tomli as tomllib
     # TOML nests with brackets and braces; counting them in strings too
     # over-estimates, which only matters for texts that are refused anyway.
     if _bracket_depth(text) > 4 * max_depth:

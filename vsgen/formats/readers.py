@@ -780,7 +780,8 @@ def read_values(tensor: StoredTensor, chunk_size: int | None = None) -> Iterator
     # their bits as unsigned words and reinterpret.
     bits = native.kind == "V" or native.type.__module__.startswith("ml_dtypes")
     stored = numpy.dtype(f"u{tensor.itemsize}") if bits else native
-    stored = stored.newbyteorder(tensor.byteorder) if stored.itemsize > 1 else stored
+    if stored.itemsize > 1:
+        stored = stored.newbyteorder(">" if tensor.byteorder == ">" else "<")
     assert tensor.offset is not None
     with _open_binary(tensor.path) as handle:
         handle.seek(tensor.offset)
@@ -820,7 +821,7 @@ def _h5_values(tensor: StoredTensor, chunk_size: int) -> Iterator[numpy.ndarray]
             for outer in numpy.ndindex(*shape[:axis]):
                 for first in range(0, shape[axis], step):
                     last = min(shape[axis], first + step)
-                    block = dataset[(*outer, slice(first, last))]
+                    block = dataset[tuple(outer) + (slice(first, last),)]
                     yield numpy.asarray(block).astype(native).reshape(-1)
     except UnreadableFile:
         raise
@@ -873,7 +874,7 @@ def read_tensor_infos(path: str) -> list[TensorInfo]:
                 f"{tensor.path!r} holds big-endian data; vsgen writes little-endian only"
             )
         try:
-            infos.append(TensorInfo(tensor.name, tensor.shape, tensor.dtype))
+            infos.append(TensorInfo(tensor.name, tensor.shape, tensor.numpy_dtype()))
         except ValueError:
             raise UnreadableFile(
                 f"{path}: tensor {tensor.name[:200]!r} has an unsupported dtype {tensor.dtype}"
