@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import IO, Any
 
 #: Deepest nesting of arrays/objects (tables) accepted in any document. vsgen's
@@ -69,15 +69,22 @@ def _size(count: int) -> str:
     return f"{count:,} bytes"
 
 
+def _pieces(data: bytes | str, size: int = 1 << 20) -> Iterator[bytes]:
+    """``data`` as UTF-8 bytes, ``size`` bytes (or characters) at a time."""
+    for start in range(0, len(data), size):
+        piece = data[start : start + size]
+        yield piece.encode("utf-8", "surrogatepass") if isinstance(piece, str) else piece
+
+
 def json_structure(
-    data: bytes, stop_items: int | None = None, stop_depth: int | None = None
+    data: bytes | str, stop_items: int | None = None, stop_depth: int | None = None
 ) -> tuple[int, int]:
     """``(items, depth)`` of a JSON text without parsing it.
 
     ``items`` counts the structural ``,``, ``[`` and ``{`` (an upper bound on
     the number of values the parser would build, less one) and ``depth`` the
-    deepest nesting, ignoring everything inside strings. Runs over the bytes
-    in fixed-size pieces (``bytes.count`` where a piece has no quote, NumPy
+    deepest nesting, ignoring everything inside strings. Runs over the text
+    in pieces of 1 MiB (``bytes.count`` where a piece has no quote, NumPy
     where it has), so it costs a few MiB of memory whatever the text, and
     stops early once ``stop_items`` or ``stop_depth`` is exceeded. For text
     that is not valid JSON the counts are approximate; they agree with the
@@ -86,32 +93,23 @@ def json_structure(
     """
     import numpy
 
-    piece = 1 << 20
     items = depth = max_depth = 0
     inside = False
     backslashes = 0  # length of the backslash run ending the previous piece
-    for start in range(0, len(data), piece):
-        stop = min(len(data), start + piece)
-        has_quote = data.find(b'"', start, stop) >= 0
-        has_backslash = data.find(b"\\", start, stop) >= 0
-        if not has_quote:
+    for piece in _pieces(data):
+        if b'"' not in piece:
             if not inside:
-                items += data.count(b",", start, stop)
-                opened = data.count(b"[", start, stop) + data.count(b"{", start, stop)
-                closed = data.count(b"]", start, stop) + data.count(b"}", start, stop)
-                items += opened
-                if opened or closed:
+                opened = piece.count(b"[") + piece.count(b"{")
+                items += piece.count(b",") + opened
+                if opened or piece.count(b"]") or piece.count(b"}"):
+                    chunk = numpy.frombuffer(piece, numpy.uint8)
                     max_depth, depth = _levels(
-                        numpy.frombuffer(data, numpy.uint8, stop - start, start),
-                        numpy.ones(stop - start, dtype=bool),
-                        depth,
-                        max_depth,
+                        chunk, numpy.ones(chunk.size, dtype=bool), depth, max_depth
                     )
-            backslashes = _trailing_backslashes(data, start, stop, backslashes)
         else:
-            chunk = numpy.frombuffer(data, numpy.uint8, stop - start, start)
+            chunk = numpy.frombuffer(piece, numpy.uint8)
             quotes = numpy.flatnonzero(chunk == 34)
-            if has_backslash or backslashes:
+            if backslashes or b"\\" in piece:
                 quotes = quotes[_escape_runs(chunk, quotes, backslashes) % 2 == 0]
             toggles = numpy.zeros(chunk.size, dtype=numpy.uint8)
             toggles[quotes] = 1
@@ -123,7 +121,8 @@ def json_structure(
             )
             max_depth, depth = _levels(chunk, outside, depth, max_depth)
             inside = not bool(outside[-1])
-            backslashes = _trailing_backslashes(data, start, stop, backslashes)
+        trailing = len(piece) - len(piece.rstrip(b"\\"))
+        backslashes = trailing + (backslashes if trailing == len(piece) else 0)
         if (stop_items is not None and items > stop_items) or (
             stop_depth is not None and max_depth > stop_depth
         ):
@@ -160,13 +159,6 @@ def _escape_runs(chunk: Any, quotes: Any, carried: int) -> Any:
     return run + numpy.where(reaches_start, carried, 0)
 
 
-def _trailing_backslashes(data: bytes, start: int, stop: int, carried: int) -> int:
-    """Length of the backslash run that ends ``data[start:stop]``."""
-    segment = data[start:stop]
-    count = len(segment) - len(segment.rstrip(b"\\"))
-    return count + (carried if count == stop - start else 0)
-
-
 def _non_finite_path(document: Any) -> str | None:
     """Where the first NaN or infinity sits in a parsed document, e.g. ``'config'.'scale'``."""
     stack: list[tuple[Any, str]] = [(document, "")]
@@ -199,8 +191,7 @@ def loads_json(
     overflow (``1e400``), integers of more than 4300 digits, duplicate keys
     (unless ``object_pairs_hook`` decides otherwise).
     """
-    data = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
-    items, depth = json_structure(data, max_items, max_depth)
+    items, depth = json_structure(text, max_items, max_depth)
     if depth > max_depth:
         raise ValueError(
             f"{what}: nested too deeply ({depth} levels; at most {max_depth} are allowed)"
@@ -212,7 +203,6 @@ def loads_json(
             text = text.decode("utf-8")
         except UnicodeDecodeError as error:
             raise ValueError(f"{what}: not UTF-8 text (byte {error.start})") from None
-    del data
     non_finite: list[str] = []
 
     def constant(name: str) -> float:
