@@ -210,6 +210,8 @@ class TensorSource:
     tensor: StoredTensor
     metadata: dict[str, str]
     dtype: np.dtype
+    #: Shared by the sources of one file: its provenance, parsed once.
+    cache: dict[str, Any] = field(default_factory=dict)
 
     @property
     def path(self) -> str:
@@ -266,27 +268,30 @@ def _pick_name(path: str, names: Sequence[str], name: str | None) -> str:
     return name
 
 
-def _source(tensor_file: TensorFile, tensor: StoredTensor) -> TensorSource:
+def _source(
+    tensor_file: TensorFile, tensor: StoredTensor, cache: dict[str, Any] | None = None
+) -> TensorSource:
     dtype = _readable_dtype(tensor.dtype, tensor_file.path, tensor.name)
-    return TensorSource(tensor, tensor_file.metadata, dtype)
+    return TensorSource(tensor, tensor_file.metadata, dtype, {} if cache is None else cache)
 
 
-def open_tensor(path: str, name: str | None = None) -> TensorSource:
+def open_tensor(path: str | TensorFile, name: str | None = None) -> TensorSource:
     """Open tensor ``name`` of a ``.npy``, ``.h5`` or ``.safetensors`` file or an
     npy directory (headers only, through :func:`vsgen.formats.readers.open_file`).
 
     ``name`` may be omitted when the file holds one tensor; a ``.npy`` file holds
     one tensor and ignores ``name``. The format is told from the first bytes.
+    ``path`` may also be a file :func:`~vsgen.formats.readers.open_file` opened.
 
     Raises:
         ValueError: unknown format, missing/ambiguous name, unsupported dtype,
             or a header the reader refuses.
         OSError: the file cannot be read.
     """
-    tensor_file = open_file(path)
+    tensor_file = path if isinstance(path, TensorFile) else open_file(path)
     if tensor_file.format == "npy":
         name = None
-    chosen = _pick_name(path, tensor_file.names, name)
+    chosen = _pick_name(tensor_file.path, tensor_file.names, name)
     return _source(tensor_file, tensor_file.tensor(chosen))
 
 
@@ -308,7 +313,9 @@ def recorded_record(source: TensorSource) -> dict[str, Any]:
         raise NoExpectationError(
             f"{source.path} carries no vsgen provenance (it was not written by vsgen)"
         )
-    record = provenance.parse_metadata(source.metadata, source.path).get(source.name)
+    if "records" not in source.cache:
+        source.cache["records"] = provenance.parse_metadata(source.metadata, source.path)
+    record = source.cache["records"].get(source.name)
     if record is None:
         raise NoExpectationError(
             f"{source.path}: no vsgen provenance recorded for tensor {source.name!r}"
@@ -329,8 +336,11 @@ def _malformed_record(source: TensorSource) -> Iterator[None]:
         ) from None
 
 
-def recorded_expectation(source: TensorSource) -> tuple[VarianceScaling, tuple[int, ...], dict]:
-    """The initializer, fan shape and record that the file's provenance gives for the tensor.
+def recorded_expectation(
+    source: TensorSource, record: dict[str, Any] | None = None
+) -> tuple[VarianceScaling, tuple[int, ...], dict]:
+    """The initializer, fan shape and record that the file's provenance gives for the tensor
+    (``record``, if given, is the tensor's record, already read).
 
     Raises:
         NoExpectationError: the file records no vsgen provenance for the tensor.
@@ -338,7 +348,8 @@ def recorded_expectation(source: TensorSource) -> tuple[VarianceScaling, tuple[i
     """
     from vsgen import provenance
 
-    record = recorded_record(source)
+    if record is None:
+        record = recorded_record(source)
     with _malformed_record(source):
         if not isinstance(record.get("config"), dict):
             raise ValueError("field 'config' is missing or not an object")
@@ -715,7 +726,7 @@ def verify_source(
                 f"{source.path}: tensor {source.name!r} is recorded as {str(kind)[:40]!r}, "
                 "which has no distribution to check"
             )
-        initializer, fans_from, record = recorded_expectation(source)
+        initializer, fans_from, record = recorded_expectation(source, record)
         source_label = "provenance"
         record_checks.append(_record_check(source, record))
         with _malformed_record(source):
@@ -817,7 +828,7 @@ def _verify_constant(
 
 
 def verify_file(
-    path: str,
+    path: str | TensorFile,
     name: str | None = None,
     initializer: VarianceScaling | None = None,
     fan_shape: Sequence[int] | None = None,
@@ -910,11 +921,12 @@ def verify_tensors(
     reports: list[VerifyReport] = []
     not_judged: list[dict[str, str]] = []
     errors: list[ValueError] = []
+    cache: dict[str, Any] = {}
     for tensor in tensor_file.tensors:
         try:
             if tensor.dtype not in _READABLE:
                 raise NotJudgedError(f"{tensor.name!r} is {tensor.dtype}, not a float tensor")
-            source = _source(tensor_file, tensor)
+            source = _source(tensor_file, tensor, cache)
             reports.append(
                 verify_source(source, initializer, chunk_size=chunk_size, max_sample=max_sample)
             )

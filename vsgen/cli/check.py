@@ -94,16 +94,16 @@ def _run(path: str, name: str | None, initializer: Any, fan_shape: Any) -> Any:
     from vsgen import verify
     from vsgen.formats.readers import open_file
 
-    if name is None:
-        tensor_file = open_file(path)
-        if len(tensor_file.tensors) > 1:
-            if fan_shape is not None:
-                raise ValueError(
-                    f"{path} holds {len(tensor_file.tensors)} tensors; --fan-shape applies to "
-                    "one: choose it with --name"
-                )
-            return verify.verify_tensors(tensor_file, initializer)
-    return verify.verify_file(path, name, initializer, fan_shape)
+    # The file's headers are read once (a header may be 100 MB).
+    tensor_file = open_file(path)
+    if name is None and len(tensor_file.tensors) > 1:
+        if fan_shape is not None:
+            raise ValueError(
+                f"{path} holds {len(tensor_file.tensors)} tensors; --fan-shape applies to "
+                "one: choose it with --name"
+            )
+        return verify.verify_tensors(tensor_file, initializer)
+    return verify.verify_file(tensor_file, name, initializer, fan_shape)
 
 
 def _print_file_report(report: Any) -> None:

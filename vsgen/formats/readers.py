@@ -69,9 +69,10 @@ H5_MAX_CHUNK_BYTES = 16 << 20
 #: Largest chunk cache used to read a chunked dataset in C order (one row of
 #: chunks must stay cached, or each chunk is inflated once per row read).
 H5_MAX_CACHE_BYTES = 64 << 20
-#: A filtered dataset may hold at most this many times its stored bytes (deflate
-#: cannot do better than about 1032:1; beyond that the file is a bomb).
-H5_MAX_EXPANSION = 1100
+#: A filtered dataset may hold at most this many times its stored bytes. Float
+#: weights compress by 2x at most; deflate reaches about 1032:1 only on
+#: constant data, which is how a 16 MB file can make a reader inflate 16 GiB.
+H5_MAX_EXPANSION = 100
 #: HDF5 filters vsgen lets HDF5 run: deflate, shuffle, fletcher32, scale-offset,
 #: n-bit (built into HDF5) and LZF (built into h5py). Any other filter id would
 #: make HDF5 search for and load a plugin library.
@@ -336,7 +337,9 @@ def _parse_npy_header(
     read = npy_format.read_array_header_1_0 if major == 1 else npy_format.read_array_header_2_0
     try:
         shape, fortran_order, dtype = read(handle, max_header_size=NPY_MAX_HEADER)
-    except (ValueError, SyntaxError, TypeError, RecursionError, MemoryError, OverflowError):
+    except Exception:  # noqa: BLE001 - numpy's parser raises many types on garbage
+        # (ValueError, SyntaxError, tokenize.TokenError, RecursionError...); the
+        # input is at most NPY_MAX_HEADER bytes, so any failure just means "malformed".
         raise UnreadableFile(f"{path}: malformed NPY header") from None
     if dtype.kind not in _NUMERIC_KINDS or dtype.fields is not None or dtype.subdtype is not None:
         raise UnreadableFile(f"{path}: NPY field 'descr' is {dtype.str!r}, not a numeric dtype")
@@ -401,8 +404,17 @@ def _read_safetensors(path: str) -> tuple[tuple[StoredTensor, ...], dict[str, st
     if len(text) < length:
         raise UnreadableFile(f"{path}: safetensors header is truncated")
     _check_text_memory(path, text)
-    header = loads_json(text, f"{path}: safetensors header")
+    try:
+        decoded = text.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise UnreadableFile(
+            f"{path}: safetensors header is not UTF-8 text (byte {error.start})"
+        ) from None
+    # Only the text is kept while parsing: header bytes, text and parsed
+    # strings together would be three times the header.
     del text
+    header = loads_json(decoded, f"{path}: safetensors header")
+    del decoded
     if not isinstance(header, dict):
         raise UnreadableFile(f"{path}: safetensors header is not a JSON object")
     data_start = 8 + length
