@@ -77,14 +77,17 @@ def _pieces(data: bytes | str, size: int = 1 << 20) -> Iterator[bytes]:
 
 
 def json_structure(
-    data: bytes | str, stop_items: int | None = None, stop_depth: int | None = None
+    data: bytes | str,
+    stop_items: int | None = None,
+    stop_depth: int | None = None,
+    piece_size: int = 1 << 20,
 ) -> tuple[int, int]:
     """``(items, depth)`` of a JSON text without parsing it.
 
     ``items`` counts the structural ``,``, ``[`` and ``{`` (an upper bound on
     the number of values the parser would build, less one) and ``depth`` the
     deepest nesting, ignoring everything inside strings. Runs over the text
-    in pieces of 1 MiB (``bytes.count`` where a piece has no quote, NumPy
+    in pieces of ``piece_size`` (``bytes.count`` where a piece has no quote, NumPy
     where it has), so it costs a few MiB of memory whatever the text, and
     stops early once ``stop_items`` or ``stop_depth`` is exceeded. For text
     that is not valid JSON the counts are approximate; they agree with the
@@ -96,7 +99,7 @@ def json_structure(
     items = depth = max_depth = 0
     inside = False
     backslashes = 0  # length of the backslash run ending the previous piece
-    for piece in _pieces(data):
+    for piece in _pieces(data, piece_size):
         if b'"' not in piece:
             if not inside:
                 opened = piece.count(b"[") + piece.count(b"{")
