@@ -307,7 +307,7 @@ def test_files_of_vsgen_0_1_are_read(tmp_path):
             h5[name].attrs["vsgen"] = document
     result = CliRunner().invoke(cli, ["check", str(path)])
     assert result.exit_code == 0, result.stderr
-    assert result.stdout.count(" consistent\n") == 3  # three rows
+    assert result.stdout.count("  consistent\n") == 3  # three rows
     assert result.stdout.endswith("verdict: consistent\n")
     copy = tmp_path / "copy.h5"
     result = CliRunner().invoke(cli, ["sample", "--config-from", str(path), "-o", str(copy)])
