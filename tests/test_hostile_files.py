@@ -387,6 +387,12 @@ CASES = [
         safetensors(b'{"a":[' + b"[]," * 2_000_000 + b"[]]}"),
         "values",
     ),
+    file_case(
+        "st-70000-empty-tensors",
+        "m.safetensors",
+        safetensors({f"t{i}": tensor(shape=(0,), offsets=(0, 0)) for i in range(70_000)}),
+        "over 65536 tensors",
+    ),
     file_case("st-100MB-string", "m.safetensors", safetensors(HUGE_STRING), "holds no tensors"),
     file_case("st-100MB-provenance", "m.safetensors", HUGE_PROVENANCE, "field 'config'"),
     file_case(

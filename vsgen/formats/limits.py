@@ -39,6 +39,10 @@ MAX_JSON_ITEMS = 1 << 20
 MAX_METADATA_BYTES = SAFETENSORS_MAX_HEADER
 #: Most dimensions of a stored tensor.
 MAX_RANK = 64
+#: Most tensors in one file (or npy directory). Real single-file checkpoints
+#: hold a few thousand; ``check`` spends about a millisecond per tiny tensor,
+#: so this also bounds the work a file of many empty tensors can ask for.
+MAX_TENSORS = 1 << 16
 
 
 def read_text(handle: IO[bytes], limit: int, what: str) -> str:

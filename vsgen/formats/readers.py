@@ -48,6 +48,7 @@ import numpy
 from vsgen.formats.limits import (
     MAX_METADATA_BYTES,
     MAX_RANK,
+    MAX_TENSORS,
     SAFETENSORS_MAX_HEADER,
     loads_json,
 )
@@ -376,8 +377,8 @@ def _open_npydir(path: str) -> TensorFile:
                 raise UnreadableFile(f"{full} is a symbolic link; npy directories hold files only")
             relative = os.path.relpath(os.path.join(root, file_name[:-4]), path)
             tensors.append(_npy_tensor(full, relative.replace(os.sep, "/")))
-            if len(tensors) > H5_MAX_OBJECTS:
-                raise UnreadableFile(f"{path} holds over {H5_MAX_OBJECTS} .npy files")
+            if len(tensors) > MAX_TENSORS:
+                raise UnreadableFile(f"{path} holds over {MAX_TENSORS} .npy files")
     return TensorFile(path, "npydir", tuple(tensors), {})
 
 
@@ -420,6 +421,8 @@ def _read_safetensors(path: str) -> tuple[tuple[StoredTensor, ...], dict[str, st
     data_start = 8 + length
     data_size = size - data_start
     metadata = _safetensors_metadata(path, header.pop("__metadata__", None))
+    if len(header) > MAX_TENSORS:
+        raise UnreadableFile(f"{path}: safetensors file holds over {MAX_TENSORS} tensors")
     tensors = []
     for name, entry in header.items():
         tensors.append(_safetensors_entry(path, name, entry, data_start, data_size))
