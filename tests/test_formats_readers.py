@@ -34,6 +34,7 @@ pytestmark = pytest.mark.skipif(
 FUZZ = settings(
     max_examples=60,
     deadline=None,
+    database=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
     derandomize=True,
 )
@@ -76,7 +77,7 @@ JSON_VALUES = st.recursive(
 )
 
 
-@settings(max_examples=200, deadline=None, derandomize=True)
+@settings(max_examples=200, deadline=None, derandomize=True, database=None)
 @given(value=JSON_VALUES, ascii_only=st.booleans(), piece=st.integers(1, 9))
 def test_json_structure_matches_a_character_loop(value, ascii_only, piece):
     text = json.dumps(value, ensure_ascii=ascii_only)
@@ -414,6 +415,7 @@ def test_fuzzed_npy(tmp_path, valid_files, mutation):
 @settings(
     max_examples=30,
     deadline=None,
+    database=None,
     derandomize=True,
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )

@@ -243,8 +243,12 @@ def parse_init(value: object, where: str = "init") -> Init:
         number = value["constant"]
         if isinstance(number, bool) or not isinstance(number, numbers.Real):
             raise ValueError(f"{where}.constant: must be a number, not {number!r}")
-        if not math.isfinite(float(number)):
-            raise ValueError(f"{where}.constant: must be finite, not {number!r}")
+        try:
+            finite = math.isfinite(float(number))
+        except OverflowError:  # an integer such as 10**400
+            finite = False
+        if not finite:
+            raise ValueError(f"{where}.constant: must be a finite float, not {str(number)[:40]}")
         return Init(constant=float(number))
     if "seed" in value or "seed" in (value.get("config") or {}):
         raise ValueError(
@@ -750,6 +754,13 @@ def _plan_tensor(
 ) -> tuple[Plan, dict[str, Any]]:
     if chosen.constant is not None:
         constant_plan = ConstantPlan(chosen.constant, resolve_dtype(dtype), entry.shape)
+        with np.errstate(over="ignore"):
+            stored = np.asarray(chosen.constant, dtype=constant_plan.dtype)
+        if not np.isfinite(stored.astype(np.float64)):
+            raise ValueError(
+                f"constant {chosen.constant:g} overflows {constant_plan.dtype.name} "
+                "(it would be stored as infinity)"
+            )
         record = provenance.constant_record(
             constant_plan.value, constant_plan.dtype, constant_plan.shape
         )
