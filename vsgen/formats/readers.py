@@ -476,53 +476,62 @@ def _json_type(value: object) -> str:
     return "object"
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _safetensors_entry(
     path: str, name: str, entry: object, data_start: int, data_size: int
 ) -> StoredTensor:
-    where = f"{path}: safetensors tensor {name[:200]!r}"
-    if not isinstance(entry, dict):
-        raise UnreadableFile(f"{where} is a {_json_type(entry)}, not an object")
-    for key in ("dtype", "shape", "data_offsets"):
-        if key not in entry:
-            raise UnreadableFile(f"{where} has no field '{key}'")
-    code = entry["dtype"]
-    if not isinstance(code, str) or code not in SAFETENSORS_DTYPES:
+    if type(entry) is not dict:
+        raise UnreadableFile(f"{_where(path, name)} is a {_json_type(entry)}, not an object")
+    try:
+        code, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
+    except KeyError as missing:
+        raise UnreadableFile(f"{_where(path, name)} has no field {missing}") from None
+    if type(code) is not str or code not in SAFETENSORS_DTYPES:
         shown = code[:40] if isinstance(code, str) else _json_type(code)
         raise UnreadableFile(
-            f"{where}: field 'dtype' is {shown!r}; known: {', '.join(SAFETENSORS_DTYPES)}"
+            f"{_where(path, name)}: field 'dtype' is {shown!r}; known: "
+            f"{', '.join(SAFETENSORS_DTYPES)}"
         )
     dtype, itemsize = SAFETENSORS_DTYPES[code]
-    shape = entry["shape"]
-    if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
-        raise UnreadableFile(f"{where}: field 'shape' must be a list of non-negative integers")
+    # type() is int, not isinstance: JSON's true/false must not pass as 1/0.
+    if type(shape) is not list or set(map(type, shape)) - {int} or (shape and min(shape) < 0):
+        raise UnreadableFile(
+            f"{_where(path, name)}: field 'shape' must be a list of non-negative integers"
+        )
     if len(shape) > MAX_RANK:
-        raise UnreadableFile(f"{where}: field 'shape' has {len(shape)} dimensions")
-    offsets = entry["data_offsets"]
-    if not (isinstance(offsets, list) and len(offsets) == 2 and all(map(_is_int, offsets))):
-        raise UnreadableFile(f"{where}: field 'data_offsets' must be a list of two integers")
+        raise UnreadableFile(f"{_where(path, name)}: field 'shape' has {len(shape)} dimensions")
+    if not (
+        type(offsets) is list
+        and len(offsets) == 2
+        and type(offsets[0]) is int
+        and type(offsets[1]) is int
+    ):
+        raise UnreadableFile(
+            f"{_where(path, name)}: field 'data_offsets' must be a list of two integers"
+        )
     begin, end = offsets
     if not 0 <= begin <= end:
         raise UnreadableFile(
-            f"{where}: field 'data_offsets' [{begin}, {end}] must satisfy 0 <= begin <= end"
+            f"{_where(path, name)}: field 'data_offsets' [{begin}, {end}] must satisfy "
+            "0 <= begin <= end"
         )
     if end > data_size:
         raise UnreadableFile(
-            f"{where}: field 'data_offsets' ends at {end}, past the {data_size} bytes of data "
-            "(file truncated?)"
+            f"{_where(path, name)}: field 'data_offsets' ends at {end}, past the {data_size} "
+            "bytes of data (file truncated?)"
         )
     nbytes = math.prod(shape) * itemsize
     if end - begin != nbytes:
         raise UnreadableFile(
-            f"{where}: field 'data_offsets' spans {end - begin} bytes; shape "
+            f"{_where(path, name)}: field 'data_offsets' spans {end - begin} bytes; shape "
             f"{tuple(shape)} of {code} needs {nbytes}"
         )
     return StoredTensor(
         path, "safetensors", name, tuple(shape), dtype, itemsize, data_start + begin
     )
+
+
+def _where(path: str, name: str) -> str:
+    return f"{path}: safetensors tensor {name[:200]!r}"
 
 
 def _check_tiling(path: str, tensors: list[StoredTensor], data_start: int, data_size: int) -> None:
