@@ -48,7 +48,11 @@ def load(path) -> np.ndarray:
 
 
 def check(path, *args: str):
-    return run("check", str(path), *args)
+    result = run("check", str(path), *args)
+    if result.exit_code == 1:  # the verdict "NOT consistent": never with an error
+        assert result.stderr == "", result.stderr
+        assert "verdict: NOT consistent" in result.stdout or '"NOT consistent"' in result.stdout
+    return result
 
 
 def check_json(path, *args: str) -> tuple[int, dict]:
@@ -420,10 +424,10 @@ def test_npy_without_options_is_a_usage_error(tmp_path):
     "args, words",
     [
         (["missing.h5"], "not found"),
-        (["."], "is a directory"),
+        (["empty"], "holds no tensors"),
         (["x.txt"], "not a .npy"),
         (["int.npy", "--scale", "1"], "dtype int32"),
-        (["two.safetensors"], "choose one with --name"),
+        (["two.safetensors"], "carries no vsgen provenance"),
         (["two.safetensors", "--name", "c"], "no tensor named 'c'"),
         (["w.h5", "--fan-shape", "8,8"], "--fan-shape needs"),
         (["w.h5", "--scale", "-1"], "scale"),
@@ -433,6 +437,7 @@ def test_npy_without_options_is_a_usage_error(tmp_path):
 def test_usage_errors(tmp_path, monkeypatch, args, words):
     monkeypatch.chdir(tmp_path)
     sample(tmp_path / "w.h5", "--shape", "8,8", "--seed", "1")
+    (tmp_path / "empty").mkdir()
     (tmp_path / "x.txt").write_text("hello, not a tensor\n")
     np.save(tmp_path / "int.npy", np.arange(10, dtype=np.int32))
     infos = [formats.TensorInfo("a", (4,), np.float32), formats.TensorInfo("b", (2,), np.float32)]

@@ -122,7 +122,10 @@ def _check_scale(scale: object) -> float:
         raise TypeError(
             f"Argument `scale` must be a positive finite float. Received: scale={scale!r}"
         )
-    value = float(scale)
+    try:
+        value = float(scale)
+    except OverflowError:  # an integer such as 10**400
+        value = math.inf
     if not math.isfinite(value) or value <= 0.0:
         raise ValueError(
             f"Argument `scale` must be a positive finite float. Received: scale={scale!r}"
@@ -940,16 +943,20 @@ def deserialize(obj: object) -> VarianceScaling:
     return VarianceScaling.from_config(obj)
 
 
-def loads(text: str) -> VarianceScaling:
-    """Parse a JSON config (any form ``deserialize`` accepts)."""
+def loads(text: str | bytes, source: str = "config") -> VarianceScaling:
+    """Parse a JSON config (any form ``deserialize`` accepts).
+
+    ``source`` names the document in errors. The text is parsed under
+    :mod:`vsgen.formats.limits`' caps: at most ``MAX_CONFIG_BYTES``, nested at
+    most ``MAX_NESTING`` levels, no ``NaN``/``Infinity`` or overflowing numbers.
+    """
+    from vsgen.formats.limits import MAX_CONFIG_BYTES, loads_json
+
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ValueError(f"{source} is larger than {MAX_CONFIG_BYTES} bytes; refusing to parse it")
     try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ValueError(
-            f"config is not valid JSON: {error.msg} at line {error.lineno} column {error.colno}"
-        ) from None
-    except RecursionError:
-        raise ValueError("config is not a usable JSON document: it is nested too deeply") from None
-    except ValueError as error:  # e.g. an integer with more digits than Python converts
-        raise ValueError(f"config is not a usable JSON document: {error}") from None
+        obj = loads_json(text, source)
+    except ValueError as error:
+        message = str(error).replace(f"{source}: invalid JSON:", f"{source} is not valid JSON:", 1)
+        raise ValueError(message) from None
     return deserialize(obj)

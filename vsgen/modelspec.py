@@ -33,7 +33,6 @@ import numbers
 import os
 import re
 import secrets
-import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -254,8 +253,12 @@ def parse_init(value: object, where: str = "init") -> Init:
         number = value["constant"]
         if isinstance(number, bool) or not isinstance(number, numbers.Real):
             raise ValueError(f"{where}.constant: must be a number, not {number!r}")
-        if not math.isfinite(float(number)):
-            raise ValueError(f"{where}.constant: must be finite, not {number!r}")
+        try:
+            finite = math.isfinite(float(number))
+        except OverflowError:  # an integer such as 10**400
+            finite = False
+        if not finite:
+            raise ValueError(f"{where}.constant: must be a finite float, not {str(number)[:40]}")
         return Init(constant=float(number))
     if "seed" in value or "seed" in (value.get("config") or {}):
         raise ValueError(
@@ -400,46 +403,25 @@ def load_spec(path: str) -> ModelSpec:
         raise ValueError(f"spec {path}: file not found")
     if os.path.isdir(path):
         raise ValueError(f"spec {path}: is a directory")
+    from vsgen.formats.limits import MAX_SPEC_BYTES, MAX_TOML_BYTES, read_text
+
+    limit = MAX_TOML_BYTES if suffix == ".toml" else MAX_SPEC_BYTES
     with open(path, "rb") as handle:
-        data = handle.read()
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ValueError(f"spec {path}: not a UTF-8 text file") from None
+        text = read_text(handle, limit, f"spec {path}")
     document = _parse_toml(text, path) if suffix == ".toml" else _parse_json(text, path)
     return parse_spec(document, source=f"spec {path}")
 
 
 def _parse_toml(text: str, path: str) -> Any:
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # Python 3.10
-        import tomli as tomllib
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as error:
-        message = " ".join(str(error).split())
-        raise ValueError(f"spec {path}: invalid TOML: {message}") from None
+    from vsgen.formats.limits import loads_toml
 
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise ValueError(f"key {key!r} appears twice")
-        result[key] = value
-    return result
+    return loads_toml(text, f"spec {path}")
 
 
 def _parse_json(text: str, path: str) -> Any:
-    try:
-        return json.loads(text, object_pairs_hook=_no_duplicates)
-    except json.JSONDecodeError as error:
-        raise ValueError(
-            f"spec {path}: invalid JSON: {error.msg} at line {error.lineno} column {error.colno}"
-        ) from None
-    except ValueError as error:
-        raise ValueError(f"spec {path}: invalid JSON: {error}") from None
+    from vsgen.formats.limits import loads_json
+
+    return loads_json(text, f"spec {path}")
 
 
 def _parse_seed(value: object, where: str, bound: int) -> int:
@@ -655,6 +637,10 @@ class ModelJob:
         """File metadata (``provenance.file_metadata``) recording every tensor."""
         return provenance.file_metadata(self.records)
 
+    def tensor_metadata(self) -> dict[str, dict[str, str]]:
+        """Per-tensor metadata (``provenance.tensor_metadata``): each tensor's own record."""
+        return provenance.tensor_metadata(self.records)
+
     def arrays(self, threads: int | None = None) -> dict[str, np.ndarray]:
         """Every tensor in memory, by name (for small models and tests)."""
         return {
@@ -780,6 +766,13 @@ def _plan_tensor(
 ) -> tuple[Plan, dict[str, Any]]:
     if chosen.constant is not None:
         constant_plan = ConstantPlan(chosen.constant, resolve_dtype(dtype), entry.shape)
+        with np.errstate(over="ignore"):
+            stored = np.asarray(chosen.constant, dtype=constant_plan.dtype)
+        if not np.isfinite(stored.astype(np.float64)):
+            raise ValueError(
+                f"constant {chosen.constant:g} overflows {constant_plan.dtype.name} "
+                "(it would be stored as infinity)"
+            )
         record = provenance.constant_record(
             constant_plan.value, constant_plan.dtype, constant_plan.shape
         )
@@ -814,3 +807,72 @@ def like_tensors(path: str) -> list[TensorInfo]:
         raise ValueError(f"--like: {error}") from None
     except KeyError as error:
         raise ValueError(f"--like: {path} has an unreadable header ({error})") from None
+
+
+def job_from_file(path: str, names: Sequence[str] | None = None) -> ModelJob:
+    """Re-plan the tensors a vsgen file records, to regenerate it byte for byte.
+
+    Every tensor of the file (or those in ``names``), in the file's order,
+    with the file's dtypes, from its own record: an initializer's config,
+    seed, stream, layout, rows and fan shape, or a constant. The records are
+    kept as read, so the new file carries the same provenance.
+
+    Raises:
+        ValueError: the file is unreadable, records no provenance, or a
+            record is malformed or describes a tensor that cannot be
+            regenerated (the message names the file, the tensor and the field).
+    """
+    from vsgen.formats.readers import open_file
+
+    tensor_file = open_file(path)
+    records = provenance.parse_metadata(tensor_file.metadata, path)
+    wanted = list(names) if names is not None else tensor_file.names
+    job = ModelJob(seed=0, seed_was_drawn=False)
+    for name in wanted:
+        stored = tensor_file.tensor(name)
+        record = records.get(name)
+        if record is None:
+            raise ValueError(f"{path}: tensor {name[:200]!r} has no vsgen record")
+        try:
+            plan = _plan_from_record(record)
+        except (KeyError, IndexError, TypeError, ValueError, OverflowError) as error:
+            detail = f"field {error} is missing" if isinstance(error, KeyError) else str(error)
+            raise ValueError(
+                f"{path}: the vsgen record of tensor {name[:200]!r} is malformed: "
+                f"{' '.join(detail.split())[:300]}"
+            ) from None
+        info = TensorInfo(name, plan.shape, plan.dtype)
+        if info.shape != stored.shape or info.dtype.name != stored.dtype:
+            raise ValueError(
+                f"{path}: tensor {name[:200]!r} is {stored.shape} {stored.dtype} in the file but "
+                f"its record says {info.shape} {info.dtype.name}"
+            )
+        job.infos.append(info)
+        job.plans.append(plan)
+        job.records[name] = record
+    if not job.plans:
+        raise ValueError(f"{path} holds no tensors")
+    return job
+
+
+def _plan_from_record(record: Mapping[str, Any]) -> Plan:
+    """The plan a provenance record describes (``KeyError`` names a missing field)."""
+    kind = record.get("kind", "variance_scaling")
+    if kind == "constant":
+        value = record["value"]
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"field 'value' is {str(value)[:40]}, not a number")
+        shape = provenance.record_shape(record, "shape")
+        return ConstantPlan(float(value), resolve_dtype(record["dtype"]), shape)
+    if kind != "variance_scaling":
+        raise ValueError(
+            f"field 'kind' is {str(kind)[:40]!r}; only sampled and constant tensors "
+            "can be regenerated"
+        )
+    replayed = provenance.replay(record)
+    return replayed.initializer.plan(
+        replayed.full_shape,
+        record["dtype"],
+        rows=replayed.rows,
+        fan_shape=replayed.fan_shape,
+    )

@@ -78,7 +78,7 @@ def constant_record(value: float, dtype: np.dtype, shape: Sequence[int]) -> dict
 
 
 def file_metadata(records: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
-    """The str -> str metadata to store in a file holding ``records`` by tensor name."""
+    """The str -> str metadata to store once per file holding ``records`` by tensor name."""
     document = {
         "format": METADATA_FORMAT,
         "vsgen_version": __version__,
@@ -87,18 +87,48 @@ def file_metadata(records: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
     return {METADATA_KEY: json.dumps(document, sort_keys=True, separators=(",", ":"))}
 
 
-def parse_metadata(metadata: Mapping[str, str]) -> dict[str, dict[str, Any]]:
-    """Tensor records by name from a file's metadata; ValueError if it has none."""
+def tensor_metadata(records: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, str]]:
+    """Per tensor, the metadata of a document recording that tensor alone.
+
+    Formats that keep attributes per tensor (HDF5 datasets) store this, so
+    a file's size grows linearly with its tensors: the whole document is
+    stored once, at file level, and each dataset carries only its own record
+    (in the same document form, so a dataset copied to another file still
+    says how it was made).
+    """
+    return {name: file_metadata({name: record}) for name, record in records.items()}
+
+
+def parse_metadata(
+    metadata: Mapping[str, str], source: str = "the file"
+) -> dict[str, dict[str, Any]]:
+    """Tensor records by name from a file's metadata; ValueError if it has none.
+
+    The document is parsed under :mod:`vsgen.formats.limits`' caps (it comes
+    from a file that may be hostile); ``source`` names the file in errors.
+    Accepts the file-level document of every vsgen version (vsgen 0.1 also
+    copied it onto every HDF5 dataset; that copy is not read).
+    """
+    from vsgen.formats.limits import MAX_METADATA_BYTES, loads_json
+
     text = metadata.get(METADATA_KEY)
     if text is None:
-        raise ValueError("the file carries no vsgen provenance (it was not written by vsgen)")
+        raise ValueError(f"{source} carries no vsgen provenance (it was not written by vsgen)")
+    if not isinstance(text, str) or len(text) > MAX_METADATA_BYTES:
+        raise ValueError(f"{source}: the vsgen provenance is not a string of plausible size")
     try:
-        document = json.loads(text)
-        tensors = document["tensors"]
-        if not isinstance(tensors, dict):
-            raise TypeError
-    except (ValueError, KeyError, TypeError):
-        raise ValueError("the file's vsgen provenance is malformed") from None
+        document = loads_json(text, "document")
+    except ValueError as error:
+        raise ValueError(f"{source}: the vsgen provenance is malformed: {error}") from None
+    tensors = document.get("tensors") if isinstance(document, dict) else None
+    if not isinstance(tensors, dict):
+        raise ValueError(f"{source}: the vsgen provenance is malformed: field 'tensors' is missing")
+    for name, record in tensors.items():
+        if not isinstance(record, dict):
+            raise ValueError(
+                f"{source}: the vsgen provenance is malformed: the record of tensor "
+                f"{name[:200]!r} is not an object"
+            )
     return tensors
 
 
@@ -115,8 +145,8 @@ def recorded_initializer(record: Mapping[str, Any]) -> VarianceScaling:
 def recorded_fan_shape(record: Mapping[str, Any]) -> Shape:
     """The shape the record's fans were computed from: ``fan_shape`` if one was
     given, else the full tensor's shape."""
-    fan_shape: Any = record.get("fan_shape") or record.get("full_shape") or record.get("shape")
-    return normalize_shape(tuple(fan_shape))
+    key = next((k for k in ("fan_shape", "full_shape", "shape") if record.get(k)), "shape")
+    return record_shape(record, key)
 
 
 @dataclass(frozen=True)
@@ -131,17 +161,47 @@ class Replay:
     dtype: str | None
 
 
+def record_shape(record: Mapping[str, Any], key: str) -> Shape:
+    """Field ``key`` of a record as a shape.
+
+    Raises:
+        KeyError: the field is missing.
+        ValueError: it is not a list of non-negative integers.
+    """
+    value = record[key]
+    if not isinstance(value, list) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in value
+    ):
+        raise ValueError(f"field {key!r} is not a list of non-negative integers")
+    return normalize_shape(tuple(value))
+
+
 def replay(record: Mapping[str, Any]) -> Replay:
     """Read a variance-scaling record back into the arguments that made it.
 
+    Every field is checked for its type (records come from files that may
+    be hostile), so a malformed one raises naming the field.
+
     Raises:
-        KeyError, IndexError, TypeError, ValueError: a malformed record.
+        KeyError, TypeError, ValueError: a malformed record.
     """
+    config = record["config"]
+    if not isinstance(config, Mapping):
+        raise ValueError("field 'config' is not an object")
     initializer = recorded_initializer(record)
-    full_shape = tuple(record["full_shape"])
-    fan_shape = tuple(record["fan_shape"]) if record.get("fan_shape") else None
+    full_shape = record_shape(record, "full_shape")
+    fan_shape = record_shape(record, "fan_shape") if record.get("fan_shape") else None
     rows = None
     if record.get("rows"):
-        first, last = record["rows"]
-        rows = (int(first), int(last))
-    return Replay(initializer, full_shape, fan_shape, rows, record.get("dtype"))
+        bounds = record["rows"]
+        if not (
+            isinstance(bounds, list)
+            and len(bounds) == 2
+            and all(isinstance(b, int) and not isinstance(b, bool) and b >= 0 for b in bounds)
+        ):
+            raise ValueError("field 'rows' is not [start, stop]")
+        rows = (bounds[0], bounds[1])
+    dtype = record.get("dtype")
+    if dtype is not None and not isinstance(dtype, str):
+        raise ValueError("field 'dtype' is not a string")
+    return Replay(initializer, full_shape, fan_shape, rows, dtype)

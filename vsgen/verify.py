@@ -42,21 +42,20 @@ rates hold, but they have little power), else ``consistent``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
-import os
-import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
+from vsgen import provenance
 from vsgen.fans import normalize_shape
+from vsgen.formats.readers import READ_CHUNK, StoredTensor, TensorFile, open_file, read_values
 from vsgen.initializer import TRUNCATED_STD_FACTOR, Scaling, VarianceScaling
 
-#: Values read per chunk (8 MiB once upcast to float64).
-READ_CHUNK = 1 << 20
 #: Moments are computed over fixed blocks of this many values and merged in
 #: order, so the result does not depend on the read chunk size.
 STATS_BLOCK = 1 << 16
@@ -92,12 +91,15 @@ KURTOSIS = {
     "uniform": 1.8,
 }
 
-_SAFETENSORS_DTYPES = {"F16": "float16", "BF16": "bfloat16", "F32": "float32", "F64": "float64"}
 _READABLE = ("float16", "bfloat16", "float32", "float64")
 
 
 class NoExpectationError(ValueError):
     """The file records no provenance and no initializer was given."""
+
+
+class NotJudgedError(ValueError):
+    """The tensor's record describes no distribution (e.g. values copied from elsewhere)."""
 
 
 # --- results -------------------------------------------------------------------------
@@ -202,76 +204,41 @@ def _json_safe(value: Any) -> Any:
 
 @dataclass
 class TensorSource:
-    """One tensor of a file, readable in flat C-order chunks of bounded size."""
+    """One float tensor of a file, as verification sees it: the stored tensor
+    (read through :mod:`vsgen.formats.readers`) and its file's metadata."""
 
-    path: str
-    format: str
-    name: str
-    shape: tuple[int, ...]
-    dtype: np.dtype
+    tensor: StoredTensor
     metadata: dict[str, str]
-    #: npy/safetensors: where the values start and how they are stored on disk.
-    offset: int = 0
-    stored: np.dtype | None = None
+    dtype: np.dtype
+    #: Shared by the sources of one file: its provenance, parsed once.
+    cache: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def path(self) -> str:
+        return self.tensor.path
+
+    @property
+    def format(self) -> str:
+        return self.tensor.format
+
+    @property
+    def name(self) -> str:
+        return self.tensor.name
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.tensor.shape
 
     @property
     def size(self) -> int:
         """Number of values."""
-        return math.prod(self.shape)
+        return self.tensor.size
 
     def chunks(self, chunk_size: int | None = None) -> Iterator[np.ndarray]:
-        """Consecutive 1-D pieces of the flat tensor, each at most ``chunk_size`` values."""
-        chunk_size = max(1, READ_CHUNK if chunk_size is None else int(chunk_size))
-        if self.size == 0:
-            return
-        if self.format == "h5":
-            yield from self._h5_chunks(chunk_size)
-            return
-        stored = self.stored if self.stored is not None else self.dtype
-        with open(self.path, "rb") as handle:
-            handle.seek(self.offset)
-            for start in range(0, self.size, chunk_size):
-                count = min(chunk_size, self.size - start)
-                piece = np.fromfile(handle, dtype=stored, count=count)
-                if piece.size != count:
-                    raise ValueError(f"{self.path}: file is truncated")
-                if self.dtype.name == "bfloat16":  # stored as little-endian 16-bit words
-                    yield piece.astype(np.uint16).view(self.dtype)
-                else:
-                    yield piece.astype(self.dtype)
-
-    def _h5_chunks(self, chunk_size: int) -> Iterator[np.ndarray]:
-        import h5py
-
-        with h5py.File(self.path, "r") as h5:
-            dataset = h5[self.name]
-            if not self.shape:
-                yield np.asarray(dataset[()]).reshape(1).astype(self.dtype)
-                return
-            # Index the leading axes one by one until the trailing block fits a chunk.
-            axis = 0
-            while axis < len(self.shape) - 1 and math.prod(self.shape[axis + 1 :]) > chunk_size:
-                axis += 1
-            inner = math.prod(self.shape[axis + 1 :])
-            step = max(1, chunk_size // max(1, inner))
-            for outer in np.ndindex(*self.shape[:axis]):
-                for first in range(0, self.shape[axis], step):
-                    last = min(self.shape[axis], first + step)
-                    index = (*outer, slice(first, last))
-                    block = dataset[index]
-                    yield np.asarray(block, dtype=self.dtype).reshape(-1)
-
-
-def _sniff(path: str) -> str:
-    with open(path, "rb") as handle:
-        head = handle.read(9)
-    if head.startswith(b"\x93NUMPY"):
-        return "npy"
-    if head.startswith(b"\x89HDF\r\n\x1a\n"):
-        return "h5"
-    if len(head) == 9 and head[8:9] == b"{":
-        return "safetensors"
-    raise ValueError(f"{path}: not a .npy, .h5 or .safetensors file")
+        """Consecutive 1-D pieces of the flat tensor, each at most ``chunk_size`` values
+        (npy files in Fortran order are read in storage order: the statistics do not
+        depend on the order, only which values the strided subsample picks)."""
+        return read_values(self.tensor, READ_CHUNK if chunk_size is None else chunk_size)
 
 
 def _readable_dtype(dtype: np.dtype | str, path: str, name: str) -> np.dtype:
@@ -292,122 +259,102 @@ def _pick_name(path: str, names: Sequence[str], name: str | None) -> str:
     if name is None:
         if len(names) > 1:
             raise ValueError(
-                f"{path} holds {len(names)} tensors ({', '.join(names)}); choose one with --name"
+                f"{path} holds {len(names)} tensors ({', '.join(names[:20])}); choose one "
+                "with --name"
             )
         return names[0]
     if name not in names:
-        raise ValueError(f"{path} has no tensor named {name!r}; it holds: {', '.join(names)}")
+        raise ValueError(f"{path} has no tensor named {name!r}; it holds: {', '.join(names[:20])}")
     return name
 
 
-def _safetensors_header(path: str) -> tuple[dict[str, Any], int]:
-    size = os.path.getsize(path)
-    with open(path, "rb") as handle:
-        (length,) = struct.unpack("<Q", handle.read(8))
-        if length > size - 8:
-            raise ValueError(f"{path}: safetensors header length {length} exceeds the file")
-        header = json.loads(handle.read(length).decode("utf-8"))
-    if not isinstance(header, dict):
-        raise ValueError(f"{path}: safetensors header is not a JSON object")
-    return header, 8 + length
+def _source(
+    tensor_file: TensorFile, tensor: StoredTensor, cache: dict[str, Any] | None = None
+) -> TensorSource:
+    dtype = _readable_dtype(tensor.dtype, tensor_file.path, tensor.name)
+    return TensorSource(tensor, tensor_file.metadata, dtype, {} if cache is None else cache)
 
 
-def open_tensor(path: str, name: str | None = None) -> TensorSource:
-    """Open tensor ``name`` of a ``.npy``, ``.h5`` or ``.safetensors`` file (headers only).
+def open_tensor(path: str | TensorFile, name: str | None = None) -> TensorSource:
+    """Open tensor ``name`` of a ``.npy``, ``.h5`` or ``.safetensors`` file or an
+    npy directory (headers only, through :func:`vsgen.formats.readers.open_file`).
 
     ``name`` may be omitted when the file holds one tensor; a ``.npy`` file holds
     one tensor and ignores ``name``. The format is told from the first bytes.
+    ``path`` may also be a file :func:`~vsgen.formats.readers.open_file` opened.
 
     Raises:
         ValueError: unknown format, missing/ambiguous name, unsupported dtype,
-            or a file shorter than its header says.
+            or a header the reader refuses.
         OSError: the file cannot be read.
     """
-    from vsgen import formats
-
-    if os.path.isdir(path):
-        raise ValueError(f"{path} is a directory; give a .npy, .h5 or .safetensors file")
-    if not os.path.isfile(path):
-        raise ValueError(f"file not found: {path}")
-    kind = _sniff(path)
-    if kind == "npy":
-        return _open_npy(path)
-    metadata = formats.read_metadata(path)
-    if kind == "h5":
-        import h5py
-
-        with h5py.File(path, "r") as h5:
-            names: list[str] = []
-            h5.visititems(
-                lambda key, item: names.append(key) if isinstance(item, h5py.Dataset) else None
-            )
-            chosen = _pick_name(path, names, name)
-            dataset = h5[chosen]
-            dtype = _readable_dtype(dataset.dtype, path, chosen)
-            return TensorSource(path, "h5", chosen, tuple(dataset.shape), dtype, metadata)
-    header, data_start = _safetensors_header(path)
-    names = [key for key in header if key != "__metadata__"]
-    chosen = _pick_name(path, names, name)
-    entry = header[chosen]
-    code = entry.get("dtype") if isinstance(entry, dict) else None
-    if code not in _SAFETENSORS_DTYPES:
-        raise ValueError(
-            f"{path}: tensor {chosen!r} has dtype {code}; only F16, BF16, F32 and F64 "
-            "tensors can be checked"
-        )
-    dtype = _readable_dtype(_SAFETENSORS_DTYPES[code], path, chosen)
-    shape = normalize_shape(tuple(entry["shape"]))
-    begin, end = (int(v) for v in entry["data_offsets"])
-    if end - begin != math.prod(shape) * dtype.itemsize:
-        raise ValueError(f"{path}: tensor {chosen!r} has data_offsets that do not fit its shape")
-    if data_start + end > os.path.getsize(path):
-        raise ValueError(f"{path}: file is truncated (tensor {chosen!r} runs past its end)")
-    stored = np.dtype("<u2") if dtype.name == "bfloat16" else dtype.newbyteorder("<")
-    return TensorSource(
-        path, "safetensors", chosen, shape, dtype, metadata, data_start + begin, stored
-    )
-
-
-def _open_npy(path: str) -> TensorSource:
-    """The tensor of a .npy file: its header gives shape, dtype and data offset.
-
-    Fortran-ordered files are read in storage order: the statistics do not
-    depend on the order, only which values the strided subsample picks.
-    """
-    from vsgen.formats.readers import read_npy_header
-
-    shape, _, stored, offset = read_npy_header(path)
-    stem = os.path.splitext(os.path.basename(path))[0]
-    dtype = _readable_dtype(stored, path, stem)
-    shape = normalize_shape(tuple(shape))
-    if offset + math.prod(shape) * dtype.itemsize > os.path.getsize(path):
-        raise ValueError(f"{path}: file is truncated")
-    return TensorSource(path, "npy", stem, shape, dtype, {}, offset, np.dtype(stored))
+    tensor_file = path if isinstance(path, TensorFile) else open_file(path)
+    if tensor_file.format == "npy":
+        name = None
+    chosen = _pick_name(tensor_file.path, tensor_file.names, name)
+    return _source(tensor_file, tensor_file.tensor(chosen))
 
 
 # --- what to expect --------------------------------------------------------------------
 
 
-def recorded_expectation(source: TensorSource) -> tuple[VarianceScaling, tuple[int, ...], dict]:
-    """The initializer, fan shape and record that the file's provenance gives for the tensor.
+def recorded_record(source: TensorSource) -> dict[str, Any]:
+    """The provenance record the file keeps for the tensor.
 
     Raises:
         NoExpectationError: the file records no vsgen provenance for the tensor.
+        ValueError: the provenance is malformed.
     """
     from vsgen import provenance
 
-    if source.format == "npy":
+    if source.format in ("npy", "npydir"):
         raise NoExpectationError(f"{source.path}: .npy files record no provenance")
-    try:
-        records = provenance.parse_metadata(source.metadata)
-    except ValueError as error:
-        raise NoExpectationError(f"{source.path}: {error}") from None
-    record = records.get(source.name)
+    if provenance.METADATA_KEY not in source.metadata:
+        raise NoExpectationError(
+            f"{source.path} carries no vsgen provenance (it was not written by vsgen)"
+        )
+    if "records" not in source.cache:
+        source.cache["records"] = provenance.parse_metadata(source.metadata, source.path)
+    record = source.cache["records"].get(source.name)
     if record is None:
         raise NoExpectationError(
             f"{source.path}: no vsgen provenance recorded for tensor {source.name!r}"
         )
-    return provenance.recorded_initializer(record), provenance.recorded_fan_shape(record), record
+    return record
+
+
+@contextlib.contextmanager
+def _malformed_record(source: TensorSource) -> Iterator[None]:
+    """A record whose fields have the wrong type or value is bad input, named as such."""
+    try:
+        yield
+    except (KeyError, IndexError, TypeError, ValueError, OverflowError) as error:
+        detail = f"field {error} is missing" if isinstance(error, KeyError) else str(error)
+        raise ValueError(
+            f"{source.path}: the vsgen record of tensor {source.name[:200]!r} is malformed: "
+            f"{' '.join(detail.split())[:300]}"
+        ) from None
+
+
+def recorded_expectation(
+    source: TensorSource, record: dict[str, Any] | None = None
+) -> tuple[VarianceScaling, tuple[int, ...], dict]:
+    """The initializer, fan shape and record that the file's provenance gives for the tensor
+    (``record``, if given, is the tensor's record, already read).
+
+    Raises:
+        NoExpectationError: the file records no vsgen provenance for the tensor.
+        ValueError: the record is malformed (the message names the field).
+    """
+    from vsgen import provenance
+
+    if record is None:
+        record = recorded_record(source)
+    with _malformed_record(source):
+        if not isinstance(record.get("config"), dict):
+            raise ValueError("field 'config' is missing or not an object")
+        initializer = provenance.recorded_initializer(record)
+        return initializer, provenance.recorded_fan_shape(record), record
 
 
 # --- statistics ----------------------------------------------------------------------
@@ -783,14 +730,23 @@ def verify_source(
     if initializer is None:
         if fan_shape is not None:
             raise ValueError("a fan shape is only used with an explicit initializer")
-        constant = _recorded_constant(source)
-        if constant is not None:
-            return _verify_constant(source, constant, chunk_size, max_sample)
-        initializer, fans_from, record = recorded_expectation(source)
+        record = recorded_record(source)
+        kind = record.get("kind", "variance_scaling")
+        if kind == "constant":
+            return _verify_constant(source, record, chunk_size, max_sample)
+        if kind != "variance_scaling":
+            raise NotJudgedError(
+                f"{source.path}: tensor {source.name!r} is recorded as {str(kind)[:40]!r}, "
+                "which has no distribution to check"
+            )
+        initializer, fans_from, record = recorded_expectation(source, record)
         source_label = "provenance"
         record_checks.append(_record_check(source, record))
-        if record.get("rows"):
-            notes.append(f"rows {record['rows'][0]}:{record['rows'][1]} of {fans_from}")
+        with _malformed_record(source):
+            rows = record.get("rows")
+            if rows:
+                start, stop = (int(bound) for bound in rows)
+                notes.append(f"rows {start}:{stop} of {fans_from}")
     else:
         source_label = "options"
         fans_from = normalize_shape(source.shape if fan_shape is None else tuple(fan_shape))
@@ -818,8 +774,13 @@ def verify_source(
 
 def _record_check(source: TensorSource, record: dict[str, Any]) -> Check:
     """The file's shape and dtype must be the recorded ones (catches edited files)."""
-    recorded_shape = tuple(record.get("shape", source.shape))
-    recorded_dtype = str(record.get("dtype", source.dtype.name))
+    with _malformed_record(source):
+        recorded_shape = (
+            provenance.record_shape(record, "shape") if "shape" in record else source.shape
+        )
+        recorded_dtype = record.get("dtype", source.dtype.name)
+        if not isinstance(recorded_dtype, str):
+            raise ValueError("field 'dtype' is not a string")
     same = recorded_shape == source.shape and recorded_dtype == source.dtype.name
     return Check(
         "record",
@@ -827,23 +788,8 @@ def _record_check(source: TensorSource, record: dict[str, Any]) -> Check:
         None,
         None,
         f"file has shape {source.shape} {source.dtype.name}; recorded "
-        f"{recorded_shape} {recorded_dtype}",
+        f"{recorded_shape} {recorded_dtype[:40]}",
     )
-
-
-def _recorded_constant(source: TensorSource) -> dict[str, Any] | None:
-    """The record of a tensor that a spec filled with a constant, else None."""
-    from vsgen import provenance
-
-    if source.format == "npy":
-        return None
-    try:
-        record = provenance.parse_metadata(source.metadata).get(source.name)
-    except ValueError:
-        return None
-    if isinstance(record, dict) and record.get("kind") == "constant":
-        return record
-    return None
 
 
 def _verify_constant(
@@ -854,7 +800,12 @@ def _verify_constant(
 ) -> VerifyReport:
     """A constant tensor (zeros, ones, ...) is consistent when every value equals the
     recorded constant rounded to the file's dtype; no statistics are needed."""
-    value = float(np.asarray(record.get("value", math.nan), dtype=source.dtype).astype(np.float64))
+    with _malformed_record(source):
+        value = record.get("value", math.nan)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError("field 'value' is not a number")
+        with np.errstate(over="ignore"):
+            value = float(np.asarray(float(value), dtype=source.dtype).astype(np.float64))
     summary, sample, _ = summarize(source.chunks(chunk_size), source.size, max_sample)
     checks = [
         _record_check(source, record),
@@ -890,7 +841,7 @@ def _verify_constant(
 
 
 def verify_file(
-    path: str,
+    path: str | TensorFile,
     name: str | None = None,
     initializer: VarianceScaling | None = None,
     fan_shape: Sequence[int] | None = None,
@@ -903,6 +854,101 @@ def verify_file(
     return verify_source(
         source, initializer, fan_shape, chunk_size=chunk_size, max_sample=max_sample
     )
+
+
+@dataclass(frozen=True)
+class FileReport:
+    """Every tensor of a file judged against its own record (``vsgen check FILE``).
+
+    ``reports`` holds one :class:`VerifyReport` per judged tensor, in file
+    order; ``not_judged`` the tensors that could not be judged and why
+    (not a float tensor, no record, a record without a distribution). They
+    do not change the verdict, which is ``NOT consistent`` if any judged
+    tensor is, ``too few values to judge`` if every judged tensor is, and
+    ``consistent`` otherwise.
+    """
+
+    path: str
+    format: str
+    reports: list[VerifyReport]
+    not_judged: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def verdict(self) -> str:
+        """The file's verdict (see the class docstring)."""
+        verdicts = [report.verdict for report in self.reports]
+        if NOT_CONSISTENT in verdicts:
+            return NOT_CONSISTENT
+        if verdicts and all(verdict == TOO_FEW for verdict in verdicts):
+            return TOO_FEW
+        return CONSISTENT
+
+    @property
+    def consistent(self) -> bool:
+        """False only if some judged tensor is ``NOT consistent``."""
+        return self.verdict != NOT_CONSISTENT
+
+    @property
+    def exit_code(self) -> int:
+        """0 unless some tensor is NOT consistent (1)."""
+        return 0 if self.consistent else 1
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain JSON types: path, format, verdict, consistent, tensors, not_judged."""
+        return {
+            "path": self.path,
+            "format": self.format,
+            "verdict": self.verdict,
+            "consistent": self.consistent,
+            "tensors": [report.as_dict() for report in self.reports],
+            "not_judged": list(self.not_judged),
+        }
+
+    def to_json(self) -> str:
+        """``as_dict()`` as indented JSON."""
+        return json.dumps(self.as_dict(), indent=2)
+
+
+def verify_tensors(
+    path: str | TensorFile,
+    initializer: VarianceScaling | None = None,
+    *,
+    chunk_size: int | None = None,
+    max_sample: int | None = None,
+) -> FileReport:
+    """Judge every tensor of ``path`` (or of an opened file) against its own record
+    (or ``initializer``).
+
+    Tensors that cannot be judged (not float, no record, a record without a
+    distribution) are listed in ``not_judged``; if none can be judged, the
+    reason for the first is raised.
+
+    Raises:
+        NoExpectationError: no tensor has a record and no initializer was given.
+        ValueError: the file is unreadable, holds no tensors, or a record is malformed.
+    """
+    tensor_file = path if isinstance(path, TensorFile) else open_file(path)
+    path = tensor_file.path
+    if not tensor_file.tensors:
+        raise ValueError(f"{path} holds no tensors")
+    reports: list[VerifyReport] = []
+    not_judged: list[dict[str, str]] = []
+    errors: list[ValueError] = []
+    cache: dict[str, Any] = {}
+    for tensor in tensor_file.tensors:
+        try:
+            if tensor.dtype not in _READABLE:
+                raise NotJudgedError(f"{tensor.name!r} is {tensor.dtype}, not a float tensor")
+            source = _source(tensor_file, tensor, cache)
+            reports.append(
+                verify_source(source, initializer, chunk_size=chunk_size, max_sample=max_sample)
+            )
+        except (NoExpectationError, NotJudgedError) as error:
+            errors.append(error)
+            not_judged.append({"name": tensor.name, "reason": str(error)})
+    if not reports:
+        raise errors[0]
+    return FileReport(path, tensor_file.format, reports, not_judged)
 
 
 def verify_array(

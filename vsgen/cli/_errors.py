@@ -1,7 +1,8 @@
 """One line per error, the right exit code, and the process-wide plumbing.
 
 Exit codes: 0 success, 1 runtime failure (I/O, disk full, interrupted),
-2 usage error. Every error is one line on stderr, never a traceback (set
+2 usage error; ``check`` uses 1 for its "NOT consistent" verdict and 3 for
+runtime failures. Every error is one line on stderr, never a traceback (set
 ``VSGEN_DEBUG=1`` to see one); SIGTERM unwinds like Ctrl-C so temporary
 files are removed; a reader that goes away ends the run quietly.
 """
@@ -136,6 +137,7 @@ class VsgenGroup(click.Group):
         del standalone_mode
         if sys.stdout is None:  # started with stdout closed (`vsgen ... >&-`)
             sys.stdout = ClosedStream()
+        failed = runtime_exit_code(sys.argv[1:] if args is None else args)
         try:
             result = super().main(
                 args=args,
@@ -155,17 +157,17 @@ class VsgenGroup(click.Group):
             sys.exit(2)
         except click.ClickException as error:
             say(f"Error: {one_line(error.format_message())}")
-            sys.exit(error.exit_code)
+            sys.exit(failed if error.exit_code == 1 else error.exit_code)
         except click.Abort:
             say("Error: interrupted")
-            sys.exit(1)
+            sys.exit(failed)
         except BrokenPipeError:
             silence_stdout()
-            sys.exit(1)
+            sys.exit(failed)
         except OSError as error:  # printing failed, e.g. `vsgen config > /dev/full`
             silence_stdout()
             say(f"Error: cannot write the output: {describe_os_error(error)}")
-            sys.exit(1)
+            sys.exit(failed)
         except Exception as error:  # a bug: still one line, unless debugging
             if os.environ.get("VSGEN_DEBUG"):
                 raise
@@ -173,7 +175,7 @@ class VsgenGroup(click.Group):
                 f"Error: internal error: {type(error).__name__}: {one_line(str(error))} "
                 "(set VSGEN_DEBUG=1 for a traceback)"
             )
-            sys.exit(1)
+            sys.exit(failed)
         sys.exit(result if isinstance(result, int) else 0)
 
 
@@ -218,6 +220,19 @@ def emit(text: str) -> None:
     """Print data to stdout and flush, so that a failure is an error of this run."""
     click.echo(text)
     sys.stdout.flush()
+
+
+#: ``vsgen check`` exits 1 for "NOT consistent", so its runtime failures (I/O,
+#: interrupted, a closed stdout, an internal error) exit with this code instead:
+#: a failure must never read as a verdict.
+CHECK_FAILED = 3
+
+
+def runtime_exit_code(args: Any) -> int:
+    """The exit code of a runtime failure for the command in ``args``: 3 for check, else 1."""
+    words = [str(arg) for arg in args or ()]
+    command = next((word for word in words if not word.startswith("-")), None)
+    return CHECK_FAILED if command == "check" else 1
 
 
 def say(line: str) -> None:

@@ -124,21 +124,25 @@ def parse_shard(value: str | None) -> tuple[int, int] | None:
 
 
 def read_config_text(source: str) -> str:
+    from vsgen.formats.limits import MAX_CONFIG_BYTES, read_text
+
     if source == "-":
         if sys.stdin is None:
             raise BadInput("--config -: standard input is closed; give --config FILE")
-        text = sys.stdin.read()
+        with user_errors():
+            text = read_text(sys.stdin.buffer, MAX_CONFIG_BYTES, "--config -: stdin")
         where = "stdin"
     else:
         try:
-            with open(source, encoding="utf-8") as handle:
-                text = handle.read()
+            # Binary and capped: `--config /dev/zero` must not read forever.
+            with open(source, "rb") as handle:
+                text = read_text(handle, MAX_CONFIG_BYTES, f"--config: {source}")
         except FileNotFoundError:
             raise BadInput(f"--config: file not found: {source}") from None
         except IsADirectoryError:
             raise BadInput(f"--config: is a directory: {source}") from None
-        except UnicodeDecodeError:
-            raise BadInput(f"--config: {source} is not a UTF-8 text file") from None
+        except ValueError as error:
+            raise BadInput(str(error)) from None
         except OSError as error:
             raise RuntimeFailure(f"--config: {describe_os_error(error)}") from None
         where = source

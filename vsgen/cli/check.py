@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import stat
 import sys
 import tempfile
 import warnings
@@ -17,7 +16,6 @@ import click
 from vsgen.cli._errors import (
     BadInput,
     RuntimeFailure,
-    describe_os_error,
     emit,
     plus_minus,
     user_errors,
@@ -65,24 +63,6 @@ def _stdin_as_file() -> Iterator[str]:
             os.unlink(name)
 
 
-def _refuse_special_file(path: str) -> None:
-    """Say what a FIFO, device, socket or directory is, without opening it
-    (opening a FIFO would wait for a writer)."""
-    try:
-        mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        raise BadInput(f"file not found: {path}") from None
-    except OSError as error:
-        raise RuntimeFailure(f"cannot read {path}: {describe_os_error(error)}") from None
-    if stat.S_ISREG(mode):
-        return
-    from vsgen.formats.atomic import describe_file_kind
-
-    kind = describe_file_kind(mode)
-    hint = "; to check a stream, pipe it into 'vsgen check -'" if kind != "a directory" else ""
-    raise BadInput(f"{path} is {kind}, not a .npy, .h5 or .safetensors file{hint}")
-
-
 #: Options that say what distribution to expect (the seed and stream do not matter).
 _EXPECTATION_KEYS = (
     "scale",
@@ -99,19 +79,30 @@ _EXPECTATION_KEYS = (
 @click.command(epilog=SPELLING_NOTE)
 @initializer_options(exclude=("seed", "stream"))
 @click.argument("file", type=str, metavar="FILE|-")
-@click.option("--name", type=str, default=None, help="Tensor to check (if the file holds several).")
+@click.option(
+    "--name", type=str, default=None, help="Check only this tensor (default: every tensor)."
+)
 @click.option("--fan-shape", type=str, default=None, help="Compute fans from this (full) shape.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def check(**kwargs: Any) -> None:
-    """Check that a .npy/.h5/.safetensors tensor matches its initializer.
+    """Check that the tensors of a .npy/.h5/.safetensors file (or a directory
+    of .npy files) match their initializers.
 
-    Reads the file in bounded memory and prints count, mean, std, min, max, a
-    histogram and each check: finite values, |mean| and |std - stddev| within
-    6 standard errors (+ dtype rounding), values within [-2s, 2s] or
-    [-limit, limit], and a Kolmogorov-Smirnov test at alpha = 1e-3 on a
-    subsample of at most 1e6 values. The expectation comes from the file's
-    vsgen provenance, or from the initializer options (required for .npy).
-    Exit 0: consistent (or too few values to judge, below 100); 1: NOT consistent.
+    Reads the file in bounded memory and, per tensor, prints count, mean, std,
+    min, max, a histogram and each check: finite values, |mean| and
+    |std - stddev| within 6 standard errors (+ dtype rounding), values within
+    [-2s, 2s] or [-limit, limit], and a Kolmogorov-Smirnov test at
+    alpha = 1e-3 on a subsample of at most 1e6 values. Every tensor is judged
+    against its own recorded provenance (one table for a file of several
+    tensors; --name picks one), or against the initializer options (required
+    for .npy).
+
+    \b
+    Exit codes:
+      0  consistent (or too few values to judge, below 100)
+      1  NOT consistent: some tensor failed a check
+      2  could not check: bad options, or a file that is not a readable tensor file
+      3  could not check: I/O error, interrupted, or an internal error
 
     \b
     Examples:
@@ -133,34 +124,83 @@ def check(**kwargs: Any) -> None:
     if fan_shape is not None and initializer is None:
         raise BadInput("--fan-shape needs the initializer options (--preset or --scale/--mode/...)")
     with contextlib.ExitStack() as stack:
-        if path == "-":
-            file = stack.enter_context(_stdin_as_file())
-        else:
-            _refuse_special_file(path)
-            file = path
+        file = stack.enter_context(_stdin_as_file()) if path == "-" else path
         # Extreme values (a float64 file of 1e308s) overflow the statistics:
         # the checks then fail, and NumPy's warnings would only add noise.
         stack.enter_context(warnings.catch_warnings())
         warnings.simplefilter("ignore", RuntimeWarning)
         with user_errors():
             try:
-                report = verify.verify_file(file, kwargs["name"], initializer, fan_shape)
+                report: Any = _run(file, kwargs["name"], initializer, fan_shape)
             except verify.NoExpectationError as error:
                 raise BadInput(
                     f"{error}; say what to expect with --preset NAME or --scale/--mode/"
                     "--distribution (and --layout if not keras)"
                 ) from None
-    if path == "-":
+    if path == "-" and isinstance(report, verify.VerifyReport):
         # A .npy file's tensor is named after the file: here, the temporary one.
         stem = os.path.splitext(os.path.basename(file))[0]
         name = "stdin" if report.name == stem else report.name
         report = dataclasses.replace(report, path="-", name=name)
+    elif path == "-":
+        report = dataclasses.replace(report, path="-")
     if kwargs["as_json"]:
         emit(report.to_json())
+    elif isinstance(report, verify.FileReport):
+        _print_file_report(report)
     else:
         _print_check_report(report)
     if report.exit_code:
         click.get_current_context().exit(report.exit_code)
+
+
+def _run(path: str, name: str | None, initializer: Any, fan_shape: Any) -> Any:
+    """One tensor's report (``--name``, or a file of one tensor), else the whole file's."""
+    from vsgen import verify
+    from vsgen.formats.readers import open_file
+
+    # The file's headers are read once (a header may be 100 MB).
+    tensor_file = open_file(path)
+    if name is None and len(tensor_file.tensors) > 1:
+        if fan_shape is not None:
+            raise ValueError(
+                f"{path} holds {len(tensor_file.tensors)} tensors; --fan-shape applies to "
+                "one: choose it with --name"
+            )
+        return verify.verify_tensors(tensor_file, initializer)
+    return verify.verify_file(tensor_file, name, initializer, fan_shape)
+
+
+def _print_file_report(report: Any) -> None:
+    """One row per tensor, then the tensors not judged and the file's verdict."""
+    echo = click.echo
+    rows = []
+    for item in report.reports:
+        failed = [check.name for check in item.checks if not check.passed]
+        expected = item.expected
+        if expected.get("kind") == "constant":
+            what = f"constant {expected['value']:g}"
+        else:
+            what = f"{expected['distribution']} stddev {expected['stddev']:.4g}"
+        shape = "x".join(str(d) for d in item.shape) or "()"
+        rows.append(
+            (
+                item.name,
+                shape,
+                item.dtype,
+                what,
+                item.verdict + (f" ({', '.join(failed)})" if failed else ""),
+            )
+        )
+    header = ("tensor", "shape", "dtype", "expected", "verdict")
+    widths = [max(len(row[column]) for row in (header, *rows)) for column in range(4)]
+    echo(f"{report.path}: {len(report.reports)} tensors judged, {report.format}")
+    for row in (header, *rows):
+        cells = [text.ljust(width) for text, width in zip(row, widths, strict=False)]
+        echo("  ".join([*cells, row[4]]))
+    for item in report.not_judged:
+        echo(f"not judged: {item['name']}: {item['reason']}")
+    echo(f"verdict: {report.verdict}")
 
 
 def _print_check_report(report: Any) -> None:

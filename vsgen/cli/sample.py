@@ -54,6 +54,8 @@ class _Job:
     infos: Sequence[TensorInfo]
     plans: Sequence[Plan]
     metadata: dict[str, str]
+    #: Per-tensor metadata (HDF5 dataset attributes): each tensor's own record.
+    tensor_metadata: dict[str, dict[str, str]]
     #: The seed to report on stderr, when it was drawn rather than given.
     drawn_seed: int | None
     #: A whole model (--spec/--like) may go to a directory of .npy files.
@@ -232,6 +234,8 @@ def _tensor_job(kwargs: dict[str, Any], options: dict[str, Any]) -> _Job:
             raise BadInput(f"--config-from reproduces a recorded tensor; drop {', '.join(given)}")
         source = click.get_current_context().get_parameter_source
         name_given = source("name") is ParameterSource.COMMANDLINE
+        if not name_given and _recorded_count(kwargs["config_from"]) > 1:
+            return _whole_file_job(kwargs, rows is not None or shard is not None)
         with _malformed_record(kwargs["config_from"]):
             record, name = _recorded_tensor(kwargs["config_from"], name if name_given else None)
             replayed = provenance.replay(record)
@@ -261,6 +265,7 @@ def _tensor_job(kwargs: dict[str, Any], options: dict[str, Any]) -> _Job:
             infos=[formats.TensorInfo(name=name, shape=plan.shape, dtype=plan.dtype)],
             plans=[plan],
             metadata=provenance.file_metadata({name: made}),
+            tensor_metadata=provenance.tensor_metadata({name: made}),
             drawn_seed=initializer.seed if initializer.seed_was_drawn else None,
             whole_model=False,
         )
@@ -296,7 +301,54 @@ def _model_job(kwargs: dict[str, Any], options: dict[str, Any]) -> _Job:
             infos=job.infos,
             plans=job.plans,
             metadata=job.metadata(),
+            tensor_metadata=job.tensor_metadata(),
             drawn_seed=job.seed if job.seed_was_drawn else None,
+            whole_model=True,
+        )
+
+
+def _recorded_count(path: str) -> int:
+    """How many tensors the vsgen file ``path`` records."""
+    from vsgen import formats, provenance
+
+    if not os.path.exists(path):
+        raise BadInput(f"--config-from: file not found: {path}")
+    try:
+        return len(provenance.parse_metadata(formats.read_metadata(path), path))
+    except ValueError as error:
+        raise BadInput(f"--config-from: {error}") from None
+
+
+def _whole_file_job(kwargs: dict[str, Any], rows_given: bool) -> _Job:
+    """``--config-from`` a file of several tensors without ``--name``: all of them,
+    in the file's order, with the file's dtypes and records."""
+    from vsgen import modelspec
+
+    if rows_given or _given("dtype"):
+        raise BadInput(
+            f"--config-from: {kwargs['config_from']} holds several tensors; --rows, --shard "
+            "and --dtype apply to one: choose it with --name"
+        )
+    try:
+        job = modelspec.job_from_file(kwargs["config_from"])
+    except ValueError as error:
+        raise BadInput(f"--config-from: {error}") from None
+    from vsgen import formats
+
+    try:
+        formats.resolve_format(kwargs["output"], kwargs["fmt"], len(job.infos))
+    except ValueError as error:
+        raise BadInput(
+            f"--config-from: {kwargs['config_from']} holds {len(job.infos)} tensors: {error}; "
+            "or choose one with --name"
+        ) from None
+    with user_errors():
+        return _Job(
+            infos=job.infos,
+            plans=job.plans,
+            metadata=job.metadata(),
+            tensor_metadata=job.tensor_metadata(),
+            drawn_seed=None,
             whole_model=True,
         )
 
@@ -326,6 +378,7 @@ def _open_target(job: _Job, output: str, fmt_option: str | None, force: bool) ->
             fmt,
             job.infos,
             metadata=job.metadata,
+            tensor_metadata=job.tensor_metadata,
             force=force,
             stdout=binary_stdout() if output == "-" else None,
         )
@@ -349,7 +402,7 @@ def _recorded_tensor(path: str, name: str | None = None) -> tuple[dict[str, Any]
     with user_errors():
         if not os.path.exists(path):
             raise ValueError(f"--config-from: file not found: {path}")
-        records = provenance.parse_metadata(formats.read_metadata(path))
+        records = provenance.parse_metadata(formats.read_metadata(path), path)
         if name is None and len(records) != 1:
             raise ValueError(
                 f"--config-from: {path} holds {len(records)} tensors "

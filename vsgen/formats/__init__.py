@@ -7,7 +7,9 @@ Every format stores values little-endian in C (row-major) order:
   with ``mmap_mode`` too. No metadata.
 - ``h5`` (``.h5`` / ``.hdf5``): one contiguous, unfiltered dataset per tensor,
   named after it (``/`` in a name makes groups). ``metadata`` becomes string
-  attributes of the file and of every dataset.
+  attributes of the file, stored once; ``tensor_metadata[name]`` becomes
+  attributes of that tensor's dataset only (so a file grows linearly with
+  its tensors).
 - ``safetensors``: an 8-byte little-endian header length N, N bytes of JSON
   header padded with spaces to a multiple of 8, then the data. The header
   holds ``__metadata__`` (str -> str) and, per tensor, ``dtype`` (F16, BF16,

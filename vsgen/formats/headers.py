@@ -9,10 +9,10 @@ from collections.abc import Mapping, Sequence
 
 import numpy
 
+# The header caps are the reader's (and the safetensors reference reader's):
+# a file vsgen writes is a file it can read.
+from vsgen.formats.limits import MAX_TENSORS, SAFETENSORS_MAX_HEADER
 from vsgen.formats.tensors import SAFETENSORS_CODES, TensorInfo
-
-# The safetensors reference reader refuses larger headers.
-SAFETENSORS_MAX_HEADER = 100 * 1024 * 1024
 
 
 def little_endian(dtype: numpy.dtype) -> numpy.dtype:
@@ -54,6 +54,11 @@ def safetensors_header(
     tensors: Sequence[TensorInfo], offsets: Sequence[int], metadata: Mapping[str, str]
 ) -> bytes:
     """Length prefix plus the JSON header, space-padded to a multiple of 8 bytes."""
+    if len(tensors) > MAX_TENSORS:
+        raise ValueError(
+            f"a safetensors file of {len(tensors)} tensors is over the {MAX_TENSORS}-tensor "
+            "limit of vsgen's reader; split the model"
+        )
     header: dict[str, object] = {}
     if metadata:
         header["__metadata__"] = dict(metadata)
@@ -75,7 +80,12 @@ def safetensors_header(
     return struct.pack("<Q", len(text)) + text
 
 
-def create_h5(path: str, tensors: Sequence[TensorInfo], metadata: Mapping[str, str]) -> list[int]:
+def create_h5(
+    path: str,
+    tensors: Sequence[TensorInfo],
+    metadata: Mapping[str, str],
+    tensor_metadata: Mapping[str, Mapping[str, str]] | None = None,
+) -> list[int]:
     """Lay out an HDF5 file with one allocated, unfilled dataset per tensor.
 
     Returns each dataset's absolute data offset. The datasets are contiguous,
@@ -109,7 +119,8 @@ def create_h5(path: str, tensors: Sequence[TensorInfo], metadata: Mapping[str, s
                 dcpl=plist.copy(),
                 fill_time="never",
             )
-            for key, value in metadata.items():
+            # Per dataset only its own attributes: the file's are stored once, above.
+            for key, value in (tensor_metadata or {}).get(info.name, {}).items():
                 dataset.attrs[key] = value
             offset = dataset.id.get_offset()
             if offset is None and info.size:

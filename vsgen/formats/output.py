@@ -169,10 +169,13 @@ class _DirectorySink(_Sink):
 
 
 def _create_h5_or_discard(
-    atomic: AtomicFile, tensors: Sequence[TensorInfo], metadata: Mapping[str, str]
+    atomic: AtomicFile,
+    tensors: Sequence[TensorInfo],
+    metadata: Mapping[str, str],
+    tensor_metadata: Mapping[str, Mapping[str, str]],
 ) -> list[int]:
     try:
-        return create_h5(atomic.path, tensors, metadata)
+        return create_h5(atomic.path, tensors, metadata, tensor_metadata)
     except BaseException as err:
         atomic.discard()
         if isinstance(err, OSError) and err.errno:
@@ -434,6 +437,7 @@ def open_output(
     tensors: Sequence[TensorInfo],
     *,
     metadata: Mapping[str, str] | None = None,
+    tensor_metadata: Mapping[str, Mapping[str, str]] | None = None,
     force: bool = False,
     stdout: BinaryIO | None = None,
 ) -> Output:
@@ -442,7 +446,10 @@ def open_output(
     ``target`` is a path or ``"-"`` for standard output (``stdout``, by
     default ``sys.stdout.buffer``; npy or raw only). ``fmt`` is one of
     :data:`FORMATS` (see :func:`resolve_format`). ``metadata`` is kept by
-    h5 and safetensors (:data:`METADATA_FORMATS`) and ignored by the others.
+    h5 and safetensors (:data:`METADATA_FORMATS`) and ignored by the others;
+    ``tensor_metadata`` (by tensor name) becomes attributes of each HDF5
+    dataset and is ignored by the other formats (file-level metadata is
+    stored once, so a file grows linearly with its tensors).
     Nothing heavy happens before the checks: the target's directory must
     exist and be writable, the target must not exist (unless ``force``; it
     then stays intact until :meth:`Output.commit`) nor be a directory (except
@@ -472,6 +479,7 @@ def open_output(
         check_npydir_names(tensors, _name_max(os.path.dirname(os.path.abspath(target))))
     check_dtypes(tensors, fmt)
     metadata = check_metadata(metadata)
+    per_tensor = {name: check_metadata(items) for name, items in (tensor_metadata or {}).items()}
 
     if fmt == "safetensors":
         offsets = safetensors_layout(tensors)
@@ -492,8 +500,10 @@ def open_output(
     needed = len(prefix) + sum(info.nbytes for info in tensors)
     if fmt == "h5":
         needed += _H5_OVERHEAD + len(tensors) * _H5_OVERHEAD_PER_TENSOR
-        needed += (
-            2 * sum(len(k.encode()) + len(v.encode()) for k, v in metadata.items()) * len(tensors)
+        needed += 2 * sum(
+            len(key.encode()) + len(value.encode())
+            for items in (metadata, *per_tensor.values())
+            for key, value in items.items()
         )
     elif fmt == "npydir":
         needed += sum(len(npy_header(info)) for info in tensors)
@@ -505,7 +515,7 @@ def open_output(
         else:
             atomic = AtomicFile(path, target, force)
             if fmt == "h5":
-                offsets = _create_h5_or_discard(atomic, tensors, metadata)
+                offsets = _create_h5_or_discard(atomic, tensors, metadata, per_tensor)
             sink = _FileSink(atomic, prefix, offsets)
     except OSError as err:
         raise _io_error(err, target) from err

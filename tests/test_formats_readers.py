@@ -1,0 +1,468 @@
+"""vsgen.formats.readers and vsgen.formats.limits: the one hardened reader.
+
+Valid files are checked against the formats' own libraries (numpy, h5py,
+safetensors); hostile ones must end in a ``ValueError`` whose message names
+the file, never in another exception. Hypothesis mutates valid files (flipped
+bytes, truncation, a resized header) and feeds them to the readers; HDF5
+mutations are read in a forked child, so a crash of the C library would be
+seen as a failure instead of ending the test run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import struct
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from vsgen import formats, provenance, verify
+from vsgen.formats import limits, readers
+
+h5py = pytest.importorskip("h5py")
+pytestmark = pytest.mark.skipif(
+    sys.platform != "linux", reason="uses fork, /dev/zero and FIFOs (Linux)"
+)
+
+FUZZ = settings(
+    max_examples=60,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    derandomize=True,
+)
+
+
+# --- the JSON pre-scan --------------------------------------------------------------------
+
+
+def reference_structure(data: bytes) -> tuple[int, int]:
+    """Items and depth by a plain character loop (a separate implementation)."""
+    items = depth = deepest = 0
+    inside = escaped = False
+    for code in data:
+        character = chr(code)
+        if inside:
+            if escaped:
+                escaped = False
+            elif character == "\\":
+                escaped = True
+            elif character == '"':
+                inside = False
+        elif character == '"':
+            inside = True
+        elif character in "[{":
+            items += 1
+            depth += 1
+            deepest = max(deepest, depth)
+        elif character in "]}":
+            depth -= 1
+        elif character == ",":
+            items += 1
+    return items, deepest
+
+
+TRICKY = st.text(alphabet='[]{},"\\:ax\n\u00e9\U0001f600', max_size=12)
+JSON_VALUES = st.recursive(
+    st.none() | st.integers(-5, 10**6) | TRICKY,
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(TRICKY, children, max_size=4),
+    max_leaves=40,
+)
+
+
+@settings(max_examples=200, deadline=None, derandomize=True, database=None)
+@given(value=JSON_VALUES, ascii_only=st.booleans(), piece=st.integers(1, 9))
+def test_json_structure_matches_a_character_loop(value, ascii_only, piece):
+    text = json.dumps(value, ensure_ascii=ascii_only)
+    data = text.encode()
+    expected = reference_structure(data)
+    # Tiny pieces put quotes, escapes and brackets on every piece boundary.
+    assert limits.json_structure(data, piece_size=piece) == expected
+    assert limits.json_structure(data) == expected
+    if ascii_only:  # str pieces count characters; equal to bytes for ASCII
+        assert limits.json_structure(text, piece_size=piece) == expected
+
+
+def test_json_structure_stops_early():
+    data = b"[" + b"0," * 1_000_000 + b"0]"
+    items, _ = limits.json_structure(data, stop_items=10, piece_size=1000)
+    assert 10 < items <= 1000
+
+
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("[" * 65 + "]" * 65, "nested too deeply (65 levels"),
+        ('{"scale": NaN}', "field 'scale' is NaN"),
+        ('{"a": {"b": [1, -Infinity]}}', "field 'a'.'b'[1] is -Infinity"),
+        ('{"scale": 1e400}', "field 'scale' is 1e400"),
+        ('{"seed": 1' + "0" * 5000 + "}", "more than 4300 digits"),
+        ('{"a": 1, "a": 2}', "'a' appears twice"),
+        ("{]", "invalid JSON"),
+        (b"\xff", "not UTF-8"),
+    ],
+)
+def test_loads_json_refusals_name_the_document_and_field(text, words):
+    with pytest.raises(ValueError) as caught:
+        limits.loads_json(text, "doc.json")
+    message = str(caught.value)
+    assert message.startswith("doc.json: ") and words in message and "\n" not in message
+
+
+def test_loads_json_counts_values_before_building_them():
+    with pytest.raises(ValueError, match="over 10 values"):
+        limits.loads_json("[" + "[]," * 20 + "[]]", "doc", max_items=10)
+    assert limits.loads_json("[1, 2, 3]", "doc", max_items=10) == [1, 2, 3]
+
+
+def test_loads_toml_bounds_nesting():
+    with pytest.raises(ValueError, match="nested too deeply"):
+        limits.loads_toml("a = " + "[" * 1000 + "]" * 1000, "spec.toml")
+    with pytest.raises(ValueError, match="nested too deeply"):
+        # Dotted keys nest without brackets; the parsed document is checked too.
+        limits.loads_toml(".".join(f"k{i}" for i in range(100)) + " = 1", "spec.toml")
+    assert limits.loads_toml("a = [[1], [2]]", "spec.toml") == {"a": [[1], [2]]}
+
+
+def test_read_capped_reads_one_byte_past_the_cap():
+    import io
+
+    handle = io.BytesIO(bytes(1 << 20))
+    with pytest.raises(ValueError, match="larger than 1 KiB"):
+        limits.read_capped(handle, 1024, "zeros")
+    assert handle.tell() == 1025
+    with open("/dev/zero", "rb") as endless, pytest.raises(ValueError, match="larger than"):
+        limits.read_capped(endless, 1024, "/dev/zero")
+    assert limits.read_capped(io.BytesIO(b"abc"), 3, "abc") == b"abc"
+
+
+# --- valid files, read back like their own libraries do ------------------------------------
+
+
+def write_safetensors(path: Path, arrays: dict[str, np.ndarray], metadata=None) -> None:
+    from safetensors.numpy import save_file
+
+    save_file(arrays, str(path), metadata=metadata)
+
+
+def test_safetensors_any_dtype_any_order(tmp_path):
+    arrays = {
+        "z": np.arange(6, dtype=np.float64).reshape(2, 3),
+        "a": np.array([True, False, True]),
+        "m": np.arange(5, dtype=np.int64),
+        "h": np.linspace(-1, 1, 7).astype(np.float16),
+        "e": np.zeros((0, 4), np.float32),
+    }
+    path = tmp_path / "m.safetensors"
+    write_safetensors(path, arrays, {"k": "v"})
+    opened = readers.open_file(str(path))
+    assert opened.format == "safetensors" and opened.metadata == {"k": "v"}
+    assert sorted(opened.names) == sorted(arrays)
+    for tensor in opened.tensors:
+        values = list(readers.read_values(tensor, 2))
+        flat = np.concatenate(values) if values else np.empty(0, tensor.numpy_dtype())
+        assert flat.dtype == arrays[tensor.name].dtype
+        assert flat.tobytes() == arrays[tensor.name].tobytes()
+
+
+def test_npy_big_endian_and_fortran(tmp_path):
+    values = np.arange(12, dtype=">f4").reshape(3, 4)
+    np.save(tmp_path / "b.npy", values)
+    np.save(tmp_path / "f.npy", np.asfortranarray(values.astype("<f8")))
+    big = readers.open_file(str(tmp_path / "b.npy")).tensors[0]
+    assert big.byteorder == ">" and big.name == "b"
+    assert np.concatenate(list(big.chunks(5))).tolist() == values.ravel().tolist()
+    fortran = readers.open_file(str(tmp_path / "f.npy")).tensors[0]
+    assert fortran.fortran_order
+    with pytest.raises(ValueError, match="Fortran order"):
+        readers.read_tensor_infos(str(tmp_path / "f.npy"))
+
+
+def test_npy_object_arrays_are_never_unpickled(tmp_path):
+    path = tmp_path / "o.npy"
+    np.save(path, np.array([{"x": 1}, None], dtype=object), allow_pickle=True)
+    with pytest.raises(ValueError, match="not a numeric dtype"):
+        readers.open_file(str(path))
+
+
+def test_h5_walk_order_and_values(tmp_path):
+    path = tmp_path / "m.h5"
+    with h5py.File(path, "w", track_order=True) as h5:
+        h5["z"] = np.arange(4, dtype=np.float32)
+        group = h5.create_group("g", track_order=True)
+        group["b"] = np.ones((2, 3), np.float64)
+        group["a"] = np.arange(6, dtype=np.int16).reshape(3, 2)
+        h5["c"] = np.float32(5)
+        h5.create_dataset(
+            "gz",
+            data=np.arange(1000, dtype=np.float32),
+            chunks=(100,),
+            compression="gzip",
+            shuffle=True,
+        )
+    opened = readers.open_file(str(path))
+    assert opened.names == ["z", "g/b", "g/a", "c", "gz"]  # creation order
+    with h5py.File(path, "r") as h5:
+        for tensor in opened.tensors:
+            flat = np.concatenate(list(tensor.chunks(7)))
+            assert flat.tobytes() == np.asarray(h5[tensor.name][()]).ravel().tobytes()
+
+
+def test_h5_without_creation_order_is_walked_by_name(tmp_path):
+    path = tmp_path / "m.h5"
+    with h5py.File(path, "w") as h5:
+        h5["b"] = np.zeros(2, np.float32)
+        h5["a"] = np.zeros(2, np.float32)
+    assert readers.open_file(str(path)).names == ["a", "b"]
+
+
+def test_h5_link_and_object_caps(tmp_path, monkeypatch):
+    path = tmp_path / "m.h5"
+    with h5py.File(path, "w") as h5:
+        for index in range(12):
+            h5[f"t{index}"] = np.zeros(1, np.float32)
+    monkeypatch.setattr(readers, "H5_MAX_LINKS", 10)
+    with pytest.raises(ValueError, match="over 10 links"):
+        readers.open_file(str(path))
+    monkeypatch.setattr(readers, "H5_MAX_LINKS", 100)
+    monkeypatch.setattr(readers, "H5_MAX_OBJECTS", 5)
+    with pytest.raises(ValueError, match="over 5 objects"):
+        readers.open_file(str(path))
+
+
+def test_h5_chunk_row_cache_cap(tmp_path, monkeypatch):
+    path = tmp_path / "m.h5"
+    with h5py.File(path, "w") as h5:
+        h5.create_dataset("w", data=np.zeros((64, 64), np.float32), chunks=(64, 1))
+    tensor = readers.open_file(str(path)).tensors[0]
+    monkeypatch.setattr(readers, "H5_MAX_CACHE_BYTES", 1000)
+    with pytest.raises(ValueError, match="chunk cache"):
+        list(tensor.chunks())
+    monkeypatch.undo()
+    assert np.concatenate(list(tensor.chunks(100))).sum() == 0
+
+
+def test_fifo_and_devices_are_refused_without_blocking(tmp_path):
+    fifo = tmp_path / "pipe.safetensors"
+    os.mkfifo(fifo)
+    with pytest.raises(ValueError, match="is a FIFO"):
+        readers.open_file(str(fifo))
+    with pytest.raises(ValueError, match="character device"):
+        readers.open_file("/dev/null")
+    with pytest.raises(ValueError, match="file not found"):
+        readers.open_file(str(tmp_path / "missing.h5"))
+
+
+# --- output size and old files ------------------------------------------------------------
+
+
+def h5_of_tiny_tensors(path: Path, count: int, shape: tuple[int, ...] = (2, 2)) -> None:
+    from vsgen import modelspec
+
+    tensors = {f"t{i}": {"shape": list(shape)} for i in range(count)}
+    spec = modelspec.parse_spec({"tensors": tensors})
+    job = modelspec.build_job(spec, seed=0)
+    with formats.open_output(
+        str(path),
+        "h5",
+        job.infos,
+        metadata=job.metadata(),
+        tensor_metadata=job.tensor_metadata(),
+    ) as output:
+        formats.write_chunks(output, (chunk for plan in job.plans for chunk in plan.chunks()))
+        output.commit()
+
+
+def test_h5_size_is_linear_in_tensors(tmp_path):
+    small, large = tmp_path / "a.h5", tmp_path / "b.h5"
+    h5_of_tiny_tensors(small, 100)
+    h5_of_tiny_tensors(large, 400)
+    per_tensor_small = small.stat().st_size / 100
+    per_tensor_large = large.stat().st_size / 400
+    # Quadratic storage (the whole record on every dataset) would make this ~4.
+    assert per_tensor_large / per_tensor_small < 1.3
+    with h5py.File(large, "r") as h5:
+        own = json.loads(h5["t7"].attrs["vsgen"])["tensors"]
+        assert list(own) == ["t7"]
+        assert json.loads(h5.attrs["vsgen"])["tensors"]["t7"] == own["t7"]
+
+
+def test_files_of_vsgen_0_1_are_read(tmp_path):
+    """vsgen 0.1 put the whole document on every dataset too; check still uses the file's."""
+    from click.testing import CliRunner
+
+    from vsgen.cli import cli
+
+    path = tmp_path / "old.h5"
+    h5_of_tiny_tensors(path, 3, (16, 16))
+    with h5py.File(path, "r+") as h5:
+        document = h5.attrs["vsgen"]
+        for name in ("t0", "t1", "t2"):
+            h5[name].attrs["vsgen"] = document
+    result = CliRunner().invoke(cli, ["check", str(path)])
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.count("  consistent\n") == 3  # three rows
+    assert result.stdout.endswith("verdict: consistent\n")
+    copy = tmp_path / "copy.h5"
+    result = CliRunner().invoke(cli, ["sample", "--config-from", str(path), "-o", str(copy)])
+    assert result.exit_code == 0, result.stderr
+    with h5py.File(path, "r") as old, h5py.File(copy, "r") as new:
+        for name in ("t0", "t1", "t2"):
+            assert old[name][()].tobytes() == new[name][()].tobytes()
+
+
+# --- fuzzing: mutated valid files ---------------------------------------------------------
+
+
+def read_everything(path: str) -> None:
+    """Everything check/--like/--config-from read from a file."""
+    opened = readers.open_file(path)
+    for tensor in opened.tensors:
+        for _ in readers.read_values(tensor, 64):
+            pass
+    if opened.format != "npy" and provenance.METADATA_KEY in opened.metadata:
+        provenance.parse_metadata(opened.metadata, path)
+    float_tensors = [t for t in opened.tensors if t.dtype in ("float16", "float32", "float64")]
+    if float_tensors:
+        from vsgen import HeNormal
+
+        verify.verify_tensors(opened, HeNormal())
+
+
+def valid_safetensors(tmp_path: Path) -> bytes:
+    from click.testing import CliRunner
+
+    from vsgen.cli import cli
+
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"tensors": {"w": {"shape": [6, 5]}, "b": {"shape": [5]}}}))
+    out = tmp_path / "valid.safetensors"
+    result = CliRunner().invoke(
+        cli, ["sample", "--spec", str(spec), "--seed", "1", "-o", str(out), "-q"]
+    )
+    assert result.exit_code == 0, result.stderr
+    return out.read_bytes()
+
+
+MUTATION = st.one_of(
+    st.tuples(
+        st.just("flip"),
+        st.lists(st.tuples(st.integers(0, 10**6), st.integers(1, 255)), min_size=1, max_size=4),
+    ),
+    st.tuples(st.just("truncate"), st.integers(0, 10**6)),
+    st.tuples(st.just("length"), st.integers(0, 2**64 - 1)),
+    st.tuples(st.just("length-delta"), st.integers(-64, 64)),
+)
+
+
+def mutate(data: bytes, mutation: tuple, length_at: int = 0, length_size: int = 8) -> bytes:
+    kind, argument = mutation
+    buffer = bytearray(data)
+    if kind == "flip":
+        for position, mask in argument:
+            buffer[position % len(buffer)] ^= mask
+    elif kind == "truncate":
+        del buffer[argument % (len(buffer) + 1) :]
+    else:
+        fmt = "<Q" if length_size == 8 else "<H"
+        (old,) = struct.unpack_from(fmt, buffer, length_at)
+        new = argument if kind == "length" else old + argument
+        struct.pack_into(fmt, buffer, length_at, new % (1 << (8 * length_size)))
+    return bytes(buffer)
+
+
+@pytest.fixture(scope="module")
+def valid_files(tmp_path_factory) -> dict[str, bytes]:
+    folder = tmp_path_factory.mktemp("valid")
+    npy = folder / "w.npy"
+    np.save(npy, np.linspace(-0.1, 0.1, 40, dtype=np.float32).reshape(8, 5))
+    return {"safetensors": valid_safetensors(folder), "npy": npy.read_bytes()}
+
+
+def assert_clean_refusal_or_success(path: Path) -> None:
+    try:
+        read_everything(str(path))
+    except ValueError as error:  # UnreadableFile and NoExpectationError are ValueErrors
+        message = str(error)
+        assert "\n" not in message and message, message
+    except OSError:  # reading the file itself failed: a runtime failure, also clean
+        pass
+
+
+@FUZZ
+@given(mutation=MUTATION)
+def test_fuzzed_safetensors(tmp_path, valid_files, mutation):
+    path = tmp_path / "fuzzed.safetensors"
+    path.write_bytes(mutate(valid_files["safetensors"], mutation))
+    assert_clean_refusal_or_success(path)
+
+
+@FUZZ
+@given(mutation=MUTATION)
+def test_fuzzed_npy(tmp_path, valid_files, mutation):
+    path = tmp_path / "fuzzed.npy"
+    path.write_bytes(mutate(valid_files["npy"], mutation, length_at=8, length_size=2))
+    assert_clean_refusal_or_success(path)
+
+
+@settings(
+    max_examples=30,
+    deadline=None,
+    database=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(mutation=MUTATION.filter(lambda m: m[0] in ("flip", "truncate")))
+def test_fuzzed_h5_in_a_child_process(tmp_path, mutation):
+    """HDF5 parses in C: each mutated file is read in a forked child, with a time limit."""
+    source = tmp_path / "source.h5"
+    if not source.exists():
+        with h5py.File(source, "w", track_order=True) as h5:
+            h5["w"] = np.linspace(-0.1, 0.1, 64, dtype=np.float32).reshape(8, 8)
+            h5.create_group("g")["b"] = np.zeros(4, np.float32)
+            h5.attrs["vsgen"] = "{}"
+    path = tmp_path / "fuzzed.h5"
+    path.write_bytes(mutate(source.read_bytes(), mutation))
+    outcome = run_in_child(lambda: assert_clean_refusal_or_success(path))
+    assert outcome == "ok", outcome
+
+
+def run_in_child(action, seconds: float = 20.0) -> str:
+    """Run ``action`` in a forked child: ``"ok"``, the exception's repr, or how it died."""
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child
+        os.close(reader)
+        try:
+            action()
+            result = "ok"
+        except BaseException as error:  # noqa: BLE001 - reported to the parent
+            result = f"{type(error).__name__}: {error}"
+        try:
+            os.write(writer, pickle.dumps(result)[:60000])
+        finally:
+            os._exit(0)
+    os.close(writer)
+    deadline = time.monotonic() + seconds
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            os.close(reader)
+            return f"hung for {seconds} s"
+        time.sleep(0.002)
+    data = os.read(reader, 65536)
+    os.close(reader)
+    if os.WIFSIGNALED(status):
+        return f"killed by signal {os.WTERMSIG(status)}"
+    return pickle.loads(data) if data else "no result"
