@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import stat
 import sys
 import tempfile
 import warnings
@@ -61,6 +62,23 @@ def _stdin_as_file() -> Iterator[str]:
     finally:
         with contextlib.suppress(OSError):
             os.unlink(name)
+
+
+def _refuse_special_file(path: str) -> None:
+    """Say what a FIFO, device or socket is, without opening it (opening a FIFO
+    would wait for a writer), and how to check a stream instead."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return  # the reader reports a missing or unreadable file
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return
+    from vsgen.formats.atomic import describe_file_kind
+
+    raise BadInput(
+        f"{path} is {describe_file_kind(mode)}, not a .npy, .h5 or .safetensors file; "
+        "to check a stream, pipe it into 'vsgen check -'"
+    )
 
 
 #: Options that say what distribution to expect (the seed and stream do not matter).
@@ -124,7 +142,11 @@ def check(**kwargs: Any) -> None:
     if fan_shape is not None and initializer is None:
         raise BadInput("--fan-shape needs the initializer options (--preset or --scale/--mode/...)")
     with contextlib.ExitStack() as stack:
-        file = stack.enter_context(_stdin_as_file()) if path == "-" else path
+        if path == "-":
+            file = stack.enter_context(_stdin_as_file())
+        else:
+            _refuse_special_file(path)
+            file = path
         # Extreme values (a float64 file of 1e308s) overflow the statistics:
         # the checks then fail, and NumPy's warnings would only add noise.
         stack.enter_context(warnings.catch_warnings())
