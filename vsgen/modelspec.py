@@ -202,18 +202,48 @@ class Init:
         return options or "variance_scaling"
 
     def label(self) -> str:
-        """A short human-readable name: ``he_normal``, ``ones``, ``0.02``, ``copy``,
-        ``variance_scaling(scale=2.0, mode=fan_out)``."""
-        form = self.as_json()
-        if isinstance(form, str):
-            return form
+        """A short human-readable name: ``ones``, ``0.02``, ``copy``, ``he_normal``,
+        ``variance_scaling(scale=0.5, mode=fan_avg, distribution=uniform)``.
+
+        Options that match a preset's (scale, mode, distribution) are named
+        after it; ``layout`` and ``stream`` are left out, explicit fan axes
+        are added (``he_normal[in=0, out=1]``).
+        """
+        if self.copy:
+            return COPY
         if self.constant is not None:
-            return f"{self.constant:g}"
-        preset = form.pop("preset", None)
-        details = ", ".join(f"{key}={value}" for key, value in form.items())
-        if preset is None:
-            return f"variance_scaling({details})"
-        return f"{preset}({details})" if details else str(preset)
+            form = self.as_json()
+            return form if isinstance(form, str) else f"{self.constant:g}"
+        options = dict(self.options)
+        if self.class_name != "VarianceScaling":
+            name = _preset_key(self.class_name)
+        elif not {"scale", "mode", "distribution"} & set(options):
+            name = "variance_scaling"
+        else:
+            params = (
+                float(options.get("scale", 1.0)),
+                options.get("mode", "fan_in"),
+                _canonical_distribution(options.get("distribution", "truncated_normal")),
+            )
+            matches = [key for key, cls in PRESETS.items() if params == cls._PARAMS]
+            name = (
+                matches[0]
+                if matches
+                else (
+                    f"variance_scaling(scale={params[0]:g}, mode={params[1]}, "
+                    f"distribution={params[2]})"
+                )
+            )
+        if "input_axes" in options:
+            axes = ",".join(map(str, options["input_axes"]))
+            outs = ",".join(map(str, options["output_axes"]))
+            name += f"[in={axes}, out={outs}]"
+        return name
+
+
+def _canonical_distribution(value: object) -> str:
+    text = str(value).lower()
+    return "truncated_normal" if text == "normal" else text
 
 
 def _preset_key(class_name: str) -> str:
@@ -808,17 +838,17 @@ class PlanRow:
         return row
 
     def values_text(self) -> str:
-        """What the values are, in a few characters: ``std 0.036 |x|<=0.083``, ``1``, ``copy``."""
+        """What the values are: ``std 0.036, |x| <= 0.083``, ``1``, ``as source``."""
         if self.kind == "copy":
             return "as source"
         if self.kind == "constant":
             return f"{self.value:g}"
         text = f"std {self.stddev:.4g}"
-        if self.bound is not None:
-            text += f" {'limit' if self.distribution == 'uniform' else '|x|<='}{self.bound:.4g}"
-            if self.distribution == "uniform":
-                text = text.replace("limit", "|x|<")
-        return text
+        if self.bound is None:
+            return text
+        # uniform values lie in [-limit, limit); truncated ones in [-2s, 2s].
+        relation = "<" if self.distribution == "uniform" else "<="
+        return f"{text}, |x| {relation} {self.bound:.4g}"
 
     def origin_text(self) -> str:
         """``origin`` with the reason of a built-in choice: ``builtin: bias``."""
