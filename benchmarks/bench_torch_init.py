@@ -109,9 +109,7 @@ def main() -> None:
         "vsgen default (truncated normal)": lambda: vsgen.torch.init_(
             model, seed=0, threads=threads
         ),
-        "vsgen he_uniform": lambda: vsgen.torch.init_(
-            model, "he_uniform", seed=0, threads=threads
-        ),
+        "vsgen he_uniform": lambda: vsgen.torch.init_(model, "he_uniform", seed=0, threads=threads),
     }
     times: dict[str, list[float]] = {name: [] for name in methods}
     for _ in range(args.repeats):

@@ -90,8 +90,7 @@ def _spec(
         return parsed
     if not isinstance(rules, Mapping):
         raise TypeError(
-            "Argument `rules` must map glob patterns to initializers. "
-            f"Received: rules={rules!r}"
+            f"Argument `rules` must map glob patterns to initializers. Received: rules={rules!r}"
         )
     extra = modelspec.parse_spec({"rules": dict(rules)}, source="Argument `rules`").rules
     # Rules given here come first: the first match wins.
@@ -122,8 +121,7 @@ def _state(module: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:
             continue  # `_extra_state` entries hold arbitrary objects
         if isinstance(tensor, torch.nn.parameter.UninitializedTensorMixin):
             raise ValueError(
-                f"tensor {name!r} is not materialised yet (a lazy module): run a forward "
-                "pass first"
+                f"tensor {name!r} is not materialised yet (a lazy module): run a forward pass first"
             )
         if tensor.device.type == "meta":
             raise ValueError(
@@ -232,9 +230,7 @@ def init_(
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ValueError(f"Argument `threads` must be an integer >= 1. Received: {threads!r}")
     state = _state(module)
-    job = plan(
-        module, preset, seed=seed, rules=rules, spec=spec, layout=layout, stream=stream
-    )
+    job = plan(module, preset, seed=seed, rules=rules, spec=spec, layout=layout, stream=stream)
     with torch.no_grad():
         for (_, tensor), tensor_plan in zip(state, job.plans, strict=True):
             if isinstance(tensor_plan, modelspec.CopyPlan):
