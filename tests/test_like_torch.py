@@ -397,3 +397,184 @@ def test_the_plan_goes_to_stderr_on_a_terminal(tmp_path):
     text = captured.decode()
     assert "name" in text and "builtin: int64 tensor" in text and "6 tensors, 117 values" in text
     assert out.exists() and process.stdout == b""
+
+
+# --- real PyTorch modules ----------------------------------------------------------------
+
+TRUNCATED_STD = float(stats.truncnorm.std(-2, 2))  # std of N(0, 1) truncated to [-2, 2]
+
+
+def build_model(torch):
+    """A small model with every kind of tensor a real checkpoint has."""
+    nn = torch.nn
+
+    class Block(nn.Module):
+        """ResNet's basic block, with the 1x1 projection shortcut in an nn.Sequential."""
+
+        def __init__(self, cin: int, cout: int, stride: int) -> None:
+            super().__init__()
+            self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(cout)
+            self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+            self.bn2 = nn.BatchNorm2d(cout)
+            self.downsample = nn.Sequential(
+                nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)
+            )
+
+        def forward(self, x):
+            y = torch.relu(self.bn1(self.conv1(x)))
+            return torch.relu(self.bn2(self.conv2(y)) + self.downsample(x))
+
+    class Model(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = nn.Embedding(100, 64)
+            self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16))
+            self.layer1 = nn.Sequential(Block(16, 32, 2))
+            self.gn = nn.GroupNorm(4, 32)
+            self.encoder = nn.TransformerEncoderLayer(64, 4, 256, dropout=0.0, batch_first=True)
+            self.norm = nn.LayerNorm(64)
+            self.head = nn.Linear(64, 10)
+            self.register_buffer("position_ids", torch.arange(12).unsqueeze(0))
+            self.register_buffer("attn_mask", torch.ones(12, 12, dtype=torch.bool).tril())
+
+        def forward(self, image, tokens):
+            features = self.gn(self.layer1(torch.relu(self.stem(image)))).mean((2, 3))
+            sequence = self.encoder(self.embed(tokens) + features.repeat(1, 2)[:, None])
+            return self.head(self.norm(sequence))
+
+    torch.manual_seed(0)
+    model = Model()
+    model.train()
+    for _ in range(3):  # running statistics move, num_batches_tracked becomes 3
+        model(torch.randn(2, 3, 8, 8), torch.randint(0, 100, (2, 12)))
+    return model
+
+
+def expected_stddevs(model, scale: float) -> dict[str, float]:
+    """sqrt(scale / fan_in) with fan_in from each module's own sizes (PyTorch layout)."""
+    torch = pytest.importorskip("torch")
+    nn = torch.nn
+    expected = {}
+    for prefix, module in model.named_modules():
+        if isinstance(module, nn.Conv2d):
+            fan_in = module.in_channels * module.kernel_size[0] * module.kernel_size[1]
+            expected[f"{prefix}.weight"] = math.sqrt(scale / fan_in)
+        elif isinstance(module, nn.Linear):
+            expected[f"{prefix}.weight"] = math.sqrt(scale / module.in_features)
+        elif isinstance(module, nn.Embedding):
+            expected[f"{prefix}.weight"] = math.sqrt(scale / module.embedding_dim)
+        elif isinstance(module, nn.MultiheadAttention):
+            expected[f"{prefix}.in_proj_weight"] = math.sqrt(scale / module.embed_dim)
+    return expected
+
+
+def load_output(path: Path, torch) -> dict:
+    if path.suffix == ".safetensors":
+        import safetensors.torch
+
+        return safetensors.torch.load_file(str(path))
+    with h5py.File(path, "r") as handle:
+        names: list[str] = []
+        handle.visititems(lambda name, item: names.append(name)
+                          if isinstance(item, h5py.Dataset) else None)
+        return {name.replace("/", "."): torch.from_numpy(np.asarray(handle[name][()]))
+                for name in names}
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".h5"])
+def test_like_a_real_torch_checkpoint_loads_strictly(tmp_path, suffix):
+    torch = pytest.importorskip("torch")
+    import safetensors.torch
+
+    model = build_model(torch)
+    source = tmp_path / "model.safetensors"
+    safetensors.torch.save_file(model.state_dict(), str(source))
+    out = tmp_path / f"fresh{suffix}"
+    result = run("sample", "--like", str(source), "--layout", "torch", "--preset", "he_normal",
+                 "--seed", "11", "-o", str(out))
+    assert result.exit_code == 0, result.stderr
+    state = load_output(out, torch)
+
+    fresh = build_model(torch)
+    fresh.load_state_dict(state, strict=True)
+    nn = torch.nn
+    norms = 0
+    for module in fresh.modules():
+        if isinstance(module, (nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm)):
+            norms += 1
+            assert torch.equal(module.weight, torch.ones_like(module.weight))
+            assert torch.equal(module.bias, torch.zeros_like(module.bias))
+        if isinstance(module, nn.BatchNorm2d):
+            assert torch.equal(module.running_mean, torch.zeros_like(module.running_mean))
+            assert torch.equal(module.running_var, torch.ones_like(module.running_var))
+            assert module.num_batches_tracked.dtype == torch.int64
+            assert module.num_batches_tracked.item() == 3
+    assert norms == 8  # stem, block (3), GroupNorm, encoder (2), final LayerNorm
+    source_state = model.state_dict()
+    for name in ("position_ids", "attn_mask", "layer1.0.downsample.1.num_batches_tracked"):
+        assert state[name].dtype == source_state[name].dtype
+        assert torch.equal(state[name], source_state[name]), name
+    for name, tensor in state.items():
+        if name.endswith("bias"):
+            assert not tensor.any(), name
+
+    # Every weight has the He-normal stddev sqrt(2 / fan_in) and the truncated
+    # normal's shape: a KS test against scipy's truncnorm, and the sample
+    # stddev within 6 standard errors (sqrt((2 + excess kurtosis) / 4n)).
+    kurtosis = float(stats.truncnorm.stats(-2, 2, moments="k"))
+    expected = expected_stddevs(fresh, 2.0)
+    assert len(expected) == 10  # embed, 4 convs, in_proj, out_proj, 2 MLP, head
+    for name, stddev in expected.items():
+        values = state[name].double().numpy().reshape(-1)
+        scale = stddev / TRUNCATED_STD
+        assert np.abs(values).max() <= 2 * scale * (1 + 1e-6), name
+        p_value = stats.kstest(values, stats.truncnorm(-2, 2, scale=scale).cdf).pvalue
+        assert p_value > 1e-4, (name, p_value)
+        standard_error = math.sqrt((2 + kurtosis) / (4 * values.size))
+        assert abs(values.std() / stddev - 1) < 6 * standard_error, (name, values.std(), stddev)
+        seed = independent_seed(11, name)
+        regenerated = vsgen.HeNormal(seed=seed, layout="torch")(tuple(state[name].shape))
+        assert regenerated.tobytes() == state[name].numpy().reshape(-1).tobytes()
+
+
+def test_norms_inside_a_plain_sequential_are_ones(tmp_path):
+    torch = pytest.importorskip("torch")
+    import safetensors.torch
+
+    nn = torch.nn
+    model = nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 4),
+                          nn.LayerNorm(4))
+    source = tmp_path / "seq.safetensors"
+    safetensors.torch.save_file(model.state_dict(), str(source))
+    out = tmp_path / "fresh.safetensors"
+    result = run("sample", "--like", str(source), "--layout", "torch", "--seed", "0",
+                 "-o", str(out))
+    assert result.exit_code == 0, result.stderr
+    state = safetensors.torch.load_file(str(out))
+    model.load_state_dict(state, strict=True)
+    assert torch.equal(model[1].weight, torch.ones(16))  # "1.weight"
+    assert torch.equal(model[4].weight, torch.ones(4))  # "4.weight"
+    assert torch.equal(model[1].running_var, torch.ones(16))
+    assert not model[1].running_mean.any() and not model[0].bias.any()
+    assert model[0].weight.std() > 0
+
+
+def test_like_a_bfloat16_torch_checkpoint(tmp_path):
+    torch = pytest.importorskip("torch")
+    import safetensors.torch
+
+    model = build_model(torch).to(torch.bfloat16)
+    source = tmp_path / "bf16.safetensors"
+    safetensors.torch.save_file(model.state_dict(), str(source))
+    out = tmp_path / "fresh.safetensors"
+    result = run("sample", "--like", str(source), "--layout", "torch", "--seed", "5",
+                 "-o", str(out))
+    assert result.exit_code == 0, result.stderr
+    state = safetensors.torch.load_file(str(out))
+    fresh = build_model(torch).to(torch.bfloat16)
+    fresh.load_state_dict(state, strict=True)
+    assert state["stem.1.weight"].dtype == torch.bfloat16
+    assert torch.equal(state["stem.1.weight"], torch.ones(16, dtype=torch.bfloat16))
+    assert state["stem.1.num_batches_tracked"].item() == 3
+    assert torch.equal(state["attn_mask"], model.attn_mask)
