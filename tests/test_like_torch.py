@@ -124,8 +124,11 @@ def test_read_tensor_range_refuses_what_is_not_in_the_file(tmp_path):
 
     # data_offsets that point into the header, or past the end of the file.
     header = {"t": {"dtype": "I64", "shape": [2], "data_offsets": [0, 16]}}
-    for offsets, message in (([-8, 8], "do not fit"), ([0, 8], "do not fit"),
-                             ([8, 24], "truncated")):
+    for offsets, message in (
+        ([-8, 8], "do not fit"),
+        ([0, 8], "do not fit"),
+        ([8, 24], "truncated"),
+    ):
         header["t"]["data_offsets"] = offsets
         text = json.dumps(header).encode()
         text += b" " * (-len(text) % 8)
@@ -179,8 +182,11 @@ def test_copy_plan_reads_in_bounded_chunks(tmp_path):
     ],
 )
 def test_builtin_init_by_structure(name, shape, dtype, expected):
-    chosen = builtin_init(name, shape, np.dtype(dtype) if dtype != "bfloat16" else
-                          vsgen.dtypes.resolve_dtype("bfloat16"))
+    chosen = builtin_init(
+        name,
+        shape,
+        np.dtype(dtype) if dtype != "bfloat16" else vsgen.dtypes.resolve_dtype("bfloat16"),
+    )
     if expected is None:
         assert chosen is None
         return
@@ -209,8 +215,9 @@ def test_like_copies_integer_and_bool_tensors(tmp_path, source_fmt, out_suffix):
     out = tmp_path / f"out{out_suffix}"
     dtype = "bfloat16" if out_suffix == ".safetensors" else "float16"
     args = ["--format", "npydir"] if out_suffix == "/" else []
-    result = run("sample", "--like", str(source), "--seed", "3", "--dtype", dtype,
-                 "-o", str(out), *args)
+    result = run(
+        "sample", "--like", str(source), "--seed", "3", "--dtype", dtype, "-o", str(out), *args
+    )
     assert result.exit_code == 0, result.stderr
     made = read_back(out)
     assert set(made) == set(SOURCE)
@@ -242,8 +249,19 @@ def test_rules_override_the_builtins(tmp_path):
         encoding="utf-8",
     )
     out = tmp_path / "out.safetensors"
-    result = run("sample", "--like", str(source), "--spec", str(spec), "--seed", "1",
-                 "--dtype", "float16", "-o", str(out))
+    result = run(
+        "sample",
+        "--like",
+        str(source),
+        "--spec",
+        str(spec),
+        "--seed",
+        "1",
+        "--dtype",
+        "float16",
+        "-o",
+        str(out),
+    )
     assert result.exit_code == 0, result.stderr
     made = safetensors.numpy.load_file(str(out))
     assert made["count"].dtype == np.int64 and made["count"] == 0
@@ -253,8 +271,13 @@ def test_rules_override_the_builtins(tmp_path):
     assert made["weights"].tobytes() == SOURCE["weights"].tobytes()
     assert made["ids"].tobytes() == SOURCE["ids"].tobytes()
     records = json.loads(safetensors.safe_open(str(out), "np").metadata()["vsgen"])["tensors"]
-    assert records["ids"] == {"kind": "copy", "dtype": "int64", "shape": [3, 4, 5],
-                              "init": "copy", "init_from": "builtin"}
+    assert records["ids"] == {
+        "kind": "copy",
+        "dtype": "int64",
+        "shape": [3, 4, 5],
+        "init": "copy",
+        "init_from": "builtin",
+    }
     assert records["count"]["init_from"] == "rule count"
 
 
@@ -294,8 +317,18 @@ def test_plan_prints_every_tensor_and_writes_nothing(tmp_path):
     source = write_source(tmp_path, "safetensors")
     before = sorted(p.name for p in tmp_path.iterdir())
     out = tmp_path / "never.safetensors"
-    result = run("sample", "--like", str(source), "--preset", "he_uniform", "--seed", "4",
-                 "--plan", "-o", str(out))
+    result = run(
+        "sample",
+        "--like",
+        str(source),
+        "--preset",
+        "he_uniform",
+        "--seed",
+        "4",
+        "--plan",
+        "-o",
+        str(out),
+    )
     assert result.exit_code == 0, result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == before
     lines = result.stdout.splitlines()
@@ -314,8 +347,9 @@ def test_plan_prints_every_tensor_and_writes_nothing(tmp_path):
 
 def test_plan_json(tmp_path):
     source = write_source(tmp_path, "safetensors")
-    result = run("sample", "--like", str(source), "--layout", "torch", "--seed", "4",
-                 "--plan", "--json")
+    result = run(
+        "sample", "--like", str(source), "--layout", "torch", "--seed", "4", "--plan", "--json"
+    )
     assert result.exit_code == 0, result.stderr
     document = json.loads(result.stdout)
     assert document["seed"] == 4
@@ -357,8 +391,11 @@ def test_plan_option_errors(tmp_path, args, message):
 
 
 def test_plan_table_is_summarised_for_many_tensors():
-    names = {f"layers.{i}.{part}": shape for i in range(30)
-             for part, shape in (("weight", [8, 8]), ("bias", [8]))}
+    names = {
+        f"layers.{i}.{part}": shape
+        for i in range(30)
+        for part, shape in (("weight", [8, 8]), ("bias", [8]))
+    }
     job = build_job(parse_spec({"tensors": names}), seed=0, layout="torch")
     assert len(plan_table(job.rows)) == 1 + 60 + 1
     summary = plan_table(job.rows, max_rows=40)
@@ -374,9 +411,22 @@ def test_the_plan_goes_to_stderr_on_a_terminal(tmp_path):
     primary, secondary = pty.openpty()
     try:
         process = subprocess.run(
-            [sys.executable, "-m", "vsgen", "sample", "--like", str(source), "--seed", "2",
-             "-o", str(out)],
-            stdout=subprocess.PIPE, stderr=secondary, timeout=120, env=SUBPROCESS_ENV,
+            [
+                sys.executable,
+                "-m",
+                "vsgen",
+                "sample",
+                "--like",
+                str(source),
+                "--seed",
+                "2",
+                "-o",
+                str(out),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=secondary,
+            timeout=120,
+            env=SUBPROCESS_ENV,
         )
         os.close(secondary)
         secondary = -1
@@ -476,10 +526,12 @@ def load_output(path: Path, torch) -> dict:
         return safetensors.torch.load_file(str(path))
     with h5py.File(path, "r") as handle:
         names: list[str] = []
-        handle.visititems(lambda name, item: names.append(name)
-                          if isinstance(item, h5py.Dataset) else None)
-        return {name.replace("/", "."): torch.from_numpy(np.asarray(handle[name][()]))
-                for name in names}
+        handle.visititems(
+            lambda name, item: names.append(name) if isinstance(item, h5py.Dataset) else None
+        )
+        return {
+            name.replace("/", "."): torch.from_numpy(np.asarray(handle[name][()])) for name in names
+        }
 
 
 @pytest.mark.parametrize("suffix", [".safetensors", ".h5"])
@@ -491,8 +543,19 @@ def test_like_a_real_torch_checkpoint_loads_strictly(tmp_path, suffix):
     source = tmp_path / "model.safetensors"
     safetensors.torch.save_file(model.state_dict(), str(source))
     out = tmp_path / f"fresh{suffix}"
-    result = run("sample", "--like", str(source), "--layout", "torch", "--preset", "he_normal",
-                 "--seed", "11", "-o", str(out))
+    result = run(
+        "sample",
+        "--like",
+        str(source),
+        "--layout",
+        "torch",
+        "--preset",
+        "he_normal",
+        "--seed",
+        "11",
+        "-o",
+        str(out),
+    )
     assert result.exit_code == 0, result.stderr
     state = load_output(out, torch)
 
@@ -543,13 +606,15 @@ def test_norms_inside_a_plain_sequential_are_ones(tmp_path):
     import safetensors.torch
 
     nn = torch.nn
-    model = nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 4),
-                          nn.LayerNorm(4))
+    model = nn.Sequential(
+        nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 4), nn.LayerNorm(4)
+    )
     source = tmp_path / "seq.safetensors"
     safetensors.torch.save_file(model.state_dict(), str(source))
     out = tmp_path / "fresh.safetensors"
-    result = run("sample", "--like", str(source), "--layout", "torch", "--seed", "0",
-                 "-o", str(out))
+    result = run(
+        "sample", "--like", str(source), "--layout", "torch", "--seed", "0", "-o", str(out)
+    )
     assert result.exit_code == 0, result.stderr
     state = safetensors.torch.load_file(str(out))
     model.load_state_dict(state, strict=True)
@@ -568,8 +633,9 @@ def test_like_a_bfloat16_torch_checkpoint(tmp_path):
     source = tmp_path / "bf16.safetensors"
     safetensors.torch.save_file(model.state_dict(), str(source))
     out = tmp_path / "fresh.safetensors"
-    result = run("sample", "--like", str(source), "--layout", "torch", "--seed", "5",
-                 "-o", str(out))
+    result = run(
+        "sample", "--like", str(source), "--layout", "torch", "--seed", "5", "-o", str(out)
+    )
     assert result.exit_code == 0, result.stderr
     state = safetensors.torch.load_file(str(out))
     fresh = build_model(torch).to(torch.bfloat16)

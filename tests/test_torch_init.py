@@ -74,8 +74,10 @@ def same_bytes(a, b) -> bool:
         (None, []),
         ("he_normal", ["--preset", "he_normal"]),
         ("glorot_uniform", ["--preset", "glorot_uniform"]),
-        ({"scale": 0.5, "mode": "fan_avg", "distribution": "untruncated_normal"},
-         ["--scale", "0.5", "--mode", "fan_avg", "--distribution", "untruncated_normal"]),
+        (
+            {"scale": 0.5, "mode": "fan_avg", "distribution": "untruncated_normal"},
+            ["--scale", "0.5", "--mode", "fan_avg", "--distribution", "untruncated_normal"],
+        ),
     ],
 )
 def test_init_equals_the_file_sample_like_writes(tmp_path, dtype, preset, options):
@@ -94,10 +96,11 @@ def test_init_equals_the_file_sample_like_writes(tmp_path, dtype, preset, option
 def test_rules_spec_layout_and_keras_stream(tmp_path):
     model = small_model()
     spec = tmp_path / "rules.toml"
-    spec.write_text('layout = "keras"\n[rules]\n"0.weight" = "lecun_uniform"\n'
-                    '"*.bias" = { constant = 0.25 }\n', encoding="utf-8")
-    expected = file_state(model, tmp_path, "--spec", str(spec), "--seed", "3", "--stream",
-                          "keras")
+    spec.write_text(
+        'layout = "keras"\n[rules]\n"0.weight" = "lecun_uniform"\n"*.bias" = { constant = 0.25 }\n',
+        encoding="utf-8",
+    )
+    expected = file_state(model, tmp_path, "--spec", str(spec), "--seed", "3", "--stream", "keras")
     vsgen.torch.init_(model, spec=spec, seed=3, stream="keras")
     for name, tensor in model.state_dict().items():
         assert same_bytes(tensor, expected[name]), name
@@ -160,8 +163,7 @@ def test_drawn_seed_reproduces():
     job = vsgen.torch.init_(first)
     assert job.seed_was_drawn and 0 <= job.seed < 2**53
     vsgen.torch.init_(second, seed=job.seed)
-    for (name, a), b in zip(first.state_dict().items(), second.state_dict().values(),
-                            strict=True):
+    for (name, a), b in zip(first.state_dict().items(), second.state_dict().values(), strict=True):
         assert same_bytes(a, b), name
 
 
@@ -208,7 +210,10 @@ def test_nothing_is_written_when_a_rule_is_bad():
 def test_importing_the_adapter_does_not_import_torch():
     code = "import sys, vsgen, vsgen.torch; print('torch' in sys.modules)"
     process = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert process.returncode == 0, process.stderr
@@ -217,8 +222,9 @@ def test_importing_the_adapter_does_not_import_torch():
 
 def test_a_vsgen_initializer_object_as_preset(tmp_path):
     model = small_model()
-    expected = file_state(model, tmp_path, "--layout", "torch", "--seed", "8", "--preset",
-                          "lecun_uniform")
+    expected = file_state(
+        model, tmp_path, "--layout", "torch", "--seed", "8", "--preset", "lecun_uniform"
+    )
     vsgen.torch.init_(model, vsgen.LecunUniform(seed=123), seed=8)
     for name, tensor in model.state_dict().items():
         assert same_bytes(tensor, expected[name]), name
