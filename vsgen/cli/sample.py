@@ -140,7 +140,7 @@ def sample(**kwargs: Any) -> None:
       vsgen sample --shape 4096,4096 --seed 3 --shard 1/4 -o part1.npy
       vsgen sample --shape 64,64 --seed 0 --stream keras -o - > w.npy
       vsgen config --preset lecun_normal --seed 5 | vsgen sample --config - --shape 128,64 -o w2.npy
-      vsgen sample --like model.safetensors --layout torch --preset he_normal --plan
+      vsgen sample --spec examples/transformer_block.toml --preset he_normal --plan
     """
     options = pop_initializer_options(kwargs)
     whole_model = kwargs["spec"] is not None or kwargs["like"] is not None
