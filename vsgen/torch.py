@@ -41,6 +41,7 @@ import numpy as np
 
 from vsgen import modelspec
 from vsgen.formats import TensorInfo
+from vsgen.formats.tensors import normalize_dtype
 from vsgen.initializer import SamplePlan, VarianceScaling
 
 if TYPE_CHECKING:
@@ -119,7 +120,7 @@ def _state(module: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:
     for name, tensor in module.state_dict(keep_vars=True).items():
         if not isinstance(tensor, torch.Tensor):
             continue  # `_extra_state` entries hold arbitrary objects
-        if isinstance(tensor, torch.nn.parameter.UninitializedTensorMixin):
+        if torch.nn.parameter.is_lazy(tensor):
             raise ValueError(
                 f"tensor {name!r} is not materialised yet (a lazy module): run a forward pass first"
             )
@@ -150,7 +151,7 @@ def _info(name: str, tensor: torch.Tensor) -> TensorInfo:
             f"tensor {name!r} has dtype {dtype}; vsgen initialises float16, bfloat16, "
             "float32 and float64 tensors and keeps integer and bool ones"
         )
-    return TensorInfo(name, tuple(tensor.shape), _DTYPES[dtype])
+    return TensorInfo(name, tuple(tensor.shape), normalize_dtype(_DTYPES[dtype]))
 
 
 def plan(

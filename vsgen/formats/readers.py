@@ -12,7 +12,7 @@ from typing import Any
 import numpy
 
 from vsgen.formats.headers import SAFETENSORS_MAX_HEADER
-from vsgen.formats.tensors import SAFETENSORS_CODES, TensorInfo
+from vsgen.formats.tensors import SAFETENSORS_CODES, TensorInfo, normalize_dtype
 
 _NPY_MAGIC = b"\x93NUMPY"
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
@@ -137,7 +137,9 @@ def read_tensor_infos(path: str) -> list[TensorInfo]:
             continue
         if not isinstance(entry, dict) or entry.get("dtype") not in codes:
             raise ValueError(f"{path!r}: tensor {name!r} has an unsupported entry {entry!r}")
-        infos.append(TensorInfo(name, tuple(entry["shape"]), codes[entry["dtype"]]))
+        infos.append(
+            TensorInfo(name, tuple(entry["shape"]), normalize_dtype(codes[entry["dtype"]]))
+        )
     return infos
 
 
@@ -189,7 +191,7 @@ def read_tensor_range(path: str, name: str, start: int, stop: int) -> numpy.ndar
         codes = {code: key for key, code in SAFETENSORS_CODES.items()}
         if not isinstance(entry, dict) or entry.get("dtype") not in codes:
             raise ValueError(f"{path!r} has no readable tensor {name!r}")
-        info = TensorInfo(name, tuple(entry["shape"]), codes[entry["dtype"]])
+        info = TensorInfo(name, tuple(entry["shape"]), normalize_dtype(codes[entry["dtype"]]))
         offsets = entry.get("data_offsets")
         if (
             not isinstance(offsets, list)

@@ -57,8 +57,10 @@ _FORMAT_ALIASES = {"hdf5": "h5"}
 _STDOUT_FORMATS = ("npy", "raw")
 
 
-def _normalize_dtype(dtype: object) -> numpy.dtype:
-    # One canonical (native-order) dtype per name; files get little-endian bytes.
+def normalize_dtype(dtype: object) -> numpy.dtype:
+    """The canonical (native-order) dtype of a tensor a file may hold: a floating
+    dtype vsgen writes (:func:`vsgen.dtypes.resolve_dtype`) or one of
+    :data:`COPY_DTYPE_NAMES`; files get little-endian bytes."""
     # ml_dtypes is imported only when bfloat16 is asked for (start-up cost).
     try:
         name: object = numpy.dtype(dtype).name  # type: ignore[call-overload]
@@ -110,7 +112,7 @@ class TensorInfo:
                 f"Received: shape={self.shape!r}"
             )
         object.__setattr__(self, "shape", tuple(int(d) for d in dims))
-        object.__setattr__(self, "dtype", _normalize_dtype(self.dtype))
+        object.__setattr__(self, "dtype", normalize_dtype(self.dtype))
 
     @property
     def size(self) -> int:
