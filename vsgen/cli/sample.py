@@ -118,7 +118,7 @@ class _Job:
     type=str,
     default=None,
     metavar="FILE",
-    help="Names, shapes and dtypes from a .safetensors/.h5 checkpoint's header.",
+    help="Names, shapes and dtypes of a .safetensors/.h5 checkpoint (integer tensors copied).",
 )
 @click.option(
     "--plan",
