@@ -225,7 +225,9 @@ class Init:
                 options.get("mode", "fan_in"),
                 _canonical_distribution(options.get("distribution", "truncated_normal")),
             )
-            matches = [key for key, cls in PRESETS.items() if params == cls._PARAMS]
+            matches = [
+                key for key, cls in PRESETS.items() if getattr(cls, "_PARAMS", None) == params
+            ]
             name = (
                 matches[0]
                 if matches
