@@ -644,3 +644,39 @@ def test_like_a_bfloat16_torch_checkpoint(tmp_path):
     assert torch.equal(state["stem.1.weight"], torch.ones(16, dtype=torch.bfloat16))
     assert state["stem.1.num_batches_tracked"].item() == 3
     assert torch.equal(state["attn_mask"], model.attn_mask)
+
+
+def test_plan_rows_name_initializers_and_origins():
+    spec = parse_spec(
+        {
+            "rules": {
+                "a": {"scale": 0.5, "mode": "fan_avg", "distribution": "uniform"},
+                "b": {"scale": 2.0, "distribution": "normal"},
+                "c": {"preset": "glorot_normal", "input_axes": [0], "output_axes": [1]},
+            },
+            "tensors": {
+                "a": [4, 6],
+                "b": [4, 6],
+                "c": [4, 6],
+                "d": [4, 6],
+                "e": [6],
+                "f": {"shape": [6], "init": {"constant": 0.02}},
+            },
+        }
+    )
+    rows = {row.name: row for row in build_job(spec, seed=0).rows}
+    assert rows["a"].init == "variance_scaling(scale=0.5, mode=fan_avg, distribution=uniform)"
+    assert rows["a"].origin_text() == "rule a"
+    assert rows["b"].init == "he_normal"  # the same numbers as the preset
+    assert rows["c"].init == "glorot_normal[in=0, out=1]"
+    assert (rows["d"].init, rows["d"].origin) == ("variance_scaling", "default")
+    assert (rows["e"].init, rows["e"].origin_text()) == ("zeros", "builtin: rank-1 tensor")
+    assert (rows["f"].init, rows["f"].values_text(), rows["f"].origin) == ("0.02", "0.02", "tensor")
+    # untruncated: a stddev, no bound
+    job = build_job(
+        parse_spec(
+            {"tensors": {"w": {"shape": [4, 9], "init": {"distribution": "untruncated_normal"}}}}
+        ),
+        seed=0,
+    )
+    assert job.rows[0].bound is None and job.rows[0].values_text() == f"std {math.sqrt(1 / 4):.4g}"
