@@ -19,7 +19,9 @@ Then, in one process and on the same module (so the same memory):
 
 A first untimed PyTorch pass touches every page. vsgen's first call in the
 process is reported on its own (it loads the compiled kernels), then each
-method runs ``--repeats`` times, interleaved; medians are compared.
+method runs ``--repeats`` times, interleaved. Medians of the wall time (what
+a user waits for) and of the process's CPU time (all threads: the work done,
+which other processes on a shared machine do not inflate) are compared.
 
     python benchmarks/bench_torch_init.py [--layers 18] [--width 2048] [--repeats 3] [--threads N]
 """
