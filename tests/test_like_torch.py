@@ -680,3 +680,25 @@ def test_plan_rows_name_initializers_and_origins():
         seed=0,
     )
     assert job.rows[0].bound is None and job.rows[0].values_text() == f"std {math.sqrt(1 / 4):.4g}"
+
+
+@pytest.mark.parametrize(
+    ("names", "layout", "warned"),
+    [
+        ({"fc.weight": (4, 3), "fc.bias": (4,)}, [], True),
+        ({"fc.weight": (4, 3), "fc.bias": (4,)}, ["--layout", "torch"], False),
+        ({"fc.weight": (4, 3), "fc.bias": (4,)}, ["--layout", "keras"], False),
+        ({"dense/kernel": (3, 4), "dense/bias": (4,)}, [], False),
+        ({"norm.weight": (4,)}, [], False),  # no rank >= 2 weight: fans do not matter
+    ],
+)
+def test_torch_names_without_a_layout_get_a_warning(tmp_path, names, layout, warned):
+    source = tmp_path / "names.safetensors"
+    safetensors.numpy.save_file(
+        {name: np.zeros(shape, np.float32) for name, shape in names.items()}, str(source)
+    )
+    result = run("sample", "--like", str(source), "--seed", "0", *layout, "--plan")
+    assert result.exit_code == 0, result.stderr
+    warning = "warning: the checkpoint's names look like PyTorch's"
+    assert (warning in result.stderr) is warned, result.stderr
+    assert len(result.stderr.strip().splitlines()) == int(warned)

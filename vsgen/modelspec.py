@@ -928,7 +928,8 @@ class ModelJob:
 
     ``infos``, ``plans``, ``rows`` and ``records`` are parallel in output
     order (``records`` keyed by name); ``rows`` is the plan as a table
-    (:class:`PlanRow`, see :func:`plan_table`).
+    (:class:`PlanRow`, see :func:`plan_table`). ``warnings`` are one-line
+    notes for the user (the command line prints them on stderr).
     """
 
     seed: int
@@ -937,6 +938,7 @@ class ModelJob:
     plans: list[Plan] = field(default_factory=list)
     records: dict[str, dict[str, Any]] = field(default_factory=dict)
     rows: list[PlanRow] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def total_values(self) -> int:
@@ -1018,6 +1020,7 @@ def build_job(
         )
     override_dtype = None if dtype is None else resolve_dtype(dtype)
     default_dtype = _first_dtype(override_dtype, spec.dtype, resolve_dtype(None))
+    layout_given = layout is not None or spec.layout is not None
     layout = layout if layout is not None else spec.layout or "keras"
     check_layout(layout)
     stream = get_stream(stream).name if stream is not None else spec.stream or DEFAULT_STREAM
@@ -1045,6 +1048,12 @@ def build_job(
         global_seed = _parse_seed(global_seed, "Argument `seed`", MAX_GLOBAL_SEED)
 
     job = ModelJob(seed=global_seed, seed_was_drawn=seed_was_drawn)
+    if like is not None and not layout_given and _looks_like_torch(entries):
+        job.warnings.append(
+            "the checkpoint's names look like PyTorch's (rank >= 2 '.weight' tensors, no "
+            "'kernel'), whose weights are (out, in, ...): pass --layout torch for their fans "
+            "(or --layout keras to keep the default and silence this)"
+        )
     for entry in entries:
         if entry.name in job.records:
             raise ValueError(f"tensor {entry.name!r} appears twice")
@@ -1072,6 +1081,12 @@ def build_job(
         job.records[entry.name] = record
         job.rows.append(_row(entry, dtype_, chosen, origin, reason, plan, record))
     return job
+
+
+def _looks_like_torch(entries: Sequence[TensorEntry]) -> bool:
+    """PyTorch names weights ``*.weight``, Keras ``*/kernel``: a guess for a warning."""
+    leaves = [_name_parts(e.name)[-1] for e in entries if len(e.shape) >= 2]
+    return "weight" in leaves and "kernel" not in leaves and "embeddings" not in leaves
 
 
 def _row(

@@ -57,9 +57,11 @@ class _Job:
     drawn_seed: int | None
     #: A whole model (--spec/--like) may go to a directory of .npy files.
     whole_model: bool
-    #: The plan as a table (``modelspec.PlanRow``) and the global seed, for whole models.
+    #: The plan as a table (``modelspec.PlanRow``), the global seed and
+    #: warnings, for whole models.
     rows: Sequence[Any] = ()
     seed: int | None = None
+    warnings: Sequence[str] = ()
 
 
 @click.command()
@@ -156,6 +158,8 @@ def sample(**kwargs: Any) -> None:
     if threads is not None and threads < 1:
         raise BadInput(f"--threads must be >= 1. Received: --threads={threads}")
     job = _model_job(kwargs, options) if whole_model else _tensor_job(kwargs, options)
+    for warning in job.warnings:
+        say(f"warning: {warning}")
     if kwargs["plan"]:
         _print_plan(job, kwargs)
         return
@@ -287,6 +291,7 @@ def _model_job(kwargs: dict[str, Any], options: dict[str, Any]) -> _Job:
             whole_model=True,
             rows=job.rows,
             seed=job.seed,
+            warnings=job.warnings,
         )
 
 
