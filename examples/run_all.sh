@@ -5,6 +5,7 @@ cd "$(dirname "$0")"
 bash pipeline.sh
 python python_api.py
 python torch_linear.py
+python torch_like.py
 for extra in shards.py transformer_block.py keras_and_jax.py; do
   if [ -f "$extra" ]; then python "$extra"; fi
 done

@@ -46,6 +46,7 @@ from vsgen.formats import TensorInfo, read_tensor_infos
 from vsgen.initializer import (
     PRESETS,
     Plan,
+    SamplePlan,
     VarianceScaling,
     deserialize,
     get_preset,
@@ -54,24 +55,32 @@ from vsgen.streams import DEFAULT_CHUNK, DEFAULT_STREAM, JSON_SAFE_SEED_BITS, ge
 
 __all__ = [
     "CONSTANTS",
+    "COPY",
     "ConstantPlan",
+    "CopyPlan",
     "Init",
     "ModelJob",
     "ModelSpec",
+    "PlanRow",
     "TensorEntry",
     "build_job",
     "builtin_constant",
+    "builtin_init",
     "derive_seed",
     "init_from_initializer",
     "like_tensors",
     "load_spec",
     "parse_init",
     "parse_spec",
+    "plan_table",
     "seed_bound",
 ]
 
 #: Constant initializers by name.
 CONSTANTS = {"zeros": 0.0, "ones": 1.0}
+
+#: The initializer that keeps a ``--like`` checkpoint's own values.
+COPY = "copy"
 
 #: Global seeds are hashed as 8 little-endian bytes.
 MAX_GLOBAL_SEED = 2**64
@@ -134,7 +143,8 @@ class Init:
     """An initializer as a spec states it, without a seed.
 
     ``constant`` is set for constants (``zeros``, ``ones``, ``{constant = x}``);
-    otherwise ``class_name`` is ``"VarianceScaling"`` or a preset class name
+    ``copy`` for ``"copy"`` (the values of the ``--like`` checkpoint, byte for
+    byte); otherwise ``class_name`` is ``"VarianceScaling"`` or a preset class name
     and ``options`` holds the config keys given (scale, mode, distribution,
     layout, stream, input_axes, output_axes, in_axis, out_axis, batch_axis), as
     sorted ``(key, value)`` pairs.
@@ -143,11 +153,17 @@ class Init:
     constant: float | None = None
     class_name: str = "VarianceScaling"
     options: tuple[tuple[str, Any], ...] = ()
+    copy: bool = False
 
     @property
     def is_constant(self) -> bool:
         """True for a constant initializer."""
         return self.constant is not None
+
+    @property
+    def is_random(self) -> bool:
+        """True for a variance-scaling initializer (neither constant nor copy)."""
+        return self.constant is None and not self.copy
 
     def initializer(
         self, seed: int | None, layout: str | None = "keras", stream: str = DEFAULT_STREAM
@@ -156,8 +172,8 @@ class Init:
 
         ``seed=None`` derives nothing: it only validates (seed 0 is used).
         """
-        if self.is_constant:
-            raise ValueError("a constant initializer has no VarianceScaling")
+        if not self.is_random:
+            raise ValueError(f"{self.label()!r} is not a VarianceScaling initializer")
         config = dict(self.options)
         # Explicit axes replace the layout; the layout still names the default.
         # No layout at all: the initializer's own default (torch for PyTorch's presets).
@@ -178,6 +194,8 @@ class Init:
 
     def as_json(self) -> Any:
         """A JSON form that :func:`parse_init` reads back."""
+        if self.copy:
+            return COPY
         if self.constant is not None:
             for name, value in CONSTANTS.items():
                 if self.constant == value:
@@ -187,6 +205,52 @@ class Init:
         if self.class_name != "VarianceScaling":
             options["preset"] = _preset_key(self.class_name)
         return options or "variance_scaling"
+
+    def label(self) -> str:
+        """A short human-readable name: ``ones``, ``0.02``, ``copy``, ``he_normal``,
+        ``variance_scaling(scale=0.5, mode=fan_avg, distribution=uniform)``.
+
+        Options that match a preset's (scale, mode, distribution) are named
+        after it; ``layout`` and ``stream`` are left out, explicit fan axes
+        are added (``he_normal[in=0, out=1]``).
+        """
+        if self.copy:
+            return COPY
+        if self.constant is not None:
+            form = self.as_json()
+            return form if isinstance(form, str) else f"{self.constant:g}"
+        options = dict(self.options)
+        if self.class_name != "VarianceScaling":
+            name = _preset_key(self.class_name)
+        elif not {"scale", "mode", "distribution"} & set(options):
+            name = "variance_scaling"
+        else:
+            params = (
+                float(options.get("scale", 1.0)),
+                options.get("mode", "fan_in"),
+                _canonical_distribution(options.get("distribution", "truncated_normal")),
+            )
+            matches = [
+                key for key, cls in PRESETS.items() if getattr(cls, "_PARAMS", None) == params
+            ]
+            name = (
+                matches[0]
+                if matches
+                else (
+                    f"variance_scaling(scale={params[0]:g}, mode={params[1]}, "
+                    f"distribution={params[2]})"
+                )
+            )
+        if "input_axes" in options:
+            axes = ",".join(map(str, options["input_axes"]))
+            outs = ",".join(map(str, options["output_axes"]))
+            name += f"[in={axes}, out={outs}]"
+        return name
+
+
+def _canonical_distribution(value: object) -> str:
+    text = str(value).lower()
+    return "truncated_normal" if text == "normal" else text
 
 
 def _preset_key(class_name: str) -> str:
@@ -219,7 +283,8 @@ def init_from_initializer(initializer: VarianceScaling) -> Init:
 def parse_init(value: object, where: str = "init") -> Init:
     """Parse an initializer as written in a spec; ``where`` prefixes errors.
 
-    Accepted: ``"zeros"``, ``"ones"``, a preset name (``"he_normal"``,
+    Accepted: ``"zeros"``, ``"ones"``, ``"copy"`` (with ``--like`` only: the
+    checkpoint's own values), a preset name (``"he_normal"``,
     ``"HeNormal"``), ``"variance_scaling"``; a table ``{constant = 0.02}``; a
     table of VarianceScaling options with an optional ``preset`` (which fixes
     scale, mode and distribution); a Keras serialized initializer
@@ -231,12 +296,14 @@ def parse_init(value: object, where: str = "init") -> Init:
     if isinstance(value, str):
         if value in CONSTANTS:
             return Init(constant=CONSTANTS[value])
+        if value == COPY:
+            return Init(copy=True)
         if value in _VS_NAMES:
             return Init()
         try:
             cls = get_preset(value)
         except ValueError:
-            known = ", ".join([*CONSTANTS, *PRESETS, "variance_scaling"])
+            known = ", ".join([*CONSTANTS, COPY, *PRESETS, "variance_scaling"])
             raise ValueError(
                 f"{where}: unknown initializer {value!r}; use one of {known}, "
                 "or a table of VarianceScaling options"
@@ -318,11 +385,26 @@ def _type_name(value: object) -> str:
 
 
 # --------------------------------------------------------------------------
-# Built-in defaults for rank-0/1 tensors
+# Built-in initializers: what a tensor no tensor ``init`` or rule covers gets
 
 _NORM_PART = re.compile(r"(ln|bn)(_?[0-9a-z]{1,3})?")
-_ONES_LEAVES = ("gamma", "running_var", "moving_variance")
-_ZEROS_LEAVES = ("beta", "running_mean", "moving_mean")
+_ONES_LEAVES = {
+    "gamma": "norm scale",
+    "running_var": "running variance",
+    "moving_variance": "running variance",
+}
+_ZEROS_LEAVES = {
+    "beta": "norm shift",
+    "running_mean": "running mean",
+    "moving_mean": "running mean",
+}
+#: Leaves of rank-1 scales: every rank-1 ``weight`` in PyTorch is a norm's
+#: (Linear, Conv and Embedding weights have rank >= 2); Flax and keras-hub
+#: call it ``scale``.
+_SCALE_LEAVES = ("weight", "scale")
+#: Floating buffers a model computes from its configuration rather than
+#: learns (rotary frequencies, GPT-2's mask value): kept as they are.
+_COPY_LEAVES = ("inv_freq", "masked_bias")
 
 
 def _name_parts(name: str) -> list[str]:
@@ -330,8 +412,24 @@ def _name_parts(name: str) -> list[str]:
     return [part for part in re.split(r"[./]", text) if part] or [""]
 
 
-def builtin_constant(name: str) -> float:
-    """The built-in constant of a rank-0/1 tensor no rule covers: 1.0 or 0.0.
+def _builtin_constant(name: str, shape: Sequence[int] | None) -> tuple[float, str]:
+    parts = _name_parts(name)
+    leaf = parts[-1]
+    if leaf in _ONES_LEAVES:
+        return 1.0, _ONES_LEAVES[leaf]
+    if "bias" in leaf:
+        return 0.0, "bias"
+    if leaf in _ZEROS_LEAVES:
+        return 0.0, _ZEROS_LEAVES[leaf]
+    if shape is not None and len(shape) == 1 and leaf in _SCALE_LEAVES:
+        return 1.0, f"norm scale (rank-1 {leaf})"
+    if any("norm" in part or _NORM_PART.fullmatch(part) for part in parts):
+        return 1.0, "norm scale (by name)"
+    return 0.0, f"rank-{len(shape)} tensor" if shape is not None else "no rule"
+
+
+def builtin_constant(name: str, shape: Sequence[int] | None = None) -> float:
+    """The built-in constant of a rank-0/1 floating tensor no rule covers: 1.0 or 0.0.
 
     The name is lower-cased, a trailing ``:<digits>`` dropped, and split at
     ``.`` and ``/`` into parts; the last part is the *leaf*. Then, in order:
@@ -339,21 +437,44 @@ def builtin_constant(name: str) -> float:
     * leaf ``gamma``, ``running_var`` or ``moving_variance`` -> 1.0;
     * leaf containing ``bias``, or ``beta``, ``running_mean``, ``moving_mean``
       -> 0.0 (a norm's bias stays zero);
+    * leaf ``weight`` or ``scale`` of a rank-1 tensor -> 1.0 (decided by
+      structure: in PyTorch only norms have rank-1 weights, e.g.
+      ``1.weight`` of a BatchNorm2d inside an ``nn.Sequential``); needs
+      ``shape``, without it this step is skipped;
     * any part containing ``norm`` (``layernorm``, ``ln_norm``, ``rmsnorm``,
       ``final_layer_norm``...) or equal to ``ln``/``bn`` optionally followed
       by ``_`` and up to three letters or digits (``ln_1``, ``ln_f``, ``bn1``)
       -> 1.0 (a norm's weight or scale);
     * anything else -> 0.0.
     """
-    parts = _name_parts(name)
-    leaf = parts[-1]
-    if leaf in _ONES_LEAVES:
-        return 1.0
-    if "bias" in leaf or leaf in _ZEROS_LEAVES:
-        return 0.0
-    if any("norm" in part or _NORM_PART.fullmatch(part) for part in parts):
-        return 1.0
-    return 0.0
+    return _builtin_constant(name, shape)[0]
+
+
+def builtin_init(name: str, shape: Sequence[int], dtype: object) -> tuple[Init, str] | None:
+    """The built-in initializer of a tensor no tensor ``init`` or rule covers, and why.
+
+    * integer and bool tensors (``num_batches_tracked``, ``position_ids``,
+      attention masks) -> ``copy``: the ``--like`` checkpoint's bytes;
+    * leaves ``inv_freq`` and ``masked_bias`` (buffers computed from the
+      model's configuration) -> ``copy``;
+    * floating tensors of rank 0 or 1 -> :func:`builtin_constant`;
+    * floating tensors of rank >= 2 -> None: the default initializer applies
+      (embedding tables included: with ``layout="torch"`` an ``(num, dim)``
+      table gets fan_in = dim, so a unit-scale preset gives stddev
+      sqrt(scale / dim)).
+
+    Returns ``(init, reason)``, or None for the default initializer.
+    """
+    kind = np.dtype(dtype).kind  # type: ignore[call-overload]
+    if kind in "biu":
+        return Init(copy=True), f"{np.dtype(dtype).name} tensor"  # type: ignore[call-overload]
+    leaf = _name_parts(name)[-1]
+    if leaf in _COPY_LEAVES:
+        return Init(copy=True), f"fixed buffer ({leaf})"
+    if len(shape) >= 2:
+        return None
+    value, reason = _builtin_constant(name, shape)
+    return Init(constant=value), reason
 
 
 # --------------------------------------------------------------------------
@@ -570,7 +691,7 @@ def _parse_tensor(name: str, value: object, where: str) -> TensorEntry:
 
 
 # --------------------------------------------------------------------------
-# Constants as plans
+# Constants and copies as plans
 
 
 @dataclass(frozen=True)
@@ -611,6 +732,188 @@ class ConstantPlan:
         return np.full(self.shape, self.value, dtype=self.dtype)
 
 
+@dataclass(frozen=True)
+class CopyPlan:
+    """A tensor copied byte for byte from the ``--like`` checkpoint.
+
+    ``source`` is the checkpoint's path, read in chunks through
+    ``vsgen.formats.readers.read_values`` (memory stays at one chunk);
+    ``None`` when the values stay where they are (``vsgen.torch.init_``
+    leaves such tensors untouched), in which case reading them is an error.
+    """
+
+    source: str | None
+    name: str
+    dtype: np.dtype
+    shape: tuple[int, ...]
+
+    @property
+    def size(self) -> int:
+        """Number of values this plan produces."""
+        return math.prod(self.shape)
+
+    def chunks(
+        self, chunk_size: int = DEFAULT_CHUNK, threads: int | None = None
+    ) -> Iterator[np.ndarray]:
+        """The source's values as consecutive flat chunks of at most ``chunk_size``.
+
+        Raises:
+            ValueError: no source, or the source no longer holds this tensor
+                with this dtype and size.
+        """
+        from vsgen.formats.readers import open_file, read_values
+
+        if self.source is None:
+            raise ValueError(
+                f"tensor {self.name!r} is copied, but there is no checkpoint to copy from"
+            )
+        stored = open_file(self.source).tensor(self.name)
+        if stored.numpy_dtype() != self.dtype or stored.size != self.size:
+            raise ValueError(
+                f"--like {self.source}: tensor {self.name!r} changed while it was copied"
+            )
+        copied = 0
+        for values in read_values(stored, chunk_size):
+            copied += values.size
+            yield values
+        if copied != self.size:
+            raise ValueError(
+                f"--like {self.source}: tensor {self.name!r} changed while it was copied"
+            )
+
+    def array(self, threads: int | None = None) -> np.ndarray:
+        """The values as one array of ``shape``."""
+        out = np.empty(self.shape, dtype=self.dtype)
+        flat = out.reshape(-1)
+        position = 0
+        for chunk in self.chunks():
+            flat[position : position + chunk.size] = chunk
+            position += chunk.size
+        return out
+
+
+# --------------------------------------------------------------------------
+# The plan as a table
+
+
+@dataclass(frozen=True)
+class PlanRow:
+    """One line of a job's plan: what a tensor will hold and why.
+
+    ``kind`` is ``"variance_scaling"``, ``"constant"`` or ``"copy"``;
+    ``init`` the initializer's short name (:meth:`Init.label`); ``origin``
+    where it came from (``tensor``, ``rule PATTERN``, ``default``,
+    ``builtin``) and ``reason`` why a built-in one was chosen. For
+    variance-scaling tensors ``stddev`` is the target stddev sqrt(scale / n),
+    ``bound`` the truncation bound 2 s (truncated_normal) or the ``limit``
+    sqrt(3) * stddev (uniform), None for untruncated_normal.
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    kind: str
+    init: str
+    origin: str
+    reason: str | None = None
+    distribution: str | None = None
+    stddev: float | None = None
+    bound: float | None = None
+    value: float | None = None
+    fan_in: int | None = None
+    fan_out: int | None = None
+    seed: int | None = None
+
+    @property
+    def size(self) -> int:
+        """Number of values of the tensor."""
+        return math.prod(self.shape)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain JSON types (the shape as a list), for ``--plan --json``."""
+        row = {key: getattr(self, key) for key in self.__dataclass_fields__}
+        row["shape"] = list(self.shape)
+        return row
+
+    def values_text(self) -> str:
+        """What the values are: ``std 0.036, |x| <= 0.083``, ``1``, ``as source``."""
+        if self.kind == "copy":
+            return "as source"
+        if self.kind == "constant":
+            return f"{self.value:g}"
+        text = f"std {self.stddev:.4g}"
+        if self.bound is None:
+            return text
+        # uniform values lie in [-limit, limit); truncated ones in [-2s, 2s].
+        relation = "<" if self.distribution == "uniform" else "<="
+        return f"{text}, |x| {relation} {self.bound:.4g}"
+
+    def origin_text(self) -> str:
+        """``origin`` with the reason of a built-in choice: ``builtin: bias``."""
+        return f"{self.origin}: {self.reason}" if self.reason else self.origin
+
+
+def _count(number: float) -> str:
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if number >= size:
+            return f"{number / size:.3g} {unit}"
+    return f"{number:g}"
+
+
+def _columns(lines: list[list[str]]) -> list[str]:
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    return [
+        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        for line in lines
+    ]
+
+
+def plan_table(rows: Sequence[PlanRow], max_rows: int | None = None) -> list[str]:
+    """The plan as text lines: one per tensor, or summarised.
+
+    With more than ``max_rows`` rows (None: never), tensors are grouped by
+    dtype, initializer and origin, with their count, number of values and
+    the range of stddevs. A last line gives the totals. Pure: returns lines.
+    """
+    total = sum(row.size for row in rows)
+    footer = f"{len(rows)} tensors, {_count(total)} values"
+    if max_rows is None or len(rows) <= max_rows:
+        lines = [["name", "shape", "dtype", "init", "values", "from"]]
+        for row in rows:
+            shape = "x".join(map(str, row.shape)) or "()"
+            lines.append(
+                [row.name, shape, row.dtype, row.init, row.values_text(), row.origin_text()]
+            )
+        return [*_columns(lines), footer]
+    groups: dict[tuple[str, str, str], list[PlanRow]] = {}
+    for row in rows:
+        groups.setdefault((row.dtype, row.init, row.origin_text()), []).append(row)
+    lines = [["tensors", "values", "dtype", "init", "stddev", "from"]]
+    for (dtype, init, origin), members in groups.items():
+        stddevs = [row.stddev for row in members if row.stddev is not None]
+        if stddevs:
+            low, high = min(stddevs), max(stddevs)
+            spread = f"{low:.3g}" if low == high else f"{low:.3g}..{high:.3g}"
+        else:
+            spread = (
+                members[0].values_text()
+                if len(members) == 1
+                or all(row.values_text() == members[0].values_text() for row in members)
+                else "various"
+            )
+        lines.append(
+            [
+                str(len(members)),
+                _count(sum(row.size for row in members)),
+                dtype,
+                init,
+                spread,
+                origin,
+            ]
+        )
+    return [*_columns(lines), footer]
+
+
 # --------------------------------------------------------------------------
 # Jobs
 
@@ -619,7 +922,10 @@ class ConstantPlan:
 class ModelJob:
     """Everything needed to write a model: tensors, plans and provenance.
 
-    ``infos``, ``plans`` and ``records`` are parallel lists in output order.
+    ``infos``, ``plans``, ``rows`` and ``records`` are parallel in output
+    order (``records`` keyed by name); ``rows`` is the plan as a table
+    (:class:`PlanRow`, see :func:`plan_table`). ``warnings`` are one-line
+    notes for the user (the command line prints them on stderr).
     """
 
     seed: int
@@ -627,6 +933,8 @@ class ModelJob:
     infos: list[TensorInfo] = field(default_factory=list)
     plans: list[Plan] = field(default_factory=list)
     records: dict[str, dict[str, Any]] = field(default_factory=dict)
+    rows: list[PlanRow] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def total_values(self) -> int:
@@ -650,26 +958,29 @@ class ModelJob:
 
 
 def _choose(
-    name: str,
-    rank: int,
-    own: Init | None,
+    entry: TensorEntry,
     rules: Sequence[tuple[str, Init]],
     default: Init | None,
-) -> tuple[Init, str]:
-    """The init for a tensor and where it came from (recorded in provenance)."""
-    if own is not None:
-        return own, "tensor"
+) -> tuple[Init, str, str | None]:
+    """The init for a tensor, where it came from (recorded in provenance) and why."""
+    if entry.init is not None:
+        return entry.init, "tensor", None
     for pattern, init in rules:
-        if fnmatch.fnmatchcase(name, pattern):
-            return init, f"rule {pattern}"
-    if rank >= 2:
-        return (default or Init()), "default"
-    return Init(constant=builtin_constant(name)), "builtin"
+        if fnmatch.fnmatchcase(entry.name, pattern):
+            return init, f"rule {pattern}", None
+    builtin = builtin_init(entry.name, entry.shape, entry.dtype or resolve_dtype(None))
+    if builtin is not None:
+        return builtin[0], "builtin", builtin[1]
+    return (default or Init()), "default", None
+
+
+def _is_float(dtype: np.dtype) -> bool:
+    return np.dtype(dtype).kind not in "biu"
 
 
 def build_job(
     spec: ModelSpec | None = None,
-    like: Sequence[TensorInfo] | None = None,
+    like: str | os.PathLike[str] | Sequence[TensorInfo] | None = None,
     *,
     seed: int | None = None,
     dtype: object = None,
@@ -680,12 +991,16 @@ def build_job(
     """Plan every tensor of a model.
 
     Tensors come from ``spec.tensors`` or, with ``like``, from an existing
-    checkpoint's tensor list (the spec then only gives rules and defaults and
-    must list no tensors). Keyword arguments override the spec's top-level
-    values (they are the command line's ``--seed``, ``--dtype``, ``--layout``,
-    ``--stream`` and initializer options); ``dtype`` also replaces the dtypes
-    of ``like`` tensors, which otherwise keep their own. Without any seed a
-    global seed is drawn below 2**53 (``seed_was_drawn`` is then True).
+    checkpoint: its path (headers are read with :func:`like_tensors`; tensors
+    that are copied are read from it when written) or its tensor list (then
+    copied tensors have no source: :class:`CopyPlan` with ``source=None``).
+    With ``like`` the spec only gives rules and defaults and must list no
+    tensors. Keyword arguments override the spec's top-level values (they are
+    the command line's ``--seed``, ``--dtype``, ``--layout``, ``--stream`` and
+    initializer options); ``dtype`` also replaces the dtypes of floating
+    ``like`` tensors, which otherwise keep their own; integer and bool
+    tensors, and every copied tensor, keep theirs. Without any seed a global
+    seed is drawn below 2**53 (``seed_was_drawn`` is then True).
 
     Raises:
         ValueError: no tensors, tensors in both spec and ``like``, or a tensor
@@ -694,6 +1009,10 @@ def build_job(
     prefix = "" if spec is None else f"{spec.source}: "
     spec = spec or ModelSpec()
     source = spec.source
+    like_path: str | None = None
+    if isinstance(like, (str, os.PathLike)):
+        like_path = os.fspath(like)
+        like = like_tensors(like_path)
     if like is not None and spec.tensors:
         raise ValueError(
             f"{source}: lists tensors, but with --like the tensors come from the checkpoint; "
@@ -701,6 +1020,7 @@ def build_job(
         )
     override_dtype = None if dtype is None else resolve_dtype(dtype)
     default_dtype = _first_dtype(override_dtype, spec.dtype, resolve_dtype(None))
+    layout_given = layout is not None or spec.layout is not None
     # None: each initializer's own default (keras; torch for PyTorch's presets).
     layout = layout if layout is not None else spec.layout
     if layout is not None:
@@ -710,10 +1030,8 @@ def build_job(
 
     entries: list[TensorEntry]
     if like is not None:
-        entries = [
-            TensorEntry(info.name, info.shape, _first_dtype(override_dtype, info.dtype))
-            for info in like
-        ]
+        # The checkpoint's own dtype goes into the entry; --dtype applies below.
+        entries = [TensorEntry(info.name, info.shape, info.dtype) for info in like]
     else:
         entries = [
             TensorEntry(e.name, e.shape, _first_dtype(e.dtype, default_dtype), e.init, e.seed)
@@ -732,13 +1050,30 @@ def build_job(
         global_seed = _parse_seed(global_seed, "Argument `seed`", MAX_GLOBAL_SEED)
 
     job = ModelJob(seed=global_seed, seed_was_drawn=seed_was_drawn)
+    if like is not None and not layout_given and _looks_like_torch(entries):
+        job.warnings.append(
+            "the checkpoint's names look like PyTorch's (rank >= 2 '.weight' tensors, no "
+            "'kernel'), whose weights are (out, in, ...): pass --layout torch for their fans "
+            "(or --layout keras to keep the default and silence this)"
+        )
     for entry in entries:
         if entry.name in job.records:
             raise ValueError(f"tensor {entry.name!r} appears twice")
-        chosen, origin = _choose(entry.name, len(entry.shape), entry.init, spec.rules, default_init)
+        chosen, origin, reason = _choose(entry, spec.rules, default_init)
         dtype_ = _first_dtype(entry.dtype, default_dtype)
+        if (
+            like is not None
+            and override_dtype is not None
+            and _is_float(dtype_)
+            and not chosen.copy
+        ):
+            dtype_ = override_dtype
         try:
-            plan, record = _plan_tensor(entry, chosen, dtype_, global_seed, layout, stream)
+            if chosen.copy and like is None:
+                raise ValueError("'copy' needs a checkpoint to copy from (--like)")
+            plan, record = _plan_tensor(
+                entry, chosen, dtype_, global_seed, layout, stream, like_path
+            )
         except (ValueError, TypeError) as error:
             raise ValueError(f"{prefix}tensor {entry.name!r} ({origin}): {error}") from None
         record["init"] = chosen.as_json()
@@ -746,7 +1081,48 @@ def build_job(
         job.infos.append(TensorInfo(entry.name, entry.shape, dtype_))
         job.plans.append(plan)
         job.records[entry.name] = record
+        job.rows.append(_row(entry, dtype_, chosen, origin, reason, plan, record))
     return job
+
+
+def _looks_like_torch(entries: Sequence[TensorEntry]) -> bool:
+    """PyTorch names weights ``*.weight``, Keras ``*/kernel``: a guess for a warning."""
+    leaves = [_name_parts(e.name)[-1] for e in entries if len(e.shape) >= 2]
+    return "weight" in leaves and "kernel" not in leaves and "embeddings" not in leaves
+
+
+def _row(
+    entry: TensorEntry,
+    dtype: np.dtype,
+    chosen: Init,
+    origin: str,
+    reason: str | None,
+    plan: Plan,
+    record: Mapping[str, Any],
+) -> PlanRow:
+    common = {
+        "name": entry.name,
+        "shape": tuple(entry.shape),
+        "dtype": np.dtype(dtype).name,
+        "kind": record["kind"],
+        "init": chosen.label(),
+        "origin": origin,
+        "reason": reason,
+    }
+    if isinstance(plan, SamplePlan):
+        scaling = plan.scaling
+        return PlanRow(
+            **common,
+            distribution=scaling.distribution,
+            stddev=scaling.stddev,
+            bound=scaling.bound if scaling.distribution != "uniform" else scaling.multiplier,
+            fan_in=scaling.fan_in,
+            fan_out=scaling.fan_out,
+            seed=plan.draw.seed,
+        )
+    if isinstance(plan, ConstantPlan):
+        return PlanRow(**common, value=plan.value)
+    return PlanRow(**common)
 
 
 def _first_dtype(*candidates: np.dtype | None) -> np.dtype:
@@ -756,6 +1132,22 @@ def _first_dtype(*candidates: np.dtype | None) -> np.dtype:
     return resolve_dtype(None)
 
 
+def _constant_for(value: float, dtype: np.dtype) -> float:
+    """``value`` checked against an integer or bool ``dtype`` (floats take any value)."""
+    if _is_float(dtype):
+        return value
+    if not float(value).is_integer():
+        raise ValueError(f"a {dtype.name} tensor cannot hold the constant {value:g}")
+    if dtype.kind == "b":
+        if value not in (0.0, 1.0):
+            raise ValueError(f"a bool tensor holds 0 or 1, not {value:g}")
+    else:
+        info = np.iinfo(dtype)
+        if not info.min <= value <= info.max:
+            raise ValueError(f"the constant {value:g} does not fit {dtype.name}")
+    return value
+
+
 def _plan_tensor(
     entry: TensorEntry,
     chosen: Init,
@@ -763,20 +1155,32 @@ def _plan_tensor(
     global_seed: int,
     layout: str | None,
     stream: str,
+    like_path: str | None = None,
 ) -> tuple[Plan, dict[str, Any]]:
+    shape = normalize_shape(entry.shape)
+    if chosen.copy:
+        return CopyPlan(like_path, entry.name, np.dtype(dtype), shape), {
+            "kind": "copy",
+            "dtype": np.dtype(dtype).name,
+            "shape": list(shape),
+        }
     if chosen.constant is not None:
-        constant_plan = ConstantPlan(chosen.constant, resolve_dtype(dtype), entry.shape)
+        value = _constant_for(chosen.constant, np.dtype(dtype))
+        constant_plan = ConstantPlan(value, np.dtype(dtype), shape)
         with np.errstate(over="ignore"):
-            stored = np.asarray(chosen.constant, dtype=constant_plan.dtype)
+            stored = np.asarray(value, dtype=constant_plan.dtype)
         if not np.isfinite(stored.astype(np.float64)):
             raise ValueError(
-                f"constant {chosen.constant:g} overflows {constant_plan.dtype.name} "
+                f"constant {value:g} overflows {constant_plan.dtype.name} "
                 "(it would be stored as infinity)"
             )
-        record = provenance.constant_record(
-            constant_plan.value, constant_plan.dtype, constant_plan.shape
-        )
+        record = provenance.constant_record(value, constant_plan.dtype, shape)
         return constant_plan, record
+    if not _is_float(dtype):
+        raise ValueError(
+            f"a {np.dtype(dtype).name} tensor cannot be drawn at random; "
+            'give it "copy" or a constant'
+        )
     stream_name = chosen.stream_name(stream)
     if entry.seed is not None:
         tensor_seed, how = entry.seed, "explicit"
@@ -795,9 +1199,12 @@ def _plan_tensor(
 def like_tensors(path: str) -> list[TensorInfo]:
     """Names, shapes and dtypes of an existing checkpoint (headers only).
 
+    Floating tensors are recreated; integer and bool tensors are copied
+    (see :func:`builtin_init`).
+
     Raises:
         ValueError: the file is missing, unreadable as a checkpoint, or holds
-            a dtype vsgen cannot write.
+            a dtype vsgen can neither write nor copy (complex, float8...).
     """
     if not os.path.exists(path):
         raise ValueError(f"--like: file not found: {path}")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -43,6 +45,8 @@ if TYPE_CHECKING:
 
 #: Options that select one tensor; whole-model sampling refuses them.
 _SINGLE_TENSOR_OPTIONS = ("shape", "rows", "shard", "fan_shape", "config_from", "name")
+#: Above this many tensors the plan shown on a terminal is summarised.
+_PLAN_MAX_ROWS = 40
 #: Options that give whole-model sampling its default initializer.
 _DEFAULT_INIT_OPTIONS = ("scale", "mode", "distribution", "preset", "config_source", "in_axes")
 
@@ -60,6 +64,11 @@ class _Job:
     drawn_seed: int | None
     #: A whole model (--spec/--like) may go to a directory of .npy files.
     whole_model: bool
+    #: The plan as a table (``modelspec.PlanRow``), the global seed and
+    #: warnings, for whole models.
+    rows: Sequence[Any] = ()
+    seed: int | None = None
+    warnings: Sequence[str] = ()
 
 
 @click.command(epilog=SPELLING_NOTE)
@@ -76,7 +85,7 @@ class _Job:
     "-o",
     "--output",
     type=str,
-    required=True,
+    default=None,
     metavar="FILE|-",
     help="Output file (.npy, .h5, .safetensors, .raw) or '-' for stdout.",
 )
@@ -139,8 +148,14 @@ class _Job:
     type=str,
     default=None,
     metavar="FILE",
-    help="Names, shapes and dtypes from a .safetensors/.h5 checkpoint's header.",
+    help="Names, shapes and dtypes of a .safetensors/.h5 checkpoint (integer tensors copied).",
 )
+@click.option(
+    "--plan",
+    is_flag=True,
+    help="With --spec/--like: print every tensor's initializer and write nothing.",
+)
+@click.option("--json", "as_json", is_flag=True, help="With --plan: the plan as JSON.")
 def sample(**kwargs: Any) -> None:
     """Sample a tensor and write it to a file or stdout.
 
@@ -156,21 +171,56 @@ def sample(**kwargs: Any) -> None:
       vsgen sample --shape 64,64 --seed 0 --stream keras -o - > w.npy
       vsgen config --preset lecun_normal --seed 5 | vsgen sample --config - --shape 128,64 -o w2.npy
       vsgen sample --shape 64,3,7,7 --preset kaiming_normal --seed 6 -o conv.safetensors
+      vsgen sample --spec examples/transformer_block.toml --preset he_normal --plan
     """
     options = pop_initializer_options(kwargs)
     whole_model = kwargs["spec"] is not None or kwargs["like"] is not None
     if whole_model:
         _refuse_single_tensor_options()
+    if kwargs["plan"] and not whole_model:
+        raise BadInput("--plan shows the plan of --spec/--like; for one tensor use vsgen describe")
+    if kwargs["as_json"] and not kwargs["plan"]:
+        raise BadInput("--json goes with --plan")
+    if kwargs["output"] is None and not kwargs["plan"]:
+        raise BadInput("Missing option '-o' / '--output' (or --plan to only show the plan)")
     threads = kwargs["threads"]
     if threads is not None and threads < 1:
         raise BadInput(f"--threads must be >= 1. Received: --threads={threads}")
     job = _model_job(kwargs, options) if whole_model else _tensor_job(kwargs, options)
     if not whole_model and kwargs["config_from"] is None and _given("name"):
         _refuse_name_without_names(kwargs["output"], kwargs["fmt"])
+    for warning in job.warnings:
+        say(f"warning: {warning}")
+    if kwargs["plan"]:
+        _print_plan(job, kwargs)
+        return
     target = _open_target(job, kwargs["output"], kwargs["fmt"], kwargs["force"])
     if job.drawn_seed is not None:
         say(f"seed: {job.drawn_seed}")
+    if job.rows and not kwargs["quiet"] and sys.stderr is not None and sys.stderr.isatty():
+        from vsgen.modelspec import plan_table
+
+        for line in plan_table(job.rows, max_rows=_PLAN_MAX_ROWS):
+            say(line)
     write_plans(target, job.plans, threads, kwargs["quiet"])
+
+
+def _print_plan(job: _Job, kwargs: dict[str, Any]) -> None:
+    """``--plan``: the table (or ``--json``) on stdout; the output is only checked."""
+    from vsgen import formats
+    from vsgen.modelspec import plan_table
+
+    if kwargs["output"] is not None:
+        with user_errors():
+            formats.resolve_format(kwargs["output"], kwargs["fmt"], len(job.infos))
+    if kwargs["as_json"]:
+        document = {"seed": job.seed, "tensors": [row.as_dict() for row in job.rows]}
+        click.echo(json.dumps(document, indent=1))
+    else:
+        if job.drawn_seed is not None:
+            say(f"seed: {job.drawn_seed}")
+        for line in plan_table(job.rows):
+            click.echo(line)
 
 
 def _given(key: str) -> bool:
@@ -287,10 +337,9 @@ def _model_job(kwargs: dict[str, Any], options: dict[str, Any]) -> _Job:
         default_init = modelspec.init_from_initializer(initializer)
     with user_errors():
         spec = modelspec.load_spec(kwargs["spec"]) if kwargs["spec"] is not None else None
-        like = modelspec.like_tensors(kwargs["like"]) if kwargs["like"] is not None else None
         job = modelspec.build_job(
             spec,
-            like,
+            kwargs["like"],
             seed=options["seed"],
             dtype=kwargs["dtype"] if _given("dtype") else None,
             layout=options["layout"],
@@ -304,6 +353,9 @@ def _model_job(kwargs: dict[str, Any], options: dict[str, Any]) -> _Job:
             tensor_metadata=job.tensor_metadata(),
             drawn_seed=job.seed if job.seed_was_drawn else None,
             whole_model=True,
+            rows=job.rows,
+            seed=job.seed,
+            warnings=job.warnings,
         )
 
 

@@ -35,6 +35,7 @@ message starts with the file's path and names the offending field.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import stat
@@ -906,3 +907,49 @@ def read_metadata(path: str) -> dict[str, str]:
     if kind in ("npy", "npydir"):
         return {}
     return open_file(path).metadata
+
+
+def read_tensor_range(path: str, name: str, start: int, stop: int) -> numpy.ndarray:
+    """Flat C-order values ``[start, stop)`` of tensor ``name``, in its native-order dtype.
+
+    Goes through :func:`open_file`, so every check of this module applies.
+    npy and safetensors values are read at their byte offset (only
+    ``stop - start`` values); HDF5 values are read in order up to ``stop``
+    through :func:`read_values`, so copy whole tensors with that instead.
+
+    Raises:
+        UnreadableFile: no such tensor, a range outside it, big-endian or
+            Fortran-order data, or anything :func:`open_file` refuses.
+    """
+    tensor_file = open_file(path)
+    found = [tensor for tensor in tensor_file.tensors if tensor.name == name]
+    if not found:
+        raise UnreadableFile(f"{path} has no readable tensor {name!r}")
+    tensor = found[0]
+    if tensor.byteorder == ">" and tensor.itemsize > 1:
+        raise UnreadableFile(f"{tensor.path}: tensor {name!r} holds big-endian data")
+    if tensor.fortran_order and len(tensor.shape) > 1:
+        raise UnreadableFile(f"{tensor.path}: tensor {name!r} is in Fortran order")
+    if not 0 <= start <= stop <= tensor.size:
+        raise UnreadableFile(
+            f"{path}: range [{start}, {stop}) is outside tensor {name!r} of {tensor.size} values"
+        )
+    native = tensor.numpy_dtype()
+    pieces: list[numpy.ndarray] = []
+    if start == stop:
+        return numpy.empty(0, dtype=native)
+    if tensor.offset is not None:
+        part = dataclasses.replace(
+            tensor, shape=(stop - start,), offset=tensor.offset + start * tensor.itemsize
+        )
+        pieces.extend(read_values(part))
+    else:
+        position = 0
+        for piece in read_values(tensor):
+            low, high = max(start, position), min(stop, position + piece.size)
+            if low < high:
+                pieces.append(piece[low - position : high - position])
+            position += piece.size
+            if position >= stop:
+                break
+    return numpy.concatenate(pieces) if len(pieces) > 1 else pieces[0].copy()

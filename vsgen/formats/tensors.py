@@ -15,7 +15,35 @@ FORMATS = ("npy", "h5", "safetensors", "raw", "npydir")
 #: Formats that keep the ``metadata`` given to :func:`open_output`.
 METADATA_FORMATS = ("h5", "safetensors")
 
-SAFETENSORS_CODES = {"float16": "F16", "bfloat16": "BF16", "float32": "F32", "float64": "F64"}
+SAFETENSORS_CODES = {
+    "float16": "F16",
+    "bfloat16": "BF16",
+    "float32": "F32",
+    "float64": "F64",
+    # Integer and bool tensors are never generated, only copied through
+    # (``--like`` keeps a checkpoint's ``num_batches_tracked``, ``position_ids``...).
+    "bool": "BOOL",
+    "int8": "I8",
+    "uint8": "U8",
+    "int16": "I16",
+    "uint16": "U16",
+    "int32": "I32",
+    "uint32": "U32",
+    "int64": "I64",
+    "uint64": "U64",
+}
+#: Dtypes a file may hold besides the floating ones vsgen generates.
+COPY_DTYPE_NAMES = (
+    "bool",
+    "int8",
+    "uint8",
+    "int16",
+    "uint16",
+    "int32",
+    "uint32",
+    "int64",
+    "uint64",
+)
 _BFLOAT16_FORMATS = ("safetensors", "raw")
 _SUFFIXES = {
     ".npy": "npy",
@@ -29,14 +57,24 @@ _FORMAT_ALIASES = {"hdf5": "h5"}
 _STDOUT_FORMATS = ("npy", "raw")
 
 
-def _normalize_dtype(dtype: object) -> numpy.dtype:
-    # One canonical (native-order) dtype per name; files get little-endian bytes.
+def normalize_dtype(dtype: object) -> numpy.dtype:
+    """The canonical (native-order) dtype of a tensor a file may hold: a floating
+    dtype vsgen writes (:func:`vsgen.dtypes.resolve_dtype`) or one of
+    :data:`COPY_DTYPE_NAMES`; files get little-endian bytes."""
     # ml_dtypes is imported only when bfloat16 is asked for (start-up cost).
     try:
         name: object = numpy.dtype(dtype).name  # type: ignore[call-overload]
     except TypeError:
         name = dtype  # e.g. "bfloat16" before ml_dtypes is imported
-    resolved = resolve_dtype(name)
+    if name in COPY_DTYPE_NAMES:
+        return numpy.dtype(str(name))
+    try:
+        resolved = resolve_dtype(name)
+    except ValueError:
+        raise ValueError(
+            f"Argument `dtype` must be one of {', '.join(DTYPE_NAMES + COPY_DTYPE_NAMES)}. "
+            f"Received: dtype={dtype!r}"
+        ) from None
     assert resolved.name in DTYPE_NAMES
     return resolved
 
@@ -46,8 +84,10 @@ class TensorInfo:
     """Name, shape and dtype of one tensor of an output file.
 
     ``dtype`` is normalised to one of numpy float16, float32, float64,
-    complex64, complex128 or ``ml_dtypes.bfloat16``; ``shape`` to a tuple of
-    non-negative ints (``()`` is a scalar, a 0 anywhere makes an empty tensor).
+    complex64, complex128 or ``ml_dtypes.bfloat16`` (what vsgen generates), or
+    to one of the integer and bool types of :data:`COPY_DTYPE_NAMES` (tensors
+    copied from another file); ``shape`` to a tuple of non-negative ints
+    (``()`` is a scalar, a 0 anywhere makes an empty tensor).
     """
 
     name: str
@@ -72,7 +112,7 @@ class TensorInfo:
                 f"Received: shape={self.shape!r}"
             )
         object.__setattr__(self, "shape", tuple(int(d) for d in dims))
-        object.__setattr__(self, "dtype", _normalize_dtype(self.dtype))
+        object.__setattr__(self, "dtype", normalize_dtype(self.dtype))
 
     @property
     def size(self) -> int:
