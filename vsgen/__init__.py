@@ -18,6 +18,7 @@ from vsgen.initializer import (
     deserialize,
     get_preset,
 )
+from vsgen.inplace import fill_
 
 __all__ = [
     "GlorotNormal",
@@ -32,6 +33,7 @@ __all__ = [
     "__version__",
     "compute_fans",
     "deserialize",
+    "fill_",
     "get_preset",
     "parse_shape",
 ]

@@ -327,13 +327,28 @@ class VarianceScaling:
         rows: tuple[int, int] | None = None,
         fan_shape: Sequence[int] | None = None,
         threads: int | None = None,
+        out: np.ndarray | None = None,
     ) -> np.ndarray:
-        """Return the tensor (or rows ``a..b-1`` of it) as a NumPy array."""
-        return self.plan(shape, dtype, rows=rows, fan_shape=fan_shape).array(threads)
+        """Return the tensor (or rows ``a..b-1`` of it) as a NumPy array.
 
-    def __call__(self, shape: Sequence[int], dtype: object = None) -> np.ndarray:
-        """Return a ``shape`` array of ``dtype`` (default float32) drawn as documented."""
-        return self.sample(shape, dtype)
+        With ``out``, a writeable C-contiguous NumPy array of the sampled
+        shape, the values are written into it (no allocation) and ``out`` is
+        returned; its dtype is used when ``dtype`` is None. For torch tensors
+        and other buffers use ``vsgen.fill_``.
+        """
+        if out is None:
+            return self.plan(shape, dtype, rows=rows, fan_shape=fan_shape).array(threads)
+        if dtype is None and isinstance(out, np.ndarray):
+            dtype = out.dtype
+        self.plan(shape, dtype, rows=rows, fan_shape=fan_shape).fill(out, threads)
+        return out
+
+    def __call__(
+        self, shape: Sequence[int], dtype: object = None, *, out: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Return a ``shape`` array of ``dtype`` (default float32) drawn as documented,
+        or write it into ``out`` (see ``sample``) and return that."""
+        return self.sample(shape, dtype, out=out)
 
     # --- configuration ---------------------------------------------------------
 
@@ -492,6 +507,33 @@ class SamplePlan:
         if out.size:
             self.stream.fill(out.reshape(-1), self.start, self.draw, threads)
         return out
+
+    def fill(self, out: np.ndarray, threads: int | None = None) -> None:
+        """Write the values into ``out``: a writeable, C-contiguous NumPy array of
+        ``shape`` and of the plan's dtype. Nothing is allocated but bounded
+        scratch space (narrow dtypes are rounded from float32 a chunk at a time)."""
+        if not isinstance(out, np.ndarray):
+            raise TypeError(
+                "Argument `out` must be a numpy array (use vsgen.fill_ for torch tensors "
+                f"and other buffers). Received: out={type(out).__name__}"
+            )
+        if out.shape != self.shape:
+            raise ValueError(
+                f"Argument `out` must have the sampled shape {self.shape}. "
+                f"Received: out with shape {out.shape}"
+            )
+        if out.dtype != self.draw.dtype:
+            raise ValueError(
+                f"Argument `out` must have dtype {self.draw.dtype.name}. "
+                f"Received: out with dtype {out.dtype.name}"
+            )
+        if not out.flags.c_contiguous or not out.flags.writeable:
+            raise ValueError(
+                "Argument `out` must be a writeable C-contiguous array. "
+                f"Received: out with strides {out.strides}, writeable={out.flags.writeable}"
+            )
+        if out.size:
+            self.stream.fill(out.reshape(-1), self.start, self.draw, threads)
 
 
 #: Largest finite value of each output type.
