@@ -65,8 +65,9 @@ SIZE = SHAPE[0] * SHAPE[1]
 ROWS: list[tuple[str, str, float, str, str, bool | None]] = []
 
 
-def row(section: str, label: str, value: float, unit: str, needed: str = "",
-        passed: bool | None = None) -> None:
+def row(
+    section: str, label: str, value: float, unit: str, needed: str = "", passed: bool | None = None
+) -> None:
     ROWS.append((section, label, value, unit, needed, passed))
     verdict = "" if passed is None else ("PASS" if passed else "FAIL")
     text = f"{value:,.0f}" if unit == "M/s" else f"{value:.3f}" if unit == "x" else f"{value:,.1f}"
@@ -74,8 +75,13 @@ def row(section: str, label: str, value: float, unit: str, needed: str = "",
 
 
 def run_json(code: str, *args: str) -> dict:
-    result = subprocess.run([PYTHON, "-c", textwrap.dedent(code), *args], env=ENV,
-                            capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [PYTHON, "-c", textwrap.dedent(code), *args],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
@@ -132,8 +138,10 @@ TORCH_FIRST = """
 
 
 def have(module: str) -> bool:
-    return subprocess.run([PYTHON, "-c", f"import {module}"], env=ENV,
-                          capture_output=True).returncode == 0
+    return (
+        subprocess.run([PYTHON, "-c", f"import {module}"], env=ENV, capture_output=True).returncode
+        == 0
+    )
 
 
 def bench_first_call(repeat: int) -> None:
@@ -156,13 +164,25 @@ def bench_first_call(repeat: int) -> None:
         row("first", f"{distribution}: vsgen first call", first, "M/s")
         row("first", f"{distribution}: vsgen warm call (allocating)", warm, "M/s")
         row("first", f"{distribution}: import vsgen", 1e3 * statistics.median(imports), "ms")
-        row("first", f"{distribution}: first / warm", first / warm, "x", ">= 0.70",
-            first / warm >= 0.70)
+        row(
+            "first",
+            f"{distribution}: first / warm",
+            first / warm,
+            "x",
+            ">= 0.70",
+            first / warm >= 0.70,
+        )
         if torch_ok:
             peer = SIZE / statistics.median(peer_first) / 1e6
             row("first", f"{distribution}: torch first call", peer, "M/s")
-            row("first", f"{distribution}: vsgen first / torch first", first / peer, "x",
-                "> 1", first / peer > 1.0)
+            row(
+                "first",
+                f"{distribution}: vsgen first / torch first",
+                first / peer,
+                "x",
+                "> 1",
+                first / peer > 1.0,
+            )
         else:
             print("  note: torch is not installed; its first call is not measured")
 
@@ -235,8 +255,14 @@ def bench_fill(repeat: int) -> None:
             row("fill", f"{distribution}: {label}", rate, "M/s")
             if "fill_" in label or "out=" in label:
                 ratio = internal / seconds
-                row("fill", f"{distribution}: {label} / internal", ratio, "x", ">= 0.90",
-                    ratio >= 0.90)
+                row(
+                    "fill",
+                    f"{distribution}: {label} / internal",
+                    ratio,
+                    "x",
+                    ">= 0.90",
+                    ratio >= 0.90,
+                )
         if not any("fill_" in label for label in rows):
             print("  note: this vsgen has no fill_ / out=; only the allocating call is timed")
 
@@ -263,11 +289,25 @@ def bench_cli(repeat: int, places: list[tuple[str, str]]) -> None:
             plain_target = os.path.join(work, "plain.bin")
 
             def ours(*extra: str, target: str = target) -> list[str]:
-                return [*VSGEN, "sample", "--shape", "8192,8192", "--seed", "0", "-o", target,
-                        "--force", "--quiet", *extra]
+                return [
+                    *VSGEN,
+                    "sample",
+                    "--shape",
+                    "8192,8192",
+                    "--seed",
+                    "0",
+                    "-o",
+                    target,
+                    "--force",
+                    "--quiet",
+                    *extra,
+                ]
 
-            variants = {"default": [], "--threads 1": ["--threads", "1"],
-                        "--threads 2": ["--threads", "2"]}
+            variants = {
+                "default": [],
+                "--threads 1": ["--threads", "1"],
+                "--threads 2": ["--threads", "2"],
+            }
             times: dict[str, list[float]] = {name: [] for name in variants}
             plain: list[float] = []
             wall(ours())  # caches, page cache warm-up
@@ -282,8 +322,14 @@ def bench_cli(repeat: int, places: list[tuple[str, str]]) -> None:
                 seconds = statistics.median(times[name])
                 row("cli", f"{place}: vsgen sample ({name})", 1e3 * seconds, "ms")
                 if name == "default":
-                    row("cli", f"{place}: plain script / vsgen (default)", peer / seconds, "x",
-                        ">= 0.70", peer / seconds >= 0.70)
+                    row(
+                        "cli",
+                        f"{place}: plain script / vsgen (default)",
+                        peer / seconds,
+                        "x",
+                        ">= 0.70",
+                        peer / seconds >= 0.70,
+                    )
                 else:
                     row("cli", f"{place}: plain script / vsgen ({name})", peer / seconds, "x")
         finally:
@@ -306,7 +352,16 @@ def bench_startup(repeat: int) -> None:
             "python -c 'import numpy'": [PYTHON, "-c", "import numpy"],
             "numpy one-liner saving 512x256": [PYTHON, "-c", NUMPY_ONE_LINER],
             "vsgen sample --shape 512,256 -o s.npy": [
-                *VSGEN, "sample", "--shape", "512,256", "--seed", "0", "-o", "s.npy", "--force"],
+                *VSGEN,
+                "sample",
+                "--shape",
+                "512,256",
+                "--seed",
+                "0",
+                "-o",
+                "s.npy",
+                "--force",
+            ],
             "vsgen --help": [*VSGEN, "--help"],
             "vsgen --version": [*VSGEN, "--version"],
         }
@@ -322,8 +377,14 @@ def bench_startup(repeat: int) -> None:
         small = median["vsgen sample --shape 512,256 -o s.npy"]
         one_liner = median["numpy one-liner saving 512x256"]
         bare = median["python -c 'import numpy'"]
-        row("startup", "small job / numpy one-liner", small / one_liner, "x", "<= 1.30",
-            small / one_liner <= 1.30)
+        row(
+            "startup",
+            "small job / numpy one-liner",
+            small / one_liner,
+            "x",
+            "<= 1.30",
+            small / one_liner <= 1.30,
+        )
         for name in ("vsgen --help", "vsgen --version"):
             ratio = median[name] / bare
             row("startup", f"{name} / import numpy", ratio, "x", "<= 1.15", ratio <= 1.15)

@@ -107,8 +107,9 @@ def test_fill_does_not_import_torch():
         "vsgen.fill_(np.empty((4, 4), np.float32), vsgen.HeNormal(seed=0))\n"
         "print('torch' in sys.modules)\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            check=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
     assert result.stdout.strip() == "False"
 
 
