@@ -24,6 +24,7 @@ numba kernels (``_kernels``; imported only for large fills).
 
 from __future__ import annotations
 
+import functools
 import math
 import operator
 import os
@@ -32,10 +33,12 @@ import warnings
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from types import ModuleType
+from typing import Protocol
 
 import numpy as np
 
 from vsgen.dtypes import working_dtype
+from vsgen.streams import _native
 from vsgen.streams._base import DEFAULT_CHUNK, DISTRIBUTIONS, Draw, Stream, usable_cpus
 from vsgen.streams._constants import (
     GAMMA,
@@ -86,6 +89,15 @@ NUMBA_MIN_COLD = {
 }
 #: Once the kernels are loaded they are faster for anything but tiny fills.
 NUMBA_MIN_WARM = 1 << 12
+
+
+class Filler(Protocol):
+    """A compiled path: fills a 1-D float32/float64 array with indices [start, ...)."""
+
+    def __call__(
+        self, out: np.ndarray, start: int, keys: tuple[int, int], distribution: str, multiplier
+    ) -> None: ...
+
 
 _kernels_module: ModuleType | None = None
 _kernels_failed = False
@@ -341,17 +353,42 @@ def _kernels_agree(kernels: ModuleType, distribution: str, dtype: np.dtype) -> b
     return _kernel_checks[key]
 
 
-def _choose_kernels(size: int, job_size: int, distribution: str) -> ModuleType | None:
+KERNEL_CHOICES = ("auto", "native", "numba", "numpy")
+
+
+def _kernel_choice() -> str:
     choice = os.environ.get("VSGEN_KERNEL", "auto").strip().lower() or "auto"
-    if choice == "numpy":
-        return None
-    if choice == "numba":
-        return _load_kernels()
-    if choice != "auto":
+    if choice not in KERNEL_CHOICES:
         raise ValueError(
-            f"Environment variable `VSGEN_KERNEL` must be one of numpy, numba, auto. "
+            f"Environment variable `VSGEN_KERNEL` must be one of {', '.join(KERNEL_CHOICES)}. "
             f"Received: VSGEN_KERNEL={choice!r}"
         )
+    return choice
+
+
+def _choose_path(size: int, job_size: int, distribution: str, dtype: np.dtype) -> Filler | None:
+    """The compiled path for this fill, or None for the NumPy path.
+
+    ``auto`` takes the native kernels whenever they were built: they load in
+    about a millisecond and beat the NumPy path from a few thousand values
+    on. Without them, numba's cost of ~0.45 s per process decides (the rule
+    in ``_choose_numba``). ``native`` and ``numba`` force a path and fall
+    back silently (native -> numba -> NumPy) when it is unavailable.
+    """
+    choice = _kernel_choice()
+    if choice == "numpy":
+        return None
+    if choice in ("auto", "native"):
+        native = _native.load()
+        if native is not None:
+            return native.fill
+    kernels = _load_kernels() if choice != "auto" else _choose_numba(size, job_size, distribution)
+    if kernels is None or not _kernels_agree(kernels, distribution, dtype):
+        return None
+    return functools.partial(_numba_fill, kernels)
+
+
+def _choose_numba(size: int, job_size: int, distribution: str) -> ModuleType | None:
     global _numpy_work
     if _kernels_module is not None and not _kernels_failed:
         return _kernels_module if size >= NUMBA_MIN_WARM else None
@@ -462,15 +499,11 @@ def fill(
         return
     keys = derive_keys(seed)
     scale = out.dtype.type(multiplier)
-    kernels = _choose_kernels(out.size, max(out.size, job_size or 0), distribution)
-    if kernels is not None and not _kernels_agree(kernels, distribution, out.dtype):
-        kernels = None
+    compiled = _choose_path(out.size, max(out.size, job_size or 0), distribution, out.dtype)
+    piece_fill = _numpy_fill if compiled is None else compiled
 
     def run(lo: int, hi: int) -> None:
-        if kernels is None:
-            _numpy_fill(out[lo:hi], start + lo, keys, distribution, scale)
-        else:
-            _numba_fill(kernels, out[lo:hi], start + lo, keys, distribution, scale)
+        piece_fill(out[lo:hi], start + lo, keys, distribution, scale)
 
     if threads == 1 or out.size <= MIN_THREAD_PIECE:
         run(0, out.size)
@@ -480,9 +513,9 @@ def fill(
     # float32 pairs (which share one word) inside one piece.
     first_boundary = piece - start % piece
     bounds = [0, *range(first_boundary, out.size, piece), out.size]
-    if kernels is not None:
-        # Compile or load the kernel here, once, rather than in every worker.
-        _numba_fill(kernels, np.empty(2, out.dtype), 0, keys, distribution, scale)
+    if compiled is not None:
+        # Compile or load a numba kernel here, once, rather than in every worker.
+        compiled(np.empty(2, out.dtype), 0, keys, distribution, scale)
     for _ in _executor(threads).map(run, bounds[:-1], bounds[1:]):
         pass
 
