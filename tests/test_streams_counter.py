@@ -607,3 +607,64 @@ def golden_digest(seed, distribution, dtype, size, start, multiplier) -> str:
 def test_golden_checksums(case, path, kernel):
     kernel(path)
     assert golden_digest(*case) == GOLDEN[case]
+
+
+# --- recycled chunks and narrow outputs ---------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16", "bfloat16"])
+def test_recycled_chunks_give_the_same_bytes_and_reuse_memory(dtype):
+    from vsgen.dtypes import resolve_dtype
+    from vsgen.streams import Draw, VsgenStream
+
+    stream = VsgenStream()
+    draw = Draw("untruncated_normal", 0.5, 77, resolve_dtype(dtype))
+    expected = b"".join(c.tobytes() for c in stream.chunks(draw, 5, 100_005, 9_999, threads=2))
+    seen, parts = set(), []
+    for chunk in stream.recycled_chunks(draw, 5, 100_005, 9_999, threads=2, buffers=3):
+        parts.append(chunk.tobytes())  # copied before the next chunk reuses memory
+        seen.add(chunk.__array_interface__["data"][0])
+    assert b"".join(parts) == expected
+    assert len(seen) == 3
+
+
+def test_recycled_chunks_through_a_slow_writer():
+    # write_chunks holds at most prefetch + 2 chunks; a ring of that many
+    # buffers must never overwrite a chunk before the writer has used it.
+    import time
+
+    from vsgen.dtypes import resolve_dtype
+    from vsgen.formats import write_chunks
+    from vsgen.streams import Draw, VsgenStream
+
+    class SlowOutput:
+        def __init__(self):
+            self.parts = []
+
+        def write(self, chunk):
+            time.sleep(0.002)
+            self.parts.append(chunk.tobytes())
+
+    stream = VsgenStream()
+    draw = Draw("uniform", 1.0, 3, resolve_dtype("float32"))
+    expected = np.empty(60_000, np.float32)
+    counter.fill(expected, 0, 3, "uniform", 1.0)
+    output = SlowOutput()
+    chunks = stream.recycled_chunks(draw, 0, 60_000, 1_000, threads=1, buffers=4)
+    write_chunks(output, chunks, prefetch=2)
+    assert b"".join(output.parts) == expected.tobytes()
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_narrow_outputs_round_float32_once_whatever_the_threads(dtype, monkeypatch):
+    from vsgen.dtypes import resolve_dtype
+    from vsgen.streams import Draw, VsgenStream
+
+    monkeypatch.setattr(counter, "NARROW_PIECE", 1_001)  # many pieces, odd boundaries
+    resolved = resolve_dtype(dtype)
+    reference = draw(50_003, 9, "truncated_normal", np.float32, start=3, multiplier=0.2)
+    expected = reference.astype(resolved)  # numpy/ml_dtypes' own rounding
+    for threads in (1, 2, 3):
+        out = np.empty(50_003, resolved)
+        VsgenStream().fill(out, 3, Draw("truncated_normal", 0.2, 9, resolved), threads)
+        assert out.tobytes() == expected.tobytes()

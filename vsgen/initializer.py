@@ -504,9 +504,18 @@ class SamplePlan:
         return self.draw.dtype
 
     def chunks(
-        self, chunk_size: int = DEFAULT_CHUNK, threads: int | None = None
+        self, chunk_size: int = DEFAULT_CHUNK, threads: int | None = None, recycle: int = 0
     ) -> Iterator[np.ndarray]:
-        """The values as consecutive flat chunks of at most ``chunk_size``."""
+        """The values as consecutive flat chunks of at most ``chunk_size``.
+
+        With ``recycle=k > 0`` the chunks are views of k buffers used in turn
+        (``Stream.recycled_chunks``): for a consumer that holds fewer than k
+        chunks at once, such as ``formats.write_chunks(prefetch=k - 2)``.
+        """
+        if recycle > 0:
+            return self.stream.recycled_chunks(
+                self.draw, self.start, self.stop, chunk_size, threads, recycle
+            )
         return self.stream.chunks(self.draw, self.start, self.stop, chunk_size, threads)
 
     def array(self, threads: int | None = None) -> np.ndarray:

@@ -99,26 +99,49 @@ def progress(total: int, label: str, quiet: bool) -> Iterator[Callable[[int], No
         yield advance
 
 
+#: Sampling threads when writing without --threads: the usable CPUs minus
+#: this many (at least 1), leaving a core to the writer, whose copy into the
+#: page cache needs one too. Chosen by benchmarks/bench_user_path.py (README,
+#: "Speed"); the bytes never depend on it.
+WRITER_SPARE_CPUS = 1
+#: Chunks computed ahead of the writer. The chunks are views of PREFETCH + 2
+#: recycled buffers (write_chunks holds at most that many at once), so a long
+#: job page-faults in only its first few chunks.
+PREFETCH = 2
+#: Values per chunk: 2**22 (16 MiB of float32), bounding memory at
+#: (PREFETCH + 2) chunks while each write(2) stays large.
+WRITE_CHUNK = 1 << 22
+
+
+def default_threads() -> int:
+    """Sampling threads of a file-writing command run without --threads."""
+    from vsgen.streams import usable_cpus
+
+    return max(1, usable_cpus() - WRITER_SPARE_CPUS)
+
+
 def write_plans(target: Output, plans: Sequence[Plan], threads: int | None, quiet: bool) -> None:
     """Stream every plan's chunks into the opened output, then commit atomically.
 
-    Without --threads, sampling leaves one CPU to the writer: the kernel's copy
-    into the page cache needs a core too, and measured on 2 CPUs, 1 sampling
-    thread + the writer streamed 1 GiB faster than 2 sampling threads + the
-    writer (about 590 vs 450 M values/s). The bytes do not depend on it.
+    Chunks are computed by ``threads`` sampling threads (default:
+    ``default_threads()``) ahead of the writer, in recycled buffers. The
+    bytes do not depend on either.
     """
     from vsgen import formats
-    from vsgen.streams import usable_cpus
+    from vsgen.initializer import SamplePlan
 
     if threads is None:
-        threads = max(1, usable_cpus() - 1)
+        threads = default_threads()
 
     def chunks() -> Iterator[np.ndarray]:
         for plan in plans:
-            yield from plan.chunks(threads=threads)
+            if isinstance(plan, SamplePlan):
+                yield from plan.chunks(WRITE_CHUNK, threads=threads, recycle=PREFETCH + 2)
+            else:  # e.g. a whole model's constant tensors
+                yield from plan.chunks(WRITE_CHUNK, threads=threads)
 
     total = sum(plan.size for plan in plans)
     with terminate_as_interrupt(), user_errors(), target:
         with progress(total, "sampling", quiet) as advance:
-            formats.write_chunks(target, chunks(), on_progress=advance)
+            formats.write_chunks(target, chunks(), on_progress=advance, prefetch=PREFETCH)
         target.commit()
