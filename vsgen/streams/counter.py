@@ -31,9 +31,8 @@ import os
 import threading
 import warnings
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from types import ModuleType
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -59,6 +58,9 @@ from vsgen.streams._constants import (
     Ziggurat,
     exp_neg,
 )
+
+if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
 
 STREAM_NAME = "vsgen"
 STREAM_VERSION = 1
@@ -548,6 +550,9 @@ def _executor(threads: int) -> ThreadPoolExecutor:
     """A process-wide pool of exactly `threads` workers, made on first use."""
     with _pool_lock:
         if threads not in _pools:
+            # Imported here: a one-thread job (a small CLI run) never needs it.
+            from concurrent.futures import ThreadPoolExecutor
+
             _pools[threads] = ThreadPoolExecutor(threads, thread_name_prefix="vsgen")
         return _pools[threads]
 
