@@ -18,7 +18,7 @@ import pytest
 
 from vsgen.cli import COMMANDS, cli
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 PROBE = """
 import json, sys
