@@ -668,3 +668,24 @@ def test_narrow_outputs_round_float32_once_whatever_the_threads(dtype, monkeypat
         out = np.empty(50_003, resolved)
         VsgenStream().fill(out, 3, Draw("truncated_normal", 0.2, 9, resolved), threads)
         assert out.tobytes() == expected.tobytes()
+
+
+def test_an_error_in_a_helper_thread_reaches_the_caller(kernel, monkeypatch):
+    kernel("numpy")
+    real = counter._numpy_fill
+
+    def failing(out, start, *args):
+        if start >= 40_000:
+            raise MemoryError("piece failed")
+        real(out, start, *args)
+
+    monkeypatch.setattr(counter, "_numpy_fill", failing)
+    monkeypatch.setattr(counter, "THREAD_PIECE", 4_096)
+    monkeypatch.setattr(counter, "MIN_THREAD_PIECE", 4_096)
+    with pytest.raises(MemoryError, match="piece failed"):
+        draw(100_000, 1, "uniform", np.float32, threads=2)
+    # The helpers survive the error and serve the next fill.
+    monkeypatch.setattr(counter, "_numpy_fill", real)
+    assert draw(100_000, 1, "uniform", np.float32, threads=2).tobytes() == (
+        draw(100_000, 1, "uniform", np.float32, threads=1).tobytes()
+    )

@@ -25,14 +25,16 @@ numba kernels (``_kernels``; imported only for large fills).
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import operator
 import os
+import queue
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import ModuleType
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import numpy as np
 
@@ -58,9 +60,6 @@ from vsgen.streams._constants import (
     Ziggurat,
     exp_neg,
 )
-
-if TYPE_CHECKING:
-    from concurrent.futures import ThreadPoolExecutor
 
 STREAM_NAME = "vsgen"
 STREAM_VERSION = 1
@@ -106,7 +105,6 @@ _kernels_failed = False
 #: NumPy-path work done by `auto` so far, in units of its numba threshold.
 _numpy_work = 0.0
 _kernels_lock = threading.Lock()
-_pools: dict[int, ThreadPoolExecutor] = {}
 #: (distribution, dtype) -> whether the numba kernel matched the NumPy path.
 _kernel_checks: dict[tuple[str, str], bool] = {}
 _pool_lock = threading.Lock()
@@ -518,8 +516,7 @@ def fill(
     if compiled is not None:
         # Compile or load a numba kernel here, once, rather than in every worker.
         compiled(np.empty(2, out.dtype), 0, keys, distribution, scale)
-    for _ in _executor(threads).map(run, bounds[:-1], bounds[1:]):
-        pass
+    _run_pieces(run, bounds, threads)
 
 
 #: Values per piece of a narrow (float16/bfloat16) fill: 256 KiB of float32
@@ -546,15 +543,60 @@ def _piece_size(size: int, threads: int) -> int:
     return piece
 
 
-def _executor(threads: int) -> ThreadPoolExecutor:
-    """A process-wide pool of exactly `threads` workers, made on first use."""
-    with _pool_lock:
-        if threads not in _pools:
-            # Imported here: a one-thread job (a small CLI run) never needs it.
-            from concurrent.futures import ThreadPoolExecutor
+class _Job:
+    """One fill's pieces, taken in turn by whichever threads work on it."""
 
-            _pools[threads] = ThreadPoolExecutor(threads, thread_name_prefix="vsgen")
-        return _pools[threads]
+    def __init__(self, run: Callable[[int, int], None], bounds: list[int]) -> None:
+        self.run = run
+        self.bounds = bounds
+        self.pieces = len(bounds) - 1
+        self._next = itertools.count()  # next() on it is atomic in CPython
+        self._lock = threading.Lock()
+        self._remaining = self.pieces
+        self.finished = threading.Event()
+        self.error: BaseException | None = None
+
+    def work(self) -> None:
+        while (index := next(self._next)) < self.pieces:
+            try:
+                self.run(self.bounds[index], self.bounds[index + 1])
+            except BaseException as error:  # noqa: BLE001 - re-raised by the caller
+                with self._lock:
+                    self.error = self.error or error
+            with self._lock:
+                self._remaining -= 1
+                if self._remaining == 0:
+                    self.finished.set()
+
+
+#: Jobs for the helper threads; each waiting thread takes one and works on it.
+_inbox: queue.SimpleQueue[_Job] = queue.SimpleQueue()
+_helpers: list[threading.Thread] = []
+
+
+def _helper() -> None:
+    while True:
+        _inbox.get().work()
+
+
+def _run_pieces(run: Callable[[int, int], None], bounds: list[int], threads: int) -> None:
+    """run(lo, hi) for consecutive bounds on `threads` threads: the caller and
+    threads - 1 persistent helpers (started on first use; a plain pool of
+    daemon threads, so that the first large fill of a process does not pay
+    for importing concurrent.futures)."""
+    job = _Job(run, bounds)
+    helpers = min(threads, job.pieces) - 1
+    with _pool_lock:
+        while len(_helpers) < helpers:
+            thread = threading.Thread(target=_helper, name="vsgen", daemon=True)
+            thread.start()
+            _helpers.append(thread)
+    for _ in range(helpers):
+        _inbox.put(job)
+    job.work()
+    job.finished.wait()
+    if job.error is not None:
+        raise job.error
 
 
 # --- the stream -----------------------------------------------------------------
@@ -617,8 +659,7 @@ class VsgenStream(Stream):
             for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
                 run(lo, hi)
             return
-        for _ in _executor(threads).map(run, bounds[:-1], bounds[1:]):
-            pass
+        _run_pieces(run, bounds, threads)
 
     def chunks(
         self,
