@@ -689,3 +689,20 @@ def test_an_error_in_a_helper_thread_reaches_the_caller(kernel, monkeypatch):
     assert draw(100_000, 1, "uniform", np.float32, threads=2).tobytes() == (
         draw(100_000, 1, "uniform", np.float32, threads=1).tobytes()
     )
+
+
+def test_without_the_native_library_auto_falls_back(kernel, monkeypatch):
+    kernel("numpy")
+    expected = draw(9_001, 12, "truncated_normal", np.float32, start=5)
+    monkeypatch.delenv("VSGEN_KERNEL", raising=False)
+    monkeypatch.setattr(_native, "_loaded", None)
+    monkeypatch.setattr(_native, "_failed", False)
+    monkeypatch.setattr(_native, "library_path", lambda: None)  # as if never built
+    monkeypatch.setattr(counter, "_kernels_module", None)  # a fresh process
+    monkeypatch.setattr(counter, "_numpy_work", 0.0)
+    assert _native.load() is None
+    # A small fill then takes the NumPy path (numba only pays off for big jobs).
+    assert counter._choose_path(9_001, 9_001, "truncated_normal", np.dtype(np.float32)) is None
+    assert draw(9_001, 12, "truncated_normal", np.float32, start=5).tobytes() == (
+        expected.tobytes()
+    )
