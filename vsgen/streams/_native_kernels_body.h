@@ -15,7 +15,7 @@ static inline uint64_t NAME(extra_word)(uint64_t extra_base, int64_t j)
     return NAME(mix64)(extra_base + (uint64_t)(j + 1) * GAMMA);
 }
 
-static double NAME(exp_neg)(double t, const double *restrict c)
+static inline double NAME(exp_neg)(double t, const double *restrict c)
 {
     const double *coef = c + C_EXP;
     int64_t k = (int64_t)(t * c[C_LOG2E] + 0.5);
@@ -78,24 +78,29 @@ static int NAME(under_density)(uint64_t extra_base, int64_t j, int64_t layer, do
     return y < NAME(exp_neg)(0.5 * (magnitude * magnitude), c);
 }
 
-static float NAME(slow_f32)(int64_t position, float x, uint64_t h, uint64_t key_extra,
-                            const struct zig *restrict z, const double *restrict c)
+/* The rare path of a float32 index from its state: candidate (x, h) that
+ * failed the hot test, private words used so far j.  With `redraw`, the
+ * candidate has already failed its wedge test too (words 0 .. j - 1 used), and
+ * the next step is a fresh candidate. */
+static float NAME(continue_f32)(uint64_t extra_base, int64_t j, float x, uint64_t h, int redraw,
+                                const struct zig *restrict z, const double *restrict c)
 {
-    uint64_t extra_base = NAME(mix64)(key_extra + (uint64_t)position * GAMMA);
-    int64_t j = 0;
     const float *width = (const float *)z->width;
     const int32_t *inside = (const int32_t *)z->inside;
     for (;;) {
-        int64_t layer = (int64_t)(h & 255);
-        if (z->has_tail && layer == 0) {
-            float value = (float)NAME(tail)(extra_base, &j, c);
-            return ((h >> 8) & 1) ? -value : value;
+        if (!redraw) {
+            int64_t layer = (int64_t)(h & 255);
+            if (z->has_tail && layer == 0) {
+                float value = (float)NAME(tail)(extra_base, &j, c);
+                return ((h >> 8) & 1) ? -value : value;
+            }
+            int accepted = NAME(under_density)(extra_base, j, layer, (double)fabsf(x), z, c);
+            j += 1;
+            if (accepted) {
+                return x;
+            }
         }
-        int accepted = NAME(under_density)(extra_base, j, layer, (double)fabsf(x), z, c);
-        j += 1;
-        if (accepted) {
-            return x;
-        }
+        redraw = 0;
         h = NAME(extra_word)(extra_base, j) & LOW32;
         j += 1;
         int32_t u = (int32_t)(h >> 9);
@@ -103,6 +108,56 @@ static float NAME(slow_f32)(int64_t position, float x, uint64_t h, uint64_t key_
         if (u < inside[h & 511]) {
             return x;
         }
+    }
+}
+
+static float NAME(slow_f32)(int64_t position, float x, uint64_t h, uint64_t key_extra,
+                            const struct zig *restrict z, const double *restrict c)
+{
+    uint64_t extra_base = NAME(mix64)(key_extra + (uint64_t)position * GAMMA);
+    return NAME(continue_f32)(extra_base, 0, x, h, 0, z, c);
+}
+
+/* The misses of one float32 block (offsets[0 .. misses - 1] into block, whose
+ * first index is `first`), in two passes: the first wedge test of every miss
+ * runs branch-free over all of them (it vectorises; a tail miss computes one
+ * it ignores), then each miss is finished on its own from that state. */
+static void NAME(resolve_f32)(float *restrict block, const int32_t *restrict offsets,
+                              int64_t misses, int64_t first, uint64_t key_main,
+                              uint64_t key_extra, float m, const struct zig *restrict z,
+                              const double *restrict c)
+{
+    const float *width = (const float *)z->width;
+    float xs[BLOCK];
+    uint32_t hs[BLOCK];
+    uint64_t bases[BLOCK];
+    uint8_t under[BLOCK];
+    for (int64_t j = 0; j < misses; j++) {
+        int64_t position = first + offsets[j];
+        uint64_t w = NAME(mix64)(key_main + (uint64_t)(position >> 1) * GAMMA);
+        uint32_t h = (uint32_t)((w >> (32 * (position & 1))) & LOW32);
+        hs[j] = h;
+        xs[j] = (float)(int32_t)(h >> 9) * width[h & 511];
+        bases[j] = NAME(mix64)(key_extra + (uint64_t)position * GAMMA);
+    }
+    for (int64_t j = 0; j < misses; j++) {
+        int64_t layer = (int64_t)(hs[j] & 255);
+        double u = (double)(int64_t)(NAME(extra_word)(bases[j], 0) >> 11) * UNIT53;
+        double y = z->low[layer] + u * (z->high[layer] - z->low[layer]);
+        double magnitude = (double)fabsf(xs[j]);
+        under[j] = y < NAME(exp_neg)(0.5 * (magnitude * magnitude), c);
+    }
+    for (int64_t j = 0; j < misses; j++) {
+        uint32_t h = hs[j];
+        float value;
+        if (z->has_tail && (h & 255) == 0) {
+            value = NAME(continue_f32)(bases[j], 0, xs[j], h, 0, z, c);
+        } else if (under[j]) {
+            value = xs[j];
+        } else {
+            value = NAME(continue_f32)(bases[j], 1, xs[j], h, 1, z, c);
+        }
+        block[offsets[j]] = value * m;
     }
 }
 
@@ -194,6 +249,7 @@ EXPORT void NAME(vsgen_normal_f32)(float *out, int64_t n, int64_t start, uint64_
     const float *width = (const float *)z->width;
     const int32_t *inside = (const int32_t *)z->inside;
     uint8_t missed[BLOCK];
+    int32_t offsets[BLOCK];
     uint64_t table[512];
     for (int index = 0; index < 512; index++) {
         uint32_t bits;
@@ -213,6 +269,7 @@ EXPORT void NAME(vsgen_normal_f32)(float *out, int64_t n, int64_t start, uint64_
         }
         float *block = out + i;
         NAME(hot_f32)(block, missed, (uint64_t)(start + i) >> 1, count >> 1, key_main, m, table);
+        int64_t misses = 0;
         for (int64_t k = 0; k < count; k++) {
             /* ~1.5 % of flags are set: skip eight clear ones at a time. */
             if ((k & 7) == 0 && k + 8 <= count) {
@@ -223,14 +280,10 @@ EXPORT void NAME(vsgen_normal_f32)(float *out, int64_t n, int64_t start, uint64_
                     continue;
                 }
             }
-            if (missed[k]) {
-                int64_t position = start + i + k;
-                uint64_t w = NAME(mix64)(key_main + (uint64_t)(position >> 1) * GAMMA);
-                uint64_t h = (w >> (32 * (position & 1))) & LOW32;
-                float x = (float)(int32_t)(h >> 9) * width[h & 511];
-                block[k] = NAME(slow_f32)(position, x, h, key_extra, z, c) * m;
-            }
+            offsets[misses] = (int32_t)k;
+            misses += missed[k];
         }
+        NAME(resolve_f32)(block, offsets, misses, start + i, key_main, key_extra, m, z, c);
         i += count;
     }
     if (i < n) {
