@@ -151,6 +151,16 @@ def test_fill_parameter_with_grad(torch):
     assert layer.weight.detach().numpy().tobytes() == init((10, 20)).tobytes()
 
 
+def test_fill_is_seen_by_autograd_like_torch_in_place_ops(torch):
+    # A graph that saved the weight must notice it was overwritten, as it
+    # would after torch.nn.init: backward then refuses to run.
+    weight = torch.ones(4, 4, requires_grad=True)
+    loss = (weight * weight).sum()
+    vsgen.fill_(weight, vsgen.HeNormal(seed=0))
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()
+
+
 def test_fill_torch_refusals(torch):
     init = vsgen.GlorotNormal(seed=1)
     with pytest.raises(ValueError, match="contiguous"):

@@ -56,6 +56,8 @@ def fill_(
         )
     array = writable_view(tensor)
     initializer.sample(array.shape, fan_shape=fan_shape, threads=threads, out=array)
+    if _is_torch_tensor(tensor):
+        _mark_modified(tensor)
     return tensor
 
 
@@ -98,6 +100,17 @@ def _is_torch_tensor(value: object) -> bool:
     # A torch tensor can only exist if torch is imported; never import it here.
     torch = sys.modules.get("torch")
     return torch is not None and isinstance(value, torch.Tensor)
+
+
+def _mark_modified(tensor: Any) -> None:
+    """Bump the tensor's version counter, as torch's own in-place ops do, so that
+    autograd notices if a graph saved the old values (memory written through
+    NumPy is invisible to it)."""
+    try:
+        from torch.autograd.graph import increment_version
+    except ImportError:  # older torch: no public way; the values are written all the same
+        return
+    increment_version(tensor)
 
 
 def _torch_view(tensor: Any) -> np.ndarray:
