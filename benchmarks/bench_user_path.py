@@ -98,23 +98,33 @@ def wall(command: list[str], cwd: str | None = None) -> float:
 # --- 1. first call ------------------------------------------------------------------
 
 VSGEN_FIRST = """
-    import json, sys, time
+    import json, resource, sys, time
     distribution, shape, warm_runs = sys.argv[1], (4096, 4096), int(sys.argv[2])
     begin = time.perf_counter()
     import vsgen
     init = vsgen.VarianceScaling(2.0, "fan_in", distribution, seed=1)
     imported = time.perf_counter() - begin
-    begin = time.perf_counter()
-    values = init(shape)
+    into = len(sys.argv) > 3  # into an existing, touched buffer: no fresh memory
+    if into:
+        import numpy as np
+        buffer = np.ones(shape, np.float32)
+        call = lambda: init(shape, out=buffer)  # noqa: E731
+    else:
+        call = lambda: init(shape)  # noqa: E731
+    begin, system = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF).ru_stime
+    values = call()
     first = time.perf_counter() - begin
+    first_system = resource.getrusage(resource.RUSAGE_SELF).ru_stime - system
     del values
-    warm = []
+    warm, warm_system = [], []
     for _ in range(warm_runs):
-        begin = time.perf_counter()
-        values = init(shape)
+        begin, system = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF).ru_stime
+        values = call()
         warm.append(time.perf_counter() - begin)
+        warm_system.append(resource.getrusage(resource.RUSAGE_SELF).ru_stime - system)
         del values
-    print(json.dumps({"import": imported, "first": first, "warm": warm}))
+    print(json.dumps({"import": imported, "first": first, "warm": warm,
+                      "first_system": first_system, "warm_system": warm_system}))
 """
 
 TORCH_FIRST = """
@@ -156,17 +166,34 @@ def bench_first_call(repeat: int) -> None:
         run_json(VSGEN_FIRST, distribution, "1")
     for distribution in DISTRIBUTIONS:
         ours_first, ours_warm, imports, peer_first = [], [], [], []
+        into_first, into_warm, system_first, system_warm = [], [], [], []
         for _ in range(repeat):
             ours = run_json(VSGEN_FIRST, distribution, "5")
             ours_first.append(ours["first"])
             ours_warm.append(statistics.median(ours["warm"]))
             imports.append(ours["import"])
+            system_first.append(ours["first_system"])
+            system_warm.append(statistics.median(ours["warm_system"]))
+            try:
+                into = run_json(VSGEN_FIRST, distribution, "5", "into")
+            except subprocess.CalledProcessError:  # a vsgen without out=
+                into = None
+            if into is not None:
+                into_first.append(into["first"])
+                into_warm.append(statistics.median(into["warm"]))
             if torch_ok:
                 peer_first.append(run_json(TORCH_FIRST, distribution, "0")["first"])
         first = SIZE / statistics.median(ours_first) / 1e6
         warm = SIZE / statistics.median(ours_warm) / 1e6
         row("first", f"{distribution}: vsgen first call", first, "M/s")
         row("first", f"{distribution}: vsgen warm call (allocating)", warm, "M/s")
+        # Where the first call's extra time goes: the kernel's time (page
+        # faults of memory the process never touched) against a warm call's.
+        row("first", f"{distribution}: system time, first call", 1e3 * median(system_first), "ms")
+        row("first", f"{distribution}: system time, warm call", 1e3 * median(system_warm), "ms")
+        if into_first:
+            ratio = median(into_warm) / median(into_first)
+            row("first", f"{distribution}: first / warm into a touched buffer (out=)", ratio, "x")
         row(
             "first",
             f"{distribution}: import vsgen + construct the initializer",

@@ -706,3 +706,26 @@ def test_without_the_native_library_auto_falls_back(kernel, monkeypatch):
     assert draw(9_001, 12, "truncated_normal", np.float32, start=5).tobytes() == (
         expected.tobytes()
     )
+
+
+def test_threads_work_in_a_forked_child(tmp_path):
+    # The helper threads do not survive fork(); a child starts its own.
+    code = """
+        import os, sys
+        import numpy as np
+        from vsgen.streams import counter
+        expected = np.empty(300_000, np.float32)
+        counter.fill(expected, 0, 4, "truncated_normal", 1.0, threads=2)
+        pid = os.fork()
+        if pid == 0:
+            got = np.empty(300_000, np.float32)
+            counter.fill(got, 0, 4, "truncated_normal", 1.0, threads=2)
+            os._exit(0 if got.tobytes() == expected.tobytes() else 3)
+        _, status = os.waitpid(pid, 0)
+        print(os.waitstatus_to_exitcode(status))
+    """
+    if not hasattr(os, "fork"):
+        pytest.skip("no fork() on this platform")
+    result = run_python(code, {"PYTHONPATH": _package_root()}, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "0"
