@@ -3,8 +3,9 @@
 Times, for float32 tensors of ``--size`` values (median of ``--repeat`` runs,
 output buffers allocated and touched beforehand where the API allows it):
 
-* vsgen ``counter.fill`` on the numba path with 1 and 2 threads, all three
-  distributions (and the NumPy path on 1 thread, for reference);
+* vsgen ``counter.fill`` on its default path (the native kernels when they
+  are built) with 1 and 2 threads, all three distributions (and the numba
+  path on 2 threads and the NumPy path on 1 thread, for reference);
 * the NumPy floor: ``Generator.standard_normal`` / ``Generator.random``;
 * Keras 3 on its numpy backend (``keras.initializers.VarianceScaling``);
 * ``torch.nn.init`` (``kaiming_normal_``, ``kaiming_uniform_``, ``trunc_normal_``);
@@ -99,7 +100,7 @@ THREAD_SPEEDUP: dict[str, float] = {}
 
 def bench_vsgen(size: int, repeat: int, rates: dict[str, float]) -> None:
     out = np.ones(size, dtype=np.float32)
-    os.environ["VSGEN_KERNEL"] = "numba"
+    os.environ["VSGEN_KERNEL"] = "auto"
     for distribution in counter.DISTRIBUTIONS:
         # 1 and 2 threads alternate so that both see the same neighbours.
         walls: dict[int, list[float]] = {1: [], 2: []}
@@ -118,6 +119,14 @@ def bench_vsgen(size: int, repeat: int, rates: dict[str, float]) -> None:
             CPU_SHARE[label] = sum(cpus[threads]) / sum(walls[threads])
         pairs = [one / two for one, two in zip(walls[1], walls[2], strict=True)]
         THREAD_SPEEDUP[distribution] = statistics.median(pairs)
+
+    os.environ["VSGEN_KERNEL"] = "numba"
+    for distribution in counter.DISTRIBUTIONS:
+
+        def run_numba(distribution=distribution):
+            counter.fill(out, 0, 1234, distribution, 0.05, threads=2)
+
+        record(rates, f"vsgen {distribution} numba-path 2T", size, run_numba, repeat)
 
     os.environ["VSGEN_KERNEL"] = "numpy"
     small = min(size, SLOW_PEER_CAP)

@@ -66,3 +66,10 @@ def test_submodules_are_reachable_from_the_package():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.stdout.split() == ["fan_avg", "open_output", "KaimingNormal"], done.stderr
+
+
+def test_the_version_line_names_the_default_streams_label():
+    from vsgen._version import DEFAULT_STREAM_LABEL
+    from vsgen.streams import DEFAULT_STREAM, get_stream
+
+    assert get_stream(DEFAULT_STREAM).label == DEFAULT_STREAM_LABEL

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import math
+import os
 import subprocess
 import sys
 import textwrap
@@ -23,8 +24,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from vsgen.streams import _native, counter
 from vsgen.streams import _tables as tables
-from vsgen.streams import counter
 
 KS_T = 2.2252  # sqrt(ln(2 / 1e-4) / 2)
 TRUNCATED_STD = 0.87962566103423978
@@ -38,6 +39,22 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 needs_numba = pytest.mark.skipif(not HAVE_NUMBA, reason="numba is not installed")
 
+# The native kernels are built at install (setup.py); VSGEN_REQUIRE_NATIVE=1
+# turns their absence into a failure instead of a skip (CI sets it).
+HAVE_NATIVE = _native.library_path() is not None
+if not HAVE_NATIVE and os.environ.get("VSGEN_REQUIRE_NATIVE") == "1":  # pragma: no cover
+    raise RuntimeError("VSGEN_REQUIRE_NATIVE=1 but the native kernels are not built")
+needs_native = pytest.mark.skipif(
+    not HAVE_NATIVE,
+    reason="native kernels not built (pip install -e . or python setup.py build_ext --inplace)",
+)
+#: Every code path, each native instruction-set build separately.
+PATHS = [
+    "numpy",
+    pytest.param("numba", marks=needs_numba),
+    *(pytest.param(f"native{level}", marks=needs_native) for level in _native.LEVELS),
+]
+
 
 def draw(size, seed, distribution, dtype, start=0, multiplier=1.0, threads=1):
     out = np.empty(size, dtype=dtype)
@@ -47,10 +64,18 @@ def draw(size, seed, distribution, dtype, start=0, multiplier=1.0, threads=1):
 
 @pytest.fixture
 def kernel(monkeypatch):
-    """Force a code path: ``kernel("numpy")`` or ``kernel("numba")``."""
+    """Force a code path: ``kernel("numpy")``, ``kernel("numba")`` or
+    ``kernel("native4")`` (the native build for x86-64 level 4, 3 or 0; a
+    CPU without that level runs the best one it has)."""
 
     def select(name):
-        monkeypatch.setenv("VSGEN_KERNEL", name)
+        if name.startswith("native"):
+            monkeypatch.setenv("VSGEN_KERNEL", "native")
+            monkeypatch.setenv("VSGEN_NATIVE_LEVEL", name.removeprefix("native"))
+            monkeypatch.setattr(_native, "_loaded", None)  # reload at that level
+            monkeypatch.setattr(_native, "_failed", False)
+        else:
+            monkeypatch.setenv("VSGEN_KERNEL", name)
 
     return select
 
@@ -220,13 +245,13 @@ def test_any_split_gives_the_same_bytes(distribution, dtype, kernel):
     check()
 
 
-@needs_numba
+@pytest.mark.parametrize("path", PATHS[1:])
 @pytest.mark.parametrize(("distribution", "dtype"), CASES)
 @pytest.mark.parametrize("start", [0, 1, 2**40 + 3])
-def test_numpy_and_numba_paths_agree(distribution, dtype, start, kernel):
+def test_compiled_paths_agree_with_numpy(distribution, dtype, start, path, kernel):
     kernel("numpy")
     expected = draw(100_003, 11, distribution, dtype, start=start, multiplier=0.71)
-    kernel("numba")
+    kernel(path)
     got = draw(100_003, 11, distribution, dtype, start=start, multiplier=0.71)
     assert got.tobytes() == expected.tobytes()
     for lo, hi in ((1, 2), (3, 4), (5, 8), (99_999, 100_003)):
@@ -234,7 +259,7 @@ def test_numpy_and_numba_paths_agree(distribution, dtype, start, kernel):
         assert part.tobytes() == expected[lo:hi].tobytes()
 
 
-@pytest.mark.parametrize("path", ["numpy", pytest.param("numba", marks=needs_numba)])
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize(("distribution", "dtype"), CASES)
 def test_thread_count_does_not_change_bytes(distribution, dtype, path, kernel, monkeypatch):
     kernel(path)
@@ -325,20 +350,57 @@ def test_auto_path_choice(monkeypatch):
     monkeypatch.setattr(counter, "_kernels_module", None)  # as in a fresh process
     monkeypatch.setattr(counter, "_numpy_work", 0.0)
     threshold = counter.NUMBA_MIN_COLD["truncated_normal"]
-    assert counter._choose_kernels(10**6, 10**6, "truncated_normal") is None
-    assert counter._choose_kernels(10**6, threshold, "truncated_normal") is not None
+    assert counter._choose_numba(10**6, 10**6, "truncated_normal") is None
+    assert counter._choose_numba(10**6, threshold, "truncated_normal") is not None
     # Loaded now: from here on only tiny fills stay on NumPy.
-    assert counter._choose_kernels(10**6, 10**6, "uniform") is not None
-    assert counter._choose_kernels(100, 100, "uniform") is None
+    assert counter._choose_numba(10**6, 10**6, "uniform") is not None
+    assert counter._choose_numba(100, 100, "uniform") is None
     # Without a hint, a tensor arriving in chunks switches once the NumPy path
     # has done about as much work as loading numba costs.
     monkeypatch.setattr(counter, "_kernels_module", None)
     monkeypatch.setattr(counter, "_numpy_work", 0.0)
     chunk = threshold // 8
-    choices = [counter._choose_kernels(chunk, chunk, "untruncated_normal") for _ in range(10)]
+    choices = [counter._choose_numba(chunk, chunk, "untruncated_normal") for _ in range(10)]
     assert choices[:7] == [None] * 7 and all(c is not None for c in choices[8:])
     with pytest.raises(ValueError, match="job_size"):
         counter.fill(np.empty(4, np.float32), 0, 1, "uniform", 1.0, job_size=-1)
+
+
+@needs_native
+def test_auto_takes_the_native_kernels_at_the_best_level(kernel, monkeypatch):
+    monkeypatch.delenv("VSGEN_KERNEL", raising=False)
+    monkeypatch.delenv("VSGEN_NATIVE_LEVEL", raising=False)
+    monkeypatch.setattr(_native, "_loaded", None)
+    monkeypatch.setattr(_native, "_failed", False)
+    chosen = counter._choose_path(10, 10, "uniform", np.dtype(np.float32))
+    assert chosen is not None and chosen == _native.load().fill
+    best = _native.load().level
+    for level in _native.LEVELS:
+        kernel(f"native{level}")
+        assert _native.load().level == min(level, best)
+
+
+def test_bad_native_level_is_an_error(kernel, monkeypatch):
+    kernel("native4")
+    monkeypatch.setenv("VSGEN_NATIVE_LEVEL", "7")
+    if HAVE_NATIVE:
+        with pytest.raises(ValueError, match="VSGEN_NATIVE_LEVEL"):
+            draw(8, 1, "uniform", np.float32)
+
+
+@needs_native
+def test_large_fills_with_native_kernels_do_not_import_numba(tmp_path):
+    code = """
+        import sys
+        import numpy as np
+        from vsgen.streams import counter
+        for distribution in counter.DISTRIBUTIONS:
+            counter.fill(np.empty(1 << 26, np.float32), 0, 1, distribution, 0.05, threads=2)
+        print("numba" in sys.modules)
+    """
+    result = run_python(code, {"PYTHONPATH": _package_root()}, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
 
 
 @needs_numba
@@ -540,8 +602,130 @@ def golden_digest(seed, distribution, dtype, size, start, multiplier) -> str:
     return hashlib.sha256(little.tobytes()).hexdigest()
 
 
-@pytest.mark.parametrize("path", ["numpy", pytest.param("numba", marks=needs_numba)])
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("case", GOLDEN_CASES, ids=lambda c: f"{c[1]}-{c[2]}-{c[3]}")
 def test_golden_checksums(case, path, kernel):
     kernel(path)
     assert golden_digest(*case) == GOLDEN[case]
+
+
+# --- recycled chunks and narrow outputs ---------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16", "bfloat16"])
+def test_recycled_chunks_give_the_same_bytes_and_reuse_memory(dtype):
+    from vsgen.dtypes import resolve_dtype
+    from vsgen.streams import Draw, VsgenStream
+
+    stream = VsgenStream()
+    draw = Draw("untruncated_normal", 0.5, 77, resolve_dtype(dtype))
+    expected = b"".join(c.tobytes() for c in stream.chunks(draw, 5, 100_005, 9_999, threads=2))
+    seen, parts = set(), []
+    for chunk in stream.recycled_chunks(draw, 5, 100_005, 9_999, threads=2, buffers=3):
+        parts.append(chunk.tobytes())  # copied before the next chunk reuses memory
+        seen.add(chunk.__array_interface__["data"][0])
+    assert b"".join(parts) == expected
+    assert len(seen) == 3
+
+
+def test_recycled_chunks_through_a_slow_writer():
+    # write_chunks holds at most prefetch + 2 chunks; a ring of that many
+    # buffers must never overwrite a chunk before the writer has used it.
+    import time
+
+    from vsgen.dtypes import resolve_dtype
+    from vsgen.formats import write_chunks
+    from vsgen.streams import Draw, VsgenStream
+
+    class SlowOutput:
+        def __init__(self):
+            self.parts = []
+
+        def write(self, chunk):
+            time.sleep(0.002)
+            self.parts.append(chunk.tobytes())
+
+    stream = VsgenStream()
+    draw = Draw("uniform", 1.0, 3, resolve_dtype("float32"))
+    expected = np.empty(60_000, np.float32)
+    counter.fill(expected, 0, 3, "uniform", 1.0)
+    output = SlowOutput()
+    chunks = stream.recycled_chunks(draw, 0, 60_000, 1_000, threads=1, buffers=4)
+    write_chunks(output, chunks, prefetch=2)
+    assert b"".join(output.parts) == expected.tobytes()
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_narrow_outputs_round_float32_once_whatever_the_threads(dtype, monkeypatch):
+    from vsgen.dtypes import resolve_dtype
+    from vsgen.streams import Draw, VsgenStream
+
+    monkeypatch.setattr(counter, "NARROW_PIECE", 1_001)  # many pieces, odd boundaries
+    resolved = resolve_dtype(dtype)
+    reference = draw(50_003, 9, "truncated_normal", np.float32, start=3, multiplier=0.2)
+    expected = reference.astype(resolved)  # numpy/ml_dtypes' own rounding
+    for threads in (1, 2, 3):
+        out = np.empty(50_003, resolved)
+        VsgenStream().fill(out, 3, Draw("truncated_normal", 0.2, 9, resolved), threads)
+        assert out.tobytes() == expected.tobytes()
+
+
+def test_an_error_in_a_helper_thread_reaches_the_caller(kernel, monkeypatch):
+    kernel("numpy")
+    real = counter._numpy_fill
+
+    def failing(out, start, *args):
+        if start >= 40_000:
+            raise MemoryError("piece failed")
+        real(out, start, *args)
+
+    monkeypatch.setattr(counter, "_numpy_fill", failing)
+    monkeypatch.setattr(counter, "THREAD_PIECE", 4_096)
+    monkeypatch.setattr(counter, "MIN_THREAD_PIECE", 4_096)
+    with pytest.raises(MemoryError, match="piece failed"):
+        draw(100_000, 1, "uniform", np.float32, threads=2)
+    # The helpers survive the error and serve the next fill.
+    monkeypatch.setattr(counter, "_numpy_fill", real)
+    assert draw(100_000, 1, "uniform", np.float32, threads=2).tobytes() == (
+        draw(100_000, 1, "uniform", np.float32, threads=1).tobytes()
+    )
+
+
+def test_without_the_native_library_auto_falls_back(kernel, monkeypatch):
+    kernel("numpy")
+    expected = draw(9_001, 12, "truncated_normal", np.float32, start=5)
+    monkeypatch.delenv("VSGEN_KERNEL", raising=False)
+    monkeypatch.setattr(_native, "_loaded", None)
+    monkeypatch.setattr(_native, "_failed", False)
+    monkeypatch.setattr(_native, "library_path", lambda: None)  # as if never built
+    monkeypatch.setattr(counter, "_kernels_module", None)  # a fresh process
+    monkeypatch.setattr(counter, "_numpy_work", 0.0)
+    assert _native.load() is None
+    # A small fill then takes the NumPy path (numba only pays off for big jobs).
+    assert counter._choose_path(9_001, 9_001, "truncated_normal", np.dtype(np.float32)) is None
+    assert draw(9_001, 12, "truncated_normal", np.float32, start=5).tobytes() == (
+        expected.tobytes()
+    )
+
+
+def test_threads_work_in_a_forked_child(tmp_path):
+    # The helper threads do not survive fork(); a child starts its own.
+    code = """
+        import os, sys
+        import numpy as np
+        from vsgen.streams import counter
+        expected = np.empty(300_000, np.float32)
+        counter.fill(expected, 0, 4, "truncated_normal", 1.0, threads=2)
+        pid = os.fork()
+        if pid == 0:
+            got = np.empty(300_000, np.float32)
+            counter.fill(got, 0, 4, "truncated_normal", 1.0, threads=2)
+            os._exit(0 if got.tobytes() == expected.tobytes() else 3)
+        _, status = os.waitpid(pid, 0)
+        print(os.waitstatus_to_exitcode(status))
+    """
+    if not hasattr(os, "fork"):
+        pytest.skip("no fork() on this platform")
+    result = run_python(code, {"PYTHONPATH": _package_root()}, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "0"

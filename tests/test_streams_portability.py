@@ -13,7 +13,9 @@ in fresh interpreters under:
     (SSE2 only) and glibc's libm restricted to its non-AVX, non-FMA variants;
 
 each with its own NUMBA_CACHE_DIR (so kernels really are compiled for that
-CPU) and with both code paths, VSGEN_KERNEL=numpy and VSGEN_KERNEL=numba.
+CPU) and with every code path: VSGEN_KERNEL=numpy, numba and native (the
+ahead-of-time build for x86-64 level 4, 3 (AVX2) or 0 (SSE2), selected with
+VSGEN_NATIVE_LEVEL).
 (b) and (c) are x86-64 specific and skipped elsewhere.
 """
 
@@ -66,6 +68,8 @@ WORKER = """
         little = out.astype("<f4" if dtype == "float32" else "<f8", copy=False)
         digests.append(hashlib.sha256(little.tobytes()).hexdigest())
     report = {"digests": digests, "numba": "numba" in sys.modules}
+    from vsgen.streams import _native
+    report["native_level"] = _native.load().level if _native.loaded() else None
     if report["numba"]:
         from vsgen.streams import _kernels
         # The uniform kernel vectorises, so its registers show the build's
@@ -99,6 +103,7 @@ def _settings() -> list:
                 "NPY_DISABLE_CPU_FEATURES": " ".join(targets[1:]),
                 "NUMBA_CPU_NAME": "haswell",
                 "NUMBA_CPU_FEATURES": AVX2_FEATURES,
+                "VSGEN_NATIVE_LEVEL": "3",
             },
             id="avx2",
             marks=x86,
@@ -110,6 +115,7 @@ def _settings() -> list:
                 "NUMBA_CPU_NAME": "x86-64",
                 "NUMBA_CPU_FEATURES": SSE2_FEATURES,
                 "GLIBC_TUNABLES": "glibc.cpu.hwcaps=-AVX2,-FMA,-AVX512F,-AVX",
+                "VSGEN_NATIVE_LEVEL": "0",
             },
             id="sse2",
             marks=x86,
@@ -125,6 +131,8 @@ def _start(kernel: str, settings: dict[str, str], cache_dir: pathlib.Path) -> su
     }
     env.update(settings)
     env["VSGEN_KERNEL"] = kernel
+    if kernel != "native":
+        env.pop("VSGEN_NATIVE_LEVEL", None)
     env["NUMBA_CACHE_DIR"] = str(cache_dir)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), env.get("PYTHONPATH")]))
     cases = json.dumps(golden.GOLDEN_CASES)
@@ -141,6 +149,7 @@ def _start(kernel: str, settings: dict[str, str], cache_dir: pathlib.Path) -> su
 @pytest.mark.parametrize(("name", "settings"), _settings())
 def test_golden_checksums_under_cpu_settings(name, settings, tmp_path):
     kernels = ["numpy"] + (["numba"] if golden.HAVE_NUMBA else [])
+    kernels += ["native"] if golden.HAVE_NATIVE else []
     # Both paths run at once: two interpreters use both cores.
     running = {}
     for kernel in kernels:
@@ -153,6 +162,12 @@ def test_golden_checksums_under_cpu_settings(name, settings, tmp_path):
         assert process.returncode == 0, stderr
         report = json.loads(stdout.strip().splitlines()[-1])
         assert report["numba"] == (kernel == "numba")
+        if kernel == "native":
+            # The capped build ran (or a lower one, on a CPU without that level).
+            cap = int(settings.get("VSGEN_NATIVE_LEVEL", 4))
+            assert report["native_level"] is not None and report["native_level"] <= cap
+            if name != "default":
+                assert report["native_level"] == cap or not IS_X86_64
         pairs = zip(golden.GOLDEN_CASES, report["digests"], expected, strict=True)
         mismatched = [case for case, got, want in pairs if got != want]
         assert not mismatched, f"{name}/{kernel}: digests differ for {mismatched}"

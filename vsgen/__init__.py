@@ -31,6 +31,7 @@ if TYPE_CHECKING:
         deserialize,
         get_preset,
     )
+    from vsgen.inplace import fill_
 
 #: Public name -> the module that defines it.
 _HOMES = {
@@ -56,6 +57,7 @@ _HOMES = {
             "get_preset",
         )
     },
+    "fill_": "vsgen.inplace",
 }
 
 __all__ = sorted([*_HOMES, "__version__"])
@@ -67,6 +69,7 @@ _SUBMODULES = (
     "fans",
     "formats",
     "initializer",
+    "inplace",
     "modelspec",
     "names",
     "provenance",

@@ -13,7 +13,7 @@ import numbers
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeGuard
 
 import numpy as np
 
@@ -51,6 +51,13 @@ TRUNCATED_STD_FACTOR = 0.87962566103423978
 #: not this constant squared (0.90842...), so, as in JAX, complex
 #: truncated_normal values have E|z|**2 = 1.018657... * v rather than v.
 COMPLEX_TRUNCATED_STD_FACTOR = 0.95311164380491208
+
+
+def _is_seed_sequence(value: object) -> TypeGuard[np.random.SeedSequence]:
+    # A SeedSequence exists only once numpy.random is imported; not importing
+    # it here saves every process that never uses one ~7 ms of start-up.
+    random = sys.modules.get("numpy.random")
+    return random is not None and isinstance(value, random.SeedSequence)
 
 
 @dataclass(frozen=True)
@@ -270,7 +277,7 @@ class VarianceScaling:
         check_jax_axes_alone(input_axes, output_axes, self.in_axis, self.out_axis, self.batch_axis)
         self._seed_sequence: np.random.SeedSequence | None = None
         self.seed_was_drawn = False
-        if isinstance(seed, np.random.SeedSequence):
+        if _is_seed_sequence(seed):
             self._seed_sequence = seed
             self.seed: int | None = None
         elif seed is None:
@@ -417,13 +424,28 @@ class VarianceScaling:
         rows: tuple[int | None, int | None] | None = None,
         fan_shape: Sequence[int] | None = None,
         threads: int | None = None,
+        out: np.ndarray | None = None,
     ) -> np.ndarray:
-        """Return the tensor (or rows ``a..b-1`` of it) as a NumPy array."""
-        return self.plan(shape, dtype, rows=rows, fan_shape=fan_shape).array(threads)
+        """Return the tensor (or rows ``a..b-1`` of it) as a NumPy array.
 
-    def __call__(self, shape: Sequence[int], dtype: object = None) -> np.ndarray:
-        """Return a ``shape`` array of ``dtype`` (default float32) drawn as documented."""
-        return self.sample(shape, dtype)
+        With ``out``, a writeable C-contiguous NumPy array of the sampled
+        shape, the values are written into it (no allocation) and ``out`` is
+        returned; its dtype is used when ``dtype`` is None. For torch tensors
+        and other buffers use ``vsgen.fill_``.
+        """
+        if out is None:
+            return self.plan(shape, dtype, rows=rows, fan_shape=fan_shape).array(threads)
+        if dtype is None and isinstance(out, np.ndarray):
+            dtype = out.dtype
+        self.plan(shape, dtype, rows=rows, fan_shape=fan_shape).fill(out, threads)
+        return out
+
+    def __call__(
+        self, shape: Sequence[int], dtype: object = None, *, out: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Return a ``shape`` array of ``dtype`` (default float32) drawn as documented,
+        or write it into ``out`` (see ``sample``) and return that."""
+        return self.sample(shape, dtype, out=out)
 
     # --- configuration ---------------------------------------------------------
 
@@ -589,9 +611,18 @@ class SamplePlan:
         return self.draw.dtype
 
     def chunks(
-        self, chunk_size: int = DEFAULT_CHUNK, threads: int | None = None
+        self, chunk_size: int = DEFAULT_CHUNK, threads: int | None = None, recycle: int = 0
     ) -> Iterator[np.ndarray]:
-        """The values as consecutive flat chunks of at most ``chunk_size``."""
+        """The values as consecutive flat chunks of at most ``chunk_size``.
+
+        With ``recycle=k > 0`` the chunks are views of k buffers used in turn
+        (``Stream.recycled_chunks``): for a consumer that holds fewer than k
+        chunks at once, such as ``formats.write_chunks(prefetch=k - 2)``.
+        """
+        if recycle > 0:
+            return self.stream.recycled_chunks(
+                self.draw, self.start, self.stop, chunk_size, threads, recycle
+            )
         return self.stream.chunks(self.draw, self.start, self.stop, chunk_size, threads)
 
     def array(self, threads: int | None = None) -> np.ndarray:
@@ -600,6 +631,33 @@ class SamplePlan:
         if out.size:
             self.stream.fill(out.reshape(-1), self.start, self.draw, threads)
         return out
+
+    def fill(self, out: np.ndarray, threads: int | None = None) -> None:
+        """Write the values into ``out``: a writeable, C-contiguous NumPy array of
+        ``shape`` and of the plan's dtype. Nothing is allocated but bounded
+        scratch space (narrow dtypes are rounded from float32 a chunk at a time)."""
+        if not isinstance(out, np.ndarray):
+            raise TypeError(
+                "Argument `out` must be a numpy array (use vsgen.fill_ for torch tensors "
+                f"and other buffers). Received: out={type(out).__name__}"
+            )
+        if out.shape != self.shape:
+            raise ValueError(
+                f"Argument `out` must have the sampled shape {self.shape}. "
+                f"Received: out with shape {out.shape}"
+            )
+        if out.dtype != self.draw.dtype:
+            raise ValueError(
+                f"Argument `out` must have dtype {self.draw.dtype.name}. "
+                f"Received: out with dtype {out.dtype.name}"
+            )
+        if not out.flags.c_contiguous or not out.flags.writeable:
+            raise ValueError(
+                "Argument `out` must be a writeable C-contiguous array. "
+                f"Received: out with strides {out.strides}, writeable={out.flags.writeable}"
+            )
+        if out.size:
+            self.stream.fill(out.reshape(-1), self.start, self.draw, threads)
 
 
 #: Largest finite value of each output type.

@@ -17,23 +17,43 @@ from typing import NoReturn
 import click
 
 from vsgen._interrupt import end_at_once_on_interrupt
-from vsgen._version import __version__
+from vsgen._version import DEFAULT_STREAM_LABEL, __version__
 from vsgen.cli._errors import VsgenGroup
 from vsgen.cli._output import PROGRESS_MIN_VALUES
-from vsgen.cli.check import check
-from vsgen.cli.config import config
-from vsgen.cli.describe import describe
-from vsgen.cli.sample import sample
-from vsgen.streams import DEFAULT_STREAM, get_stream
 
-__all__ = ["PROGRESS_MIN_VALUES", "cli", "main"]
+__all__ = ["COMMANDS", "PROGRESS_MIN_VALUES", "cli", "main"]
+
+#: Command name -> (module, summary: the first sentence of its help). Each
+#: module is imported only when its command runs, so ``vsgen --help`` and
+#: ``--version`` need no NumPy.
+COMMANDS = {
+    "sample": ("vsgen.cli.sample", "Sample a tensor and write it to a file or stdout."),
+    "describe": (
+        "vsgen.cli.describe",
+        "Show what a configuration means for a shape: fans, n, variance, stddev, the "
+        "truncated normal's pre-truncation stddev and bounds, or the uniform limit.",
+    ),
+    "config": (
+        "vsgen.cli.config",
+        "Print the initializer's JSON config (feed it back with --config FILE|-).",
+    ),
+    "check": (
+        "vsgen.cli.check",
+        "Check that the tensors of a .npy/.h5/.safetensors file (or a directory of .npy "
+        "files) match their initializers.",
+    ),
+}
 
 
-@click.group(cls=VsgenGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=VsgenGroup,
+    lazy_commands=COMMANDS,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 @click.version_option(
     __version__,
     prog_name="vsgen",
-    message=f"%(prog)s %(version)s (stream {get_stream(DEFAULT_STREAM).label})",
+    message=f"%(prog)s %(version)s (stream {DEFAULT_STREAM_LABEL})",
     help="Show the version and the default random stream's version, then exit.",
 )
 def cli() -> None:
@@ -47,10 +67,6 @@ def cli() -> None:
       vsgen describe --shape 3,3,64,128 --preset he_normal
       vsgen config --preset glorot_uniform --seed 7 --keras
     """
-
-
-for _command in (sample, describe, config, check):
-    cli.add_command(_command)
 
 
 def main(argv: list[str] | None = None) -> NoReturn:

@@ -109,7 +109,49 @@ def describe_os_error(error: OSError) -> str:
 
 
 class VsgenGroup(click.Group):
-    """A group whose ``main`` prints every error as one line with the right exit code."""
+    """A group whose ``main`` prints every error as one line with the right exit code.
+
+    Commands given as ``lazy_commands`` (name -> (module, summary)) are
+    imported only when invoked: ``vsgen --help`` lists them from the summary
+    (a test keeps it equal to each command's own), so that the group's help
+    and ``--version`` start without NumPy.
+    """
+
+    def __init__(
+        self, *args: Any, lazy_commands: dict[str, tuple[str, str]] | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy_commands = dict(lazy_commands or {})
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy_commands})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in self.lazy_commands:
+            import importlib
+
+            module = importlib.import_module(self.lazy_commands[cmd_name][0])
+            self.add_command(getattr(module, cmd_name))
+        return super().get_command(ctx, cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        names = self.list_commands(ctx)
+        # The width click's own listing gives each summary.
+        limit = formatter.width - 6 - max((len(name) for name in names), default=0)
+        rows = []
+        for name in names:
+            if name in self.commands:
+                command = self.commands[name]
+                if command.hidden:
+                    continue
+                rows.append((name, command.get_short_help_str(limit)))
+            else:
+                # A stand-in command shortens the summary exactly as click would.
+                stand_in = click.Command(name, help=self.lazy_commands[name][1])
+                rows.append((name, stand_in.get_short_help_str(limit)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
     def invoke(self, ctx: click.Context) -> Any:
         # SIGTERM unwinds like Ctrl-C for the whole command, so that a signal

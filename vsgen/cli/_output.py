@@ -105,14 +105,25 @@ def summary_line(values: int, nbytes: int, seconds: float, target: str) -> str:
     return f"wrote {values:,} values ({format_bytes(nbytes)}) to {where} in {seconds:.2f} s{rate}"
 
 
+#: Chunks computed ahead of the writer. The chunks are views of PREFETCH + 2
+#: recycled buffers (write_chunks holds at most that many at once), so a long
+#: job page-faults in only its first few chunks.
+PREFETCH = 2
+#: Values per chunk: 2**22 (16 MiB of float32), bounding memory at
+#: (PREFETCH + 2) chunks while each write(2) stays large.
+WRITE_CHUNK = 1 << 22
+
+
 def write_plans(target: Output, plans: Sequence[Plan], threads: int | None, quiet: bool) -> None:
     """Stream every plan's chunks into the opened output, then commit atomically.
 
     Without --threads, sampling leaves ``WRITER_CPUS`` to the writer
-    (``vsgen.streams.default_threads``). The bytes do not depend on it. On a
-    terminal (and without --quiet) one summary line follows on stderr.
+    (``vsgen.streams.default_threads``). Chunks are computed ahead of the
+    writer, in recycled buffers. The bytes depend on neither. On a terminal
+    (and without --quiet) one summary line follows on stderr.
     """
     from vsgen import formats
+    from vsgen.initializer import SamplePlan
     from vsgen.streams import default_threads
 
     if threads is None:
@@ -120,13 +131,16 @@ def write_plans(target: Output, plans: Sequence[Plan], threads: int | None, quie
 
     def chunks() -> Iterator[np.ndarray]:
         for plan in plans:
-            yield from plan.chunks(threads=threads)
+            if isinstance(plan, SamplePlan):
+                yield from plan.chunks(WRITE_CHUNK, threads=threads, recycle=PREFETCH + 2)
+            else:  # e.g. a whole model's constant tensors
+                yield from plan.chunks(WRITE_CHUNK, threads=threads)
 
     started = time.monotonic()
     total = sum(plan.size for plan in plans)
     with terminate_as_interrupt(), user_errors(), target:
         with progress(total, "sampling", quiet) as advance:
-            formats.write_chunks(target, chunks(), on_progress=advance)
+            formats.write_chunks(target, chunks(), on_progress=advance, prefetch=PREFETCH)
         target.commit()
     if not quiet and _stderr_is_terminal():
         nbytes = sum(info.nbytes for info in target.tensors)

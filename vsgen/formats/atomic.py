@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import secrets
 import shutil
 import stat
 import weakref
@@ -22,7 +21,8 @@ def temp_path(final_path: str, mark: str = _TEMP_MARK) -> str:
     """A fresh hidden name beside ``final_path``; the target's name is shortened
     if needed so that the temporary's name still fits ``_NAME_MAX`` bytes."""
     directory, base = os.path.split(final_path)
-    suffix = f"{mark}{secrets.token_hex(6)}"
+    # os.urandom, as secrets.token_hex uses, without importing secrets (start-up).
+    suffix = f"{mark}{os.urandom(6).hex()}"
     room = _NAME_MAX - 1 - len(suffix.encode())
     encoded = base.encode("utf-8", "surrogateescape")[:room]
     base = encoded.decode("utf-8", "ignore")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -81,8 +80,48 @@ class Stream:
         [start, stop), in order, each at most ``chunk_size`` long."""
         raise NotImplementedError
 
-    def fill(self, out: np.ndarray, start: int, draw: Draw, threads: int | None = None) -> None:
-        """Fill the 1-D array ``out`` with flat indices [start, start + out.size)."""
+    def recycled_chunks(
+        self,
+        draw: Draw,
+        start: int,
+        stop: int,
+        chunk_size: int = DEFAULT_CHUNK,
+        threads: int | None = None,
+        buffers: int = 4,
+    ) -> Iterator[np.ndarray]:
+        """Like ``chunks``, but the chunks are views of ``buffers`` arrays used in
+        turn: chunk k is overwritten when chunk k + ``buffers`` is made.
+
+        For consumers that hold fewer than ``buffers`` chunks at once (e.g.
+        ``formats.write_chunks`` with ``prefetch = buffers - 2``): a long job
+        then touches fresh memory only for its first ``buffers`` chunks instead
+        of page-faulting every chunk in. Streams without random access fall
+        back to ``chunks``.
+        """
+        if not self.random_access or buffers < 1:
+            yield from self.chunks(draw, start, stop, chunk_size, threads)
+            return
+        ring: list[np.ndarray] = []
+        for index, offset in enumerate(range(start, stop, chunk_size)):
+            if len(ring) < buffers:
+                ring.append(np.empty(min(chunk_size, stop - start), dtype=draw.dtype))
+            view = ring[index % buffers][: min(chunk_size, stop - offset)]
+            self.fill(view, offset, draw, threads, job_size=stop - start)
+            yield view
+
+    def fill(
+        self,
+        out: np.ndarray,
+        start: int,
+        draw: Draw,
+        threads: int | None = None,
+        job_size: int | None = None,
+    ) -> None:
+        """Fill the 1-D array ``out`` with flat indices [start, start + out.size).
+
+        ``job_size`` is the size of the whole job ``out`` belongs to, a hint
+        some streams use to pick a code path (the bytes never depend on it).
+        """
         position = 0
         for chunk in self.chunks(draw, start, start + out.size, threads=threads):
             out[position : position + chunk.size] = chunk
@@ -95,8 +134,12 @@ class Stream:
         return min(self.max_seed.bit_length() - 1, JSON_SAFE_SEED_BITS)
 
     def draw_seed(self) -> int:
-        """A fresh seed from the operating system's randomness, below 2**seed_bits."""
-        return secrets.randbelow(2**self.seed_bits)
+        """A fresh seed from the operating system's randomness, below 2**seed_bits.
+
+        ``os.urandom``, as ``secrets.randbelow`` uses; a power-of-two bound makes
+        the modulo exact, and not importing ``secrets`` saves start-up.
+        """
+        return int.from_bytes(os.urandom(8), "little") % (1 << self.seed_bits)
 
     @property
     def label(self) -> str:

@@ -24,19 +24,30 @@ numba kernels (``_kernels``; imported only for large fills).
 
 from __future__ import annotations
 
+import functools
+import itertools
 import math
 import operator
 import os
+import queue
 import threading
 import warnings
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
 from types import ModuleType
+from typing import Protocol
 
 import numpy as np
 
 from vsgen.dtypes import narrow_bounds, round_into, working_dtype
-from vsgen.streams._base import DEFAULT_CHUNK, DISTRIBUTIONS, Draw, Stream, default_threads
+from vsgen.streams import _native
+from vsgen.streams._base import (
+    DEFAULT_CHUNK,
+    DISTRIBUTIONS,
+    Draw,
+    Stream,
+    default_threads,
+    usable_cpus,
+)
 from vsgen.streams._constants import (
     GAMMA,
     INV_R,
@@ -87,12 +98,20 @@ NUMBA_MIN_COLD = {
 #: Once the kernels are loaded they are faster for anything but tiny fills.
 NUMBA_MIN_WARM = 1 << 12
 
+
+class Filler(Protocol):
+    """A compiled path: fills a 1-D float32/float64 array with indices [start, ...)."""
+
+    def __call__(
+        self, out: np.ndarray, start: int, keys: tuple[int, int], distribution: str, multiplier
+    ) -> None: ...
+
+
 _kernels_module: ModuleType | None = None
 _kernels_failed = False
 #: NumPy-path work done by `auto` so far, in units of its numba threshold.
 _numpy_work = 0.0
 _kernels_lock = threading.Lock()
-_pools: dict[int, ThreadPoolExecutor] = {}
 #: (distribution, dtype) -> whether the numba kernel matched the NumPy path.
 _kernel_checks: dict[tuple[str, str], bool] = {}
 _pool_lock = threading.Lock()
@@ -341,17 +360,42 @@ def _kernels_agree(kernels: ModuleType, distribution: str, dtype: np.dtype) -> b
     return _kernel_checks[key]
 
 
-def _choose_kernels(size: int, job_size: int, distribution: str) -> ModuleType | None:
+KERNEL_CHOICES = ("auto", "native", "numba", "numpy")
+
+
+def _kernel_choice() -> str:
     choice = os.environ.get("VSGEN_KERNEL", "auto").strip().lower() or "auto"
-    if choice == "numpy":
-        return None
-    if choice == "numba":
-        return _load_kernels()
-    if choice != "auto":
+    if choice not in KERNEL_CHOICES:
         raise ValueError(
-            f"Environment variable `VSGEN_KERNEL` must be one of numpy, numba, auto. "
+            f"Environment variable `VSGEN_KERNEL` must be one of {', '.join(KERNEL_CHOICES)}. "
             f"Received: VSGEN_KERNEL={choice!r}"
         )
+    return choice
+
+
+def _choose_path(size: int, job_size: int, distribution: str, dtype: np.dtype) -> Filler | None:
+    """The compiled path for this fill, or None for the NumPy path.
+
+    ``auto`` takes the native kernels whenever they were built: they load in
+    about a millisecond and beat the NumPy path from a few thousand values
+    on. Without them, numba's cost of ~0.45 s per process decides (the rule
+    in ``_choose_numba``). ``native`` and ``numba`` force a path and fall
+    back silently (native -> numba -> NumPy) when it is unavailable.
+    """
+    choice = _kernel_choice()
+    if choice == "numpy":
+        return None
+    if choice in ("auto", "native"):
+        native = _native.load()
+        if native is not None:
+            return native.fill
+    kernels = _load_kernels() if choice != "auto" else _choose_numba(size, job_size, distribution)
+    if kernels is None or not _kernels_agree(kernels, distribution, dtype):
+        return None
+    return functools.partial(_numba_fill, kernels)
+
+
+def _choose_numba(size: int, job_size: int, distribution: str) -> ModuleType | None:
     global _numpy_work
     if _kernels_module is not None and not _kernels_failed:
         return _kernels_module if size >= NUMBA_MIN_WARM else None
@@ -462,15 +506,11 @@ def fill(
         return
     keys = derive_keys(seed)
     scale = out.dtype.type(multiplier)
-    kernels = _choose_kernels(out.size, max(out.size, job_size or 0), distribution)
-    if kernels is not None and not _kernels_agree(kernels, distribution, out.dtype):
-        kernels = None
+    compiled = _choose_path(out.size, max(out.size, job_size or 0), distribution, out.dtype)
+    piece_fill = _numpy_fill if compiled is None else compiled
 
     def run(lo: int, hi: int) -> None:
-        if kernels is None:
-            _numpy_fill(out[lo:hi], start + lo, keys, distribution, scale)
-        else:
-            _numba_fill(kernels, out[lo:hi], start + lo, keys, distribution, scale)
+        piece_fill(out[lo:hi], start + lo, keys, distribution, scale)
 
     if threads == 1 or out.size <= MIN_THREAD_PIECE:
         run(0, out.size)
@@ -480,11 +520,25 @@ def fill(
     # float32 pairs (which share one word) inside one piece.
     first_boundary = piece - start % piece
     bounds = [0, *range(first_boundary, out.size, piece), out.size]
-    if kernels is not None:
-        # Compile or load the kernel here, once, rather than in every worker.
-        _numba_fill(kernels, np.empty(2, out.dtype), 0, keys, distribution, scale)
-    for _ in _executor(threads).map(run, bounds[:-1], bounds[1:]):
-        pass
+    if compiled is not None:
+        # Compile or load a numba kernel here, once, rather than in every worker.
+        compiled(np.empty(2, out.dtype), 0, keys, distribution, scale)
+    _run_pieces(run, bounds, threads)
+
+
+#: Values per piece of a narrow (float16/bfloat16) fill: 256 KiB of float32
+#: scratch per thread, which stays in the core's cache between compute and rounding.
+NARROW_PIECE = 1 << 16
+_scratch_buffers = threading.local()
+
+
+def _scratch(dtype: np.dtype) -> np.ndarray:
+    """This thread's NARROW_PIECE-value scratch array of `dtype`, made once."""
+    buffers = _scratch_buffers.__dict__
+    key = np.dtype(dtype).str
+    if key not in buffers or buffers[key].size < NARROW_PIECE:
+        buffers[key] = np.empty(NARROW_PIECE, dtype=dtype)
+    return buffers[key]
 
 
 def _piece_size(size: int, threads: int) -> int:
@@ -496,12 +550,91 @@ def _piece_size(size: int, threads: int) -> int:
     return piece
 
 
-def _executor(threads: int) -> ThreadPoolExecutor:
-    """A process-wide pool of exactly `threads` workers, made on first use."""
+class _Job:
+    """One fill's pieces, taken in turn by whichever threads work on it."""
+
+    def __init__(self, run: Callable[[int, int], None], bounds: list[int]) -> None:
+        self.run = run
+        self.bounds = bounds
+        self.pieces = len(bounds) - 1
+        self._next = itertools.count()  # next() on it is atomic in CPython
+        self._lock = threading.Lock()
+        self._remaining = self.pieces
+        self.finished = threading.Event()
+        self.error: BaseException | None = None
+
+    def work(self) -> None:
+        while (index := next(self._next)) < self.pieces:
+            try:
+                self.run(self.bounds[index], self.bounds[index + 1])
+            except BaseException as error:  # noqa: BLE001 - re-raised by the caller
+                with self._lock:
+                    self.error = self.error or error
+            with self._lock:
+                self._remaining -= 1
+                if self._remaining == 0:
+                    self.finished.set()
+
+
+#: Jobs for the helper threads; each waiting thread takes one and works on it.
+_inbox: queue.SimpleQueue[_Job] = queue.SimpleQueue()
+_helpers: list[threading.Thread] = []
+
+
+def _helper() -> None:
+    while True:
+        _inbox.get().work()
+
+
+def _run_pieces(run: Callable[[int, int], None], bounds: list[int], threads: int) -> None:
+    """run(lo, hi) for consecutive bounds on `threads` threads: the caller and
+    threads - 1 persistent helpers (started on first use; a plain pool of
+    daemon threads, so that the first large fill of a process does not pay
+    for importing concurrent.futures)."""
+    job = _Job(run, bounds)
+    helpers = min(threads, job.pieces) - 1
+    _start_helpers(helpers)
+    for _ in range(helpers):
+        _inbox.put(job)
+    job.work()
+    job.finished.wait()
+    if job.error is not None:
+        raise job.error
+
+
+def _start_helpers(count: int) -> None:
     with _pool_lock:
-        if threads not in _pools:
-            _pools[threads] = ThreadPoolExecutor(threads, thread_name_prefix="vsgen")
-        return _pools[threads]
+        while len(_helpers) < count:
+            thread = threading.Thread(target=_helper, name="vsgen", daemon=True)
+            thread.start()
+            _helpers.append(thread)
+
+
+def _forget_helpers_after_fork() -> None:
+    # A forked child has none of the parent's threads; it starts its own.
+    global _inbox, _pool_lock
+    _helpers.clear()
+    _inbox = queue.SimpleQueue()
+    _pool_lock = threading.Lock()
+
+
+def _prepare() -> None:
+    """Load the native kernels and start the helper threads of a multi-core
+    machine, in a background thread started when this module is imported:
+    importing the sampler is the first hint that a fill follows, and the
+    first fill then finds everything ready (~1-3 ms that would otherwise
+    land on it). Errors are left for the fill itself to report."""
+    try:
+        if _kernel_choice() != "numpy":
+            _native.load()
+        _start_helpers(usable_cpus() - 1)
+    except Exception:  # noqa: BLE001, S110 - the fill repeats the step and reports it
+        pass
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_helpers_after_fork)
+threading.Thread(target=_prepare, name="vsgen-prepare", daemon=True).start()
 
 
 # --- the stream -----------------------------------------------------------------
@@ -546,24 +679,35 @@ class VsgenStream(Stream):
                 job_size=job_size,
             )
             return
-        # Narrow outputs are computed in float32 and rounded once, a chunk at a time;
-        # rounding may carry a value onto or past its bound, so it is clamped
+        # Narrow outputs: each piece is computed in float32 into a small scratch
+        # buffer of its thread (it stays in cache; no fresh pages per call) and
+        # rounded once into `out`; pieces run on the threads in parallel.
+        # Rounding may carry a value onto or past its bound, so it is clamped
         # back inside (float32/float64 outputs never pass here: their bytes
         # stay exactly as the stream defines them).
-        bounds = narrow_bounds(out.dtype, draw.distribution, draw.multiplier)
-        buffer = np.empty(min(out.size, DEFAULT_CHUNK), dtype=work)
-        for offset in range(0, out.size, buffer.size):
-            piece = buffer[: min(buffer.size, out.size - offset)]
+        if not isinstance(out, np.ndarray) or out.ndim != 1:
+            raise ValueError("Argument `out` must be a 1-D numpy array.")
+        clamp = narrow_bounds(out.dtype, draw.distribution, draw.multiplier)
+
+        def run(lo: int, hi: int) -> None:
+            scratch = _scratch(work)[: hi - lo]
             fill(
-                piece,
-                start + offset,
+                scratch,
+                start + lo,
                 draw.seed,
                 draw.distribution,
                 draw.multiplier,
-                threads,
+                1,
                 job_size=job_size,
             )
-            round_into(out[offset : offset + piece.size], piece, bounds)
+            round_into(out[lo:hi], scratch, clamp)
+
+        bounds = [*range(0, out.size, NARROW_PIECE), out.size]
+        if threads == 1 or len(bounds) <= 2:
+            for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+                run(lo, hi)
+            return
+        _run_pieces(run, bounds, threads)
 
     def chunks(
         self,

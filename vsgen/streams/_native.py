@@ -1,0 +1,176 @@
+"""The ahead-of-time compiled kernels of the vsgen v1 stream, loaded with ctypes.
+
+``_native_kernels.c`` is built at install time (setup.py, optional: without
+a C compiler vsgen still works, on its numba or NumPy path). Loading it takes
+about 2 ms (``import ctypes`` and ``dlopen``) against ~0.45 s for numba, so
+even the first fill of a process runs at full speed. ctypes releases the GIL
+during each call, so threads fill their pieces in parallel.
+
+The kernels receive the ziggurat tables and the rare-path constants from
+``_constants`` on every call: they hold no copy that could go stale, and give
+the NumPy path's bytes by construction (``+ - * /`` rounded one at a time, no
+FMA contraction, no libm), which the golden checksums check for each
+instruction-set build (``VSGEN_NATIVE_LEVEL``, see ``load``).
+"""
+
+from __future__ import annotations
+
+import importlib.machinery
+import os
+import pathlib
+import threading
+from typing import Any
+
+import numpy as np
+
+from vsgen.streams import _constants as c
+
+#: x86-64 levels the library is built for: baseline, v3 (AVX2, FMA), v4 (AVX-512).
+LEVELS = (0, 3, 4)
+_SUFFIX = {0: "base", 3: "v3", 4: "v4"}
+#: Version of the C interface this loader speaks (vsgen_native_abi()).
+ABI = 1
+
+_lock = threading.Lock()
+_loaded: Kernels | None = None
+_failed = False
+
+
+def library_path() -> pathlib.Path | None:
+    """The built extension beside this file, or None if it was not built."""
+    here = pathlib.Path(__file__).resolve().parent
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        candidate = here / f"_native_kernels{suffix}"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _constants_array() -> np.ndarray:
+    """The rare-path constants in the order _native_kernels.c expects (C_R ... C_POW2_NEG)."""
+    values = np.zeros(96, dtype=np.float64)
+    values[:6] = [c.R, c.INV_R, c.LN2_HI, c.LN2_LO, c.LOG2E, c.SQRT2]
+    values[6:20] = c.EXP_COEFFICIENTS
+    values[20:32] = c.LOG_COEFFICIENTS
+    values[32:96] = c.POW2_NEG
+    return values
+
+
+class Kernels:
+    """Typed entry points of one instruction-set build of the library."""
+
+    def __init__(self, library: Any, level: int) -> None:
+        import ctypes
+
+        class Ziggurat(ctypes.Structure):
+            _fields_ = [
+                ("width", ctypes.c_void_p),
+                ("inside", ctypes.c_void_p),
+                ("low", ctypes.c_void_p),
+                ("high", ctypes.c_void_p),
+                ("has_tail", ctypes.c_int64),
+            ]
+
+        self.level = level
+        self._constants = _constants_array()
+        # The structures point into ZIGGURATS' arrays, which live as long as
+        # the module; keep them (and the constants) referenced here.
+        self._zigs = {
+            key: Ziggurat(
+                zig.width.ctypes.data,
+                zig.inside.ctypes.data,
+                zig.low.ctypes.data,
+                zig.high.ctypes.data,
+                int(zig.has_tail),
+            )
+            for key, zig in c.ZIGGURATS.items()
+        }
+        self._zig_refs = {key: ctypes.byref(zig) for key, zig in self._zigs.items()}
+        pointer, i64, u64, f64 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_uint64, ctypes.c_double
+        suffix = _SUFFIX[level]
+        self._normal = {}
+        self._uniform = {}
+        for is64, name in ((False, "f32"), (True, "f64")):
+            normal = getattr(library, f"vsgen_normal_{name}_{suffix}")
+            normal.argtypes = [pointer, i64, i64, u64, u64, f64, pointer, pointer]
+            normal.restype = None
+            uniform = getattr(library, f"vsgen_uniform_{name}_{suffix}")
+            uniform.argtypes = [pointer, i64, i64, u64, f64]
+            uniform.restype = None
+            self._normal[is64], self._uniform[is64] = normal, uniform
+        self._constants_address = self._constants.ctypes.data
+
+    def fill(
+        self,
+        out: np.ndarray,
+        start: int,
+        keys: tuple[int, int],
+        distribution: str,
+        multiplier: float,
+    ) -> None:
+        """out[i] = multiplier z(start + i); out is 1-D, contiguous, float32/64."""
+        is64 = out.dtype == np.float64
+        address = out.ctypes.data
+        if distribution == "uniform":
+            self._uniform[is64](address, out.size, start, keys[0], float(multiplier))
+        else:
+            self._normal[is64](
+                address,
+                out.size,
+                start,
+                keys[0],
+                keys[1],
+                float(multiplier),
+                self._zig_refs[distribution, is64],
+                self._constants_address,
+            )
+
+
+def _requested_level() -> int | None:
+    """VSGEN_NATIVE_LEVEL caps the instruction set (0, 3 or 4); for tests."""
+    text = os.environ.get("VSGEN_NATIVE_LEVEL", "").strip()
+    if not text:
+        return None
+    if text not in ("0", "3", "4"):
+        raise ValueError(
+            "Environment variable `VSGEN_NATIVE_LEVEL` must be 0, 3 or 4. "
+            f"Received: VSGEN_NATIVE_LEVEL={text!r}"
+        )
+    return int(text)
+
+
+def load() -> Kernels | None:
+    """The kernels for the best instruction set this CPU runs (at most
+    VSGEN_NATIVE_LEVEL), loaded once; None if the library is absent or unusable."""
+    global _loaded, _failed
+    if _loaded is not None or _failed:
+        return _loaded
+    with _lock:
+        if _loaded is None and not _failed:
+            path = library_path()
+            if path is None:
+                _failed = True
+                return None
+            import ctypes
+
+            try:
+                library = ctypes.CDLL(str(path))
+                library.vsgen_native_abi.restype = ctypes.c_int64
+                library.vsgen_native_level.restype = ctypes.c_int64
+                if library.vsgen_native_abi() != ABI:
+                    _failed = True
+                    return None
+                level = int(library.vsgen_native_level())
+            except (OSError, AttributeError):
+                _failed = True
+                return None
+            cap = _requested_level()
+            if cap is not None:
+                level = min(level, cap)
+            _loaded = Kernels(library, max(lv for lv in LEVELS if lv <= level))
+    return _loaded
+
+
+def loaded() -> bool:
+    """True once the library is loaded in this process."""
+    return _loaded is not None
