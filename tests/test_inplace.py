@@ -90,7 +90,7 @@ def test_fill_refuses_what_it_cannot_write():
         vsgen.fill_(object(), init)
     with pytest.raises(TypeError, match="initializer"):
         vsgen.fill_(np.zeros(3, np.float32), "he_normal")
-    with pytest.raises(ValueError, match="floating type"):
+    with pytest.raises(ValueError, match="floating or complex type"):
         vsgen.fill_(np.zeros(3, np.int32), init)
 
 

@@ -189,12 +189,14 @@ def sample(**kwargs: Any) -> None:
     job = _model_job(kwargs, options) if whole_model else _tensor_job(kwargs, options)
     if not whole_model and kwargs["config_from"] is None and _given("name"):
         _refuse_name_without_names(kwargs["output"], kwargs["fmt"])
-    for warning in job.warnings:
-        say(f"warning: {warning}")
     if kwargs["plan"]:
+        _say_warnings(job)
         _print_plan(job, kwargs)
         return
     target = _open_target(job, kwargs["output"], kwargs["fmt"], kwargs["force"])
+    # Warnings only once the job is sure to run: a run that fails prints its
+    # one error line and nothing else.
+    _say_warnings(job)
     if job.drawn_seed is not None:
         say(f"seed: {job.drawn_seed}")
     if job.rows and not kwargs["quiet"] and sys.stderr is not None and sys.stderr.isatty():
@@ -203,6 +205,11 @@ def sample(**kwargs: Any) -> None:
         for line in plan_table(job.rows, max_rows=_PLAN_MAX_ROWS):
             say(line)
     write_plans(target, job.plans, threads, kwargs["quiet"])
+
+
+def _say_warnings(job: _Job) -> None:
+    for warning in job.warnings:
+        say(f"warning: {warning}")
 
 
 def _print_plan(job: _Job, kwargs: dict[str, Any]) -> None:
@@ -243,18 +250,19 @@ def _refuse_name_without_names(output: str, fmt_option: str | None) -> None:
         )
 
 
-def _warn_if_channels_last(initializer: VarianceScaling, shape: tuple[int, ...]) -> None:
+def _channels_last_warnings(initializer: VarianceScaling, shape: tuple[int, ...]) -> list[str]:
     """A one-line hint when a torch-layout shape reads like Keras' (*kernel, in, out)."""
     if initializer.layout != "torch" or initializer.input_axes is not None:
-        return
-    if looks_channels_last(shape):
-        text = ",".join(map(str, shape))
-        fan_in, fan_out = initializer.fans(shape)
-        say(
-            f"warning: shape {text} looks channels-last (*kernel, in, out), but the torch "
-            f"layout reads it as (out, in, *kernel): fan_in={fan_in}, fan_out={fan_out}; "
-            "check --layout"
-        )
+        return []
+    if not looks_channels_last(shape):
+        return []
+    text = ",".join(map(str, shape))
+    fan_in, fan_out = initializer.fans(shape)
+    return [
+        f"shape {text} looks channels-last (*kernel, in, out), but the torch "
+        f"layout reads it as (out, in, *kernel): fan_in={fan_in}, fan_out={fan_out}; "
+        "check --layout"
+    ]
 
 
 def _refuse_single_tensor_options() -> None:
@@ -273,6 +281,7 @@ def _tensor_job(kwargs: dict[str, Any], options: dict[str, Any]) -> _Job:
     fan_shape = parse_shape_option(kwargs["fan_shape"], "--fan-shape")
     name: str = kwargs["name"]
     dtype = kwargs["dtype"]
+    warnings: list[str] = []
 
     if kwargs["config_from"] is not None:
         given = [f"--{k.replace('_', '-')}" for k, v in options.items() if v is not None]
@@ -302,7 +311,9 @@ def _tensor_job(kwargs: dict[str, Any], options: dict[str, Any]) -> _Job:
             raise BadInput("--shape is required, e.g. --shape 512,256")
         shape = parsed
         initializer = build_initializer(options)
-        _warn_if_channels_last(initializer, fan_shape if fan_shape is not None else shape)
+        warnings = _channels_last_warnings(
+            initializer, fan_shape if fan_shape is not None else shape
+        )
 
     from vsgen import formats
 
@@ -318,6 +329,7 @@ def _tensor_job(kwargs: dict[str, Any], options: dict[str, Any]) -> _Job:
             tensor_metadata=provenance.tensor_metadata({name: made}),
             drawn_seed=initializer.seed if initializer.seed_was_drawn else None,
             whole_model=False,
+            warnings=warnings,
         )
 
 
