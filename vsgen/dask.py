@@ -1,0 +1,596 @@
+"""Generation beyond one machine: Dask arrays and outputs written by a cluster.
+
+The ``vsgen`` stream is counter-based: the value at flat index p of a tensor
+depends only on (seed, options, p). Any block of any tensor can therefore be
+made anywhere, in any order, as many times as needed, with the same bytes. This
+module maps that onto Dask (``pip install "vsgen[dask]"``):
+
+* :func:`sample` and :func:`model` return ``dask.array.Array`` objects with one
+  task per block and no data in the graph; every element equals the same element
+  of the single-process result, for any chunking.
+* :func:`write` writes a job (one tensor or a whole model) into any vsgen format,
+  Zarr v3 stores and sharded safetensors included, with the work spread over a
+  ``distributed`` cluster (or over local threads without one). The client lays the
+  output out as a temporary beside the target; tasks make their blocks and write
+  them in place; the client syncs and renames. See :mod:`vsgen.formats.parallel`.
+
+Neither ``dask`` nor ``zarr`` is imported until a function here needs it. The
+``keras`` stream is sequential (a block needs everything before it) and is refused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import math
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from vsgen.formats import parallel, sharded, zarr_format
+from vsgen.formats.tensors import TensorInfo
+from vsgen.streams import Draw, get_stream
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    import dask.array
+    import distributed
+
+__all__ = [
+    "ClusterError",
+    "TensorSource",
+    "connect",
+    "model",
+    "sample",
+    "sources",
+    "tensor_job",
+    "to_dask",
+    "write",
+]
+
+#: Default block size of writes: about 64 MiB of whole trailing axes per task.
+WRITE_BLOCK_BYTES = zarr_format.DEFAULT_CHUNK_BYTES
+
+
+class ClusterError(OSError):
+    """The cluster could not finish the job (workers lost too often, a task failed)."""
+
+
+# --- what a tensor is, block by block ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TensorSource:
+    """One tensor's values, computable block by block in any process.
+
+    Small and picklable: a stream label and its :class:`~vsgen.streams.Draw`, or a
+    constant. ``full_shape`` is the shape of the tensor the stream indexes;
+    ``row_offset`` is where this tensor's first row lies in it (``--rows``/``--shard``).
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    full_shape: tuple[int, ...]
+    row_offset: int = 0
+    stream: str | None = None
+    draw: Draw | None = None
+    constant: float | None = None
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+    @classmethod
+    def from_plan(cls, name: str, plan: Any) -> TensorSource:
+        """From a ``SamplePlan`` (initializer) or a ``ConstantPlan`` (model spec)."""
+        draw = getattr(plan, "draw", None)
+        if draw is None:
+            return cls(
+                name,
+                tuple(plan.shape),
+                np.dtype(plan.dtype),
+                tuple(plan.shape),
+                constant=float(plan.value),
+            )
+        stream = plan.stream
+        full_shape = tuple(plan.full_shape)
+        row_size = math.prod(full_shape[1:]) if full_shape else 1
+        row_offset = plan.start // row_size if full_shape and row_size else 0
+        return cls(
+            name,
+            tuple(plan.shape),
+            np.dtype(draw.dtype),
+            full_shape,
+            row_offset,
+            stream.label,
+            draw,
+        )
+
+    def check_parallel(self) -> None:
+        """Refuse sources whose blocks cannot be made independently."""
+        if self.stream is not None and not get_stream(self.stream).random_access:
+            raise ValueError(
+                f"tensor {self.name!r} uses the {self.stream} stream, which is sequential "
+                "(every value depends on all before it) and cannot be split over a cluster; "
+                "use the default vsgen stream, or drop --scheduler"
+            )
+
+    def block(self, origin: Sequence[int], shape: Sequence[int], threads: int = 1) -> np.ndarray:
+        """The block of this tensor at ``origin`` with extent ``shape``."""
+        shape = tuple(int(d) for d in shape)
+        if self.draw is None:
+            return np.full(shape, self.constant, dtype=self.dtype)
+        out = np.empty(shape, dtype=self.dtype)
+        stream = get_stream(self.stream or "vsgen")
+        origin = tuple(int(o) for o in origin)
+        if self.full_shape:
+            origin = (origin[0] + self.row_offset, *origin[1:])
+        from vsgen._blocks import fill_block
+
+        job_size = math.prod(self.full_shape)
+        draw = self.draw
+
+        def fill(flat: np.ndarray, start: int) -> None:
+            stream.fill(flat, start, draw, threads, job_size=job_size)  # type: ignore[call-arg]
+
+        fill_block(fill, out, origin, self.full_shape)
+        return out
+
+
+def sources(job: Any) -> list[TensorSource]:
+    """One :class:`TensorSource` per tensor of a ``ModelJob`` (``infos`` + ``plans``)."""
+    return [
+        TensorSource.from_plan(info.name, plan)
+        for info, plan in zip(job.infos, job.plans, strict=True)
+    ]
+
+
+def tensor_job(
+    initializer: Any,
+    shape: Sequence[int],
+    dtype: object = "float32",
+    name: str = "weight",
+    *,
+    rows: tuple[int, int] | None = None,
+    fan_shape: Sequence[int] | None = None,
+) -> Any:
+    """A one-tensor ``ModelJob`` (what ``vsgen sample --shape`` writes), for :func:`write`."""
+    from vsgen import provenance
+    from vsgen.modelspec import ModelJob
+
+    plan = initializer.plan(shape, dtype, rows=rows, fan_shape=fan_shape)
+    fans = None if fan_shape is None else tuple(int(d) for d in fan_shape)
+    job = ModelJob(seed=plan.draw.seed, seed_was_drawn=bool(initializer.seed_was_drawn))
+    job.infos.append(TensorInfo(name, plan.shape, plan.draw.dtype))
+    job.plans.append(plan)
+    job.records[name] = provenance.tensor_record(initializer, plan, fans)
+    return job
+
+
+# --- dask arrays -----------------------------------------------------------------------
+
+
+class _BlockMaker:
+    """The function of every block of one tensor (``map_blocks`` with ``block_info``)."""
+
+    def __init__(self, source: TensorSource) -> None:
+        self.source = source
+
+    def __call__(self, block_info: Mapping[Any, Any] | None = None) -> np.ndarray:
+        assert block_info is not None
+        location = block_info[None]["array-location"]
+        origin = [first for first, _ in location]
+        shape = [last - first for first, last in location]
+        return self.source.block(origin, shape)
+
+
+def to_dask(source: TensorSource, chunks: Any = "auto") -> dask.array.Array:
+    """A Dask array of ``source`` with ``chunks`` (anything ``dask.array`` accepts)."""
+    import dask.array as da
+    from dask.base import tokenize
+
+    source.check_parallel()
+    normalized = da.core.normalize_chunks(chunks, source.shape, dtype=source.dtype)
+    token = tokenize(
+        source.name,
+        source.shape,
+        source.dtype.str,
+        source.full_shape,
+        source.row_offset,
+        source.stream,
+        None
+        if source.draw is None
+        else (source.draw.distribution, source.draw.multiplier, source.draw.seed),
+        source.constant,
+        normalized,
+    )
+    return da.map_blocks(
+        _BlockMaker(source),
+        chunks=normalized,
+        dtype=source.dtype,
+        meta=np.empty((0,) * len(source.shape), dtype=source.dtype),
+        name=f"vsgen-{token}",
+    )
+
+
+def sample(
+    initializer: Any,
+    shape: Sequence[int],
+    dtype: object = "float32",
+    chunks: Any = "auto",
+    *,
+    rows: tuple[int, int] | None = None,
+    fan_shape: Sequence[int] | None = None,
+) -> dask.array.Array:
+    """``initializer(shape, dtype)`` as a Dask array with ``chunks``.
+
+    Every element equals the same element of the single-process result whatever
+    the chunking (rows, columns, n-d tiles, irregular chunks as tuples of tuples):
+    one task per block, each computing its block from the seed; the graph holds
+    no data. ``rows``/``fan_shape`` are as for ``VarianceScaling.plan``.
+
+    Raises:
+        ValueError: the initializer uses the sequential ``keras`` stream, or bad
+            shape, dtype or chunks.
+    """
+    plan = initializer.plan(shape, dtype, rows=rows, fan_shape=fan_shape)
+    return to_dask(TensorSource.from_plan("weight", plan), chunks)
+
+
+def _model_job(
+    spec_or_checkpoint: Any,
+    *,
+    seed: int | None,
+    dtype: object,
+    layout: str | None,
+    stream: str | None,
+    init: Any,
+) -> Any:
+    from vsgen import modelspec
+
+    if hasattr(spec_or_checkpoint, "infos") and hasattr(spec_or_checkpoint, "plans"):
+        return spec_or_checkpoint
+    spec = like = None
+    if isinstance(spec_or_checkpoint, modelspec.ModelSpec):
+        spec = spec_or_checkpoint
+    elif isinstance(spec_or_checkpoint, Mapping):
+        spec = modelspec.parse_spec(spec_or_checkpoint)
+    else:
+        path = os.fspath(spec_or_checkpoint)
+        if path.lower().endswith((".toml", ".json")):
+            spec = modelspec.load_spec(path)
+        else:
+            like = modelspec.like_tensors(path)
+    return modelspec.build_job(
+        spec, like, seed=seed, dtype=dtype, layout=layout, stream=stream, init=init
+    )
+
+
+def model(
+    spec_or_checkpoint: Any,
+    *,
+    seed: int | None = None,
+    dtype: object = None,
+    layout: str | None = None,
+    stream: str | None = None,
+    init: Any = None,
+    chunks: Any = "auto",
+) -> dict[str, dask.array.Array]:
+    """Every tensor of a model as a Dask array, by name.
+
+    ``spec_or_checkpoint`` is a model spec (a ``.toml``/``.json`` path, a parsed
+    ``ModelSpec`` or its dict), a checkpoint path (``.safetensors``/``.h5``: the
+    ``--like`` rules), or a ``ModelJob`` from ``vsgen.modelspec.build_job``. The
+    keywords are those of ``build_job`` (``--seed``, ``--dtype``, ...), so each
+    tensor gets the same seed as ``vsgen sample --spec/--like`` gives it.
+    """
+    job = _model_job(
+        spec_or_checkpoint, seed=seed, dtype=dtype, layout=layout, stream=stream, init=init
+    )
+    return {source.name: to_dask(source, chunks) for source in sources(job)}
+
+
+# --- writing ---------------------------------------------------------------------------
+
+
+def _grid(shape: tuple[int, ...], chunks: Any) -> Iterator[tuple[tuple[int, ...], tuple[int, ...]]]:
+    """``(origin, extent)`` of every block of ``shape`` cut by ``chunks``.
+
+    ``chunks`` is a block shape (a regular grid) or, per axis, a tuple of block
+    extents (an irregular grid, as ``dask.array`` writes chunks).
+    """
+    if not shape:
+        yield (), ()
+        return
+    if math.prod(shape) == 0:
+        return
+    per_axis: list[list[int]] = []
+    for axis, (extent, spec) in enumerate(zip(shape, chunks, strict=True)):
+        if isinstance(spec, (tuple, list)):
+            sizes = [int(s) for s in spec]
+            if sum(sizes) != extent or any(s < 0 for s in sizes):
+                raise ValueError(
+                    f"Argument `chunks` must add up to the shape on axis {axis}: "
+                    f"{tuple(sizes)} vs {extent}"
+                )
+        else:
+            step = int(spec)
+            if step < 1:
+                raise ValueError(f"Argument `chunks` must be positive. Received: {chunks!r}")
+            sizes = [min(step, extent - first) for first in range(0, extent, step)]
+        per_axis.append([s for s in sizes if s])
+    starts = [np.cumsum([0, *sizes[:-1]]).tolist() for sizes in per_axis]
+    for index in np.ndindex(*(len(sizes) for sizes in per_axis)):
+        origin = tuple(int(starts[axis][i]) for axis, i in enumerate(index))
+        extent = tuple(int(per_axis[axis][i]) for axis, i in enumerate(index))
+        yield origin, extent
+
+
+@dataclass(frozen=True)
+class WriteTask:
+    """Blocks to make and write: ``(tensor index, origin, extent)`` each. Picklable."""
+
+    sources: tuple[TensorSource, ...]
+    places: tuple[parallel.Place, ...]
+    blocks: tuple[tuple[int, tuple[int, ...], tuple[int, ...]], ...]
+
+    @property
+    def values(self) -> int:
+        return sum(math.prod(extent) for _, _, extent in self.blocks)
+
+    def __call__(self, threads: int = 1) -> int:
+        """Make and write every block; return the number of values written."""
+        for index, origin, extent in self.blocks:
+            values = self.sources[index].block(origin, extent, threads)
+            parallel.write_block(self.places[index], origin, values)
+        return self.values
+
+
+def _run_task(task: WriteTask) -> int:
+    return task()
+
+
+def _chunks_for(source: TensorSource, place: parallel.Place, chunks: Any) -> Any:
+    if isinstance(place, parallel.ZarrPlace):
+        return place.chunk_shape
+    if chunks is None:
+        return zarr_format.auto_chunk_shape(source.shape, source.dtype.itemsize, WRITE_BLOCK_BYTES)
+    if isinstance(chunks, Mapping):
+        given = chunks.get(source.name)
+        if given is None:
+            return zarr_format.auto_chunk_shape(
+                source.shape, source.dtype.itemsize, WRITE_BLOCK_BYTES
+            )
+        return given
+    return chunks
+
+
+def plan_tasks(
+    output: parallel.ParallelOutput,
+    tensor_sources: Sequence[TensorSource],
+    chunks: Any = None,
+    one_task_per_file: bool = False,
+) -> list[WriteTask]:
+    """The tasks that fill ``output``: one per block, or one per file (shards)."""
+    all_sources = tuple(tensor_sources)
+    places = output.places
+    per_block: list[list[tuple[int, tuple[int, ...], tuple[int, ...]]]] = []
+    for index, (source, place) in enumerate(zip(all_sources, places, strict=True)):
+        blocks = [
+            (index, origin, extent)
+            for origin, extent in _grid(source.shape, _chunks_for(source, place, chunks))
+        ]
+        per_block.append(blocks)
+    if one_task_per_file:
+        groups = parallel.shard_groups(output)
+        return [
+            WriteTask(all_sources, places, tuple(b for i in group for b in per_block[i]))
+            for group in groups
+        ]
+    return [WriteTask(all_sources, places, (block,)) for blocks in per_block for block in blocks]
+
+
+def _zarr_chunk_shapes(
+    tensor_sources: Sequence[TensorSource], chunks: Any
+) -> list[tuple[int, ...] | None] | None:
+    if chunks is None:
+        return None
+    shapes: list[tuple[int, ...] | None] = []
+    for source in tensor_sources:
+        given = chunks.get(source.name) if isinstance(chunks, Mapping) else chunks
+        if given is not None and any(isinstance(c, (tuple, list)) for c in given):
+            raise ValueError(
+                "Zarr arrays have regular chunks; give one block shape (e.g. (1024, 512)), "
+                f"not per-axis block lists. Received: chunks={given!r}"
+            )
+        shapes.append(None if given is None else tuple(int(c) for c in given))
+    return shapes
+
+
+def write(
+    job: Any,
+    target: str,
+    fmt: str | None = None,
+    *,
+    client: distributed.Client | None = None,
+    chunks: Any = None,
+    max_shard_size: int | str = sharded.DEFAULT_MAX_SHARD_SIZE,
+    force: bool = False,
+    threads: int | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> None:
+    """Write every tensor of ``job`` to ``target``, in parallel, atomically.
+
+    ``job`` is a ``vsgen.modelspec.ModelJob`` (``build_job``; one tensor or many).
+    ``fmt`` is one of ``npy``, ``raw``, ``safetensors``, ``h5``, ``npydir``, ``zarr``,
+    ``safetensors-sharded`` (default: from the target, ``.zarr`` meaning zarr).
+    With a ``distributed.Client`` the blocks are made and written by its workers
+    (which must see ``target``'s file system); without, by ``threads`` local
+    threads. ``chunks``: block shape of every tensor (Zarr chunk shape), per-axis
+    block lists (not for Zarr), or a dict of those by name; default about 64 MiB of
+    whole trailing axes per block. Sharded safetensors are written one task per
+    shard. ``on_progress(n)`` is called in this thread as blocks complete.
+
+    The bytes do not depend on the cluster, the chunks, the threads or retried
+    tasks. On any failure or interrupt the temporary is removed and an existing
+    target left as it was; it is replaced only with ``force``.
+
+    Raises:
+        ValueError: bad arguments (exit 2 in the CLI), including the keras stream.
+        OSError: I/O failure or a cluster that could not finish (:class:`ClusterError`).
+    """
+    from vsgen.formats.tensors import resolve_format
+
+    tensor_sources = sources(job)
+    for source in tensor_sources:
+        source.check_parallel()
+    fmt = resolve_format(target, fmt, len(tensor_sources))
+    shard_bytes = sharded.parse_size(max_shard_size)
+    zarr_chunks = _zarr_chunk_shapes(tensor_sources, chunks) if fmt == "zarr" else None
+    infos = [TensorInfo(s.name, s.shape, s.dtype) for s in tensor_sources]
+    output = parallel.open_parallel_output(
+        target,
+        fmt,
+        infos,
+        metadata=job.metadata(),
+        force=force,
+        chunk_shapes=zarr_chunks,
+        max_shard_size=shard_bytes,
+    )
+    with output:
+        one_per_file = fmt == "safetensors-sharded" and client is not None
+        tasks = plan_tasks(output, tensor_sources, chunks, one_task_per_file=one_per_file)
+        if client is None:
+            _run_locally(tasks, threads, on_progress)
+        else:
+            _run_on_cluster(client, tasks, on_progress)
+        output.commit()
+
+
+def _run_locally(
+    tasks: Sequence[WriteTask], threads: int | None, on_progress: Callable[[int], None] | None
+) -> None:
+    """Run tasks on a few local threads; at most two per thread in flight (memory)."""
+    from vsgen.streams import usable_cpus
+
+    workers = usable_cpus() if threads is None else max(1, int(threads))
+    pending = iter(tasks)
+    running: set[Any] = set()
+    with ThreadPoolExecutor(workers, thread_name_prefix="vsgen-write") as pool:
+        try:
+            for task in pending:
+                running.add(pool.submit(task, 1))
+                if len(running) >= 2 * workers:
+                    done, running = wait(running, return_when=FIRST_COMPLETED)
+                    _report(done, on_progress)
+            while running:
+                done, running = wait(running, return_when=FIRST_COMPLETED)
+                _report(done, on_progress)
+        except BaseException:
+            for future in running:
+                future.cancel()
+            raise
+
+
+def _report(done: set[Any], on_progress: Callable[[int], None] | None) -> None:
+    for future in done:
+        count = future.result()
+        if on_progress is not None:
+            on_progress(count)
+
+
+def _run_on_cluster(
+    client: distributed.Client,
+    tasks: Sequence[WriteTask],
+    on_progress: Callable[[int], None] | None,
+) -> None:
+    """Submit one task per block (or shard); progress as they finish; cancel on failure.
+
+    Dask reruns the tasks of a lost worker elsewhere; blocks are deterministic and
+    written at fixed offsets, so a rerun writes the same bytes.
+    """
+    from dask.base import tokenize
+    from distributed import as_completed
+
+    token = tokenize(os.getpid(), id(tasks), len(tasks), os.urandom(8))
+    keys = [f"vsgen-write-{token}-{index}" for index in range(len(tasks))]
+    futures = client.map(_run_task, list(tasks), key=keys, pure=False)
+    try:
+        for future in as_completed(futures):
+            try:
+                count = future.result()
+            except (OSError, ValueError):
+                raise
+            except Exception as error:  # KilledWorker, CommClosedError, a lost scheduler
+                raise ClusterError(
+                    errno.EIO,
+                    f"the cluster could not finish the job: {type(error).__name__}: {error}",
+                ) from error
+            if on_progress is not None:
+                on_progress(count)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            client.cancel(futures, force=True)
+        raise
+
+
+@contextlib.contextmanager
+def connect(scheduler: str, *, quiet_logs: bool = True) -> Iterator[distributed.Client]:
+    """A client of ``scheduler``: an address (``tcp://host:8786``) or ``local:N``.
+
+    ``local:N`` starts a ``LocalCluster`` of N worker processes with one thread
+    each, listening on 127.0.0.1 only and without a dashboard, and stops it on exit.
+
+    Raises:
+        ValueError: a malformed ``local:N``.
+        OSError: the scheduler cannot be reached (within 10 s).
+    """
+    import logging
+
+    from distributed import Client, LocalCluster
+
+    if quiet_logs:
+        for name in (
+            "distributed",
+            "distributed.worker",
+            "distributed.nanny",
+            "distributed.scheduler",
+        ):
+            logging.getLogger(name).setLevel(logging.ERROR)
+    text = str(scheduler).strip()
+    if text.lower().startswith("local:") or text.lower() == "local":
+        count_text = text.partition(":")[2] or str(os.cpu_count() or 1)
+        if not count_text.isascii() or not count_text.isdigit() or int(count_text) < 1:
+            raise ValueError(
+                f"--scheduler local:N needs a positive worker count N. Received: {scheduler!r}"
+            )
+        cluster = LocalCluster(
+            n_workers=int(count_text),
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+            silence_logs=logging.ERROR,
+        )
+        try:
+            with Client(cluster) as client:
+                yield client
+        finally:
+            cluster.close()
+        return
+    try:
+        client = Client(text, timeout="10s")
+    except (OSError, TimeoutError) as error:
+        raise OSError(
+            errno.ECONNREFUSED, f"cannot reach the Dask scheduler {text!r}: {error}"
+        ) from None
+    except ValueError as error:
+        raise ValueError(f"--scheduler: not a scheduler address: {text!r} ({error})") from None
+    try:
+        yield client
+    finally:
+        client.close()
