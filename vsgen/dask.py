@@ -125,19 +125,12 @@ class TensorSource:
         if self.draw is None:
             return np.full(shape, self.constant, dtype=self.dtype)
         out = np.empty(shape, dtype=self.dtype)
-        stream = get_stream(self.stream or "vsgen")
         origin = tuple(int(o) for o in origin)
         if self.full_shape:
             origin = (origin[0] + self.row_offset, *origin[1:])
-        from vsgen._blocks import fill_block
-
-        job_size = math.prod(self.full_shape)
-        draw = self.draw
-
-        def fill(flat: np.ndarray, start: int) -> None:
-            stream.fill(flat, start, draw, threads, job_size=job_size)  # type: ignore[call-arg]
-
-        fill_block(fill, out, origin, self.full_shape)
+        get_stream(self.stream or "vsgen").fill_block(
+            out, origin, self.full_shape, self.draw, threads
+        )
         return out
 
 

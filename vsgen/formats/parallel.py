@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 import numpy
 
+from vsgen.fans import block_runs, block_start, check_block
 from vsgen.formats import sharded, zarr_format
 from vsgen.formats.atomic import (
     AtomicFile,
@@ -106,8 +107,6 @@ def write_block(place: Place, origin: Sequence[int], values: numpy.ndarray) -> N
         FileNotFoundError: the temporary output is gone (the job was abandoned).
         ValueError: the block does not fit the place.
     """
-    from vsgen._blocks import block_runs, block_start, check_block
-
     origin = tuple(int(o) for o in origin)
     if isinstance(place, ZarrPlace):
         index = tuple(o // c for o, c in zip(origin, place.chunk_shape, strict=True))
@@ -120,14 +119,14 @@ def write_block(place: Place, origin: Sequence[int], values: numpy.ndarray) -> N
         zarr_format.write_chunk(place.directory, index, place.chunk_shape, values)
         return
     values = numpy.ascontiguousarray(values)
-    check_block(values, origin, place.shape)
+    check_block(values.shape, origin, place.shape)
     if values.size == 0:
         return
     itemsize = place.dtype.itemsize
     data = _little_endian_bytes(values.reshape(-1))
     fd = os.open(place.path, os.O_WRONLY | getattr(os, "O_CLOEXEC", 0))
     try:
-        run, _, outer_shape, outer_strides = block_runs(values.shape, origin, place.shape)
+        run, outer_shape, outer_strides = block_runs(values.shape, place.shape)
         base = place.offset + block_start(origin, place.shape) * itemsize
         run_bytes = run * itemsize
         for position, outer in enumerate(numpy.ndindex(*outer_shape)):

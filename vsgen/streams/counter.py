@@ -29,7 +29,7 @@ import operator
 import os
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from types import ModuleType
 
@@ -554,6 +554,27 @@ class VsgenStream(Stream):
                 job_size=job_size,
             )
             out[offset : offset + piece.size] = piece.astype(out.dtype)
+
+    def fill_block(
+        self,
+        out: np.ndarray,
+        origin: Sequence[int],
+        full_shape: Sequence[int],
+        draw: Draw,
+        threads: int | None = None,
+        job_size: int | None = None,
+    ) -> None:
+        """Fill an n-d block (see ``Stream.fill_block``); ``job_size`` as for ``fill``,
+        by default the whole tensor, so that blocks of a big tensor take the compiled
+        kernels from the first block on."""
+        from vsgen.streams._blocks import fill_block
+
+        job_size = math.prod(full_shape) if job_size is None else job_size
+
+        def fill_run(flat: np.ndarray, start: int) -> None:
+            self.fill(flat, start, draw, threads, job_size=job_size)
+
+        fill_block(fill_run, out, origin, full_shape)
 
     def chunks(
         self,
