@@ -116,7 +116,7 @@ class TensorSource:
             raise ValueError(
                 f"tensor {self.name!r} uses the {self.stream} stream, which is sequential "
                 "(every value depends on all before it) and cannot be split over a cluster; "
-                "use the default vsgen stream, or drop --scheduler"
+                "use the default vsgen stream, or write a .npy, .h5 or .safetensors file without --scheduler"
             )
 
     def block(self, origin: Sequence[int], shape: Sequence[int], threads: int = 1) -> np.ndarray:
@@ -449,7 +449,7 @@ def write(
         target,
         fmt,
         infos,
-        metadata=job.metadata(),
+        metadata=job.metadata() if callable(job.metadata) else job.metadata,
         force=force,
         chunk_shapes=zarr_chunks,
         max_shard_size=shard_bytes,

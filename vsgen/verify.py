@@ -227,6 +227,13 @@ class TensorSource:
         if self.format == "h5":
             yield from self._h5_chunks(chunk_size)
             return
+        if self.format == "zarr":
+            from vsgen.formats import zarr_format
+
+            arrays = {array.name: array for array in zarr_format.read_arrays(self.path)}
+            # Chunk by chunk (storage order): the statistics do not depend on the order.
+            yield from arrays[self.name].chunk_values(chunk_size)
+            return
         stored = self.stored if self.stored is not None else self.dtype
         with open(self.path, "rb") as handle:
             handle.seek(self.offset)
@@ -326,6 +333,14 @@ def open_tensor(path: str, name: str | None = None) -> TensorSource:
     from vsgen import formats
 
     if os.path.isdir(path):
+        from vsgen.formats import sharded, zarr_format
+
+        if zarr_format.is_zarr(path):
+            return _open_zarr(path, name)
+        if sharded.is_sharded(path):
+            weight_map = sharded.read_weight_map(path)
+            chosen = _pick_name(path, list(weight_map), name)
+            return open_tensor(os.path.join(path, weight_map[chosen]), chosen)
         raise ValueError(f"{path} is a directory; give a .npy, .h5 or .safetensors file")
     if not os.path.isfile(path):
         raise ValueError(f"file not found: {path}")
@@ -366,6 +381,18 @@ def open_tensor(path: str, name: str | None = None) -> TensorSource:
     return TensorSource(
         path, "safetensors", chosen, shape, dtype, metadata, data_start + begin, stored
     )
+
+
+def _open_zarr(path: str, name: str | None) -> TensorSource:
+    """A tensor of a Zarr v3 store (see ``vsgen.formats.zarr_format`` for what is read)."""
+    from vsgen.formats import zarr_format
+
+    arrays = {array.name: array for array in zarr_format.read_arrays(path)}
+    chosen = _pick_name(path, list(arrays), name)
+    array = arrays[chosen]
+    dtype = _readable_dtype(array.dtype, path, chosen)
+    metadata = zarr_format.read_metadata(path)
+    return TensorSource(path, "zarr", chosen, array.shape, dtype, metadata)
 
 
 def _open_npy(path: str) -> TensorSource:

@@ -122,3 +122,48 @@ def write_plans(target: Output, plans: Sequence[Plan], threads: int | None, quie
         with progress(total, "sampling", quiet) as advance:
             formats.write_chunks(target, chunks(), on_progress=advance)
         target.commit()
+
+
+def write_parallel(
+    job: Any, output: str, fmt: str, options: dict[str, Any], chunks: tuple[int, ...] | None
+) -> None:
+    """Write ``job`` with the parallel writers (``vsgen.dask.write``), on the cluster
+    of ``--scheduler`` or on local threads, with the same progress bar and exit codes."""
+    from vsgen import dask as vsgen_dask
+
+    if output == "-":
+        raise BadInput(f"format {fmt!r} cannot go to standard output; give -o FILE or DIR")
+    scheduler = options["scheduler"]
+    total = sum(plan.size for plan in job.plans)
+    with terminate_as_interrupt(), user_errors(), _needs_extra(fmt, scheduler):
+        for source in vsgen_dask.sources(job):
+            source.check_parallel()
+        with contextlib.ExitStack() as stack:
+            client = None
+            if scheduler is not None:
+                client = stack.enter_context(vsgen_dask.connect(scheduler))
+            with progress(total, "sampling", options["quiet"]) as advance:
+                vsgen_dask.write(
+                    job,
+                    output,
+                    fmt,
+                    client=client,
+                    chunks=chunks,
+                    max_shard_size=options["max_shard_size"],
+                    force=options["force"],
+                    threads=options["threads"],
+                    on_progress=advance,
+                )
+
+
+@contextlib.contextmanager
+def _needs_extra(fmt: str, scheduler: str | None) -> Iterator[None]:
+    """A missing optional package is a usage error that says what to install."""
+    try:
+        yield
+    except ImportError as error:
+        what = "--scheduler" if scheduler is not None else f"--format {fmt}"
+        raise BadInput(
+            f"{what} needs the optional packages of vsgen[dask] "
+            f"(pip install 'vsgen[dask]'): {error}"
+        ) from None

@@ -28,7 +28,7 @@ from vsgen.cli._options import (
     parse_shard,
     pop_initializer_options,
 )
-from vsgen.cli._output import open_output, refuse_foreign_directory, write_plans
+from vsgen.cli._output import open_output, refuse_foreign_directory, write_parallel, write_plans
 from vsgen.dtypes import DTYPE_NAMES
 from vsgen.fans import shard_rows
 
@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 
 #: Options that select one tensor; whole-model sampling refuses them.
 _SINGLE_TENSOR_OPTIONS = ("shape", "rows", "shard", "fan_shape", "config_from", "name")
+#: Formats only the parallel writers make (vsgen.dask.write), with or without a cluster.
+_PARALLEL_ONLY = ("zarr", "safetensors-sharded")
 #: Options that give whole-model sampling its default initializer.
 _DEFAULT_INIT_OPTIONS = ("scale", "mode", "distribution", "preset", "config_source", "in_axes")
 
@@ -71,14 +73,15 @@ class _Job:
     type=str,
     required=True,
     metavar="FILE|-",
-    help="Output file (.npy, .h5, .safetensors, .raw) or '-' for stdout.",
+    help="Output file (.npy, .h5, .safetensors, .raw), .zarr store, directory, or '-' (stdout).",
 )
 @click.option(
     "--format",
     "fmt",
     type=str,
     default=None,
-    help="npy, h5, safetensors or raw (default: from the suffix; npy on stdout).",
+    help="npy, h5, safetensors, raw, npydir, zarr or safetensors-sharded "
+    "(default: from the suffix; npy on stdout).",
 )
 @click.option("--name", type=str, default="weight", show_default=True, help="Tensor name.")
 @click.option("--force", is_flag=True, help="Overwrite an existing output file.")
@@ -113,6 +116,28 @@ class _Job:
     metavar="FILE",
     help="Names, shapes and dtypes from a .safetensors/.h5 checkpoint's header.",
 )
+@click.option(
+    "--scheduler",
+    type=str,
+    default=None,
+    metavar="ADDRESS|local:N",
+    help="Compute on a Dask cluster: a scheduler address (tcp://host:8786) or local:N "
+    "(N local worker processes). Needs the dask extra.",
+)
+@click.option(
+    "--max-shard-size",
+    type=str,
+    default="5GB",
+    show_default=True,
+    help="Largest shard of --format safetensors-sharded (5GB = 5*10**9 bytes; GiB too).",
+)
+@click.option(
+    "--chunks",
+    "chunks",
+    type=str,
+    default=None,
+    help="Block (Zarr chunk) shape of the parallel writers, e.g. 4096,1024. [~64 MiB of rows]",
+)
 def sample(**kwargs: Any) -> None:
     """Sample a tensor and write it to a file or stdout.
 
@@ -127,6 +152,8 @@ def sample(**kwargs: Any) -> None:
       vsgen sample --shape 4096,4096 --seed 3 --shard 1/4 -o part1.npy
       vsgen sample --shape 64,64 --seed 0 --stream keras -o - > w.npy
       vsgen config --preset lecun_normal --seed 5 | vsgen sample --config - --shape 128,64 -o w2.npy
+      vsgen sample --shape 8192,8192 --seed 4 -o w.zarr --scheduler local:2
+      vsgen sample --spec model.toml --format safetensors-sharded -o model_dir --max-shard-size 2GB
     """
     options = pop_initializer_options(kwargs)
     whole_model = kwargs["spec"] is not None or kwargs["like"] is not None
@@ -136,7 +163,16 @@ def sample(**kwargs: Any) -> None:
     if threads is not None and threads < 1:
         raise BadInput(f"--threads must be >= 1. Received: --threads={threads}")
     job = _model_job(kwargs, options) if whole_model else _tensor_job(kwargs, options)
-    target = _open_target(job, kwargs["output"], kwargs["fmt"], kwargs["force"])
+    fmt = _check_target(job, kwargs["output"], kwargs["fmt"], kwargs["force"])
+    if kwargs["scheduler"] is not None or fmt in _PARALLEL_ONLY:
+        chunks = parse_shape_option(kwargs["chunks"], "--chunks")
+        if job.drawn_seed is not None:
+            say(f"seed: {job.drawn_seed}")
+        write_parallel(job, kwargs["output"], fmt, kwargs, chunks)
+        return
+    if kwargs["chunks"] is not None:
+        raise BadInput("--chunks applies to .zarr, safetensors-sharded and --scheduler outputs")
+    target = _open_target(job, kwargs["output"], fmt, kwargs["force"])
     if job.drawn_seed is not None:
         say(f"seed: {job.drawn_seed}")
     write_plans(target, job.plans, threads, kwargs["quiet"])
@@ -243,8 +279,8 @@ def _model_job(kwargs: dict[str, Any], options: dict[str, Any]) -> _Job:
         )
 
 
-def _open_target(job: _Job, output: str, fmt_option: str | None, force: bool) -> Output:
-    """Resolve the format and open the output, refusing what must not be written.
+def _check_target(job: _Job, output: str, fmt_option: str | None, force: bool) -> str:
+    """Resolve the format, refusing what must not be written.
 
     A single tensor never goes to a directory unless --format npydir says so;
     binary data never goes to a terminal; --force never replaces a directory
@@ -264,6 +300,12 @@ def _open_target(job: _Job, output: str, fmt_option: str | None, force: bool) ->
             raise BadInput(
                 "refusing to write binary data to a terminal; redirect stdout or use -o FILE"
             )
+        return fmt
+
+
+def _open_target(job: _Job, output: str, fmt: str, force: bool) -> Output:
+    """Open the streaming output (``fmt`` checked by :func:`_check_target`)."""
+    with user_errors():
         return open_output(
             output,
             fmt,

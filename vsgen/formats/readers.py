@@ -93,6 +93,17 @@ def _h5_datasets(group: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
             yield from _h5_datasets(item, name + "/")
 
 
+def _directory_format(path: str) -> Any:
+    """The reader module of a Zarr store or a sharded safetensors directory, else None."""
+    from vsgen.formats import sharded, zarr_format
+
+    if zarr_format.is_zarr(path):
+        return zarr_format
+    if sharded.is_sharded(path):
+        return sharded
+    return None
+
+
 def read_tensor_infos(path: str) -> list[TensorInfo]:
     """Names, shapes and dtypes of the tensors in a file, reading headers only.
 
@@ -106,6 +117,9 @@ def read_tensor_infos(path: str) -> list[TensorInfo]:
         ValueError: not one of those formats, or a dtype vsgen does not write.
         OSError: the file cannot be read.
     """
+    directory_reader = _directory_format(path)
+    if directory_reader is not None:
+        return directory_reader.read_tensor_infos(path)
     kind = _sniff(path)
     if kind == "npy":
         stem = os.path.splitext(os.path.basename(path))[0]
@@ -144,8 +158,12 @@ def read_tensor_infos(path: str) -> list[TensorInfo]:
 def read_metadata(path: str) -> dict[str, str]:
     """File-level metadata: HDF5 root attributes or safetensors ``__metadata__``.
 
-    npy files and npydir directories hold none and give ``{}``.
+    npy files and npydir directories hold none and give ``{}``. Zarr stores give
+    their root's ``vsgen`` attribute, sharded safetensors their shards' provenance.
     """
+    directory_reader = _directory_format(path)
+    if directory_reader is not None:
+        return directory_reader.read_metadata(path)
     kind = _sniff(path)
     if kind == "h5":
         import h5py
