@@ -115,8 +115,8 @@ class TensorSource:
         if self.stream is not None and not get_stream(self.stream).random_access:
             raise ValueError(
                 f"tensor {self.name!r} uses the {self.stream} stream, which is sequential "
-                "(every value depends on all before it) and cannot be split over a cluster; "
-                "use the default vsgen stream, or write a .npy, .h5 or .safetensors file without --scheduler"
+                "(every value depends on all before it) and cannot be split into blocks; use "
+                "the default vsgen stream, or a .npy/.h5/.safetensors file without --scheduler"
             )
 
     def block(self, origin: Sequence[int], shape: Sequence[int], threads: int = 1) -> np.ndarray:
