@@ -24,6 +24,7 @@ import contextlib
 import errno
 import math
 import os
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -415,6 +416,7 @@ def write(
     force: bool = False,
     threads: int | None = None,
     on_progress: Callable[[int], None] | None = None,
+    cancelled: Callable[[], bool] | None = None,
 ) -> None:
     """Write every tensor of ``job`` to ``target``, in parallel, atomically.
 
@@ -426,7 +428,10 @@ def write(
     threads. ``chunks``: block shape of every tensor (Zarr chunk shape), per-axis
     block lists (not for Zarr), or a dict of those by name; default about 64 MiB of
     whole trailing axes per block. Sharded safetensors are written one task per
-    shard. ``on_progress(n)`` is called in this thread as blocks complete.
+    shard. ``on_progress(n)`` is called in this thread as blocks complete;
+    ``cancelled()`` is polled about 20 times a second, and True stops the job
+    (KeyboardInterrupt) as an interrupt would, from this thread, so that a
+    caller can hold signals and never interrupt the cluster client mid-call.
 
     The bytes do not depend on the cluster, the chunks, the threads or retried
     tasks. On any failure or interrupt the temporary is removed and an existing
@@ -458,31 +463,41 @@ def write(
         one_per_file = fmt == "safetensors-sharded" and client is not None
         tasks = plan_tasks(output, tensor_sources, chunks, one_task_per_file=one_per_file)
         if client is None:
-            _run_locally(tasks, threads, on_progress)
+            _run_locally(tasks, threads, on_progress, cancelled)
         else:
-            _run_on_cluster(client, tasks, on_progress)
+            _run_on_cluster(client, tasks, on_progress, cancelled)
         output.commit()
 
 
+#: Seconds between two polls of ``cancelled``.
+_POLL = 0.05
+
+
+def _check_cancelled(cancelled: Callable[[], bool] | None) -> None:
+    if cancelled is not None and cancelled():
+        raise KeyboardInterrupt
+
+
 def _run_locally(
-    tasks: Sequence[WriteTask], threads: int | None, on_progress: Callable[[int], None] | None
+    tasks: Sequence[WriteTask],
+    threads: int | None,
+    on_progress: Callable[[int], None] | None,
+    cancelled: Callable[[], bool] | None,
 ) -> None:
     """Run tasks on a few local threads; at most two per thread in flight (memory)."""
     from vsgen.streams import usable_cpus
 
     workers = usable_cpus() if threads is None else max(1, int(threads))
-    pending = iter(tasks)
+    pending = list(reversed(tasks))
     running: set[Any] = set()
     with ThreadPoolExecutor(workers, thread_name_prefix="vsgen-write") as pool:
         try:
-            for task in pending:
-                running.add(pool.submit(task, 1))
-                if len(running) >= 2 * workers:
-                    done, running = wait(running, return_when=FIRST_COMPLETED)
-                    _report(done, on_progress)
-            while running:
-                done, running = wait(running, return_when=FIRST_COMPLETED)
+            while pending or running:
+                while pending and len(running) < 2 * workers:
+                    running.add(pool.submit(pending.pop(), 1))
+                done, running = wait(running, timeout=_POLL, return_when=FIRST_COMPLETED)
                 _report(done, on_progress)
+                _check_cancelled(cancelled)
         except BaseException:
             for future in running:
                 future.cancel()
@@ -500,6 +515,7 @@ def _run_on_cluster(
     client: distributed.Client,
     tasks: Sequence[WriteTask],
     on_progress: Callable[[int], None] | None,
+    cancelled: Callable[[], bool] | None,
 ) -> None:
     """Submit one task per block (or shard); progress as they finish; cancel on failure.
 
@@ -513,18 +529,26 @@ def _run_on_cluster(
     keys = [f"vsgen-write-{token}-{index}" for index in range(len(tasks))]
     futures = client.map(_run_task, list(tasks), key=keys, pure=False)
     try:
-        for future in as_completed(futures):
-            try:
-                count = future.result()
-            except (OSError, ValueError):
-                raise
-            except Exception as error:  # KilledWorker, CommClosedError, a lost scheduler
-                raise ClusterError(
-                    errno.EIO,
-                    f"the cluster could not finish the job: {type(error).__name__}: {error}",
-                ) from error
-            if on_progress is not None:
-                on_progress(count)
+        finished = as_completed(futures)
+        while not finished.is_empty():
+            batch = finished.next_batch(block=False)
+            if not batch:
+                _check_cancelled(cancelled)
+                time.sleep(_POLL)
+                continue
+            for future in batch:
+                try:
+                    count = future.result()
+                except (OSError, ValueError):
+                    raise
+                except Exception as error:  # KilledWorker, CommClosedError, a lost scheduler
+                    raise ClusterError(
+                        errno.EIO,
+                        f"the cluster could not finish the job: {type(error).__name__}: {error}",
+                    ) from error
+                if on_progress is not None:
+                    on_progress(count)
+            _check_cancelled(cancelled)
     except BaseException:
         with contextlib.suppress(Exception):
             client.cancel(futures, force=True)

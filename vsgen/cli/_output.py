@@ -135,13 +135,18 @@ def write_parallel(
         raise BadInput(f"format {fmt!r} cannot go to standard output; give -o FILE or DIR")
     scheduler = options["scheduler"]
     total = sum(plan.size for plan in job.plans)
-    with terminate_as_interrupt(), user_errors(), _needs_extra(fmt, scheduler):
+    # Ctrl-C and SIGTERM are held and acted on between two polls of the job, never
+    # inside the cluster client or an output's layout, which do not survive an
+    # exception at an arbitrary point.
+    with signals_held() as received, user_errors(), _needs_extra(fmt, scheduler):
         for source in vsgen_dask.sources(job):
             source.check_parallel()
         with contextlib.ExitStack() as stack:
             client = None
             if scheduler is not None:
                 client = stack.enter_context(vsgen_dask.connect(scheduler))
+            if received:
+                raise KeyboardInterrupt
             with progress(total, "sampling", options["quiet"]) as advance:
                 vsgen_dask.write(
                     job,
@@ -153,7 +158,10 @@ def write_parallel(
                     force=options["force"],
                     threads=options["threads"],
                     on_progress=advance,
+                    cancelled=lambda: bool(received),
                 )
+    if received:
+        raise KeyboardInterrupt
 
 
 @contextlib.contextmanager

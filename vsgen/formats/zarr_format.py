@@ -13,10 +13,11 @@ What vsgen writes (and the only kind of store it reads back):
   document that ``.h5``/``.safetensors`` files keep as a string (a JSON object
   here); each array of a group holds the document restricted to itself.
 
-The client creates the metadata with the ``zarr`` package, then every chunk
-directory and an empty file per chunk. Writers only ever open existing chunk files
-(never create a name), so a writer still running after the job was abandoned and
-its temporary store removed cannot bring any of it back.
+The client writes the metadata (plain JSON), then every chunk directory and an
+empty file per chunk; writing needs no ``zarr`` package (reading with it does).
+Writers only ever open existing chunk files (never create a name), so a writer
+still running after the job was abandoned and its temporary store removed cannot
+bring any of it back.
 """
 
 from __future__ import annotations
@@ -113,6 +114,32 @@ def array_dir(store: str, name: str | None) -> str:
     return store if name is None else os.path.join(store, *name.split("/"))
 
 
+def _array_node(
+    info: TensorInfo, chunk_shape: Sequence[int], attributes: Mapping[str, Any]
+) -> dict:
+    """The ``zarr.json`` of an array as vsgen writes it (see the module docstring)."""
+    return {
+        "zarr_format": 3,
+        "node_type": "array",
+        "shape": list(info.shape),
+        "data_type": info.dtype.name,
+        "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": list(chunk_shape)}},
+        "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
+        "fill_value": 0.0,
+        "codecs": [{"name": "bytes", "configuration": {"endian": "little"}}],
+        "attributes": dict(attributes),
+        "storage_transformers": [],
+    }
+
+
+def _write_node(directory: str, node: Mapping[str, Any]) -> None:
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, _METADATA_FILE)
+    with open(path, "x", encoding="utf-8") as handle:
+        json.dump(node, handle, indent=2, sort_keys=True)
+        handle.write("\n")
+
+
 def create_store(
     store: str,
     tensors: Sequence[TensorInfo],
@@ -122,50 +149,33 @@ def create_store(
     """Lay out a store in the existing empty directory ``store``.
 
     ``document`` is the provenance document (``provenance.file_metadata`` parsed):
-    the root gets all of it, each array of a group its own tensor's part.
-    Returns each tensor's array directory. Creates every chunk file, empty.
+    the root gets all of it, each array of a group its own tensor's part. The
+    metadata is plain JSON, written here (the ``zarr`` package reads it back; the
+    tests check that). Creates every chunk file, empty. Returns each tensor's
+    array directory.
     """
-    import zarr
-
     check_dtypes(tensors)
-    single = len(tensors) == 1
     root_attributes = {"vsgen": dict(document)} if document else {}
-    if not single:
-        group = zarr.open_group(store=store, mode="w-", zarr_format=3, attributes=root_attributes)
+    if len(tensors) == 1:
+        info, chunk_shape = tensors[0], chunk_shapes[0]
+        _write_node(store, _array_node(info, chunk_shape, root_attributes))
+        _create_chunk_files(store, info.shape, chunk_shape)
+        return [store]
+    _write_node(store, {"zarr_format": 3, "node_type": "group", "attributes": root_attributes})
+    groups = {""}
     directories = []
     for info, chunk_shape in zip(tensors, chunk_shapes, strict=True):
-        if single:
-            attributes = root_attributes
-            path = None
-        else:
-            own = {
-                key: ({info.name: value[info.name]} if key == "tensors" else value)
-                for key, value in document.items()
-                if key != "tensors" or info.name in value
-            }
-            attributes = {"vsgen": own} if document else {}
-            path = info.name
-            parent = group
-            for part in info.name.split("/")[:-1]:
-                parent = parent.require_group(part)
-        array = zarr.create_array(
-            store=store,
-            name=path,
-            shape=info.shape,
-            chunks=chunk_shape if info.shape else (),
-            dtype=info.dtype.newbyteorder("<"),
-            compressors=None,
-            filters=None,
-            fill_value=0,
-            chunk_key_encoding={"name": "default", "separator": "/"},
-            attributes=attributes,
-            zarr_format=3,
-            overwrite=False,
-        )
-        codecs = [codec for codec in array.metadata.to_dict()["codecs"]]
-        if codecs != [{"name": "bytes", "configuration": {"endian": "little"}}] and info.shape:
-            raise OSError(errno.EINVAL, f"zarr made unexpected codecs {codecs} for {info.name!r}")
-        directory = array_dir(store, path)
+        parts = info.name.split("/")
+        for depth in range(1, len(parts)):
+            parent = "/".join(parts[:depth])
+            if parent not in groups:
+                groups.add(parent)
+                node = {"zarr_format": 3, "node_type": "group", "attributes": {}}
+                _write_node(os.path.join(store, *parts[:depth]), node)
+        own = {key: value for key, value in document.items() if key != "tensors"}
+        own["tensors"] = {info.name: document.get("tensors", {}).get(info.name)}
+        directory = array_dir(store, info.name)
+        _write_node(directory, _array_node(info, chunk_shape, {"vsgen": own} if document else {}))
         _create_chunk_files(directory, info.shape, chunk_shape)
         directories.append(directory)
     return directories
