@@ -462,10 +462,20 @@ def write(
     with output:
         one_per_file = fmt == "safetensors-sharded" and client is not None
         tasks = plan_tasks(output, tensor_sources, chunks, one_task_per_file=one_per_file)
-        if client is None:
-            _run_locally(tasks, threads, on_progress, cancelled)
-        else:
-            _run_on_cluster(client, tasks, on_progress, cancelled)
+        try:
+            if client is None:
+                _run_locally(tasks, threads, on_progress, cancelled)
+                parallel.sync_written(output.temp)
+            else:
+                _run_on_cluster(client, tasks, on_progress, cancelled)
+                # Every worker syncs the files it wrote, once, before the rename.
+                client.run(parallel.sync_written, output.temp)
+        except BaseException:
+            parallel.forget_written(output.temp)
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    client.run(parallel.forget_written, output.temp)
+            raise
         output.commit()
 
 

@@ -7,9 +7,13 @@ empty chunk files made. It returns a :class:`ParallelOutput` whose ``places``
 say where each tensor's values go. Writers, in any process or on any machine
 that sees the same file system, call :func:`write_block` with a block of a
 tensor; they open existing files only (``O_WRONLY``, never ``O_CREAT``), write
-their byte ranges with ``os.pwrite``, and ``fsync`` before returning, so a block
-written twice (a retried task) leaves the same bytes, and a writer that outlives
-an abandoned job cannot recreate a removed temporary. Finally the client's
+their byte ranges with ``os.pwrite`` (a block written twice, by a retried task,
+leaves the same bytes), and remember what they wrote; a writer that outlives an
+abandoned job cannot recreate a removed temporary. Before committing, every
+writer process runs :func:`sync_written` once (an ``fsync`` per file it wrote:
+correct on shared file systems too, where only the writer can flush its data,
+and cheaper than one ``fsync`` per block, which stalls the writer while the disk
+catches up). Finally the client's
 :meth:`ParallelOutput.commit` syncs and renames the temporary into place, or
 :meth:`ParallelOutput.abort` removes it; an existing target is untouched until
 the rename and replaced only with ``force``.
@@ -26,6 +30,7 @@ import itertools
 import json
 import os
 import shutil
+import threading
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -101,7 +106,7 @@ def write_block(place: Place, origin: Sequence[int], values: numpy.ndarray) -> N
     For a :class:`FilePlace` the block's contiguous runs are written at their
     offsets (one write when the block spans whole trailing axes). For a
     :class:`ZarrPlace` the block must be exactly one chunk (its in-bounds part).
-    The data are synced to disk before returning.
+    The caller runs :func:`sync_written` in this process before committing.
 
     Raises:
         FileNotFoundError: the temporary output is gone (the job was abandoned).
@@ -117,6 +122,7 @@ def write_block(place: Place, origin: Sequence[int], values: numpy.ndarray) -> N
                 f"{values.shape}, chunk {index} is at {expected_origin} with shape {extent}"
             )
         zarr_format.write_chunk(place.directory, index, place.chunk_shape, values)
+        _remember(zarr_format.chunk_path(place.directory, index))
         return
     values = numpy.ascontiguousarray(values)
     check_block(values.shape, origin, place.shape)
@@ -132,9 +138,49 @@ def write_block(place: Place, origin: Sequence[int], values: numpy.ndarray) -> N
         for position, outer in enumerate(numpy.ndindex(*outer_shape)):
             offset = base + sum(i * s for i, s in zip(outer, outer_strides, strict=True)) * itemsize
             _pwrite_all(fd, data[position * run_bytes : (position + 1) * run_bytes], offset)
-        os.fsync(fd)
     finally:
         os.close(fd)
+    _remember(place.path)
+
+
+#: Files this process wrote and has not synced yet (writers run in many threads).
+_unsynced: set[str] = set()
+_unsynced_lock = threading.Lock()
+
+
+def _remember(path: str) -> None:
+    with _unsynced_lock:
+        _unsynced.add(path)
+
+
+def sync_written(root: str) -> int:
+    """``fsync`` every file under ``root`` that this process wrote; return how many.
+
+    Files that are gone (an abandoned job) are skipped.
+    """
+    prefix = os.path.join(root, "")
+    with _unsynced_lock:
+        paths = [path for path in _unsynced if path == root or path.startswith(prefix)]
+        _unsynced.difference_update(paths)
+    for path in sorted(paths):
+        try:
+            fd = os.open(path, os.O_WRONLY | getattr(os, "O_CLOEXEC", 0))
+        except FileNotFoundError:
+            continue
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    return len(paths)
+
+
+def forget_written(root: str) -> None:
+    """Drop what :func:`sync_written` would sync under ``root`` (an aborted job)."""
+    prefix = os.path.join(root, "")
+    with _unsynced_lock:
+        _unsynced.difference_update(
+            [path for path in _unsynced if path == root or path.startswith(prefix)]
+        )
 
 
 class ParallelOutput:

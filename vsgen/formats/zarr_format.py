@@ -197,7 +197,8 @@ def write_chunk(
 ) -> None:
     """Write the values of chunk ``index`` (its in-bounds part) into its existing file.
 
-    Edge chunks are padded with zeros to the full chunk shape; the file is synced.
+    Edge chunks are padded with zeros to the full chunk shape. The caller syncs
+    the file (``vsgen.formats.parallel`` does, once per job and writer process).
     Raises FileNotFoundError if the store has been removed meanwhile.
     """
     if tuple(values.shape) != tuple(chunk_shape):
@@ -211,7 +212,6 @@ def write_chunk(
     fd = os.open(chunk_path(directory, index), os.O_WRONLY | getattr(os, "O_CLOEXEC", 0))
     try:
         _pwrite_all(fd, payload, 0)
-        os.fsync(fd)
     finally:
         os.close(fd)
 
