@@ -526,6 +526,8 @@ class VsgenStream(Stream):
         """Fill ``out`` (see ``Stream.fill``); ``job_size`` is the size of the whole
         job ``out`` belongs to, so that a big job picks the compiled kernels from
         its first chunk on (the bytes do not depend on it)."""
+        if out.size == 0:
+            return
         threads = usable_cpus() if threads is None else threads
         job_size = out.size if job_size is None else job_size
         work = working_dtype(draw.dtype)
