@@ -303,19 +303,19 @@ def _grid(shape: tuple[int, ...], chunks: Any) -> Iterator[tuple[tuple[int, ...]
     if math.prod(shape) == 0:
         return
     per_axis: list[list[int]] = []
-    for axis, (extent, spec) in enumerate(zip(shape, chunks, strict=True)):
+    for axis, (length, spec) in enumerate(zip(shape, chunks, strict=True)):
         if isinstance(spec, (tuple, list)):
             sizes = [int(s) for s in spec]
-            if sum(sizes) != extent or any(s < 0 for s in sizes):
+            if sum(sizes) != length or any(s < 0 for s in sizes):
                 raise ValueError(
                     f"Argument `chunks` must add up to the shape on axis {axis}: "
-                    f"{tuple(sizes)} vs {extent}"
+                    f"{tuple(sizes)} vs {length}"
                 )
         else:
             step = int(spec)
             if step < 1:
                 raise ValueError(f"Argument `chunks` must be positive. Received: {chunks!r}")
-            sizes = [min(step, extent - first) for first in range(0, extent, step)]
+            sizes = [min(step, length - first) for first in range(0, length, step)]
         per_axis.append([s for s in sizes if s])
     starts = [np.cumsum([0, *sizes[:-1]]).tolist() for sizes in per_axis]
     for index in np.ndindex(*(len(sizes) for sizes in per_axis)):

@@ -208,7 +208,7 @@ def write_chunk(
     data = numpy.ascontiguousarray(values)
     if data.dtype.byteorder == ">":
         data = data.astype(data.dtype.newbyteorder("<"))
-    payload = memoryview(data.reshape(-1).view(numpy.uint8))
+    payload = memoryview(data.reshape(-1).view(numpy.uint8).data)
     fd = os.open(chunk_path(directory, index), os.O_WRONLY | getattr(os, "O_CLOEXEC", 0))
     try:
         _pwrite_all(fd, payload, 0)
@@ -344,7 +344,7 @@ class ZarrArrayInfo:
                 rows = min(slab_rows, extent[0] - first)
                 slab = self._read_chunk_slab(index, first, rows)
                 slab = slab.reshape(rows, *self.chunk_shape[1:])
-                cut = slab[(slice(None), *(slice(0, e) for e in extent[1:]))]
+                cut = slab[(slice(None),) + tuple(slice(0, e) for e in extent[1:])]
                 yield numpy.ascontiguousarray(cut).reshape(-1)
 
     def _read_chunk_slab(self, index: Sequence[int], first_row: int, rows: int) -> numpy.ndarray:
