@@ -1,0 +1,218 @@
+"""vsgen on a Dask cluster against single-process vsgen, on this machine.
+
+Measures, in one run, for one model job (``--tensors`` float32 tensors of
+``4096 x 2**(size_log2 - 12) / tensors`` values, 1 GiB in all by default):
+
+1. single-process ``vsgen sample --spec`` (the whole CLI process, wall time) into
+   one ``.safetensors`` file (the streaming writer), into a Zarr store and into
+   sharded safetensors (the parallel writers on local threads);
+2. the same commands with ``--scheduler tcp://127.0.0.1:PORT`` against a running
+   LocalCluster of 1 and of 2 worker processes (one thread each, 127.0.0.1 only,
+   warmed by one job so the workers have loaded the compiled kernels, as
+   long-lived ``dask worker`` processes have), and once with ``--scheduler local:2``
+   (cluster start-up included);
+3. rates (M values/s) and ratios to the single-process rate of the same output
+   (target: 2 local workers >= 90 %), the compute-only rate of one worker, and the
+   per-task overhead of the cluster (empty tasks, and vsgen tasks of one row).
+
+Usage: ``python benchmarks/bench_dask.py [--size-log2 28] [--tensors 8]
+[--repeat 3] [--dir DIR]``. Everything is deleted afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+VSGEN = [sys.executable, "-m", "vsgen"]
+
+
+def write_spec(path: str, size_log2: int, tensors: int) -> int:
+    columns = (1 << size_log2) // 4096 // tensors
+    spec = {
+        "seed": 1,
+        "tensors": {f"layer{i}.weight": [4096, columns] for i in range(tensors)},
+    }
+    with open(path, "w") as handle:
+        json.dump(spec, handle)
+    return 4096 * columns * tensors
+
+
+def wall(command: list[str], cwd: str) -> float:
+    start = time.perf_counter()
+    subprocess.run(command, cwd=cwd, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def median_wall(command: list[str], cwd: str, repeat: int, target: str) -> float:
+    times = []
+    for _ in range(repeat):
+        clear(os.path.join(cwd, target))
+        times.append(wall(command, cwd))
+    clear(os.path.join(cwd, target))
+    return statistics.median(times)
+
+
+def clear(path: str) -> None:
+    if os.path.isdir(path):
+        shutil.rmtree(path)
+    elif os.path.exists(path):
+        os.unlink(path)
+
+
+def outputs(shard_size: str) -> dict[str, list[str]]:
+    return {
+        "safetensors (one file)": ["-o", "one.safetensors"],
+        "zarr": ["-o", "w.zarr"],
+        "safetensors-sharded": [
+            "-o",
+            "shards",
+            "--format",
+            "safetensors-sharded",
+            "--max-shard-size",
+            shard_size,
+        ],
+    }
+
+
+def per_task_overhead(client, tasks: int = 200) -> tuple[float, float]:
+    """Seconds per task: an empty task, and a vsgen write task of one 64-value row."""
+    import vsgen
+    from vsgen import dask as vsgen_dask
+
+    def empty(value: int) -> int:
+        return value
+
+    client.gather(client.map(empty, range(10)))
+    start = time.perf_counter()
+    client.gather(client.map(empty, range(tasks), pure=False))
+    empty_seconds = (time.perf_counter() - start) / tasks
+    work = tempfile.mkdtemp(prefix="vsgen-bench-tasks-")
+    try:
+        job = vsgen_dask.tensor_job(vsgen.VarianceScaling(seed=1), (tasks, 64))
+        start = time.perf_counter()
+        vsgen_dask.write(job, os.path.join(work, "w.npy"), client=client, chunks=(1, 64))
+        write_seconds = (time.perf_counter() - start) / tasks
+    finally:
+        shutil.rmtree(work)
+    return empty_seconds, write_seconds
+
+
+def worker_compute_rate(client, values: int) -> float:
+    """M values/s one worker makes in memory (blocks summed, nothing written)."""
+    import vsgen
+    from vsgen import dask as vsgen_dask
+
+    array = vsgen_dask.sample(
+        vsgen.VarianceScaling(seed=2), (4096, values // 4096), chunks=(512, values // 4096)
+    )
+    client.compute(array[:512].sum()).result()  # warm
+    start = time.perf_counter()
+    client.compute(array.sum()).result()
+    return values / (time.perf_counter() - start) / 1e6
+
+
+def plain_write_rate(work: str, values: int) -> float:
+    """M float32 values/s of f.write + fsync of the same bytes: the disk's ceiling."""
+    import numpy as np
+
+    block = np.ones(1 << 22, dtype=np.float32)
+    path = os.path.join(work, "plain.bin")
+    start = time.perf_counter()
+    with open(path, "wb") as handle:
+        for _ in range(max(1, values // block.size)):
+            handle.write(block.data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    seconds = time.perf_counter() - start
+    os.unlink(path)
+    return values / seconds / 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--size-log2", type=int, default=28, help="values in the job (log2)")
+    parser.add_argument("--tensors", type=int, default=8)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--dir", default=None, help="where to write (default: a temp dir)")
+    args = parser.parse_args()
+
+    from distributed import Client, LocalCluster
+
+    work = tempfile.mkdtemp(prefix="vsgen-bench-dask-", dir=args.dir)
+    try:
+        spec = os.path.join(work, "spec.json")
+        values = write_spec(spec, args.size_log2, args.tensors)
+        gib = values * 4 / 2**30
+        shard_size = f"{(values * 4 // args.tensors) * 2 + 1}B"  # two tensors per shard
+        print(
+            f"job: {args.tensors} float32 tensors, {values:,} values ({gib:.2f} GiB), "
+            f"median of {args.repeat}, directory {work}"
+        )
+        disk = plain_write_rate(work, values)
+        print(f"disk ceiling (f.write + fsync of the same bytes): {disk:,.0f} M values/s")
+        base = [*VSGEN, "sample", "--spec", spec, "--quiet", "--force"]
+        single: dict[str, float] = {}
+        print("\nsingle process (whole CLI process)")
+        for label, output in outputs(shard_size).items():
+            seconds = median_wall([*base, *output], work, args.repeat, output[1])
+            single[label] = values / seconds / 1e6
+            print(f"  {label:<24} {seconds:6.2f} s  {single[label]:8,.0f} M values/s")
+
+        for workers in (1, 2):
+            cluster = LocalCluster(
+                n_workers=workers,
+                threads_per_worker=1,
+                processes=True,
+                host="127.0.0.1",
+                dashboard_address=None,
+                silence_logs=logging.ERROR,
+            )
+            try:
+                with Client(cluster) as client:
+                    address = cluster.scheduler_address
+                    print(f"\n{workers} worker(s), --scheduler {address} (whole CLI process)")
+                    warm = [*base, "-o", "warm.zarr", "--scheduler", address]
+                    median_wall(warm, work, 1, "warm.zarr")
+                    for label, output in outputs(shard_size).items():
+                        command = [*base, *output, "--scheduler", address]
+                        seconds = median_wall(command, work, args.repeat, output[1])
+                        rate = values / seconds / 1e6
+                        print(
+                            f"  {label:<24} {seconds:6.2f} s  {rate:8,.0f} M values/s  "
+                            f"{rate / single[label]:5.2f}x single process"
+                        )
+                    if workers == 1:
+                        compute = worker_compute_rate(client, values // 4)
+                        print(f"  one worker, compute only: {compute:,.0f} M values/s")
+                    else:
+                        empty, write = per_task_overhead(client)
+                        print(
+                            f"  per task: empty {empty * 1e3:.1f} ms, one-row vsgen write "
+                            f"{write * 1e3:.1f} ms (2 workers, amortised)"
+                        )
+            finally:
+                cluster.close()
+        print("\n--scheduler local:2 (cluster start-up included)")
+        for label, output in outputs(shard_size).items():
+            command = [*base, *output, "--scheduler", "local:2"]
+            seconds = median_wall(command, work, 1, output[1])
+            rate = values / seconds / 1e6
+            print(
+                f"  {label:<24} {seconds:6.2f} s  {rate:8,.0f} M values/s  "
+                f"{rate / single[label]:5.2f}x single process"
+            )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
