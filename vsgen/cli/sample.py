@@ -152,8 +152,8 @@ def sample(**kwargs: Any) -> None:
       vsgen sample --shape 4096,4096 --seed 3 --shard 1/4 -o part1.npy
       vsgen sample --shape 64,64 --seed 0 --stream keras -o - > w.npy
       vsgen config --preset lecun_normal --seed 5 | vsgen sample --config - --shape 128,64 -o w2.npy
-      vsgen sample --shape 8192,8192 --seed 4 -o w.zarr --scheduler local:2
-      vsgen sample --spec model.toml --format safetensors-sharded -o model_dir --max-shard-size 2GB
+      vsgen sample --shape 4096,1024 --seed 4 -o w.zarr --chunks 1024,1024
+      vsgen sample --spec examples/transformer_block.toml -o ckpt --format safetensors-sharded
     """
     options = pop_initializer_options(kwargs)
     whole_model = kwargs["spec"] is not None or kwargs["like"] is not None
