@@ -174,6 +174,15 @@ def test_single_files_equal_single_process_files(client, tmp_path, fmt, chunks):
     _only_entries(tmp_path, reference.name, target.name)
 
 
+def test_rows_of_a_tensor_on_the_cluster(client, tmp_path):
+    reference = tmp_path / "reference.safetensors"
+    _single_process(["--shape", "100,10", "--rows", "20:50", "--seed", "5", "-o", str(reference)])
+    target = tmp_path / "cluster.safetensors"
+    job = vsgen_dask.tensor_job(vsgen.VarianceScaling(seed=5), (100, 10), rows=(20, 50))
+    vsgen_dask.write(job, str(target), client=client, chunks=(7, 3))
+    assert target.read_bytes() == reference.read_bytes()
+
+
 @pytest.mark.parametrize("chunks", [None, (37, 53), (5, 53), (8, 8), (10, 20)])
 def test_zarr_equals_single_process(client, tmp_path, chunks):
     reference = tmp_path / "reference.npy"

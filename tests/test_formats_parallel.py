@@ -232,3 +232,23 @@ def test_oversized_metadata_is_refused(tmp_path):
     (store / "zarr.json").write_text(json.dumps(node))
     result = CliRunner().invoke(cli, ["check", str(store)])
     assert result.exit_code == 2 and "larger than" in result.output
+
+
+def test_zarr_group_with_nested_names_and_a_tensor_called_c(tmp_path):
+    zarr = pytest.importorskip("zarr")
+    spec = tmp_path / "spec.json"
+    spec.write_text(
+        json.dumps({"seed": 2, "tensors": {"c": [6, 4], "enc/c": [4, 4], "enc/layer/w": [3, 5]}})
+    )
+    store = tmp_path / "m.zarr"
+    result = _sample("--spec", str(spec), "-o", str(store), "--chunks", "2,2")
+    assert result.exit_code == 0, result.output
+    reference = tmp_path / "m.safetensors"
+    assert _sample("--spec", str(spec), "-o", str(reference)).exit_code == 0
+    expected = safetensors.numpy.load_file(str(reference))
+    group = zarr.open_group(str(store), mode="r")
+    for name, values in expected.items():
+        assert group[name][...].tobytes() == values.tobytes()
+    from vsgen.formats import read_tensor_infos
+
+    assert [info.name for info in read_tensor_infos(str(store))] == list(expected)

@@ -326,21 +326,19 @@ def _grid(shape: tuple[int, ...], chunks: Any) -> Iterator[tuple[tuple[int, ...]
 
 @dataclass(frozen=True)
 class WriteTask:
-    """Blocks to make and write: ``(tensor index, origin, extent)`` each. Picklable."""
+    """Blocks to make and write: ``(source, place, origin, extent)`` each. Picklable,
+    and small: it carries only its own tensors' sources and places, never data."""
 
-    sources: tuple[TensorSource, ...]
-    places: tuple[parallel.Place, ...]
-    blocks: tuple[tuple[int, tuple[int, ...], tuple[int, ...]], ...]
+    blocks: tuple[tuple[TensorSource, parallel.Place, tuple[int, ...], tuple[int, ...]], ...]
 
     @property
     def values(self) -> int:
-        return sum(math.prod(extent) for _, _, extent in self.blocks)
+        return sum(math.prod(extent) for _, _, _, extent in self.blocks)
 
     def __call__(self, threads: int = 1) -> int:
         """Make and write every block; return the number of values written."""
-        for index, origin, extent in self.blocks:
-            values = self.sources[index].block(origin, extent, threads)
-            parallel.write_block(self.places[index], origin, values)
+        for source, place, origin, extent in self.blocks:
+            parallel.write_block(place, origin, source.block(origin, extent, threads))
         return self.values
 
 
@@ -348,19 +346,22 @@ def _run_task(task: WriteTask) -> int:
     return task()
 
 
+def _given_chunks(source: TensorSource, chunks: Any) -> Any:
+    """The chunks the caller gave for this tensor, or None: a dict gives them by
+    name; a block shape (or per-axis lists) applies to tensors of its rank only."""
+    given = chunks.get(source.name) if isinstance(chunks, Mapping) else chunks
+    if given is None or len(given) != len(source.shape):
+        return None
+    return given
+
+
 def _chunks_for(source: TensorSource, place: parallel.Place, chunks: Any) -> Any:
     if isinstance(place, parallel.ZarrPlace):
         return place.chunk_shape
-    if chunks is None:
+    given = _given_chunks(source, chunks)
+    if given is None:
         return zarr_format.auto_chunk_shape(source.shape, source.dtype.itemsize, WRITE_BLOCK_BYTES)
-    if isinstance(chunks, Mapping):
-        given = chunks.get(source.name)
-        if given is None:
-            return zarr_format.auto_chunk_shape(
-                source.shape, source.dtype.itemsize, WRITE_BLOCK_BYTES
-            )
-        return given
-    return chunks
+    return given
 
 
 def plan_tasks(
@@ -370,38 +371,41 @@ def plan_tasks(
     one_task_per_file: bool = False,
 ) -> list[WriteTask]:
     """The tasks that fill ``output``: one per block, or one per file (shards)."""
-    all_sources = tuple(tensor_sources)
-    places = output.places
-    per_block: list[list[tuple[int, tuple[int, ...], tuple[int, ...]]]] = []
-    for index, (source, place) in enumerate(zip(all_sources, places, strict=True)):
-        blocks = [
-            (index, origin, extent)
+    per_tensor = [
+        [
+            (source, place, origin, extent)
             for origin, extent in _grid(source.shape, _chunks_for(source, place, chunks))
         ]
-        per_block.append(blocks)
+        for source, place in zip(tensor_sources, output.places, strict=True)
+    ]
     if one_task_per_file:
-        groups = parallel.shard_groups(output)
         return [
-            WriteTask(all_sources, places, tuple(b for i in group for b in per_block[i]))
-            for group in groups
+            WriteTask(tuple(block for index in group for block in per_tensor[index]))
+            for group in parallel.shard_groups(output)
         ]
-    return [WriteTask(all_sources, places, (block,)) for blocks in per_block for block in blocks]
+    return [WriteTask((block,)) for blocks in per_tensor for block in blocks]
 
 
 def _zarr_chunk_shapes(
     tensor_sources: Sequence[TensorSource], chunks: Any
 ) -> list[tuple[int, ...] | None] | None:
+    """Zarr chunk shapes: the caller's (cut to the array's extent), else None (auto)."""
     if chunks is None:
         return None
     shapes: list[tuple[int, ...] | None] = []
     for source in tensor_sources:
-        given = chunks.get(source.name) if isinstance(chunks, Mapping) else chunks
+        given = _given_chunks(source, chunks)
         if given is not None and any(isinstance(c, (tuple, list)) for c in given):
             raise ValueError(
                 "Zarr arrays have regular chunks; give one block shape (e.g. (1024, 512)), "
                 f"not per-axis block lists. Received: chunks={given!r}"
             )
-        shapes.append(None if given is None else tuple(int(c) for c in given))
+        if given is None:
+            shapes.append(None)
+        else:
+            shapes.append(
+                tuple(min(int(c), max(1, d)) for c, d in zip(given, source.shape, strict=True))
+            )
     return shapes
 
 
@@ -425,10 +429,10 @@ def write(
     ``safetensors-sharded`` (default: from the target, ``.zarr`` meaning zarr).
     With a ``distributed.Client`` the blocks are made and written by its workers
     (which must see ``target``'s file system); without, by ``threads`` local
-    threads. ``chunks``: block shape of every tensor (Zarr chunk shape), per-axis
-    block lists (not for Zarr), or a dict of those by name; default about 64 MiB of
-    whole trailing axes per block. Sharded safetensors are written one task per
-    shard. ``on_progress(n)`` is called in this thread as blocks complete;
+    threads. ``chunks``: a block shape (the Zarr chunk shape) for the tensors of its
+    rank, per-axis block lists (not for Zarr), or a dict of those by name; other
+    tensors get about 64 MiB of whole trailing axes per block. Sharded safetensors
+    are written one task per shard. ``on_progress(n)`` is called in this thread as blocks complete;
     ``cancelled()`` is polled about 20 times a second, and True stops the job
     (KeyboardInterrupt) as an interrupt would, from this thread, so that a
     caller can hold signals and never interrupt the cluster client mid-call.

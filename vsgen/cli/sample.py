@@ -136,7 +136,8 @@ class _Job:
     "chunks",
     type=str,
     default=None,
-    help="Block (Zarr chunk) shape of the parallel writers, e.g. 4096,1024. [~64 MiB of rows]",
+    help="Block (Zarr chunk) shape of the parallel writers for tensors of its rank, "
+    "e.g. 4096,1024. [~64 MiB of whole rows]",
 )
 def sample(**kwargs: Any) -> None:
     """Sample a tensor and write it to a file or stdout.

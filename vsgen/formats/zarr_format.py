@@ -392,7 +392,8 @@ def read_arrays(store: str) -> list[ZarrArrayInfo]:
         directory = os.path.join(store, *relative.split("/")) if relative else store
         for entry in sorted(os.listdir(directory)):
             child = os.path.join(directory, entry)
-            if entry == "c" or os.path.islink(child) or not os.path.isdir(child):
+            # Chunk directories ("c") hold no zarr.json; a child node named "c" does.
+            if os.path.islink(child) or not os.path.isdir(child):
                 continue
             if not os.path.isfile(os.path.join(child, _METADATA_FILE)):
                 continue
