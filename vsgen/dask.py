@@ -24,6 +24,7 @@ import contextlib
 import errno
 import math
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
@@ -335,15 +336,55 @@ class WriteTask:
     def values(self) -> int:
         return sum(math.prod(extent) for _, _, _, extent in self.blocks)
 
-    def __call__(self, threads: int = 1) -> int:
-        """Make and write every block; return the number of values written."""
-        for source, place, origin, extent in self.blocks:
+    def __call__(self, threads: int = 1, report: Callable[[int], None] | None = None) -> int:
+        """Make and write every block; return the number of values written.
+        ``report(n)`` is called after each block but the last (progress within a task)."""
+        for position, (source, place, origin, extent) in enumerate(self.blocks):
             parallel.write_block(place, origin, source.block(origin, extent, threads))
+            if report is not None and position + 1 < len(self.blocks):
+                report(math.prod(extent))
         return self.values
 
 
-def _run_task(task: WriteTask) -> int:
-    return task()
+def _run_task(task: WriteTask, topic: str | None = None, index: int = 0) -> int:
+    """Run a task on a worker; a task of several blocks (a shard) reports each block
+    to the client as a ``topic`` event, so the progress bar moves within it."""
+    if topic is None or len(task.blocks) < 2:
+        return task()
+    from distributed import get_worker
+
+    worker = get_worker()
+    return task(1, lambda count: worker.log_event(topic, [index, count]))
+
+
+class _Progress:
+    """Values done per task, from block events and completions; never over a task's size."""
+
+    def __init__(self, tasks: Sequence[WriteTask]) -> None:
+        self._sizes = [task.values for task in tasks]
+        self._seen = [0] * len(tasks)
+        self._pending = 0
+        self._lock = threading.Lock()
+
+    def event(self, event: Any) -> None:
+        # Runs in the client's event-loop thread.
+        with contextlib.suppress(TypeError, ValueError, IndexError):
+            index, count = event[1]
+            self.add(int(index), int(count))
+
+    def add(self, index: int, count: int) -> None:
+        with self._lock:
+            grown = min(self._sizes[index], self._seen[index] + count) - self._seen[index]
+            self._seen[index] += grown
+            self._pending += grown
+
+    def finish(self, index: int) -> None:
+        self.add(index, self._sizes[index])
+
+    def take(self) -> int:
+        with self._lock:
+            pending, self._pending = self._pending, 0
+            return pending
 
 
 def _given_chunks(source: TensorSource, chunks: Any) -> Any:
@@ -541,18 +582,19 @@ def _run_on_cluster(
 
     token = tokenize(os.getpid(), id(tasks), len(tasks), os.urandom(8))
     keys = [f"vsgen-write-{token}-{index}" for index in range(len(tasks))]
-    futures = client.map(_run_task, list(tasks), key=keys, pure=False)
+    progress = _Progress(tasks)
+    topic = f"vsgen-progress-{token}"
+    client.subscribe_topic(topic, progress.event)
+    futures = client.map(
+        _run_task, list(tasks), [topic] * len(tasks), range(len(tasks)), key=keys, pure=False
+    )
+    index_of = {key: index for index, key in enumerate(keys)}
     try:
         finished = as_completed(futures)
         while not finished.is_empty():
-            batch = finished.next_batch(block=False)
-            if not batch:
-                _check_cancelled(cancelled)
-                time.sleep(_POLL)
-                continue
-            for future in batch:
+            for future in finished.next_batch(block=False):
                 try:
-                    count = future.result()
+                    future.result()
                 except (OSError, ValueError):
                     raise
                 except Exception as error:  # KilledWorker, CommClosedError, a lost scheduler
@@ -560,13 +602,19 @@ def _run_on_cluster(
                         errno.EIO,
                         f"the cluster could not finish the job: {type(error).__name__}: {error}",
                     ) from error
-                if on_progress is not None:
-                    on_progress(count)
+                progress.finish(index_of[future.key])
+            done = progress.take()
+            if done and on_progress is not None:
+                on_progress(done)
             _check_cancelled(cancelled)
+            time.sleep(_POLL)
     except BaseException:
         with contextlib.suppress(Exception):
             client.cancel(futures, force=True)
         raise
+    finally:
+        with contextlib.suppress(Exception):
+            client.unsubscribe_topic(topic)
 
 
 @contextlib.contextmanager
