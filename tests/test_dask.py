@@ -353,27 +353,42 @@ def test_interrupted_job_leaves_target_as_it_was(client, tmp_path, suffix):
     _only_entries(tmp_path, target.name)
 
 
+class _RemoveChunkFilesOnce(distributed.WorkerPlugin):
+    """Before the first vsgen write task runs, removes every chunk file under ``root``."""
+
+    name = "vsgen-test-remove-chunks"
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+
+    def transition(self, key, start, finish, **kwargs):
+        if finish != "executing" or "vsgen-write" not in str(key):
+            return
+        marker = os.path.join(self.root, "broken")
+        try:
+            os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            return
+        for directory, _, files in os.walk(self.root):
+            if os.sep + "c" in directory:
+                for name in files:
+                    os.unlink(os.path.join(directory, name))
+
+
 def test_failed_job_reports_the_error_and_leaves_nothing(client, tmp_path):
+    import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
     target = tmp_path / "w.zarr"
-    temporaries: list[str] = []
-
-    def break_the_store(count: int) -> None:
-        # Chunk files vanish under the job: the remaining tasks fail on the workers.
-        if not temporaries:
-            temporaries.extend(name for name in os.listdir(tmp_path) if name != target.name)
-            for name in temporaries:
-                for path in (tmp_path / name / "c").rglob("*"):
-                    if path.is_file():
-                        path.unlink()
-
     job = vsgen_dask.tensor_job(vsgen.VarianceScaling(seed=2), (64, 16))
-    with pytest.raises(OSError, match="No such file"):
-        vsgen_dask.write(
-            job, str(target), client=client, chunks=(2, 16), on_progress=break_the_store
-        )
-    assert temporaries, "the job never made progress"
+    client.register_plugin(_RemoveChunkFilesOnce(str(tmp_path)))
+    try:
+        with pytest.raises(OSError, match="No such file"):
+            vsgen_dask.write(job, str(target), client=client, chunks=(2, 16))
+    finally:
+        client.unregister_worker_plugin(_RemoveChunkFilesOnce.name)
     time.sleep(0.5)
-    _only_entries(tmp_path)
+    _only_entries(tmp_path, "broken")
 
 
 def test_existing_target_needs_force_and_foreign_directories_are_kept(client, tmp_path):
