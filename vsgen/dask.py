@@ -46,6 +46,7 @@ __all__ = [
     "TensorSource",
     "connect",
     "model",
+    "parse_scheduler",
     "sample",
     "sources",
     "tensor_job",
@@ -617,6 +618,28 @@ def _run_on_cluster(
             client.unsubscribe_topic(topic)
 
 
+def parse_scheduler(scheduler: str) -> tuple[str, int | None]:
+    """``(address, None)`` for a scheduler address, ``("local", N)`` for ``local:N``
+    (``local`` alone: one worker per usable CPU).
+
+    Raises:
+        ValueError: ``local:N`` without a positive integer N, or an empty address.
+    """
+    from vsgen.streams import usable_cpus
+
+    text = str(scheduler).strip()
+    if not text:
+        raise ValueError("--scheduler needs an address (tcp://host:8786) or local:N")
+    if text.lower() != "local" and not text.lower().startswith("local:"):
+        return text, None
+    count = text.partition(":")[2].strip() or str(usable_cpus())
+    if not count.isascii() or not count.isdigit() or int(count) < 1:
+        raise ValueError(
+            f"--scheduler local:N needs a positive worker count N. Received: {scheduler!r}"
+        )
+    return "local", int(count)
+
+
 @contextlib.contextmanager
 def connect(scheduler: str, *, quiet_logs: bool = True) -> Iterator[distributed.Client]:
     """A client of ``scheduler``: an address (``tcp://host:8786``) or ``local:N``.
@@ -640,15 +663,10 @@ def connect(scheduler: str, *, quiet_logs: bool = True) -> Iterator[distributed.
             "distributed.scheduler",
         ):
             logging.getLogger(name).setLevel(logging.ERROR)
-    text = str(scheduler).strip()
-    if text.lower().startswith("local:") or text.lower() == "local":
-        count_text = text.partition(":")[2] or str(os.cpu_count() or 1)
-        if not count_text.isascii() or not count_text.isdigit() or int(count_text) < 1:
-            raise ValueError(
-                f"--scheduler local:N needs a positive worker count N. Received: {scheduler!r}"
-            )
+    text, workers = parse_scheduler(scheduler)
+    if workers is not None:
         cluster = LocalCluster(
-            n_workers=int(count_text),
+            n_workers=workers,
             threads_per_worker=1,
             processes=True,
             host="127.0.0.1",

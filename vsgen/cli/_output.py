@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from vsgen.cli._errors import (
     BadInput,
+    say,
     signals_held,
     terminate_as_interrupt,
     user_errors,
@@ -125,15 +126,23 @@ def write_plans(target: Output, plans: Sequence[Plan], threads: int | None, quie
 
 
 def write_parallel(
-    job: Any, output: str, fmt: str, options: dict[str, Any], chunks: tuple[int, ...] | None
+    job: Any,
+    output: str,
+    fmt: str,
+    options: dict[str, Any],
+    chunks: tuple[int, ...] | None,
+    drawn_seed: int | None,
 ) -> None:
     """Write ``job`` with the parallel writers (``vsgen.dask.write``), on the cluster
-    of ``--scheduler`` or on local threads, with the same progress bar and exit codes."""
+    of ``--scheduler`` or on local threads, with the same progress bar and exit codes.
+    A drawn seed is announced once the request is known to be valid."""
     from vsgen import dask as vsgen_dask
+    from vsgen.formats import sharded
 
-    if output == "-":
-        raise BadInput(f"format {fmt!r} cannot go to standard output; give -o FILE or DIR")
     scheduler = options["scheduler"]
+    if output == "-":
+        what = "--scheduler" if scheduler is not None else f"format {fmt!r}"
+        raise BadInput(f"{what} cannot write to standard output; give -o FILE or DIR")
     total = sum(plan.size for plan in job.plans)
     # Ctrl-C and SIGTERM are held and acted on between two polls of the job, never
     # inside the cluster client or an output's layout, which do not survive an
@@ -141,6 +150,11 @@ def write_parallel(
     with signals_held() as received, user_errors(), _needs_extra(fmt, scheduler):
         for source in vsgen_dask.sources(job):
             source.check_parallel()
+        sharded.parse_size(options["max_shard_size"])
+        if scheduler is not None:
+            vsgen_dask.parse_scheduler(scheduler)
+        if drawn_seed is not None:
+            say(f"seed: {drawn_seed}")
         with contextlib.ExitStack() as stack:
             client = None
             if scheduler is not None:

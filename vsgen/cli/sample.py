@@ -167,9 +167,7 @@ def sample(**kwargs: Any) -> None:
     fmt = _check_target(job, kwargs["output"], kwargs["fmt"], kwargs["force"])
     if kwargs["scheduler"] is not None or fmt in _PARALLEL_ONLY:
         chunks = parse_shape_option(kwargs["chunks"], "--chunks")
-        if job.drawn_seed is not None:
-            say(f"seed: {job.drawn_seed}")
-        write_parallel(job, kwargs["output"], fmt, kwargs, chunks)
+        write_parallel(job, kwargs["output"], fmt, kwargs, chunks, job.drawn_seed)
         return
     if kwargs["chunks"] is not None:
         raise BadInput("--chunks applies to .zarr, safetensors-sharded and --scheduler outputs")
