@@ -13,7 +13,9 @@ Measures, in one run, for one model job (``--tensors`` float32 tensors of
    (cluster start-up included);
 3. rates (M values/s) and ratios to the single-process rate of the same output
    (target: 2 local workers >= 90 %), the compute-only rate of one worker, and the
-   per-task overhead of the cluster (empty tasks, and vsgen tasks of one row).
+   per-task overhead of the cluster (empty tasks, and vsgen tasks of one row);
+4. first, ``Stream.fill_block`` on row blocks and on column tiles, with the cost
+   model's choice against one fill per run and against covering spans.
 
 Usage: ``python benchmarks/bench_dask.py [--size-log2 28] [--tensors 8]
 [--repeat 3] [--dir DIR]``. Everything is deleted afterwards.
@@ -120,6 +122,45 @@ def worker_compute_rate(client, values: int) -> float:
     return values / (time.perf_counter() - start) / 1e6
 
 
+def block_fill_rates(repeat: int) -> None:
+    """M values/s of Stream.fill_block on an 8192 x 8192 float32 tensor: a block of
+    whole rows, and full-height column tiles of several widths (the cost model's
+    choice, one fill per row run, and covering spans copied out of a scratch)."""
+    import numpy as np
+
+    from vsgen.streams import Draw, _blocks, get_stream
+
+    stream = get_stream("vsgen")
+    draw = Draw("truncated_normal", 0.05, 1, np.dtype("float32"))
+    full = (8192, 8192)
+    stream.fill_block(np.empty((512, 8192), np.float32), (0, 0), full, draw, threads=1)
+
+    def rate(shape: tuple[int, int], origin: tuple[int, int]) -> float:
+        out = np.empty(shape, np.float32)
+        times = []
+        for _ in range(repeat):
+            start = time.perf_counter()
+            stream.fill_block(out, origin, full, draw, threads=1)
+            times.append(time.perf_counter() - start)
+        return out.size / statistics.median(times) / 1e6
+
+    print("\nStream.fill_block on an 8192 x 8192 float32 tensor, 1 thread")
+    print(f"  whole rows (512 x 8192)                 {rate((512, 8192), (0, 0)):8,.0f} M values/s")
+    saved = (_blocks.SPAN_SCRATCH, _blocks.VALUE_COST)
+    for width in (64, 512, 2048):
+        shape = (8192, width)
+        chosen = rate(shape, (0, 128))
+        _blocks.SPAN_SCRATCH = 0  # runs only
+        runs = rate(shape, (0, 128))
+        _blocks.SPAN_SCRATCH, _blocks.VALUE_COST = saved[0], 0.0  # spans only
+        spans = rate(shape, (0, 128))
+        _blocks.SPAN_SCRATCH, _blocks.VALUE_COST = saved
+        print(
+            f"  tiles {shape[0]:>6} x {width:<5} chosen {chosen:6,.0f}   "
+            f"per-run fills {runs:6,.0f}   covering spans {spans:6,.0f} M values/s"
+        )
+
+
 def plain_write_rate(work: str, values: int) -> float:
     """M float32 values/s of f.write + fsync of the same bytes: the disk's ceiling."""
     import numpy as np
@@ -143,7 +184,11 @@ def main() -> None:
     parser.add_argument("--tensors", type=int, default=8)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--dir", default=None, help="where to write (default: a temp dir)")
+    parser.add_argument("--blocks-only", action="store_true", help="only the fill_block rates")
     args = parser.parse_args()
+    block_fill_rates(args.repeat)
+    if args.blocks_only:
+        return
 
     from distributed import Client, LocalCluster
 

@@ -185,11 +185,25 @@ class _BlockMaker:
 
 
 def to_dask(source: TensorSource, chunks: Any = "auto") -> dask.array.Array:
-    """A Dask array of ``source`` with ``chunks`` (anything ``dask.array`` accepts)."""
+    """A Dask array of ``source`` with ``chunks`` (anything ``dask.array`` accepts).
+
+    ``"auto"`` means blocks of whole trailing axes (whole rows of a matrix) of about
+    dask's ``array.chunk-size`` (128 MiB by default): those cost one contiguous fill
+    each, while a narrow column tile costs about as much as the rows it crosses.
+    """
     import dask.array as da
     from dask.base import tokenize
 
     source.check_parallel()
+    if isinstance(chunks, str) and chunks == "auto":
+        # Whole trailing axes first: a block of whole rows is one contiguous range of
+        # the stream (one fill), where dask's square-ish tiles would make each block
+        # fill the rows it crosses and copy its columns out.
+        import dask
+        from dask.utils import parse_bytes
+
+        target = parse_bytes(dask.config.get("array.chunk-size"))
+        chunks = zarr_format.auto_chunk_shape(source.shape, source.dtype.itemsize, target)
     normalized = da.core.normalize_chunks(chunks, source.shape, dtype=source.dtype)
     token = tokenize(
         source.name,
@@ -227,7 +241,8 @@ def sample(
     Every element equals the same element of the single-process result whatever
     the chunking (rows, columns, n-d tiles, irregular chunks as tuples of tuples):
     one task per block, each computing its block from the seed; the graph holds
-    no data. ``rows``/``fan_shape`` are as for ``VarianceScaling.plan``.
+    no data. ``"auto"`` chunks are blocks of whole rows (see :func:`to_dask`).
+    ``rows``/``fan_shape`` are as for ``VarianceScaling.plan``.
 
     Raises:
         ValueError: the initializer uses the sequential ``keras`` stream, or bad
