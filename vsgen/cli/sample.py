@@ -38,8 +38,6 @@ if TYPE_CHECKING:
 
 #: Options that select one tensor; whole-model sampling refuses them.
 _SINGLE_TENSOR_OPTIONS = ("shape", "rows", "shard", "fan_shape", "config_from", "name")
-#: Formats only the parallel writers make (vsgen.dask.write), with or without a cluster.
-_PARALLEL_ONLY = ("zarr", "safetensors-sharded")
 #: Options that give whole-model sampling its default initializer.
 _DEFAULT_INIT_OPTIONS = ("scale", "mode", "distribution", "preset", "config_source", "in_axes")
 
@@ -165,7 +163,9 @@ def sample(**kwargs: Any) -> None:
         raise BadInput(f"--threads must be >= 1. Received: --threads={threads}")
     job = _model_job(kwargs, options) if whole_model else _tensor_job(kwargs, options)
     fmt = _check_target(job, kwargs["output"], kwargs["fmt"], kwargs["force"])
-    if kwargs["scheduler"] is not None or fmt in _PARALLEL_ONLY:
+    from vsgen.formats import PARALLEL_ONLY_FORMATS
+
+    if kwargs["scheduler"] is not None or fmt in PARALLEL_ONLY_FORMATS:
         chunks = parse_shape_option(kwargs["chunks"], "--chunks")
         write_parallel(job, kwargs["output"], fmt, kwargs, chunks, job.drawn_seed)
         return
