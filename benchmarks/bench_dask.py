@@ -205,12 +205,30 @@ def main() -> None:
         disk = plain_write_rate(work, values)
         print(f"disk ceiling (f.write + fsync of the same bytes): {disk:,.0f} M values/s")
         base = [*VSGEN, "sample", "--spec", spec, "--quiet", "--force"]
-        single: dict[str, float] = {}
-        print("\nsingle process (whole CLI process)")
+        tiny = [*VSGEN, "sample", "--shape", "64,64", "--seed", "0", "--quiet", "--force"]
+        single: dict[str, tuple[float, float]] = {}
+        print(
+            "\nsingle process: whole CLI process, and the marginal rate (minus the time of a "
+            "64 x 64 run of the same command: start-up, connection)"
+        )
         for label, output in outputs(shard_size).items():
             seconds = median_wall([*base, *output], work, args.repeat, output[1])
-            single[label] = values / seconds / 1e6
-            print(f"  {label:<24} {seconds:6.2f} s  {single[label]:8,.0f} M values/s")
+            fixed = median_wall([*tiny, *output], work, args.repeat, output[1])
+            single[label] = (values / seconds / 1e6, values / max(seconds - fixed, 1e-9) / 1e6)
+            print(
+                f"  {label:<24} {seconds:6.2f} s  {single[label][0]:6,.0f} M values/s   "
+                f"start-up {fixed:5.2f} s  marginal {single[label][1]:6,.0f} M values/s"
+            )
+
+        def report(label: str, seconds: float, fixed: float) -> None:
+            rate = values / seconds / 1e6
+            marginal = values / max(seconds - fixed, 1e-9) / 1e6
+            print(
+                f"  {label:<24} {seconds:6.2f} s  {rate:6,.0f} M values/s   "
+                f"start-up {fixed:5.2f} s  marginal {marginal:6,.0f} M values/s   "
+                f"vs single process {rate / single[label][0]:4.2f}x "
+                f"(marginal {marginal / single[label][1]:4.2f}x)"
+            )
 
         for workers in (1, 2):
             cluster = LocalCluster(
@@ -224,17 +242,14 @@ def main() -> None:
             try:
                 with Client(cluster) as client:
                     address = cluster.scheduler_address
-                    print(f"\n{workers} worker(s), --scheduler {address} (whole CLI process)")
+                    print(f"\n{workers} worker(s), --scheduler {address}")
                     warm = [*base, "-o", "warm.zarr", "--scheduler", address]
                     median_wall(warm, work, 1, "warm.zarr")
                     for label, output in outputs(shard_size).items():
                         command = [*base, *output, "--scheduler", address]
                         seconds = median_wall(command, work, args.repeat, output[1])
-                        rate = values / seconds / 1e6
-                        print(
-                            f"  {label:<24} {seconds:6.2f} s  {rate:8,.0f} M values/s  "
-                            f"{rate / single[label]:5.2f}x single process"
-                        )
+                        small = [*tiny, *output, "--scheduler", address]
+                        report(label, seconds, median_wall(small, work, args.repeat, output[1]))
                     if workers == 1:
                         compute = worker_compute_rate(client, values // 4)
                         print(f"  one worker, compute only: {compute:,.0f} M values/s")
@@ -246,15 +261,12 @@ def main() -> None:
                         )
             finally:
                 cluster.close()
-        print("\n--scheduler local:2 (cluster start-up included)")
+        print("\n--scheduler local:2 (starts and stops its own cluster; cold workers)")
         for label, output in outputs(shard_size).items():
             command = [*base, *output, "--scheduler", "local:2"]
             seconds = median_wall(command, work, 1, output[1])
-            rate = values / seconds / 1e6
-            print(
-                f"  {label:<24} {seconds:6.2f} s  {rate:8,.0f} M values/s  "
-                f"{rate / single[label]:5.2f}x single process"
-            )
+            small = [*tiny, *output, "--scheduler", "local:2"]
+            report(label, seconds, median_wall(small, work, 1, output[1]))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
