@@ -38,9 +38,11 @@ _METADATA_FILE = "zarr.json"
 #: Chunks of about this many bytes by default: big enough to amortise a task's
 #: overhead on a cluster, small enough for several to sit in a worker's memory.
 DEFAULT_CHUNK_BYTES = 64 << 20
-#: Readers refuse metadata documents larger than this and chunks larger than that.
+#: Readers refuse metadata documents larger than this, and chunks of more values
+#: than that (writers too, so vsgen reads every store it writes): a reader holds at
+#: most one row of a chunk at once, so this bounds its memory (1 GiB of float64).
 _MAX_METADATA_BYTES = 16 << 20
-_MAX_CHUNK_VALUES = 1 << 30
+_MAX_CHUNK_VALUES = 1 << 27
 #: Readers visit at most this many nodes of a group (hostile stores stay bounded).
 _MAX_NODES = 1 << 16
 _ZARR_DTYPES = ("float16", "float32", "float64")
@@ -78,7 +80,9 @@ def check_chunk_shape(shape: Sequence[int], chunk_shape: Sequence[int]) -> tuple
             f"Received: chunks={tuple(chunk_shape)} for shape {tuple(shape)}"
         )
     if math.prod(chunk) > _MAX_CHUNK_VALUES:
-        raise ValueError(f"Zarr chunks of {chunk} are too large (more than 2**30 values)")
+        raise ValueError(
+            f"Zarr chunks of {chunk} are too large (more than 2**27 values); give smaller --chunks"
+        )
     return chunk
 
 
