@@ -108,17 +108,26 @@ def per_task_overhead(client, tasks: int = 200) -> tuple[float, float]:
     return empty_seconds, write_seconds
 
 
-def worker_compute_rate(client, values: int) -> float:
-    """M values/s one worker makes in memory (blocks summed, nothing written)."""
+def worker_compute_rate(client, values: int, dtype: str = "float32") -> float:
+    """M values/s one worker makes in memory (nothing written)."""
+    import numpy as np
+
     import vsgen
     from vsgen import dask as vsgen_dask
 
     array = vsgen_dask.sample(
-        vsgen.VarianceScaling(seed=2), (4096, values // 4096), chunks=(512, values // 4096)
+        vsgen.VarianceScaling(seed=2), (4096, values // 4096), dtype, chunks=(512, values // 4096)
     )
-    client.compute(array[:512].sum()).result()  # warm
+
+    # Each block is reduced to one value on its worker: only generation is timed.
+    corners = array.map_blocks(
+        lambda block: block[:1, :1].astype(np.float32),
+        chunks=((1,) * array.numblocks[0], (1,) * array.numblocks[1]),
+        dtype=np.float32,
+    )
+    client.compute(corners[:1].sum()).result()  # warm
     start = time.perf_counter()
-    client.compute(array.sum()).result()
+    client.compute(corners.sum()).result()
     return values / (time.perf_counter() - start) / 1e6
 
 
@@ -251,8 +260,9 @@ def main() -> None:
                         small = [*tiny, *output, "--scheduler", address]
                         report(label, seconds, median_wall(small, work, args.repeat, output[1]))
                     if workers == 1:
-                        compute = worker_compute_rate(client, values // 4)
-                        print(f"  one worker, compute only: {compute:,.0f} M values/s")
+                        for dtype in ("float32", "bfloat16"):
+                            compute = worker_compute_rate(client, values // 4, dtype)
+                            print(f"  one worker, compute only, {dtype}: {compute:,.0f} M values/s")
                     else:
                         empty, write = per_task_overhead(client)
                         print(
