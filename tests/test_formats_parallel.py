@@ -252,3 +252,30 @@ def test_zarr_group_with_nested_names_and_a_tensor_called_c(tmp_path):
     from vsgen.formats import read_tensor_infos
 
     assert [info.name for info in read_tensor_infos(str(store))] == list(expected)
+
+
+def test_keras_stream_is_refused_by_the_parallel_writers(tmp_path):
+    result = _sample(
+        "--shape", "8,8", "--stream", "keras", "--seed", "1", "-o", str(tmp_path / "w.zarr")
+    )
+    assert result.exit_code == 2
+    assert "sequential" in result.output and len(result.output.strip().splitlines()) == 1
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("tcp://10.0.0.5:8786", ("tcp://10.0.0.5:8786", None)),
+        ("local:3", ("local", 3)),
+        (" LOCAL:2 ", ("local", 2)),
+    ],
+)
+def test_parse_scheduler(text, expected):
+    assert vsgen_dask.parse_scheduler(text) == expected
+
+
+@pytest.mark.parametrize("text", ["local:0", "local:x", "local:-1", ""])
+def test_parse_scheduler_refuses_bad_counts(text):
+    with pytest.raises(ValueError, match="scheduler"):
+        vsgen_dask.parse_scheduler(text)
