@@ -391,6 +391,13 @@ def test_failed_job_reports_the_error_and_leaves_nothing(client, tmp_path):
     _only_entries(tmp_path, "broken")
 
 
+def test_workers_that_cannot_see_the_output_are_reported(client, tmp_path):
+    missing = str(tmp_path / "elsewhere" / ".w.zarr.vsgen-tmp-0")
+    with pytest.raises(vsgen_dask.ClusterError, match="cannot see .*shares"):
+        vsgen_dask._check_workers(client, missing)
+    vsgen_dask._check_workers(client, str(tmp_path))  # all workers see this one
+
+
 def test_existing_target_needs_force_and_foreign_directories_are_kept(client, tmp_path):
     job = vsgen_dask.tensor_job(vsgen.VarianceScaling(seed=1), (8, 8))
     store = tmp_path / "w.zarr"

@@ -528,6 +528,7 @@ def write(
                 _run_locally(tasks, threads, on_progress, cancelled)
                 parallel.sync_written(output.temp)
             else:
+                _check_workers(client, output.temp)
                 _run_on_cluster(client, tasks, on_progress, cancelled)
                 # Every worker syncs the files it wrote, once, before the rename.
                 client.run(parallel.sync_written, output.temp)
@@ -580,6 +581,45 @@ def _report(done: set[Any], on_progress: Callable[[int], None] | None) -> None:
         count = future.result()
         if on_progress is not None:
             on_progress(count)
+
+
+def _worker_view(temp: str) -> tuple[str, bool]:
+    """Run on a worker: its vsgen version, and whether it sees the temporary output."""
+    from vsgen._version import __version__
+
+    return __version__, os.path.exists(temp)
+
+
+def _check_workers(client: distributed.Client, temp: str) -> None:
+    """Every worker must run this vsgen version and see the output's file system.
+
+    Raises:
+        ClusterError: no workers, another vsgen version, or a worker that cannot see
+            the temporary output (the output must be on a file system all workers share).
+    """
+    from vsgen._version import __version__
+
+    try:
+        views = client.run(_worker_view, temp)
+    except Exception as error:  # a worker without vsgen cannot even unpickle the check
+        raise ClusterError(
+            errno.EIO, f"the workers cannot run vsgen: {type(error).__name__}: {error}"
+        ) from error
+    if not views:
+        raise ClusterError(errno.EIO, "the Dask cluster has no workers")
+    for address, (version, sees) in views.items():
+        if version != __version__:
+            raise ClusterError(
+                errno.EIO,
+                f"worker {address} runs vsgen {version}, this client {__version__}; "
+                "install the same version everywhere",
+            )
+        if not sees:
+            raise ClusterError(
+                errno.ENOENT,
+                f"worker {address} cannot see {os.path.dirname(temp)}: the output must be on "
+                "a file system that every worker shares (NFS, Lustre, a shared volume)",
+            )
 
 
 def _run_on_cluster(
@@ -664,7 +704,8 @@ def connect(scheduler: str, *, quiet_logs: bool = True) -> Iterator[distributed.
 
     Raises:
         ValueError: a malformed ``local:N``.
-        OSError: the scheduler cannot be reached (within 10 s).
+        OSError: the scheduler cannot be reached (within 10 s), or no worker has
+            joined it within 30 s.
     """
     import logging
 
@@ -702,6 +743,16 @@ def connect(scheduler: str, *, quiet_logs: bool = True) -> Iterator[distributed.
         ) from None
     except ValueError as error:
         raise ValueError(f"--scheduler: not a scheduler address: {text!r} ({error})") from None
+    try:
+        client.wait_for_workers(1, timeout=30)
+    except (OSError, TimeoutError):
+        client.close()
+        raise OSError(
+            errno.ETIMEDOUT, f"no worker joined the Dask scheduler {text!r} within 30 s"
+        ) from None
+    except BaseException:
+        client.close()
+        raise
     try:
         yield client
     finally:
