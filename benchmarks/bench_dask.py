@@ -1,24 +1,25 @@
 """vsgen on a Dask cluster against single-process vsgen, on this machine.
 
-Measures, in one run, for one model job (``--tensors`` float32 tensors of
-``4096 x 2**(size_log2 - 12) / tensors`` values, 1 GiB in all by default):
+Measures, in one run, for one model job (``--tensors`` float32 tensors of 4096
+rows, 2**size_log2 values in all: 1 GiB by default):
 
-1. single-process ``vsgen sample --spec`` (the whole CLI process, wall time) into
-   one ``.safetensors`` file (the streaming writer), into a Zarr store and into
-   sharded safetensors (the parallel writers on local threads);
-2. the same commands with ``--scheduler tcp://127.0.0.1:PORT`` against a running
-   LocalCluster of 1 and of 2 worker processes (one thread each, 127.0.0.1 only,
-   warmed by one job so the workers have loaded the compiled kernels, as
-   long-lived ``dask worker`` processes have), and once with ``--scheduler local:2``
-   (cluster start-up included);
-3. rates (M values/s) and ratios to the single-process rate of the same output
-   (target: 2 local workers >= 90 %), the compute-only rate of one worker, and the
-   per-task overhead of the cluster (empty tasks, and vsgen tasks of one row);
-4. first, ``Stream.fill_block`` on row blocks and on column tiles, with the cost
-   model's choice against one fill per run and against covering spans.
+1. ``Stream.fill_block`` on a block of whole rows and on column tiles, with the
+   cost model's choice against one fill per run and against covering spans;
+2. whole ``vsgen sample --spec`` CLI processes (wall time) into one
+   ``.safetensors`` file, a Zarr store and sharded safetensors: single process
+   (streaming writer, or the parallel writers on local threads), and with
+   ``--scheduler`` against running LocalClusters of 1 and of 2 worker processes
+   (one thread each, 127.0.0.1 only, warmed up as long-lived ``dask worker``
+   processes are). The configurations run interleaved, ``--repeat`` rounds, with
+   ``sync`` before each run, so drifting load on a shared machine hits all alike;
+3. rates (M values/s), ratios to single process (target: 2 local workers >= 90 %),
+   and marginal rates: minus the time of a 64 x 64 run of the same command, which
+   is start-up, the connection to the scheduler and shutdown;
+4. the compute-only rate of one worker (float32, bfloat16), the per-task overhead
+   of the cluster, and ``--scheduler local:2`` once (its own cluster, cold workers).
 
 Usage: ``python benchmarks/bench_dask.py [--size-log2 28] [--tensors 8]
-[--repeat 3] [--dir DIR]``. Everything is deleted afterwards.
+[--repeat 3] [--dir DIR] [--blocks-only]``. Everything is deleted afterwards.
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ def write_spec(path: str, size_log2: int, tensors: int) -> int:
 
 
 def wall(command: list[str], cwd: str) -> float:
+    # Start every run with no dirty pages left by the previous one.
+    os.sync()
     start = time.perf_counter()
     subprocess.run(command, cwd=cwd, check=True, stdout=subprocess.DEVNULL)
     return time.perf_counter() - start
@@ -201,44 +204,25 @@ def main() -> None:
 
     from distributed import Client, LocalCluster
 
+    logging.getLogger("distributed").setLevel(logging.ERROR)
     work = tempfile.mkdtemp(prefix="vsgen-bench-dask-", dir=args.dir)
+    clusters = []
     try:
         spec = os.path.join(work, "spec.json")
         values = write_spec(spec, args.size_log2, args.tensors)
         gib = values * 4 / 2**30
         shard_size = f"{(values * 4 // args.tensors) * 2 + 1}B"  # two tensors per shard
         print(
-            f"job: {args.tensors} float32 tensors, {values:,} values ({gib:.2f} GiB), "
+            f"\njob: {args.tensors} float32 tensors, {values:,} values ({gib:.2f} GiB), "
             f"median of {args.repeat}, directory {work}"
         )
         disk = plain_write_rate(work, values)
         print(f"disk ceiling (f.write + fsync of the same bytes): {disk:,.0f} M values/s")
         base = [*VSGEN, "sample", "--spec", spec, "--quiet", "--force"]
         tiny = [*VSGEN, "sample", "--shape", "64,64", "--seed", "0", "--quiet", "--force"]
-        single: dict[str, tuple[float, float]] = {}
-        print(
-            "\nsingle process: whole CLI process, and the marginal rate (minus the time of a "
-            "64 x 64 run of the same command: start-up, connection)"
-        )
-        for label, output in outputs(shard_size).items():
-            seconds = median_wall([*base, *output], work, args.repeat, output[1])
-            fixed = median_wall([*tiny, *output], work, args.repeat, output[1])
-            single[label] = (values / seconds / 1e6, values / max(seconds - fixed, 1e-9) / 1e6)
-            print(
-                f"  {label:<24} {seconds:6.2f} s  {single[label][0]:6,.0f} M values/s   "
-                f"start-up {fixed:5.2f} s  marginal {single[label][1]:6,.0f} M values/s"
-            )
-
-        def report(label: str, seconds: float, fixed: float) -> None:
-            rate = values / seconds / 1e6
-            marginal = values / max(seconds - fixed, 1e-9) / 1e6
-            print(
-                f"  {label:<24} {seconds:6.2f} s  {rate:6,.0f} M values/s   "
-                f"start-up {fixed:5.2f} s  marginal {marginal:6,.0f} M values/s   "
-                f"vs single process {rate / single[label][0]:4.2f}x "
-                f"(marginal {marginal / single[label][1]:4.2f}x)"
-            )
-
+        # Both clusters stay up (idle workers cost nothing measurable) so that every
+        # configuration runs interleaved with the others, under the same load.
+        schedulers = {"single process": []}
         for workers in (1, 2):
             cluster = LocalCluster(
                 n_workers=workers,
@@ -248,36 +232,71 @@ def main() -> None:
                 dashboard_address=None,
                 silence_logs=logging.ERROR,
             )
-            try:
-                with Client(cluster) as client:
-                    address = cluster.scheduler_address
-                    print(f"\n{workers} worker(s), --scheduler {address}")
-                    warm = [*base, "-o", "warm.zarr", "--scheduler", address]
-                    median_wall(warm, work, 1, "warm.zarr")
-                    for label, output in outputs(shard_size).items():
-                        command = [*base, *output, "--scheduler", address]
-                        seconds = median_wall(command, work, args.repeat, output[1])
-                        small = [*tiny, *output, "--scheduler", address]
-                        report(label, seconds, median_wall(small, work, args.repeat, output[1]))
-                    if workers == 1:
-                        for dtype in ("float32", "bfloat16"):
-                            compute = worker_compute_rate(client, values // 4, dtype)
-                            print(f"  one worker, compute only, {dtype}: {compute:,.0f} M values/s")
-                    else:
-                        empty, write = per_task_overhead(client)
-                        print(
-                            f"  per task: empty {empty * 1e3:.1f} ms, one-row vsgen write "
-                            f"{write * 1e3:.1f} ms (2 workers, amortised)"
-                        )
-            finally:
-                cluster.close()
-        print("\n--scheduler local:2 (starts and stops its own cluster; cold workers)")
+            clusters.append(cluster)
+            address = cluster.scheduler_address
+            schedulers[f"{workers} worker(s)"] = ["--scheduler", address]
+            # Long-lived workers have loaded the compiled kernels: warm them up.
+            median_wall([*base, "-o", "warm.zarr", "--scheduler", address], work, 1, "warm.zarr")
+        times: dict[tuple[str, str], list[float]] = {}
+        fixed: dict[tuple[str, str], list[float]] = {}
+        for _ in range(args.repeat):
+            for label, output in outputs(shard_size).items():
+                for name, option in schedulers.items():
+                    key = (name, label)
+                    clear(os.path.join(work, output[1]))
+                    times.setdefault(key, []).append(wall([*base, *output, *option], work))
+                    clear(os.path.join(work, output[1]))
+                    fixed.setdefault(key, []).append(wall([*tiny, *output, *option], work))
+                    clear(os.path.join(work, output[1]))
+        print(
+            "\nwhole CLI process (median), and the marginal rate: minus the median time of a "
+            "64 x 64 run of the same command (start-up, connection, shutdown)"
+        )
+        for label in outputs(shard_size):
+            print(f"  {label}")
+            reference = None
+            for name in schedulers:
+                seconds = statistics.median(times[(name, label)])
+                start_up = statistics.median(fixed[(name, label)])
+                rate = values / seconds / 1e6
+                marginal = values / max(seconds - start_up, 1e-9) / 1e6
+                if reference is None:
+                    reference = (rate, marginal)
+                    versus = ""
+                else:
+                    versus = (
+                        f"   {rate / reference[0]:4.2f}x single process "
+                        f"(marginal {marginal / reference[1]:4.2f}x)"
+                    )
+                print(
+                    f"    {name:<15} {seconds:6.2f} s {rate:6,.0f} M values/s   start-up "
+                    f"{start_up:5.2f} s  marginal {marginal:6,.0f} M values/s{versus}"
+                )
+        with Client(clusters[0]) as client:
+            for dtype in ("float32", "bfloat16"):
+                compute = worker_compute_rate(client, values // 4, dtype)
+                print(f"\none worker, compute only, {dtype}: {compute:,.0f} M values/s", end="")
+        with Client(clusters[1]) as client:
+            empty, write = per_task_overhead(client)
+            print(
+                f"\nper task on 2 workers: empty {empty * 1e3:.1f} ms, one-row vsgen write "
+                f"{write * 1e3:.1f} ms (amortised)"
+            )
+        for cluster in clusters:
+            cluster.close()
+        clusters = []
+        print("\n--scheduler local:2 (starts and stops its own cluster; cold workers), once")
         for label, output in outputs(shard_size).items():
             command = [*base, *output, "--scheduler", "local:2"]
             seconds = median_wall(command, work, 1, output[1])
-            small = [*tiny, *output, "--scheduler", "local:2"]
-            report(label, seconds, median_wall(small, work, 1, output[1]))
+            start_up = median_wall([*tiny, *output, "--scheduler", "local:2"], work, 1, output[1])
+            print(
+                f"  {label:<24} {seconds:6.2f} s {values / seconds / 1e6:6,.0f} M values/s   "
+                f"start-up {start_up:5.2f} s"
+            )
     finally:
+        for cluster in clusters:
+            cluster.close()
         shutil.rmtree(work, ignore_errors=True)
 
 
