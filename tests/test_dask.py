@@ -122,6 +122,12 @@ def test_sample_graph_has_one_small_task_per_block():
     assert len(pickle.dumps(graph)) < 64 * 1024
 
 
+def test_auto_chunks_are_blocks_of_whole_rows():
+    array = vsgen_dask.sample(vsgen.VarianceScaling(seed=1), (65536, 8192), "bfloat16")
+    assert array.chunksize[1] == 8192 and array.numblocks[1] == 1
+    assert array.numblocks[0] > 1  # and about dask's array.chunk-size each
+
+
 def test_sample_refuses_the_sequential_keras_stream():
     initializer = vsgen.VarianceScaling(seed=1, stream="keras")
     with pytest.raises(ValueError, match="sequential"):

@@ -98,7 +98,7 @@ class _Job:
     type=str,
     default=None,
     metavar="FILE",
-    help="Reproduce the tensor recorded in a vsgen .h5/.safetensors file.",
+    help="Reproduce the tensor recorded in a vsgen .h5/.safetensors/.zarr file or shard dir.",
 )
 @click.option(
     "--spec",
@@ -112,7 +112,7 @@ class _Job:
     type=str,
     default=None,
     metavar="FILE",
-    help="Names, shapes and dtypes from a .safetensors/.h5 checkpoint's header.",
+    help="Names, shapes and dtypes from a .safetensors/.h5/.zarr checkpoint or shard dir.",
 )
 @click.option(
     "--scheduler",
