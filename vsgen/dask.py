@@ -700,7 +700,8 @@ def connect(scheduler: str, *, quiet_logs: bool = True) -> Iterator[distributed.
     """A client of ``scheduler``: an address (``tcp://host:8786``) or ``local:N``.
 
     ``local:N`` starts a ``LocalCluster`` of N worker processes with one thread
-    each, listening on 127.0.0.1 only and without a dashboard, and stops it on exit.
+    each, everything listening on 127.0.0.1 only (the scheduler's HTTP endpoint on
+    a free port rather than 8787), and stops it on exit.
 
     Raises:
         ValueError: a malformed ``local:N``.
@@ -726,7 +727,7 @@ def connect(scheduler: str, *, quiet_logs: bool = True) -> Iterator[distributed.
             threads_per_worker=1,
             processes=True,
             host="127.0.0.1",
-            dashboard_address=None,
+            dashboard_address="127.0.0.1:0",
             silence_logs=logging.ERROR,
         )
         try:
