@@ -352,3 +352,63 @@ def shard_rows(shape: Sequence[int], index: int, count: int) -> tuple[int, int]:
     base, extra = divmod(shape[0], count)
     first = index * base + min(index, extra)
     return first, first + base + (1 if index < extra else 0)
+
+
+# --- blocks: n-d boxes of a tensor and the flat index ranges they cover ----------------
+
+
+def c_strides(shape: Sequence[int]) -> list[int]:
+    """Flat (element) strides of a C-order array of ``shape``."""
+    strides = [1] * len(shape)
+    for axis in range(len(shape) - 2, -1, -1):
+        strides[axis] = strides[axis + 1] * shape[axis + 1]
+    return strides
+
+
+def check_block(
+    block_shape: Sequence[int], origin: Sequence[int], full_shape: Sequence[int]
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Check that a block of ``block_shape`` at ``origin`` lies inside ``full_shape``.
+
+    Returns ``(origin, full_shape)`` as int tuples; ValueError names the axis.
+    """
+    origin = tuple(int(o) for o in origin)
+    full_shape = tuple(int(d) for d in full_shape)
+    rank = len(block_shape)
+    if len(origin) != rank or len(full_shape) != rank:
+        raise ValueError(
+            "Arguments `origin` and `full_shape` must have one entry per axis of the block. "
+            f"Received: origin={origin}, full_shape={full_shape}, block shape={tuple(block_shape)}"
+        )
+    for axis, (first, extent, full) in enumerate(zip(origin, block_shape, full_shape, strict=True)):
+        if first < 0 or first + extent > full:
+            raise ValueError(
+                f"Block does not fit the tensor on axis {axis}: origin {first} + extent "
+                f"{extent} > {full}. Received: origin={origin}, full_shape={full_shape}"
+            )
+    return origin, full_shape
+
+
+def block_runs(
+    block_shape: Sequence[int], full_shape: Sequence[int]
+) -> tuple[int, list[int], list[int]]:
+    """A block as equal runs that are contiguous in both the block and the tensor.
+
+    Returns ``(run_length, outer_shape, outer_strides)``: axes from the split axis on
+    are covered by one run (every axis after the split axis is whole), the runs are
+    indexed by the block's ``outer_shape`` (its leading axes) and lie
+    ``outer_strides`` apart in the tensor's flat index.
+    """
+    rank = len(block_shape)
+    if rank == 0:
+        return 1, [], []
+    split = rank - 1
+    while split > 0 and block_shape[split] == full_shape[split]:
+        split -= 1
+    strides = c_strides(full_shape)
+    return math.prod(block_shape[split:]), list(block_shape[:split]), strides[:split]
+
+
+def block_start(origin: Sequence[int], full_shape: Sequence[int]) -> int:
+    """Flat index in the full tensor of a block's first element."""
+    return sum(o * s for o, s in zip(origin, c_strides(full_shape), strict=True))

@@ -236,9 +236,12 @@ class TensorSource:
 
     def chunks(self, chunk_size: int | None = None) -> Iterator[np.ndarray]:
         """Consecutive 1-D pieces of the flat tensor, each at most ``chunk_size`` values
-        (npy files in Fortran order are read in storage order: the statistics do not
-        depend on the order, only which values the strided subsample picks)."""
-        return read_values(self.tensor, READ_CHUNK if chunk_size is None else chunk_size)
+        (npy files in Fortran order and Zarr arrays chunked in tiles are read in
+        storage order: the statistics do not depend on the order, only which values
+        the strided subsample picks)."""
+        return read_values(
+            self.tensor, READ_CHUNK if chunk_size is None else chunk_size, any_order=True
+        )
 
 
 def _readable_dtype(dtype: np.dtype | str, path: str, name: str) -> np.dtype:

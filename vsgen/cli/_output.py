@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from vsgen.cli._errors import (
+    BadInput,
     say,
     signals_held,
     terminate_as_interrupt,
@@ -145,3 +146,69 @@ def write_plans(target: Output, plans: Sequence[Plan], threads: int | None, quie
     if not quiet and _stderr_is_terminal():
         nbytes = sum(info.nbytes for info in target.tensors)
         say(summary_line(total, nbytes, time.monotonic() - started, target.target))
+
+
+def write_parallel(
+    job: Any,
+    output: str,
+    fmt: str,
+    options: dict[str, Any],
+    chunks: tuple[int, ...] | None,
+    drawn_seed: int | None,
+) -> None:
+    """Write ``job`` with the parallel writers (``vsgen.dask.write``), on the cluster
+    of ``--scheduler`` or on local threads, with the same progress bar and exit codes.
+    A drawn seed is announced once the request is known to be valid."""
+    from vsgen import dask as vsgen_dask
+    from vsgen.formats import sharded
+
+    scheduler = options["scheduler"]
+    if output == "-":
+        what = "--scheduler" if scheduler is not None else f"format {fmt!r}"
+        raise BadInput(f"{what} cannot write to standard output; give -o FILE or DIR")
+    total = sum(plan.size for plan in job.plans)
+    # Ctrl-C and SIGTERM are held and acted on between two polls of the job, never
+    # inside the cluster client or an output's layout, which do not survive an
+    # exception at an arbitrary point.
+    with signals_held() as received, user_errors(), _needs_extra(fmt, scheduler):
+        for source in vsgen_dask.sources(job):
+            source.check_parallel()
+        sharded.parse_size(options["max_shard_size"])
+        if scheduler is not None:
+            vsgen_dask.parse_scheduler(scheduler)
+        if drawn_seed is not None:
+            say(f"seed: {drawn_seed}")
+        with contextlib.ExitStack() as stack:
+            client = None
+            if scheduler is not None:
+                client = stack.enter_context(vsgen_dask.connect(scheduler))
+            if received:
+                raise KeyboardInterrupt
+            with progress(total, "sampling", options["quiet"]) as advance:
+                vsgen_dask.write(
+                    job,
+                    output,
+                    fmt,
+                    client=client,
+                    chunks=chunks,
+                    max_shard_size=options["max_shard_size"],
+                    force=options["force"],
+                    threads=options["threads"],
+                    on_progress=advance,
+                    cancelled=lambda: bool(received),
+                )
+    if received:
+        raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _needs_extra(fmt: str, scheduler: str | None) -> Iterator[None]:
+    """A missing optional package is a usage error that says what to install."""
+    try:
+        yield
+    except ImportError as error:
+        what = "--scheduler" if scheduler is not None else f"--format {fmt}"
+        raise BadInput(
+            f"{what} needs the optional packages of vsgen[dask] "
+            f"(pip install 'vsgen[dask]'): {error}"
+        ) from None

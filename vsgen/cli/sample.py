@@ -32,7 +32,7 @@ from vsgen.cli._options import (
     parse_shard,
     pop_initializer_options,
 )
-from vsgen.cli._output import open_output, write_plans
+from vsgen.cli._output import open_output, write_parallel, write_plans
 from vsgen.dtypes import DTYPE_ALIASES, DTYPE_NAMES
 from vsgen.fans import looks_channels_last, shard_rows
 from vsgen.initializer import VarianceScaling
@@ -87,14 +87,15 @@ class _Job:
     type=str,
     default=None,
     metavar="FILE|-",
-    help="Output file (.npy, .h5, .safetensors, .raw) or '-' for stdout.",
+    help="Output file (.npy, .h5, .safetensors, .raw), .zarr store, directory, or '-' (stdout).",
 )
 @click.option(
     "--format",
     "fmt",
     type=str,
     default=None,
-    help="npy, h5 (hdf5), safetensors, raw or npydir (default: from the suffix; npy on stdout).",
+    help="npy, h5 (hdf5), safetensors, raw, npydir, zarr or safetensors-sharded "
+    "(default: from the suffix; npy on stdout).",
 )
 @click.option(
     "--name",
@@ -134,7 +135,7 @@ class _Job:
     type=str,
     default=None,
     metavar="FILE",
-    help="Reproduce the tensor recorded in a vsgen .h5/.safetensors file.",
+    help="Reproduce the tensor recorded in a vsgen .h5/.safetensors/.zarr file or shard dir.",
 )
 @click.option(
     "--spec",
@@ -148,7 +149,31 @@ class _Job:
     type=str,
     default=None,
     metavar="FILE",
-    help="Names, shapes and dtypes of a .safetensors/.h5 checkpoint (integer tensors copied).",
+    help="Names, shapes and dtypes of a .safetensors/.h5/.zarr checkpoint or shard directory "
+    "(integer tensors copied).",
+)
+@click.option(
+    "--scheduler",
+    type=str,
+    default=None,
+    metavar="ADDRESS|local:N",
+    help="Compute on a Dask cluster: a scheduler address (tcp://host:8786) or local:N "
+    "(N local worker processes). Needs the dask extra.",
+)
+@click.option(
+    "--max-shard-size",
+    type=str,
+    default="5GB",
+    show_default=True,
+    help="Largest shard of --format safetensors-sharded (5GB = 5*10**9 bytes; GiB too).",
+)
+@click.option(
+    "--chunks",
+    "chunks",
+    type=str,
+    default=None,
+    help="Block (Zarr chunk) shape of the parallel writers for tensors of its rank, "
+    "e.g. 4096,1024. [~64 MiB of whole rows]",
 )
 @click.option(
     "--plan",
@@ -172,6 +197,8 @@ def sample(**kwargs: Any) -> None:
       vsgen config --preset lecun_normal --seed 5 | vsgen sample --config - --shape 128,64 -o w2.npy
       vsgen sample --shape 64,3,7,7 --preset kaiming_normal --seed 6 -o conv.safetensors
       vsgen sample --spec examples/transformer_block.toml --preset he_normal --plan
+      vsgen sample --shape 4096,1024 --seed 4 -o w.zarr --chunks 1024,1024
+      vsgen sample --spec examples/transformer_block.toml -o ckpt --format safetensors-sharded
     """
     options = pop_initializer_options(kwargs)
     whole_model = kwargs["spec"] is not None or kwargs["like"] is not None
@@ -193,7 +220,17 @@ def sample(**kwargs: Any) -> None:
         _say_warnings(job)
         _print_plan(job, kwargs)
         return
-    target = _open_target(job, kwargs["output"], kwargs["fmt"], kwargs["force"])
+    fmt = _check_target(job, kwargs["output"], kwargs["fmt"], kwargs["force"])
+    from vsgen.formats import PARALLEL_ONLY_FORMATS
+
+    if kwargs["scheduler"] is not None or fmt in PARALLEL_ONLY_FORMATS:
+        chunks = parse_shape_option(kwargs["chunks"], "--chunks")
+        _say_warnings(job)
+        write_parallel(job, kwargs["output"], fmt, kwargs, chunks, job.drawn_seed)
+        return
+    if kwargs["chunks"] is not None:
+        raise BadInput("--chunks applies to .zarr, safetensors-sharded and --scheduler outputs")
+    target = _open_target(job, kwargs["output"], fmt, kwargs["force"])
     # Warnings only once the job is sure to run: a run that fails prints its
     # one error line and nothing else.
     _say_warnings(job)
@@ -417,8 +454,8 @@ def _whole_file_job(kwargs: dict[str, Any], rows_given: bool) -> _Job:
         )
 
 
-def _open_target(job: _Job, output: str, fmt_option: str | None, force: bool) -> Output:
-    """Resolve the format and open the output, refusing what must not be written.
+def _check_target(job: _Job, output: str, fmt_option: str | None, force: bool) -> str:
+    """Resolve the format, refusing what must not be written.
 
     A single tensor never goes to a directory unless --format npydir says so;
     binary data never goes to a terminal. What --force may replace is checked
@@ -437,6 +474,12 @@ def _open_target(job: _Job, output: str, fmt_option: str | None, force: bool) ->
             raise BadInput(
                 "refusing to write binary data to a terminal; redirect stdout or use -o FILE"
             )
+        return fmt
+
+
+def _open_target(job: _Job, output: str, fmt: str, force: bool) -> Output:
+    """Open the streaming output (``fmt`` checked by :func:`_check_target`)."""
+    with user_errors():
         return open_output(
             output,
             fmt,

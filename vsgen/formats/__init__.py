@@ -23,9 +23,18 @@ Every format stores values little-endian in C (row-major) order:
   in the caller's order. No metadata.
 - ``npydir``: a directory holding one ``<name>.npy`` per tensor (``/`` in a
   name makes subdirectories). No metadata.
+- ``zarr`` (``.zarr``): a Zarr v3 store of uncompressed chunks, provenance in
+  attributes (:mod:`vsgen.formats.zarr_format`).
+- ``safetensors-sharded``: a directory of ``model-0000K-of-0000N.safetensors``
+  shards and ``model.safetensors.index.json`` (:mod:`vsgen.formats.sharded`).
 
-bfloat16 (``ml_dtypes.bfloat16``) is stored by ``safetensors`` and ``raw``
-only; float16, float32 and float64 by every format.
+The last two are written block by block, by many writers at once, through
+:mod:`vsgen.formats.parallel` (which writes every other file format too); the
+others also stream through :func:`open_output`.
+
+bfloat16 (``ml_dtypes.bfloat16``) is stored by ``safetensors``,
+``safetensors-sharded`` and ``raw`` only; float16, float32 and float64 by every
+format.
 
 Files are written to a hidden temporary beside the target
 (``.<target>.vsgen-tmp-<random>``), flushed to disk and renamed into place by
@@ -37,11 +46,18 @@ standard output, where no atomicity is possible.
 from vsgen.formats.output import Output, open_output
 from vsgen.formats.pipeline import write_chunks
 from vsgen.formats.readers import read_metadata, read_tensor_infos
-from vsgen.formats.tensors import FORMATS, METADATA_FORMATS, TensorInfo, resolve_format
+from vsgen.formats.tensors import (
+    FORMATS,
+    METADATA_FORMATS,
+    PARALLEL_ONLY_FORMATS,
+    TensorInfo,
+    resolve_format,
+)
 
 __all__ = [
     "FORMATS",
     "METADATA_FORMATS",
+    "PARALLEL_ONLY_FORMATS",
     "Output",
     "TensorInfo",
     "open_output",

@@ -8,6 +8,7 @@ import os
 import shutil
 import stat
 import weakref
+from collections.abc import Callable
 from typing import BinaryIO
 
 _TEMP_MARK = ".vsgen-tmp-"
@@ -184,11 +185,19 @@ def install_file(temp: str, final: str, display: str, force: bool) -> None:
         os.unlink(temp)
 
 
-def install_directory(temp: str, final: str, display: str, force: bool) -> None:
+def install_directory(
+    temp: str,
+    final: str,
+    display: str,
+    force: bool,
+    check: Callable[[str], None] | None = None,
+) -> None:
     """Move a finished temporary directory into place.
 
     A directory cannot replace a non-empty one atomically; the old one is
-    renamed aside first and restored if the second rename fails.
+    renamed aside first and restored if the second rename fails. ``check``
+    raises if the directory set aside is not one ``force`` may replace
+    (default: a directory of .npy files, :func:`check_replaceable`).
     """
     if not os.path.lexists(final):
         os.rename(temp, final)
@@ -200,7 +209,10 @@ def install_directory(temp: str, final: str, display: str, force: bool) -> None:
     try:
         # Checked again now that it is out of everyone's way: whatever was
         # added since the pre-flight check is never deleted.
-        check_replaceable(aside, display, True)
+        if check is None:
+            check_replaceable(aside, display, True)
+        else:
+            check(aside)
     except BaseException:
         os.rename(aside, final)
         raise

@@ -258,6 +258,13 @@ def open_file(path: str) -> TensorFile:
         UnreadableFile: not a tensor file, or a header vsgen refuses (see the module).
         OSError: the file cannot be read.
     """
+    if os.path.isdir(path):
+        from vsgen.formats import sharded, zarr_format
+
+        if zarr_format.is_zarr(path):
+            return _open_zarr(path)
+        if sharded.is_sharded(path):
+            return _open_sharded(path)
     kind = sniff(path)
     if kind == "npy":
         stem = os.path.splitext(os.path.basename(path))[0]
@@ -268,6 +275,45 @@ def open_file(path: str) -> TensorFile:
         tensors, metadata = _read_safetensors(path)
         return TensorFile(path, "safetensors", tensors, metadata)
     return _open_h5(path)
+
+
+def _open_zarr(path: str) -> TensorFile:
+    """A Zarr v3 store vsgen wrote (``vsgen.formats.zarr_format`` says what it reads)."""
+    from vsgen.formats import zarr_format
+
+    try:
+        arrays = zarr_format.read_arrays(path)
+        metadata = zarr_format.read_metadata(path)
+    except (ValueError, OSError) as error:
+        raise UnreadableFile(str(error)) from None
+    tensors = tuple(
+        StoredTensor(path, "zarr", array.name, array.shape, array.dtype.name, array.dtype.itemsize)
+        for array in arrays
+    )
+    return TensorFile(path, "zarr", tensors, metadata)
+
+
+def _open_sharded(path: str) -> TensorFile:
+    """A sharded safetensors directory: each shard read as a safetensors file, the
+    tensors in the index's order, the shards' provenance merged."""
+    from vsgen.formats import sharded
+
+    try:
+        weight_map = sharded.read_weight_map(path)
+    except (ValueError, OSError) as error:
+        raise UnreadableFile(str(error)) from None
+    if len(weight_map) > MAX_TENSORS:
+        raise UnreadableFile(f"{path}: the index lists more than {MAX_TENSORS} tensors")
+    shards: dict[str, dict[str, StoredTensor]] = {}
+    tensors = []
+    for name, file_name in weight_map.items():
+        if file_name not in shards:
+            found, _ = _read_safetensors(os.path.join(path, file_name))
+            shards[file_name] = {tensor.name: tensor for tensor in found}
+        if name not in shards[file_name]:
+            raise UnreadableFile(f"{path}: the index puts {name!r} in {file_name}, which lacks it")
+        tensors.append(shards[file_name][name])
+    return TensorFile(path, "safetensors-sharded", tuple(tensors), sharded.read_metadata(path))
 
 
 # --- npy -------------------------------------------------------------------------------
@@ -772,11 +818,14 @@ def _h5_read_plan(path: str, tensor: StoredTensor, dataset: Any) -> int:
 # --- values ----------------------------------------------------------------------------
 
 
-def read_values(tensor: StoredTensor, chunk_size: int | None = None) -> Iterator[numpy.ndarray]:
+def read_values(
+    tensor: StoredTensor, chunk_size: int | None = None, any_order: bool = False
+) -> Iterator[numpy.ndarray]:
     """The values of ``tensor`` as consecutive flat pieces of at most ``chunk_size``.
 
     Pieces are in C order (npy files in Fortran order are read in storage
-    order), in the native-order dtype (:meth:`StoredTensor.numpy_dtype`).
+    order; Zarr arrays chunked in tiles are refused unless ``any_order``, then
+    read chunk by chunk), in the native-order dtype (:meth:`StoredTensor.numpy_dtype`).
     npy and safetensors are read sequentially at the data offset (not a
     memory map, so the resident set stays one piece); HDF5 through h5py in
     slices along the leading axes, after the checks of the module docstring.
@@ -790,6 +839,9 @@ def read_values(tensor: StoredTensor, chunk_size: int | None = None) -> Iterator
         return
     if tensor.format == "h5":
         yield from _h5_values(tensor, chunk_size)
+        return
+    if tensor.format == "zarr":
+        yield from _zarr_values(tensor, chunk_size, any_order)
         return
     native = tensor.numpy_dtype()
     # ml_dtypes types (bfloat16, float8) have no byte-order variant: read
@@ -811,6 +863,26 @@ def read_values(tensor: StoredTensor, chunk_size: int | None = None) -> Iterator
                 yield piece.astype(stored.newbyteorder("=")).view(native)
             else:
                 yield piece.astype(native)
+
+
+def _zarr_values(tensor: StoredTensor, chunk_size: int, any_order: bool) -> Iterator[numpy.ndarray]:
+    from vsgen.formats import zarr_format
+
+    try:
+        arrays = {array.name: array for array in zarr_format.read_arrays(tensor.path)}
+        array = arrays[tensor.name]
+    except (ValueError, OSError, KeyError) as error:
+        raise UnreadableFile(f"{tensor.path}: {error}") from None
+    # Chunks of whole rows are stored in C order; tiles only chunk by chunk.
+    if not any_order and tuple(array.chunk_shape[1:]) != tuple(array.shape[1:]):
+        raise UnreadableFile(
+            f"{tensor.path}: array {tensor.name!r} is chunked in tiles {array.chunk_shape}; "
+            "only arrays chunked in whole rows are read in order"
+        )
+    try:
+        yield from array.chunk_values(chunk_size)
+    except (ValueError, OSError) as error:
+        raise UnreadableFile(str(error)) from None
 
 
 def _h5_values(tensor: StoredTensor, chunk_size: int) -> Iterator[numpy.ndarray]:
@@ -867,6 +939,17 @@ def _h5_dataset(tensor: StoredTensor, h5: Any) -> Any:
 # --- the public header API --------------------------------------------------------------
 
 
+def _directory_format(path: str) -> Any:
+    """The reader module of a Zarr store or a sharded safetensors directory, else None."""
+    from vsgen.formats import sharded, zarr_format
+
+    if zarr_format.is_zarr(path):
+        return zarr_format
+    if sharded.is_sharded(path):
+        return sharded
+    return None
+
+
 def read_tensor_infos(path: str) -> list[TensorInfo]:
     """Names, shapes and dtypes of the tensors in a file, reading headers only.
 
@@ -901,10 +984,11 @@ def read_tensor_infos(path: str) -> list[TensorInfo]:
 def read_metadata(path: str) -> dict[str, str]:
     """File-level metadata: HDF5 root attributes or safetensors ``__metadata__``.
 
-    npy files and npydir directories hold none and give ``{}``.
+    npy files and npydir directories hold none and give ``{}``. Zarr stores give
+    their root's ``vsgen`` attribute, sharded safetensors their shards' provenance.
     """
     kind = sniff(path)
-    if kind in ("npy", "npydir"):
+    if kind == "npy":
         return {}
     return open_file(path).metadata
 

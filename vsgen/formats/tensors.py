@@ -12,6 +12,8 @@ import numpy
 from vsgen.dtypes import DTYPE_NAMES, resolve_dtype
 
 FORMATS = ("npy", "h5", "safetensors", "raw", "npydir")
+#: Formats written block by block by many writers (``vsgen.dask.write``), not streamed.
+PARALLEL_ONLY_FORMATS = ("zarr", "safetensors-sharded")
 #: Formats that keep the ``metadata`` given to :func:`open_output`.
 METADATA_FORMATS = ("h5", "safetensors")
 
@@ -52,6 +54,7 @@ _SUFFIXES = {
     ".safetensors": "safetensors",
     ".raw": "raw",
     ".bin": "raw",
+    ".zarr": "zarr",
 }
 _FORMAT_ALIASES = {"hdf5": "h5"}
 _STDOUT_FORMATS = ("npy", "raw")
@@ -132,8 +135,10 @@ def resolve_format(target: str, fmt: str | None, n_tensors: int = 1) -> str:
     Otherwise ``"-"`` (standard output) means ``npy``; a target that is an
     existing directory or ends with a path separator means ``npydir``; else
     the suffix decides: ``.npy``, ``.h5``/``.hdf5``, ``.safetensors``,
-    ``.raw``/``.bin``. A target without a suffix means ``npydir`` when there
-    are several tensors.
+    ``.raw``/``.bin``, ``.zarr`` (a Zarr v3 store, even if it exists as a
+    directory). ``zarr`` and ``safetensors-sharded`` (:data:`PARALLEL_ONLY_FORMATS`)
+    are written by ``vsgen.dask.write``, not by ``open_output``. A target
+    without a suffix means ``npydir`` when there are several tensors.
 
     Raises:
         ValueError: unknown format or suffix, a format that cannot go to
@@ -141,10 +146,13 @@ def resolve_format(target: str, fmt: str | None, n_tensors: int = 1) -> str:
     """
     if fmt is not None:
         resolved = _FORMAT_ALIASES.get(fmt.lower(), fmt.lower())
-        if resolved not in FORMATS:
-            raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+        if resolved not in FORMATS + PARALLEL_ONLY_FORMATS:
+            known = ", ".join(FORMATS + PARALLEL_ONLY_FORMATS)
+            raise ValueError(f"unknown format {fmt!r}; choose one of {known}")
     elif target == "-":
         resolved = "npy"
+    elif os.path.splitext(target.rstrip("/" + os.sep))[1].lower() == ".zarr":
+        resolved = "zarr"
     elif target.endswith(("/", os.sep)) or os.path.isdir(target):
         resolved = "npydir"
     else:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -126,6 +126,24 @@ class Stream:
         for chunk in self.chunks(draw, start, start + out.size, threads=threads):
             out[position : position + chunk.size] = chunk
             position += chunk.size
+
+    def fill_block(
+        self,
+        out: np.ndarray,
+        origin: Sequence[int],
+        full_shape: Sequence[int],
+        draw: Draw,
+        threads: int | None = None,
+    ) -> None:
+        """Fill the n-d array ``out`` with the block of a ``full_shape`` tensor whose
+        first element is at ``origin``: ``out == full[origin[0]:origin[0] +
+        out.shape[0], ...]`` element for element, for any block (rows, columns,
+        tiles). A sequential stream redraws everything before each run it fills."""
+        from vsgen.streams._blocks import fill_block
+
+        fill_block(
+            lambda flat, start: self.fill(flat, start, draw, threads), out, origin, full_shape
+        )
 
     @property
     def seed_bits(self) -> int:

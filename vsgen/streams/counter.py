@@ -32,7 +32,7 @@ import os
 import queue
 import threading
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from types import ModuleType
 from typing import Protocol
 
@@ -659,6 +659,8 @@ class VsgenStream(Stream):
         """Fill ``out`` (see ``Stream.fill``); ``job_size`` is the size of the whole
         job ``out`` belongs to, so that a big job picks the compiled kernels from
         its first chunk on (the bytes do not depend on it)."""
+        if out.size == 0:
+            return
         threads = default_threads() if threads is None else threads
         if out.dtype.kind == "c":
             # Complex values are made from real draws (docs/stream-v1.md, section 11).
@@ -708,6 +710,27 @@ class VsgenStream(Stream):
                 run(lo, hi)
             return
         _run_pieces(run, bounds, threads)
+
+    def fill_block(
+        self,
+        out: np.ndarray,
+        origin: Sequence[int],
+        full_shape: Sequence[int],
+        draw: Draw,
+        threads: int | None = None,
+        job_size: int | None = None,
+    ) -> None:
+        """Fill an n-d block (see ``Stream.fill_block``); ``job_size`` as for ``fill``,
+        by default the whole tensor, so that blocks of a big tensor take the compiled
+        kernels from the first block on."""
+        from vsgen.streams._blocks import fill_block
+
+        job_size = math.prod(full_shape) if job_size is None else job_size
+
+        def fill_run(flat: np.ndarray, start: int) -> None:
+            self.fill(flat, start, draw, threads, job_size=job_size)
+
+        fill_block(fill_run, out, origin, full_shape)
 
     def chunks(
         self,
