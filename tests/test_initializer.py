@@ -192,3 +192,31 @@ def test_drawn_seeds_stay_json_exact_and_use_their_range(stream, bits):
     # 200 uniform draws all in the lower half has probability 2**-200.
     assert max(seeds) >= 2 ** (bits - 1)
     assert all(float(seed) == seed for seed in seeds)  # exact as a double
+
+
+# fan_avg with an odd fan_in + fan_out: n is a half-integer, derived by hand.
+@pytest.mark.parametrize(
+    ("shape", "fan_in", "fan_out", "n"),
+    [
+        ((3, 4), 3, 4, 3.5),
+        ((1, 2), 1, 2, 1.5),
+        ((3, 3, 5, 2), 45, 18, 31.5),  # receptive field 9
+        ((7, 2, 3), 14, 21, 17.5),  # receptive field 7
+    ],
+)
+@pytest.mark.parametrize("stream", ["vsgen", "keras"])
+def test_fan_avg_with_an_odd_sum(shape, fan_in, fan_out, n, stream):
+    init = vsgen.VarianceScaling(2.0, "fan_avg", "uniform", seed=0, stream=stream)
+    scaling = init.scaling(shape)
+    assert (scaling.fan_in, scaling.fan_out) == (fan_in, fan_out)
+    assert scaling.n == n
+    assert scaling.variance == 2.0 / n
+    assert scaling.limit == math.sqrt(3.0 * (2.0 / n))
+    # The values see the same n: 2**16 uniform values with the fans of `shape`
+    # come within 0.1 % of the hand-derived limit and never reach it.
+    limit = math.sqrt(6.0 / n)
+    values = init.sample((2**16,), "float64", fan_shape=shape)
+    assert 0.999 * limit < np.abs(values).max() < limit
+    truncated = vsgen.VarianceScaling(2.0, "fan_avg", seed=0, stream=stream).scaling(shape)
+    assert truncated.stddev == math.sqrt(2.0 / n)
+    assert truncated.bound == 2 * math.sqrt(2.0 / n) / TRUNCATED_FACTOR
