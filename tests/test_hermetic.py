@@ -132,9 +132,7 @@ def test_required_skips_fail_in_ci(inner: Inner, monkeypatch: pytest.MonkeyPatch
     assert "test_marked skipped with CI=true" in output
 
 
-def test_a_module_level_skip_fails_in_ci(
-    inner: Inner, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_module_level_skip_fails_in_ci(inner: Inner, monkeypatch: pytest.MonkeyPatch) -> None:
     (inner.path / "tests" / "test_parity_like.py").write_text(
         "import pytest\nkeras = pytest.importorskip('no_such_keras_build')\n"
         "def test_parity():\n    pass\n"
@@ -182,7 +180,10 @@ def test_this_run_uses_this_tree() -> None:
     assert Path(vsgen.__file__).resolve().parent == root / "vsgen"
     done = subprocess.run(
         [sys.executable, "-c", "import vsgen; print(vsgen.__file__)"],
-        capture_output=True, text=True, timeout=60, check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
     assert Path(done.stdout.strip()).resolve().parent == root / "vsgen"
     assert os.environ["KERAS_BACKEND"] == "numpy"
