@@ -133,7 +133,10 @@ _TREE_BEFORE = pytest.StashKey[dict]()
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     _prepare_session_temp()
-    session.config.stash[_TREE_BEFORE] = _tree_listing(session.config.rootpath)
+    # Under mutation testing (mutmut sets MUTANT_UNDER_TEST) the tree is mutmut's
+    # copy, where mutmut itself writes results while tests run.
+    if "MUTANT_UNDER_TEST" not in os.environ:
+        session.config.stash[_TREE_BEFORE] = _tree_listing(session.config.rootpath)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
