@@ -419,7 +419,7 @@ def test_numba_cache_dir_is_respected_and_optional(tmp_path):
     from numba.core import config
 
     if not hasattr(config, "CACHE_LOCATOR_CLASSES"):
-        return  # this numba cannot be told to use only NUMBA_CACHE_DIR
+        pytest.skip("this numba version has no NUMBA_CACHE_LOCATOR_CLASSES setting")
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("")
     env.update(NUMBA_CACHE_DIR=str(blocker), NUMBA_CACHE_LOCATOR_CLASSES="UserProvidedCacheLocator")
