@@ -5,8 +5,9 @@ read their settings):
 
 * Keras runs on its numpy backend (``KERAS_BACKEND=numpy``, whatever the
   user's shell says), so the parity tests always run; its config directory
-  (``KERAS_HOME``) and numba's kernel cache (``NUMBA_CACHE_DIR``) go to a
-  temporary folder of the session, removed at the end.
+  (``KERAS_HOME``) and numba's kernel cache (``NUMBA_CACHE_DIR``; or
+  ``VSGEN_TEST_NUMBA_CACHE_DIR`` if set) go to a temporary folder of the
+  session, removed at the end.
 * Hypothesis keeps no example database (profile ``vsgen``: ``database=None``).
 * Subprocesses run this tree: its root leads ``PYTHONPATH``, and a ``vsgen``
   shim that runs ``sys.executable -m vsgen`` leads ``PATH`` (for the README
@@ -52,7 +53,12 @@ _SESSION_TEMP = Path(tempfile.mkdtemp(prefix="vsgen-tests-"))
 _SHIM_DIR = _SESSION_TEMP / "bin"
 os.environ["KERAS_BACKEND"] = "numpy"
 os.environ["KERAS_HOME"] = str(_SESSION_TEMP / "keras")
-os.environ["NUMBA_CACHE_DIR"] = str(_SESSION_TEMP / "numba-cache")
+# A fresh numba cache costs one compile of the kernels per run (measured ~9 s
+# on a busy 2-core machine, against ~0.7 s from a warm cache; docs/testing.md).
+# VSGEN_TEST_NUMBA_CACHE_DIR names a cache to reuse across local runs instead.
+os.environ["NUMBA_CACHE_DIR"] = os.environ.get("VSGEN_TEST_NUMBA_CACHE_DIR") or str(
+    _SESSION_TEMP / "numba-cache"
+)
 os.environ["PYTHONPATH"] = os.pathsep.join(
     filter(None, [str(SUBPROCESS_ROOT), os.environ.get("PYTHONPATH", "")])
 )
