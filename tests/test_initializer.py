@@ -220,3 +220,172 @@ def test_fan_avg_with_an_odd_sum(shape, fan_in, fan_out, n, stream):
     truncated = vsgen.VarianceScaling(2.0, "fan_avg", seed=0, stream=stream).scaling(shape)
     assert truncated.stddev == math.sqrt(2.0 / n)
     assert truncated.bound == 2 * math.sqrt(2.0 / n) / TRUNCATED_FACTOR
+
+
+# --- error messages: Keras style, naming the argument and the received value --------
+
+
+def _message_cases():
+    vs = vsgen.VarianceScaling
+    modes = "fan_in, fan_out, fan_avg"
+    dists = "truncated_normal, untruncated_normal, uniform"
+    return [
+        (
+            lambda: vs(-1),
+            ValueError,
+            "Argument `scale` must be a positive finite float. Received: scale=-1",
+        ),
+        (
+            lambda: vs("2"),
+            TypeError,
+            "Argument `scale` must be a positive finite float. Received: scale='2'",
+        ),
+        (
+            lambda: vs(mode="FAN_IN"),
+            ValueError,
+            f"Argument `mode` must be one of {modes}. Received: mode='FAN_IN'",
+        ),
+        (
+            lambda: vs(distribution=3),
+            TypeError,
+            f"Argument `distribution` must be one of {dists}. Received: distribution=3",
+        ),
+        (
+            lambda: vs(distribution="gauss"),
+            ValueError,
+            f"Argument `distribution` must be one of {dists} (or 'normal', an alias of "
+            "truncated_normal). Received: distribution='gauss'",
+        ),
+        (
+            lambda: vs(seed=1.5),
+            TypeError,
+            "Argument `seed` must be None or a non-negative integer. Received: seed=1.5",
+        ),
+        (
+            lambda: vs(seed=-1),
+            ValueError,
+            "Argument `seed` must be in [0, 2**64) for the 'vsgen' stream. Received: seed=-1",
+        ),
+        (
+            lambda: vs(seed=2**32, stream="keras"),
+            ValueError,
+            "Argument `seed` must be in [0, 2**32) for the 'keras' stream. "
+            "Received: seed=4294967296",
+        ),
+        (
+            lambda: vs(input_axes="01", output_axes=[1]),
+            TypeError,
+            "Argument `input_axes` must be None or a list of integers. Received: input_axes='01'",
+        ),
+        (
+            lambda: vs(input_axes=[0], output_axes=[1.0]),
+            TypeError,
+            "Argument `output_axes` must be None or a list of integers. "
+            "Received: output_axes=[1.0]",
+        ),
+        (
+            lambda: vs(input_axes=[0]),
+            ValueError,
+            "Arguments `input_axes` and `output_axes` must be given together. "
+            "Received: input_axes=[0], output_axes=None",
+        ),
+        (
+            lambda: vs(layout="caffe"),
+            ValueError,
+            "Argument `layout` must be one of keras, torch. Received: layout='caffe'",
+        ),
+        (
+            lambda: vs.from_config([1]),
+            TypeError,
+            "Argument `config` must be a JSON object (a dict). Received: config=[1]",
+        ),
+        (
+            lambda: vs.from_config({"gain": 1, "alpha": 2}),
+            ValueError,
+            "Argument `config` has unknown key(s) 'alpha', 'gain'; allowed: scale, mode, "
+            "distribution, seed, input_axes, output_axes, layout, stream",
+        ),
+        (
+            lambda: vs(seed=0, layout="torch").keras_config(),
+            ValueError,
+            "layout 'torch' has no Keras equivalent; use explicit input_axes/output_axes instead",
+        ),
+        (
+            lambda: vs(seed=0).sample((10, 4), rows=(5, 11)),
+            ValueError,
+            "Argument `rows` must satisfy 0 <= start <= stop <= 10 (the first dimension). "
+            "Received: rows=5:11",
+        ),
+        (
+            lambda: vs(seed=0).sample((), rows=(0, 0)),
+            ValueError,
+            "Argument `rows` needs a shape of rank >= 1; a scalar has no rows.",
+        ),
+        (
+            lambda: shard_rows((4, 2), 2, 2),
+            ValueError,
+            "Argument `shard` must be K/N with 0 <= K < N. Received: shard=2/2",
+        ),
+        (
+            lambda: shard_rows((), 0, 1),
+            ValueError,
+            "Argument `shard` needs a shape of rank >= 1; a scalar has no rows.",
+        ),
+        (  # truncated normal, fan_in 1: bound 2 s = 2 * 1e5 / 0.8796... = 2.274e5
+            lambda: vs(1e10, seed=0)((1,), "float16"),
+            ValueError,
+            "Argument `scale` is too large for dtype float16: values would reach 2.274e+05, "
+            "beyond its largest finite value 6.55e+04. Received: scale=10000000000.0",
+        ),
+        (
+            lambda: get_preset("he"),
+            ValueError,
+            "Unknown preset 'he'; choose one of glorot_normal, glorot_uniform, he_normal, "
+            "he_uniform, lecun_normal, lecun_uniform",
+        ),
+        (
+            lambda: deserialize(3),
+            TypeError,
+            'config must be a JSON object such as {"scale": 2.0, "mode": "fan_in"} or a Keras '
+            "serialized initializer. Received: int",
+        ),
+        (
+            lambda: deserialize({"class_name": "Orthogonal"}),
+            ValueError,
+            "config class_name must be one of VarianceScaling, GlorotNormal, GlorotUniform, "
+            "HeNormal, HeUniform, LecunNormal, LecunUniform. Received: class_name='Orthogonal'",
+        ),
+        (
+            lambda: deserialize({"class_name": "HeNormal", "module": "torch.nn"}),
+            ValueError,
+            "config module 'torch.nn' is not keras.initializers",
+        ),
+        (
+            lambda: deserialize({"class_name": "HeNormal", "config": [1]}),
+            TypeError,
+            "config['config'] must be a JSON object. Received: [1]",
+        ),
+        (
+            lambda: deserialize({"class_name": "HeNormal", "config": {"scale": 1.0}}),
+            ValueError,
+            "HeNormal has scale=2.0; the config says 1.0",
+        ),
+        (
+            lambda: loads('{"scale": }'),
+            ValueError,
+            "config is not valid JSON: Expecting value at line 1 column 11",
+        ),
+        (
+            lambda: loads("[" * 100_000),
+            ValueError,
+            "config is not a usable JSON document: it is nested too deeply",
+        ),
+    ]
+
+
+@pytest.mark.parametrize("index", range(len(_message_cases())))
+def test_error_messages(index):
+    call, kind, message = _message_cases()[index]
+    with pytest.raises(kind) as caught:
+        call()
+    assert str(caught.value) == message
