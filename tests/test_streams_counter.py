@@ -545,3 +545,71 @@ def golden_digest(seed, distribution, dtype, size, start, multiplier) -> str:
 def test_golden_checksums(case, path, kernel):
     kernel(path)
     assert golden_digest(*case) == GOLDEN[case]
+
+
+# --- argument errors, word for word ------------------------------------------------
+
+
+def _fill_errors():
+    f32 = np.empty(4, np.float32)
+    dists = "truncated_normal, untruncated_normal, uniform"
+    return [
+        ((np.empty(4, np.int32), 0, 1, "uniform", 1.0), {}, TypeError,
+         "Argument `out` must be a float32 or float64 numpy array. "
+         "Received: out=ndarray of dtype int32"),
+        (([0.0] * 4, 0, 1, "uniform", 1.0), {}, TypeError,
+         "Argument `out` must be a float32 or float64 numpy array. "
+         "Received: out=list of dtype None"),
+        ((np.empty((2, 2), np.float32), 0, 1, "uniform", 1.0), {}, ValueError,
+         "Argument `out` must be a writeable 1-D C-contiguous array. "
+         "Received: out with shape (2, 2)"),
+        ((np.empty(8, np.float32)[::2], 0, 1, "uniform", 1.0), {}, ValueError,
+         "Argument `out` must be a writeable 1-D C-contiguous array. "
+         "Received: out with shape (4,)"),
+        ((f32, 0, True, "uniform", 1.0), {}, ValueError,
+         "Argument `seed` must be an integer in [0, 2**64). Received: seed=True"),
+        ((f32, 0, 2**64, "uniform", 1.0), {}, ValueError,
+         f"Argument `seed` must be an integer in [0, 2**64). Received: seed={2**64}"),
+        ((f32, 0, "3", "uniform", 1.0), {}, ValueError,
+         "Argument `seed` must be an integer in [0, 2**64). Received: seed='3'"),
+        ((f32, 2**62 - 3, 1, "uniform", 1.0), {}, ValueError,
+         "Argument `start` must be an integer in [0, 2**62 - out.size). "
+         f"Received: start={2**62 - 3}"),
+        ((f32, 0, 1, "uniform", 1.0), {"threads": 0}, ValueError,
+         "Argument `threads` must be an integer >= 1. Received: threads=0"),
+        ((f32, 0, 1, "uniform", 1.0), {"job_size": -1}, ValueError,
+         "Argument `job_size` must be None or an integer >= 0. Received: job_size=-1"),
+        ((f32, 0, 1, "normal", 1.0), {}, ValueError,
+         f"Argument `distribution` must be one of {dists}. Received: distribution='normal'"),
+        ((f32, 0, 1, "uniform", True), {}, ValueError,
+         "Argument `multiplier` must be a finite real number. Received: multiplier=True"),
+        ((f32, 0, 1, "uniform", "1"), {}, ValueError,
+         "Argument `multiplier` must be a finite real number. Received: multiplier='1'"),
+        ((f32, 0, 1, "uniform", float("inf")), {}, ValueError,
+         "Argument `multiplier` must be a finite real number. Received: multiplier=inf"),
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("index", range(len(_fill_errors())))
+def test_fill_error_messages(index):
+    args, kwargs, kind, message = _fill_errors()[index]
+    with pytest.raises(kind) as caught:
+        counter.fill(*args, **kwargs)
+    assert str(caught.value) == message
+
+
+def test_the_largest_start_and_seed_are_accepted():
+    out = np.empty(4, np.float32)
+    counter.fill(out, 2**62 - 5, 2**64 - 1, "uniform", 1.0)  # start + size < 2**62
+    counter.fill(out, 0, 0, "uniform", np.float32(1.0), threads=1, job_size=0)
+    assert np.all((out >= -1) & (out < 1))
+
+
+def test_an_unknown_kernel_choice_names_the_variable(kernel):
+    kernel(" Fortran ")
+    with pytest.raises(ValueError) as caught:
+        draw(8, 1, "uniform", np.float32)
+    assert str(caught.value) == (
+        "Environment variable `VSGEN_KERNEL` must be one of numpy, numba, auto. "
+        "Received: VSGEN_KERNEL='fortran'"
+    )
