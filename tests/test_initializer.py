@@ -389,3 +389,134 @@ def test_error_messages(index):
     with pytest.raises(kind) as caught:
         call()
     assert str(caught.value) == message
+
+
+# --- configs, presets, equality: exact forms -------------------------------------------
+
+
+def test_keras_config_exact_forms():
+    plain = vsgen.VarianceScaling(0.5, "fan_avg", "uniform", seed=9)
+    assert plain.keras_config() == {
+        "module": "keras.initializers",
+        "class_name": "VarianceScaling",
+        "config": {"scale": 0.5, "mode": "fan_avg", "distribution": "uniform", "seed": 9},
+        "registered_name": None,
+    }
+    axes = vsgen.VarianceScaling(2.0, "fan_out", seed=5, input_axes=[0], output_axes=[1, 2])
+    assert axes.keras_config()["config"] == {
+        "scale": 2.0,
+        "mode": "fan_out",
+        "distribution": "truncated_normal",
+        "seed": 5,
+        "input_axes": [0],
+        "output_axes": [1, 2],
+    }
+    assert vsgen.HeNormal(seed=3).keras_config() == {
+        "module": "keras.initializers",
+        "class_name": "HeNormal",
+        "config": {"seed": 3},
+        "registered_name": None,
+    }
+    preset_axes = vsgen.GlorotUniform(seed=4, input_axes=[0, 1], output_axes=[2])
+    assert preset_axes.keras_config()["config"] == {
+        "seed": 4,
+        "input_axes": [0, 1],
+        "output_axes": [2],
+    }
+
+
+def test_presets_forward_every_option():
+    init = vsgen.LecunUniform(
+        seed=7, input_axes=[1], output_axes=[0], layout="torch", stream="keras"
+    )
+    assert (init.scale, init.mode, init.distribution) == (1.0, "fan_in", "uniform")
+    assert (init.seed, init.input_axes, init.output_axes) == (7, (1,), (0,))
+    assert (init.layout, init.stream) == ("torch", "keras")
+
+
+def test_preset_from_config():
+    he = vsgen.HeNormal.from_config({"seed": 1, "stream": "keras", "layout": "torch"})
+    assert isinstance(he, vsgen.HeNormal)
+    assert (he.seed, he.stream, he.layout) == (1, "keras", "torch")
+    # A full config that agrees with the preset is accepted, the alias included.
+    full = {"seed": 2, "scale": 2.0, "mode": "fan_in", "distribution": "Normal"}
+    assert vsgen.HeNormal.from_config(full) == vsgen.HeNormal(seed=2)
+    cases = [
+        ({"seed": 1, "distribution": "uniform"},
+         "HeNormal has distribution='truncated_normal'; the config says 'uniform'"),
+        ({"seed": 1, "mode": "fan_out"}, "HeNormal has mode='fan_in'; the config says 'fan_out'"),
+        ({"seed": 1, "gain": 2, "bias": 0}, "Argument `config` has unknown key(s) 'bias', 'gain'"),
+    ]  # fmt: skip
+    for config, message in cases:
+        with pytest.raises(ValueError) as caught:
+            vsgen.HeNormal.from_config(config)
+        assert str(caught.value) == message
+    with pytest.raises(TypeError) as caught:
+        vsgen.HeNormal.from_config("he_normal")
+    assert str(caught.value) == (
+        "Argument `config` must be a JSON object (a dict). Received: config='he_normal'"
+    )
+
+
+def test_equality_hash_and_repr():
+    a, b = vsgen.VarianceScaling(seed=1), vsgen.VarianceScaling(seed=1)
+    assert a == b and hash(a) == hash(b) and len({a, b}) == 1
+    assert a != vsgen.VarianceScaling(seed=2)
+    # The same numbers under another class are another initializer.
+    he = vsgen.HeNormal(seed=1)
+    same_numbers = vsgen.VarianceScaling(2.0, "fan_in", "truncated_normal", seed=1)
+    assert he.get_config() == same_numbers.get_config() and he != same_numbers
+    assert a != 3 and a.__eq__(3) is NotImplemented
+    assert repr(vsgen.VarianceScaling(0.5, "fan_avg", "uniform", seed=9)) == (
+        "VarianceScaling(scale=0.5, mode='fan_avg', distribution='uniform', seed=9)"
+    )
+    assert repr(vsgen.HeNormal(seed=3, stream="keras")) == (
+        "HeNormal(scale=2.0, mode='fan_in', distribution='truncated_normal', seed=3, "
+        "stream='keras')"
+    )
+
+
+def test_scaling_as_dict_by_hand():
+    # shape (3, 4), scale 2, fan_in: n = 3, v = 2/3, limit = sqrt(3 v) = sqrt(2).
+    document = vsgen.VarianceScaling(2.0, "fan_in", "uniform", seed=0).scaling((3, 4)).as_dict()
+    assert document == {
+        "shape": [3, 4],
+        "fan_in": 3,
+        "fan_out": 4,
+        "n": 3.0,
+        "scale": 2.0,
+        "mode": "fan_in",
+        "distribution": "uniform",
+        "variance": 2.0 / 3.0,
+        "stddev": math.sqrt(2.0 / 3.0),
+        "pre_truncation_std": None,
+        "bound": None,
+        "limit": math.sqrt(3.0 * (2.0 / 3.0)),
+    }
+    assert json.loads(json.dumps(document)) == document
+
+
+def test_deserialize_details():
+    # Keras writes unset axes as null; set ones are kept.
+    with_axes = deserialize(
+        {
+            "class_name": "VarianceScaling",
+            "config": {"seed": 1, "input_axes": [0], "output_axes": [1, 2]},
+        }
+    )
+    assert (with_axes.input_axes, with_axes.output_axes) == ((0,), (1, 2))
+    unset = deserialize({"class_name": "VarianceScaling", "config": {"seed": 1,
+                         "input_axes": None, "output_axes": None}})  # fmt: skip
+    assert unset.input_axes is None and unset.output_axes is None
+    # No "config" at all: the preset with a drawn seed.
+    drawn = deserialize({"class_name": "HeUniform"})
+    assert isinstance(drawn, vsgen.HeUniform) and drawn.seed_was_drawn
+    for module in ("keras.initializers", "keras.src.initializers", "vsgen", None):
+        assert deserialize({"class_name": "HeNormal", "module": module, "config": {"seed": 1}})
+    with pytest.raises(ValueError) as caught:
+        deserialize({"class_name": ["HeNormal"]})
+    assert "Received: class_name=['HeNormal']" in str(caught.value)
+    with pytest.raises(ValueError) as caught:
+        loads("1" * 5000)  # more digits than Python converts
+    assert str(caught.value).startswith("config is not a usable JSON document: ")
+    assert "digits" in str(caught.value)
