@@ -23,6 +23,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import vsgen
 from vsgen.streams import _tables as tables
 from vsgen.streams import counter
 
@@ -613,3 +614,28 @@ def test_an_unknown_kernel_choice_names_the_variable(kernel):
         "Environment variable `VSGEN_KERNEL` must be one of numpy, numba, auto. "
         "Received: VSGEN_KERNEL='fortran'"
     )
+
+
+# --- the Stream interface ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+def test_vsgen_stream_chunks_tile_the_range(dtype):
+    init = vsgen.VarianceScaling(distribution="untruncated_normal", seed=5)
+    plan = init.plan((10, 1001), dtype, rows=(3, 10))  # flat range [3003, 10010)
+    whole = plan.array(threads=1).ravel()
+    for chunk_size in (1000, 7007, 4096):
+        pieces = list(plan.chunks(chunk_size=chunk_size, threads=1))
+        assert [piece.size for piece in pieces[:-1]] == [chunk_size] * (len(pieces) - 1)
+        assert 0 < pieces[-1].size <= chunk_size
+        assert all(piece.dtype == np.dtype(dtype) for piece in pieces)
+        assert np.concatenate(pieces).tobytes() == whole.tobytes()
+
+
+def test_a_fresh_process_builds_its_thread_pool(monkeypatch, kernel):
+    kernel("numpy")
+    size = 4 * counter.MIN_THREAD_PIECE + 3
+    expected = draw(size, 9, "uniform", np.float32, threads=1)
+    monkeypatch.setattr(counter, "_pools", {})  # as in a new process
+    assert draw(size, 9, "uniform", np.float32, threads=2).tobytes() == expected.tobytes()
+    assert set(counter._pools) == {2} and counter._pools[2]._max_workers == 2
