@@ -288,7 +288,7 @@ def test_bfloat16_where_the_format_has_it(tmp_path: Path, fmt: str) -> None:
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_force_renames_a_new_file_over_the_old_one(tmp_path: Path, fmt: str) -> None:
+def test_force_renames_a_new_file_over_the_old_one(tmp_path: Path, fmt: str, read_back) -> None:
     """A hard link keeps the old inode visible: ``--force`` must leave it holding
     the old bytes (nothing was written through the old file) and put a new inode
     at the target (a rename of the finished temporary, not a copy into place)."""
@@ -303,7 +303,7 @@ def test_force_renames_a_new_file_over_the_old_one(tmp_path: Path, fmt: str) -> 
     assert keep.stat().st_nlink == 1  # the target no longer names the old inode
     new = target.stat()
     assert new.st_ino != old_inode and new.st_nlink == 1  # no temporary name left on it
-    assert read_values(target, fmt).shape == (16, 8)
+    assert read_back(target, shape=(16, 8)).shape == (16, 8)
     assert sorted(os.listdir(tmp_path)) == sorted([target.name, keep.name])
 
 

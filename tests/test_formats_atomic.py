@@ -1,6 +1,6 @@
 """``vsgen.formats.atomic``: temporaries beside the target, renamed into place.
 
-Unit tests of each promise the command-line tests (test_atomicity.py) rely
+Unit tests of each promise the command-line tests (cli/test_output.py) rely
 on: the temporary's name (hidden, beside the target, within the file-name
 limit whatever the target's name), exclusive creation, its mode, the
 hard-link install that never overwrites a file that appeared meanwhile, its
