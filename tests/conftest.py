@@ -8,7 +8,8 @@ read their settings):
   (``KERAS_HOME``) and numba's kernel cache (``NUMBA_CACHE_DIR``; or
   ``VSGEN_TEST_NUMBA_CACHE_DIR`` if set) go to a temporary folder of the
   session, removed at the end.
-* Hypothesis keeps no example database (profile ``vsgen``: ``database=None``).
+* Hypothesis keeps no example database (profile ``vsgen``: ``database=None``)
+  and its home directory (Unicode tables) is the session's temporary folder.
 * Subprocesses run this tree: its root leads ``PYTHONPATH``, and a ``vsgen``
   shim that runs ``sys.executable -m vsgen`` leads ``PATH`` (for the README
   and ``--help`` examples that bash runs as written).
@@ -90,8 +91,13 @@ try:
 except ImportError:  # pragma: no cover - hypothesis is in the test extra
     pass
 else:
+    from hypothesis.configuration import set_hypothesis_home_dir
+
     _hypothesis_settings.register_profile("vsgen", database=None, print_blob=True)
     _hypothesis_settings.load_profile("vsgen")
+    # Even without a database, hypothesis caches Unicode tables (for text
+    # strategies) in its home directory, ./.hypothesis by default.
+    set_hypothesis_home_dir(str(_SESSION_TEMP / "hypothesis"))
 
 
 def _in_ci() -> bool:
@@ -112,8 +118,16 @@ def in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 # --- the working tree is left as it was --------------------------------------------------
 
 #: Created legitimately while tests run: bytecode (and numba's index files when
-#: a user's NUMBA_CACHE_DIR is overridden elsewhere), pytest's own cache, coverage data.
-_LEGITIMATE_DIRS = {"__pycache__", ".pytest_cache", ".git", ".ruff_cache", ".mypy_cache"}
+#: a user's NUMBA_CACHE_DIR is overridden elsewhere), pytest's own cache, coverage
+#: data, tool caches, and mutmut's working copy (``mutants/``, gitignored).
+_LEGITIMATE_DIRS = {
+    "__pycache__",
+    ".pytest_cache",
+    ".git",
+    ".ruff_cache",
+    ".mypy_cache",
+    "mutants",
+}
 _LEGITIMATE_FILE = re.compile(r"\.(pyc|nbi|nbc)$|^\.coverage(\..*)?$")
 
 

@@ -160,6 +160,8 @@ def test_environment_is_pinned_whatever_the_shell_says(
         "    numba_cache = Path(os.environ['NUMBA_CACHE_DIR'])\n"
         "    assert numba_cache.parent == Path(os.environ['KERAS_HOME']).parent\n"
         "    assert settings.default.database is None\n"
+        "    from hypothesis.configuration import storage_directory\n"
+        "    assert ROOT not in Path(storage_directory('unicode_data').path).resolve().parents\n"
         "    assert os.environ['PYTHONPATH'].split(os.pathsep)[0] == str(ROOT)\n"
         "    shim = shutil.which('vsgen')\n"
         "    assert shim and Path(shim).read_text().count(sys.executable) == 1\n"
