@@ -95,6 +95,24 @@ def test_chunked_keras_stream_is_identical(distribution, chunk):
 
 
 @pytest.mark.parametrize("distribution", DISTRIBUTIONS)
+@pytest.mark.parametrize("chunk", [1, 7, 10, 129, 1000])
+@pytest.mark.parametrize("rows", [(0, 1), (3, 40), (63, 64), (5, 5)], ids=str)
+def test_chunked_rows_of_the_keras_stream(distribution, chunk, rows):
+    """Rows that start mid-batch, after whole skipped batches, and an empty range:
+    the pieces are Keras' own values for those rows, in order."""
+    shape = (64, 129)
+    expected = _keras_values(2.0, "fan_in", distribution, 77, shape, "float32")[rows[0] : rows[1]]
+    init = vsgen.VarianceScaling(2.0, "fan_in", distribution, seed=77, stream="keras")
+    plan = init.plan(shape, "float32", rows=rows)
+    pieces = list(plan.chunks(chunk_size=chunk))
+    assert all(0 < piece.size <= chunk for piece in pieces)
+    if rows[0] == rows[1]:
+        assert pieces == []
+    else:
+        assert _bits(np.concatenate(pieces)) == _bits(expected)
+
+
+@pytest.mark.parametrize("distribution", DISTRIBUTIONS)
 def test_keras_stream_rows_are_slices(distribution):
     shape = (40, 30)
     full = _keras_values(1.0, "fan_avg", distribution, 3, shape, "float64")
