@@ -462,6 +462,7 @@ def test_equality_hash_and_repr():
     a, b = vsgen.VarianceScaling(seed=1), vsgen.VarianceScaling(seed=1)
     assert a == b and hash(a) == hash(b) and len({a, b}) == 1
     assert a != vsgen.VarianceScaling(seed=2)
+    assert hash(a) != hash(vsgen.VarianceScaling(seed=2))  # the hash follows the config
     # The same numbers under another class are another initializer.
     he = vsgen.HeNormal(seed=1)
     same_numbers = vsgen.VarianceScaling(2.0, "fan_in", "truncated_normal", seed=1)
@@ -520,3 +521,21 @@ def test_deserialize_details():
         loads("1" * 5000)  # more digits than Python converts
     assert str(caught.value).startswith("config is not a usable JSON document: ")
     assert "digits" in str(caught.value)
+
+
+def test_get_config_with_axes_layout_and_stream():
+    init = vsgen.VarianceScaling(
+        3.0, "fan_out", "uniform", seed=4, input_axes=[0, 1], output_axes=[2],
+        layout="torch", stream="keras",
+    )  # fmt: skip
+    assert init.get_config() == {
+        "scale": 3.0,
+        "mode": "fan_out",
+        "distribution": "uniform",
+        "seed": 4,
+        "input_axes": [0, 1],
+        "output_axes": [2],
+        "layout": "torch",
+        "stream": "keras",
+    }
+    assert vsgen.VarianceScaling.from_config(init.get_config()) == init
