@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import math
+import os
 import subprocess
 import sys
 import textwrap
@@ -639,3 +640,26 @@ def test_a_fresh_process_builds_its_thread_pool(monkeypatch, kernel):
     monkeypatch.setattr(counter, "_pools", {})  # as in a new process
     assert draw(size, 9, "uniform", np.float32, threads=2).tobytes() == expected.tobytes()
     assert set(counter._pools) == {2} and counter._pools[2]._max_workers == 2
+
+
+def _fill_with_two_threads() -> None:
+    out = np.empty(4 * counter.MIN_THREAD_PIECE + 3, np.float32)
+    counter.fill(out, 0, 9, "uniform", 1.0, threads=2)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_a_forked_child_can_use_threads(kernel):
+    """A child forked after the pool was made inherits the pool but not its
+    threads; the child must still be able to fill with threads (not hang)."""
+    import multiprocessing
+
+    kernel("numpy")
+    _fill_with_two_threads()  # the parent now has a 2-thread pool
+    child = multiprocessing.get_context("fork").Process(target=_fill_with_two_threads)
+    child.start()
+    child.join(timeout=60)
+    if child.is_alive():
+        child.kill()
+        child.join()
+        pytest.fail("the forked child hung filling with 2 threads")
+    assert child.exitcode == 0
