@@ -663,3 +663,26 @@ def test_a_forked_child_can_use_threads(kernel):
         child.join()
         pytest.fail("the forked child hung filling with 2 threads")
     assert child.exitcode == 0
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_narrow_outputs_round_the_float32_values_in_pieces(monkeypatch, kernel, dtype):
+    """float16/bfloat16 are the float32 stream rounded once (docs/stream-v1.md,
+    section 1), also when the output is longer than the working buffer."""
+    import vsgen
+
+    kernel("numpy")
+    monkeypatch.setattr(counter, "DEFAULT_CHUNK", 1000)  # the buffer's size
+    init = vsgen.VarianceScaling(seed=12, distribution="untruncated_normal")
+    narrow = init.sample((5, 701), dtype, rows=(1, 5)).ravel()  # 2804 values from 701
+    wide = np.empty(4 * 701, np.float32)
+    stddev = math.sqrt(1.0 / 5)  # untruncated normal, scale 1, fan_in 5 (the full shape's)
+    counter.fill(wide, 701, 12, "untruncated_normal", stddev)
+    assert narrow.view(np.uint16).tobytes() == wide.astype(narrow.dtype).view(np.uint16).tobytes()
+
+
+def test_an_empty_kernel_choice_means_auto(kernel):
+    kernel("numpy")
+    expected = draw(8, 1, "uniform", np.float32)
+    kernel("  ")
+    assert draw(8, 1, "uniform", np.float32).tobytes() == expected.tobytes()
