@@ -539,3 +539,35 @@ def test_get_config_with_axes_layout_and_stream():
         "stream": "keras",
     }
     assert vsgen.VarianceScaling.from_config(init.get_config()) == init
+
+
+def test_a_seed_sequence_reports_the_seed_it_used():
+    """Each call spawns one child of the sequence and uses its first two 32-bit
+    words (low, high) as the integer seed, which ``last_seed`` reports."""
+    init = vsgen.VarianceScaling(seed=np.random.SeedSequence(5))
+    values = init((4, 4))
+    reference = np.random.SeedSequence(5)
+    low, high = (int(w) for w in reference.spawn(1)[0].generate_state(2, np.uint32))
+    assert init.last_seed == low | (high << 32)
+    assert isinstance(init.last_seed, int)
+    assert vsgen.VarianceScaling(seed=init.last_seed)((4, 4)).tobytes() == values.tobytes()
+    init((4, 4))
+    low, high = (int(w) for w in reference.spawn(1)[0].generate_state(2, np.uint32))
+    assert init.last_seed == low | (high << 32)
+
+
+def test_untruncated_normals_must_fit_ten_stddevs():
+    # scale 1e8, fan_in 1: stddev 1e4, ten of them 1e5 > 65504 (float16's largest).
+    with pytest.raises(ValueError) as caught:
+        vsgen.VarianceScaling(1e8, distribution="untruncated_normal", seed=0)((1,), "float16")
+    assert str(caught.value) == (
+        "Argument `scale` is too large for dtype float16: values would reach 1e+05, "
+        "beyond its largest finite value 6.55e+04. Received: scale=100000000.0"
+    )
+    # 6e3 * 10 = 6e4 fits.
+    assert (
+        vsgen.VarianceScaling(3.6e7, distribution="untruncated_normal", seed=0)(
+            (1,), "float16"
+        ).dtype
+        == np.float16
+    )
