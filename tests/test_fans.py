@@ -138,3 +138,32 @@ def test_parse_axes_spellings():
     for text in ("1X", "X1", "0,1x"):
         with pytest.raises(ValueError, match="invalid --in-axes"):
             parse_axes(text, "--in-axes")
+
+
+def test_normalize_shape_forms():
+    import numpy as np
+
+    assert normalize_shape(7) == (7,)
+    assert normalize_shape(iter([2, 3])) == (2, 3)
+    assert normalize_shape(d for d in (4, 5)) == (4, 5)
+    dims = normalize_shape([np.int64(2), np.uint8(3)])  # anything with __index__
+    assert dims == (2, 3) and all(type(d) is int for d in dims)
+    assert normalize_shape((1,) * 32) == (1,) * 32  # MAX_RANK dimensions are fine
+    assert normalize_shape((2**63 - 1,)) == (2**63 - 1,)  # the largest signed 64-bit count
+
+
+@pytest.mark.parametrize(
+    ("shape", "kind", "message"),
+    [
+        (3.5, TypeError, "Argument `shape` must be a sequence of integers. Received: shape=3.5"),
+        (True, TypeError, "Argument `shape` must be a sequence of integers. Received: shape=True"),
+        ((2, 2.5), TypeError,
+         "Argument `shape` must contain integers only. Received: shape=(2, 2.5)"),
+        ((2, -1), ValueError,
+         "Argument `shape` must not contain negative sizes. Received: shape=(2, -1)"),
+    ],
+)  # fmt: skip
+def test_normalize_shape_messages(shape, kind, message):
+    with pytest.raises(kind) as caught:
+        normalize_shape(shape)
+    assert str(caught.value) == message
