@@ -571,3 +571,13 @@ def test_untruncated_normals_must_fit_ten_stddevs():
         ).dtype
         == np.float16
     )
+
+
+def test_defaults_plan_rows_and_a_single_axis():
+    init = vsgen.VarianceScaling(seed=3)
+    assert (init.scale, init.mode, init.distribution) == (1.0, "fan_in", "truncated_normal")
+    assert init.seed_was_drawn is False and init.last_seed == 3
+    assert init.plan((10, 4), rows=(2, 5)).rows == (2, 5)
+    assert init.plan((10, 4)).rows is None
+    single = vsgen.VarianceScaling(seed=0, input_axes=0, output_axes=1)
+    assert (single.input_axes, single.output_axes) == ((0,), (1,))
