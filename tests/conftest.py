@@ -1,17 +1,249 @@
-"""Shared fixtures. Keras must see its backend before its first import."""
+"""Shared set-up: every test is hermetic, and nothing that matters skips in CI.
+
+Before any test module is imported (so before keras, numba or hypothesis
+read their settings):
+
+* Keras runs on its numpy backend (``KERAS_BACKEND=numpy``, whatever the
+  user's shell says), so the parity tests always run; its config directory
+  (``KERAS_HOME``) and numba's kernel cache (``NUMBA_CACHE_DIR``; or
+  ``VSGEN_TEST_NUMBA_CACHE_DIR`` if set) go to a temporary folder of the
+  session, removed at the end.
+* Hypothesis keeps no example database (profile ``vsgen``: ``database=None``)
+  and its home directory (Unicode tables) is the session's temporary folder.
+* Subprocesses run this tree: its root leads ``PYTHONPATH``, and a ``vsgen``
+  shim that runs ``sys.executable -m vsgen`` leads ``PATH`` (for the README
+  and ``--help`` examples that bash runs as written).
+
+During the run:
+
+* every test starts in its own empty ``tmp_path`` (autouse fixture ``in_tmp_path``);
+* the working tree is listed before and after the session: anything a test
+  added, changed or removed fails the run (``pytest_sessionfinish``);
+* with ``CI=true``, a skip of a test that needs an optional package (torch,
+  Keras, scipy, ...), of a parity test, or of a test marked
+  ``required_in_ci`` is reported as a failure, so a CI run proves they ran.
+"""
 
 from __future__ import annotations
 
+import atexit
 import os
+import re
+import shutil
+import stat
+import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-# The Keras tests compare against Keras's numpy backend; a KERAS_BACKEND (or a
-# ~/.keras/keras.json) chosen for other work must not silently skip them.
+pytest_plugins = ["pytester"]
+
+ROOT = Path(__file__).resolve().parent.parent
+#: mutmut runs the tests in its copy of the project, ``mutants/``, where the
+#: package is rewritten with trampolines that need mutmut's own configuration
+#: (read from the current folder): subprocesses there run the original tree,
+#: so only in-process tests judge mutants, and the tree check stands aside
+#: (mutmut writes its results into ``mutants/`` while tests run).
+UNDER_MUTATION = ROOT.name == "mutants" and (ROOT.parent / "pyproject.toml").exists()
+SUBPROCESS_ROOT = ROOT.parent if UNDER_MUTATION else ROOT
+
+_SESSION_TEMP = Path(tempfile.mkdtemp(prefix="vsgen-tests-"))
+_SHIM_DIR = _SESSION_TEMP / "bin"
 os.environ["KERAS_BACKEND"] = "numpy"
+os.environ["KERAS_HOME"] = str(_SESSION_TEMP / "keras")
+# A fresh numba cache costs one compile of the kernels per run (measured ~9 s
+# on a busy 2-core machine, against ~0.7 s from a warm cache; docs/testing.md).
+# VSGEN_TEST_NUMBA_CACHE_DIR names a cache to reuse across local runs instead.
+os.environ["NUMBA_CACHE_DIR"] = os.environ.get("VSGEN_TEST_NUMBA_CACHE_DIR") or str(
+    _SESSION_TEMP / "numba-cache"
+)
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    filter(None, [str(SUBPROCESS_ROOT), os.environ.get("PYTHONPATH", "")])
+)
+os.environ["PATH"] = os.pathsep.join([str(_SHIM_DIR), os.environ.get("PATH", "")])
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def _prepare_session_temp() -> None:
+    """(Re)create the session's folders and the ``vsgen`` shim; idempotent, so
+    that a run forked from an earlier one (mutation testing) finds them too."""
+    _SHIM_DIR.mkdir(parents=True, exist_ok=True)
+    shim = _SHIM_DIR / "vsgen"
+    if not shim.exists():
+        shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m vsgen "$@"\n')
+        shim.chmod(shim.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+
+
+def _remove_session_temp(owner: int = os.getpid()) -> None:
+    if os.getpid() == owner:  # not in forked children, which share the folder
+        shutil.rmtree(_SESSION_TEMP, ignore_errors=True)
+
+
+_prepare_session_temp()
+atexit.register(_remove_session_temp)
+
+try:
+    from hypothesis import settings as _hypothesis_settings
+except ImportError:  # pragma: no cover - hypothesis is in the test extra
+    pass
+else:
+    from hypothesis.configuration import set_hypothesis_home_dir
+
+    _hypothesis_settings.register_profile("vsgen", database=None, print_blob=True)
+    _hypothesis_settings.load_profile("vsgen")
+    # Even without a database, hypothesis caches Unicode tables (for text
+    # strategies) in its home directory, ./.hypothesis by default.
+    set_hypothesis_home_dir(str(_SESSION_TEMP / "hypothesis"))
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+# --- each test in its own folder ------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Run the test with ``tmp_path`` as the current directory: a relative
+    output name (``-o w.npy``) can never meet the user's files."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+# --- the working tree is left as it was --------------------------------------------------
+
+#: Created legitimately while tests run: bytecode (and numba's index files when
+#: a user's NUMBA_CACHE_DIR is overridden elsewhere), pytest's own cache, coverage
+#: data, tool caches, and mutmut's working copy (``mutants/``, gitignored).
+_LEGITIMATE_DIRS = {
+    "__pycache__",
+    ".pytest_cache",
+    ".git",
+    ".ruff_cache",
+    ".mypy_cache",
+    "mutants",
+}
+_LEGITIMATE_FILE = re.compile(r"\.(pyc|nbi|nbc)$|^\.coverage(\..*)?$")
+
+
+def _tree_listing(root: Path) -> dict[str, tuple[int, int, int]]:
+    """Every file under ``root`` (hidden ones too) with (size, mtime_ns, inode);
+    virtual environments, bytecode and tool caches are skipped."""
+    listing: dict[str, tuple[int, int, int]] = {}
+    for directory, subdirs, files in os.walk(root):
+        subdirs[:] = [
+            name
+            for name in subdirs
+            if name not in _LEGITIMATE_DIRS and not (Path(directory, name) / "pyvenv.cfg").exists()
+        ]
+        for name in files:
+            if _LEGITIMATE_FILE.search(name):
+                continue
+            path = Path(directory, name)
+            try:
+                info = path.lstat()
+            except FileNotFoundError:
+                continue
+            listing[str(path.relative_to(root))] = (info.st_size, info.st_mtime_ns, info.st_ino)
+        for name in subdirs:
+            listing.setdefault(str(Path(directory, name).relative_to(root)) + "/", (0, 0, 0))
+    return listing
+
+
+_TREE_BEFORE = pytest.StashKey[dict]()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    _prepare_session_temp()
+    if not UNDER_MUTATION:
+        session.config.stash[_TREE_BEFORE] = _tree_listing(session.config.rootpath)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    before = session.config.stash.get(_TREE_BEFORE, None)
+    if before is None:
+        return
+    after = _tree_listing(session.config.rootpath)
+    changes = sorted(
+        [f"added    {path}" for path in after.keys() - before.keys()]
+        + [f"removed  {path}" for path in before.keys() - after.keys()]
+        + [
+            f"changed  {path}"
+            for path in before.keys() & after.keys()
+            if before[path] != after[path] and not path.endswith("/")
+        ]
+    )
+    if not changes:
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    message = (
+        f"the tests changed the working tree {session.config.rootpath} "
+        "(tests must work under tmp_path only):\n  " + "\n  ".join(changes)
+    )
+    if reporter is not None:
+        reporter.write_sep("=", "working tree changed", red=True)
+        reporter.write_line(message)
+    else:  # pragma: no cover - the terminal reporter is always there with -q
+        sys.stderr.write(message + "\n")
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+# --- in CI, skips of what must run are failures ------------------------------------------
+
+#: A skip whose reason matches this means a test dependency is missing
+#: (pytest.importorskip says "could not import 'X'"; skipif reasons here say
+#: "X is not installed") or a parity test could not run.
+_REQUIRED_REASON = re.compile(
+    r"could not import|not installed|not importable|KERAS_BACKEND|parity", re.IGNORECASE
+)
+
+
+def _skip_reason(report: pytest.TestReport | pytest.CollectReport) -> str:
+    longrepr = report.longrepr
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        return str(longrepr[2])
+    return str(longrepr)
+
+
+def _must_not_skip(report, item_or_collector) -> bool:
+    if not _in_ci() or not report.skipped or hasattr(report, "wasxfail"):
+        return False
+    marked = item_or_collector.get_closest_marker("required_in_ci") is not None
+    return marked or bool(_REQUIRED_REASON.search(_skip_reason(report)))
+
+
+def _fail(report, what: str) -> None:
+    reason = _skip_reason(report)
+    report.outcome = "failed"
+    report.longrepr = (
+        f"{what} skipped with CI=true: {reason}\n"
+        "CI must run the torch, Keras and parity tests: install the test extra and the "
+        "CPU torch wheel (see docs/testing.md)."
+    )
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    outcome = yield
+    report = outcome.get_result()
+    if _must_not_skip(report, item):
+        _fail(report, item.nodeid)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector):
+    outcome = yield
+    report = outcome.get_result()
+    if _must_not_skip(report, collector):
+        _fail(report, collector.nodeid)
+
+
+# --- reading files back with their formats' own libraries ------------------------------
 
 
 def _read_back(

@@ -92,3 +92,78 @@ def test_parse_axes():
     assert parse_axes("0,1,-1", "--in-axes") == (0, 1, -1)
     with pytest.raises(ValueError, match="--in-axes"):
         parse_axes("a", "--in-axes")
+
+
+def test_parse_shape_edge_spellings():
+    assert parse_shape("[]") == ()
+    assert parse_shape("2,3,") == (2, 3)  # a trailing comma, as in "(2, 3,)"
+    assert parse_shape("(2, 3,)") == (2, 3)
+    for text in ("2X", "X2", "4x5X"):
+        with pytest.raises(ValueError, match="invalid shape"):
+            parse_shape(text)
+    with pytest.raises(ValueError) as caught:
+        parse_shape("abc")
+    assert str(caught.value) == (
+        "invalid shape 'abc': expected non-negative integers separated by ',' or 'x', "
+        "e.g. 512,256 or 3x3x64x128 ('()' for a scalar)"
+    )
+
+
+def test_explicit_axes_at_the_ends_of_the_range():
+    # Negative axes count from the end: -rank is the first axis.
+    assert compute_fans((2, 3), input_axes=[-2], output_axes=[-1]) == (2, 3)
+    assert compute_fans((2, 3, 5), input_axes=[-3, 1], output_axes=[2]) == (6, 5)
+    for axis in (2, -3):
+        with pytest.raises(ValueError) as caught:
+            compute_fans((2, 3), input_axes=[axis], output_axes=[1])
+        assert str(caught.value) == (
+            f"Argument `input_axes` has axis {axis}, out of range for a rank-2 shape. "
+            f"Received: input_axes=[{axis}]"
+        )
+
+
+@pytest.mark.parametrize("axis", [True, 1.0, "1"])
+def test_explicit_axes_must_be_integers(axis):
+    with pytest.raises(TypeError) as caught:
+        compute_fans((2, 3), input_axes=[0], output_axes=[axis])
+    assert str(caught.value) == (
+        f"Argument `output_axes` must be a list of integers. Received: output_axes=[{axis!r}]"
+    )
+
+
+def test_parse_axes_spellings():
+    assert parse_axes("[0, 1]", "--in-axes") == (0, 1)
+    assert parse_axes("(2)", "--out-axes") == (2,)
+    assert parse_axes(" -1 ", "--out-axes") == (-1,)
+    for text in ("1X", "X1", "0,1x"):
+        with pytest.raises(ValueError, match="invalid --in-axes"):
+            parse_axes(text, "--in-axes")
+
+
+def test_normalize_shape_forms():
+    import numpy as np
+
+    assert normalize_shape(7) == (7,)
+    assert normalize_shape(iter([2, 3])) == (2, 3)
+    assert normalize_shape(d for d in (4, 5)) == (4, 5)
+    dims = normalize_shape([np.int64(2), np.uint8(3)])  # anything with __index__
+    assert dims == (2, 3) and all(type(d) is int for d in dims)
+    assert normalize_shape((1,) * 32) == (1,) * 32  # MAX_RANK dimensions are fine
+    assert normalize_shape((2**63 - 1,)) == (2**63 - 1,)  # the largest signed 64-bit count
+
+
+@pytest.mark.parametrize(
+    ("shape", "kind", "message"),
+    [
+        (3.5, TypeError, "Argument `shape` must be a sequence of integers. Received: shape=3.5"),
+        (True, TypeError, "Argument `shape` must be a sequence of integers. Received: shape=True"),
+        ((2, 2.5), TypeError,
+         "Argument `shape` must contain integers only. Received: shape=(2, 2.5)"),
+        ((2, -1), ValueError,
+         "Argument `shape` must not contain negative sizes. Received: shape=(2, -1)"),
+    ],
+)  # fmt: skip
+def test_normalize_shape_messages(shape, kind, message):
+    with pytest.raises(kind) as caught:
+        normalize_shape(shape)
+    assert str(caught.value) == message

@@ -204,3 +204,392 @@ def test_one_seed_is_one_stream():
     normal = vsgen.VarianceScaling(seed=5, distribution="untruncated_normal").sample((1000, 100))
     truncated = vsgen.VarianceScaling(seed=5).sample((1000, 100))
     assert np.corrcoef(normal.ravel(), truncated.ravel())[0, 1] > 0.95
+
+
+# fan_avg with an odd fan_in + fan_out: n is a half-integer, derived by hand.
+@pytest.mark.parametrize(
+    ("shape", "fan_in", "fan_out", "n"),
+    [
+        ((3, 4), 3, 4, 3.5),
+        ((1, 2), 1, 2, 1.5),
+        ((3, 3, 5, 2), 45, 18, 31.5),  # receptive field 9
+        ((7, 2, 3), 14, 21, 17.5),  # receptive field 7
+    ],
+)
+@pytest.mark.parametrize("stream", ["vsgen", "keras"])
+def test_fan_avg_with_an_odd_sum(shape, fan_in, fan_out, n, stream):
+    init = vsgen.VarianceScaling(2.0, "fan_avg", "uniform", seed=0, stream=stream)
+    scaling = init.scaling(shape)
+    assert (scaling.fan_in, scaling.fan_out) == (fan_in, fan_out)
+    assert scaling.n == n
+    assert scaling.variance == 2.0 / n
+    assert scaling.limit == math.sqrt(3.0 * (2.0 / n))
+    # The values see the same n: 2**16 uniform values with the fans of `shape`
+    # come within 0.1 % of the hand-derived limit and never reach it.
+    limit = math.sqrt(6.0 / n)
+    values = init.sample((2**16,), "float64", fan_shape=shape)
+    assert 0.999 * limit < np.abs(values).max() < limit
+    truncated = vsgen.VarianceScaling(2.0, "fan_avg", seed=0, stream=stream).scaling(shape)
+    assert truncated.stddev == math.sqrt(2.0 / n)
+    assert truncated.bound == 2 * math.sqrt(2.0 / n) / TRUNCATED_FACTOR
+
+
+# --- error messages: Keras style, naming the argument and the received value --------
+
+
+def _message_cases():
+    vs = vsgen.VarianceScaling
+    modes = "fan_in, fan_out, fan_avg"
+    dists = "truncated_normal, untruncated_normal, uniform"
+    return [
+        (
+            lambda: vs(-1),
+            ValueError,
+            "Argument `scale` must be a positive finite float. Received: scale=-1",
+        ),
+        (
+            lambda: vs("2"),
+            TypeError,
+            "Argument `scale` must be a positive finite float. Received: scale='2'",
+        ),
+        (
+            lambda: vs(mode="FAN_IN"),
+            ValueError,
+            f"Argument `mode` must be one of {modes}. Received: mode='FAN_IN'",
+        ),
+        (
+            lambda: vs(distribution=3),
+            TypeError,
+            f"Argument `distribution` must be one of {dists}. Received: distribution=3",
+        ),
+        (
+            lambda: vs(distribution="gauss"),
+            ValueError,
+            f"Argument `distribution` must be one of {dists} (or 'normal', an alias of "
+            "truncated_normal). Received: distribution='gauss'",
+        ),
+        (
+            lambda: vs(seed=1.5),
+            TypeError,
+            "Argument `seed` must be None or a non-negative integer. Received: seed=1.5",
+        ),
+        (
+            lambda: vs(seed=-1),
+            ValueError,
+            "Argument `seed` must be in [0, 2**64) for the 'vsgen' stream. Received: seed=-1",
+        ),
+        (
+            lambda: vs(seed=2**32, stream="keras"),
+            ValueError,
+            "Argument `seed` must be in [0, 2**32) for the 'keras' stream. "
+            "Received: seed=4294967296",
+        ),
+        (
+            lambda: vs(input_axes="01", output_axes=[1]),
+            TypeError,
+            "Argument `input_axes` must be None or a list of integers. Received: input_axes='01'",
+        ),
+        (
+            lambda: vs(input_axes=[0], output_axes=[1.0]),
+            TypeError,
+            "Argument `output_axes` must be None or a list of integers. "
+            "Received: output_axes=[1.0]",
+        ),
+        (
+            lambda: vs(input_axes=[0]),
+            ValueError,
+            "Arguments `input_axes` and `output_axes` must be given together. "
+            "Received: input_axes=[0], output_axes=None",
+        ),
+        (
+            lambda: vs(layout="caffe"),
+            ValueError,
+            "Argument `layout` must be one of keras, torch. Received: layout='caffe'",
+        ),
+        (
+            lambda: vs.from_config([1]),
+            TypeError,
+            "Argument `config` must be a JSON object (a dict). Received: config=[1]",
+        ),
+        (
+            lambda: vs.from_config({"gain": 1, "alpha": 2}),
+            ValueError,
+            "Argument `config` has unknown key(s) 'alpha', 'gain'; allowed: scale, mode, "
+            "distribution, seed, input_axes, output_axes, layout, stream",
+        ),
+        (
+            lambda: vs(seed=0, layout="torch").keras_config(),
+            ValueError,
+            "layout 'torch' has no Keras equivalent; use explicit input_axes/output_axes instead",
+        ),
+        (
+            lambda: vs(seed=0).sample((10, 4), rows=(5, 11)),
+            ValueError,
+            "Argument `rows` must satisfy 0 <= start <= stop <= 10 (the first dimension). "
+            "Received: rows=5:11",
+        ),
+        (
+            lambda: vs(seed=0).sample((), rows=(0, 0)),
+            ValueError,
+            "Argument `rows` needs a shape of rank >= 1; a scalar has no rows.",
+        ),
+        (
+            lambda: shard_rows((4, 2), 2, 2),
+            ValueError,
+            "Argument `shard` must be K/N with 0 <= K < N. Received: shard=2/2",
+        ),
+        (
+            lambda: shard_rows((), 0, 1),
+            ValueError,
+            "Argument `shard` needs a shape of rank >= 1; a scalar has no rows.",
+        ),
+        (  # truncated normal, fan_in 1: bound 2 s = 2 * 1e5 / 0.8796... = 2.274e5
+            lambda: vs(1e10, seed=0)((1,), "float16"),
+            ValueError,
+            "Argument `scale` is too large for dtype float16: values would reach 2.274e+05, "
+            "beyond its largest finite value 6.55e+04. Received: scale=10000000000.0",
+        ),
+        (
+            lambda: get_preset("he"),
+            ValueError,
+            "Unknown preset 'he'; choose one of glorot_normal, glorot_uniform, he_normal, "
+            "he_uniform, lecun_normal, lecun_uniform",
+        ),
+        (
+            lambda: deserialize(3),
+            TypeError,
+            'config must be a JSON object such as {"scale": 2.0, "mode": "fan_in"} or a Keras '
+            "serialized initializer. Received: int",
+        ),
+        (
+            lambda: deserialize({"class_name": "Orthogonal"}),
+            ValueError,
+            "config class_name must be one of VarianceScaling, GlorotNormal, GlorotUniform, "
+            "HeNormal, HeUniform, LecunNormal, LecunUniform. Received: class_name='Orthogonal'",
+        ),
+        (
+            lambda: deserialize({"class_name": "HeNormal", "module": "torch.nn"}),
+            ValueError,
+            "config module 'torch.nn' is not keras.initializers",
+        ),
+        (
+            lambda: deserialize({"class_name": "HeNormal", "config": [1]}),
+            TypeError,
+            "config['config'] must be a JSON object. Received: [1]",
+        ),
+        (
+            lambda: deserialize({"class_name": "HeNormal", "config": {"scale": 1.0}}),
+            ValueError,
+            "HeNormal has scale=2.0; the config says 1.0",
+        ),
+        (
+            lambda: loads('{"scale": }'),
+            ValueError,
+            "config is not valid JSON: Expecting value at line 1 column 11",
+        ),
+        (
+            lambda: loads("[" * 100_000),
+            ValueError,
+            "config is not a usable JSON document: it is nested too deeply",
+        ),
+    ]
+
+
+@pytest.mark.parametrize("index", range(len(_message_cases())))
+def test_error_messages(index):
+    call, kind, message = _message_cases()[index]
+    with pytest.raises(kind) as caught:
+        call()
+    assert str(caught.value) == message
+
+
+# --- configs, presets, equality: exact forms -------------------------------------------
+
+
+def test_keras_config_exact_forms():
+    plain = vsgen.VarianceScaling(0.5, "fan_avg", "uniform", seed=9)
+    assert plain.keras_config() == {
+        "module": "keras.initializers",
+        "class_name": "VarianceScaling",
+        "config": {"scale": 0.5, "mode": "fan_avg", "distribution": "uniform", "seed": 9},
+        "registered_name": None,
+    }
+    axes = vsgen.VarianceScaling(2.0, "fan_out", seed=5, input_axes=[0], output_axes=[1, 2])
+    assert axes.keras_config()["config"] == {
+        "scale": 2.0,
+        "mode": "fan_out",
+        "distribution": "truncated_normal",
+        "seed": 5,
+        "input_axes": [0],
+        "output_axes": [1, 2],
+    }
+    assert vsgen.HeNormal(seed=3).keras_config() == {
+        "module": "keras.initializers",
+        "class_name": "HeNormal",
+        "config": {"seed": 3},
+        "registered_name": None,
+    }
+    preset_axes = vsgen.GlorotUniform(seed=4, input_axes=[0, 1], output_axes=[2])
+    assert preset_axes.keras_config()["config"] == {
+        "seed": 4,
+        "input_axes": [0, 1],
+        "output_axes": [2],
+    }
+
+
+def test_presets_forward_every_option():
+    init = vsgen.LecunUniform(
+        seed=7, input_axes=[1], output_axes=[0], layout="torch", stream="keras"
+    )
+    assert (init.scale, init.mode, init.distribution) == (1.0, "fan_in", "uniform")
+    assert (init.seed, init.input_axes, init.output_axes) == (7, (1,), (0,))
+    assert (init.layout, init.stream) == ("torch", "keras")
+
+
+def test_preset_from_config():
+    he = vsgen.HeNormal.from_config({"seed": 1, "stream": "keras", "layout": "torch"})
+    assert isinstance(he, vsgen.HeNormal)
+    assert (he.seed, he.stream, he.layout) == (1, "keras", "torch")
+    # A full config that agrees with the preset is accepted, the alias included.
+    full = {"seed": 2, "scale": 2.0, "mode": "fan_in", "distribution": "Normal"}
+    assert vsgen.HeNormal.from_config(full) == vsgen.HeNormal(seed=2)
+    cases = [
+        ({"seed": 1, "distribution": "uniform"},
+         "HeNormal has distribution='truncated_normal'; the config says 'uniform'"),
+        ({"seed": 1, "mode": "fan_out"}, "HeNormal has mode='fan_in'; the config says 'fan_out'"),
+        ({"seed": 1, "gain": 2, "bias": 0}, "Argument `config` has unknown key(s) 'bias', 'gain'"),
+    ]  # fmt: skip
+    for config, message in cases:
+        with pytest.raises(ValueError) as caught:
+            vsgen.HeNormal.from_config(config)
+        assert str(caught.value) == message
+    with pytest.raises(TypeError) as caught:
+        vsgen.HeNormal.from_config("he_normal")
+    assert str(caught.value) == (
+        "Argument `config` must be a JSON object (a dict). Received: config='he_normal'"
+    )
+
+
+def test_equality_hash_and_repr():
+    a, b = vsgen.VarianceScaling(seed=1), vsgen.VarianceScaling(seed=1)
+    assert a == b and hash(a) == hash(b) and len({a, b}) == 1
+    assert a != vsgen.VarianceScaling(seed=2)
+    assert hash(a) != hash(vsgen.VarianceScaling(seed=2))  # the hash follows the config
+    # The same numbers under another class are another initializer.
+    he = vsgen.HeNormal(seed=1)
+    same_numbers = vsgen.VarianceScaling(2.0, "fan_in", "truncated_normal", seed=1)
+    assert he.get_config() == same_numbers.get_config() and he != same_numbers
+    assert a != 3 and a.__eq__(3) is NotImplemented
+    assert repr(vsgen.VarianceScaling(0.5, "fan_avg", "uniform", seed=9)) == (
+        "VarianceScaling(scale=0.5, mode='fan_avg', distribution='uniform', seed=9)"
+    )
+    assert repr(vsgen.HeNormal(seed=3, stream="keras")) == (
+        "HeNormal(scale=2.0, mode='fan_in', distribution='truncated_normal', seed=3, "
+        "stream='keras')"
+    )
+
+
+def test_scaling_as_dict_by_hand():
+    # shape (3, 4), scale 2, fan_in: n = 3, v = 2/3, limit = sqrt(3 v) = sqrt(2).
+    document = vsgen.VarianceScaling(2.0, "fan_in", "uniform", seed=0).scaling((3, 4)).as_dict()
+    assert document == {
+        "shape": [3, 4],
+        "fan_in": 3,
+        "fan_out": 4,
+        "n": 3.0,
+        "scale": 2.0,
+        "mode": "fan_in",
+        "distribution": "uniform",
+        "variance": 2.0 / 3.0,
+        "stddev": math.sqrt(2.0 / 3.0),
+        "pre_truncation_std": None,
+        "bound": None,
+        "limit": math.sqrt(3.0 * (2.0 / 3.0)),
+    }
+    assert json.loads(json.dumps(document)) == document
+
+
+def test_deserialize_details():
+    # Keras writes unset axes as null; set ones are kept.
+    with_axes = deserialize(
+        {
+            "class_name": "VarianceScaling",
+            "config": {"seed": 1, "input_axes": [0], "output_axes": [1, 2]},
+        }
+    )
+    assert (with_axes.input_axes, with_axes.output_axes) == ((0,), (1, 2))
+    unset = deserialize({"class_name": "VarianceScaling", "config": {"seed": 1,
+                         "input_axes": None, "output_axes": None}})  # fmt: skip
+    assert unset.input_axes is None and unset.output_axes is None
+    # No "config" at all: the preset with a drawn seed.
+    drawn = deserialize({"class_name": "HeUniform"})
+    assert isinstance(drawn, vsgen.HeUniform) and drawn.seed_was_drawn
+    for module in ("keras.initializers", "keras.src.initializers", "vsgen", None):
+        assert deserialize({"class_name": "HeNormal", "module": module, "config": {"seed": 1}})
+    with pytest.raises(ValueError) as caught:
+        deserialize({"class_name": ["HeNormal"]})
+    assert "Received: class_name=['HeNormal']" in str(caught.value)
+    with pytest.raises(ValueError) as caught:
+        loads("1" * 5000)  # more digits than Python converts
+    assert str(caught.value).startswith("config is not a usable JSON document: ")
+    assert "digits" in str(caught.value)
+
+
+def test_get_config_with_axes_layout_and_stream():
+    init = vsgen.VarianceScaling(
+        3.0, "fan_out", "uniform", seed=4, input_axes=[0, 1], output_axes=[2],
+        layout="torch", stream="keras",
+    )  # fmt: skip
+    assert init.get_config() == {
+        "scale": 3.0,
+        "mode": "fan_out",
+        "distribution": "uniform",
+        "seed": 4,
+        "input_axes": [0, 1],
+        "output_axes": [2],
+        "layout": "torch",
+        "stream": "keras",
+    }
+    assert vsgen.VarianceScaling.from_config(init.get_config()) == init
+
+
+def test_a_seed_sequence_reports_the_seed_it_used():
+    """Each call spawns one child of the sequence and uses its first two 32-bit
+    words (low, high) as the integer seed, which ``last_seed`` reports."""
+    init = vsgen.VarianceScaling(seed=np.random.SeedSequence(5))
+    values = init((4, 4))
+    reference = np.random.SeedSequence(5)
+    low, high = (int(w) for w in reference.spawn(1)[0].generate_state(2, np.uint32))
+    assert init.last_seed == low | (high << 32)
+    assert isinstance(init.last_seed, int)
+    assert vsgen.VarianceScaling(seed=init.last_seed)((4, 4)).tobytes() == values.tobytes()
+    init((4, 4))
+    low, high = (int(w) for w in reference.spawn(1)[0].generate_state(2, np.uint32))
+    assert init.last_seed == low | (high << 32)
+
+
+def test_untruncated_normals_must_fit_ten_stddevs():
+    # scale 1e8, fan_in 1: stddev 1e4, ten of them 1e5 > 65504 (float16's largest).
+    with pytest.raises(ValueError) as caught:
+        vsgen.VarianceScaling(1e8, distribution="untruncated_normal", seed=0)((1,), "float16")
+    assert str(caught.value) == (
+        "Argument `scale` is too large for dtype float16: values would reach 1e+05, "
+        "beyond its largest finite value 6.55e+04. Received: scale=100000000.0"
+    )
+    # 6e3 * 10 = 6e4 fits.
+    assert (
+        vsgen.VarianceScaling(3.6e7, distribution="untruncated_normal", seed=0)(
+            (1,), "float16"
+        ).dtype
+        == np.float16
+    )
+
+
+def test_defaults_plan_rows_and_a_single_axis():
+    init = vsgen.VarianceScaling(seed=3)
+    assert (init.scale, init.mode, init.distribution) == (1.0, "fan_in", "truncated_normal")
+    assert init.seed_was_drawn is False and init.last_seed == 3
+    assert init.plan((10, 4), rows=(2, 5)).rows == (2, 5)
+    assert init.plan((10, 4)).rows is None
+    single = vsgen.VarianceScaling(seed=0, input_axes=0, output_axes=1)
+    assert (single.input_axes, single.output_axes) == ((0,), (1,))

@@ -25,6 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from vsgen.streams import _native, counter
+import vsgen
 from vsgen.streams import _tables as tables
 
 KS_T = 2.2252  # sqrt(ln(2 / 1e-4) / 2)
@@ -481,7 +482,7 @@ def test_numba_cache_dir_is_respected_and_optional(tmp_path):
     from numba.core import config
 
     if not hasattr(config, "CACHE_LOCATOR_CLASSES"):
-        return  # this numba cannot be told to use only NUMBA_CACHE_DIR
+        pytest.skip("this numba version has no NUMBA_CACHE_LOCATOR_CLASSES setting")
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("")
     env.update(NUMBA_CACHE_DIR=str(blocker), NUMBA_CACHE_LOCATOR_CLASSES="UserProvidedCacheLocator")
@@ -736,3 +737,142 @@ def test_threads_work_in_a_forked_child(tmp_path):
     result = run_python(code, {"PYTHONPATH": _package_root()}, tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "0"
+
+
+# --- argument errors, word for word ------------------------------------------------
+
+
+def _fill_errors():
+    f32 = np.empty(4, np.float32)
+    dists = "truncated_normal, untruncated_normal, uniform"
+    return [
+        ((np.empty(4, np.int32), 0, 1, "uniform", 1.0), {}, TypeError,
+         "Argument `out` must be a float32 or float64 numpy array. "
+         "Received: out=ndarray of dtype int32"),
+        (([0.0] * 4, 0, 1, "uniform", 1.0), {}, TypeError,
+         "Argument `out` must be a float32 or float64 numpy array. "
+         "Received: out=list of dtype None"),
+        ((np.empty((2, 2), np.float32), 0, 1, "uniform", 1.0), {}, ValueError,
+         "Argument `out` must be a writeable 1-D C-contiguous array. "
+         "Received: out with shape (2, 2)"),
+        ((np.empty(8, np.float32)[::2], 0, 1, "uniform", 1.0), {}, ValueError,
+         "Argument `out` must be a writeable 1-D C-contiguous array. "
+         "Received: out with shape (4,)"),
+        ((f32, 0, True, "uniform", 1.0), {}, ValueError,
+         "Argument `seed` must be an integer in [0, 2**64). Received: seed=True"),
+        ((f32, 0, 2**64, "uniform", 1.0), {}, ValueError,
+         f"Argument `seed` must be an integer in [0, 2**64). Received: seed={2**64}"),
+        ((f32, 0, "3", "uniform", 1.0), {}, ValueError,
+         "Argument `seed` must be an integer in [0, 2**64). Received: seed='3'"),
+        ((f32, 2**62 - 3, 1, "uniform", 1.0), {}, ValueError,
+         "Argument `start` must be an integer in [0, 2**62 - out.size). "
+         f"Received: start={2**62 - 3}"),
+        ((f32, 0, 1, "uniform", 1.0), {"threads": 0}, ValueError,
+         "Argument `threads` must be an integer >= 1. Received: threads=0"),
+        ((f32, 0, 1, "uniform", 1.0), {"job_size": -1}, ValueError,
+         "Argument `job_size` must be None or an integer >= 0. Received: job_size=-1"),
+        ((f32, 0, 1, "normal", 1.0), {}, ValueError,
+         f"Argument `distribution` must be one of {dists}. Received: distribution='normal'"),
+        ((f32, 0, 1, "uniform", True), {}, ValueError,
+         "Argument `multiplier` must be a finite real number. Received: multiplier=True"),
+        ((f32, 0, 1, "uniform", "1"), {}, ValueError,
+         "Argument `multiplier` must be a finite real number. Received: multiplier='1'"),
+        ((f32, 0, 1, "uniform", float("inf")), {}, ValueError,
+         "Argument `multiplier` must be a finite real number. Received: multiplier=inf"),
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("index", range(len(_fill_errors())))
+def test_fill_error_messages(index):
+    args, kwargs, kind, message = _fill_errors()[index]
+    with pytest.raises(kind) as caught:
+        counter.fill(*args, **kwargs)
+    assert str(caught.value) == message
+
+
+def test_the_largest_start_and_seed_are_accepted():
+    out = np.empty(4, np.float32)
+    counter.fill(out, 2**62 - 5, 2**64 - 1, "uniform", 1.0)  # start + size < 2**62
+    counter.fill(out, 0, 0, "uniform", np.float32(1.0), threads=1, job_size=0)
+    assert np.all((out >= -1) & (out < 1))
+
+
+def test_an_unknown_kernel_choice_names_the_variable(kernel):
+    kernel(" Fortran ")
+    with pytest.raises(ValueError) as caught:
+        draw(8, 1, "uniform", np.float32)
+    assert str(caught.value) == (
+        "Environment variable `VSGEN_KERNEL` must be one of numpy, numba, auto. "
+        "Received: VSGEN_KERNEL='fortran'"
+    )
+
+
+# --- the Stream interface ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+def test_vsgen_stream_chunks_tile_the_range(dtype):
+    init = vsgen.VarianceScaling(distribution="untruncated_normal", seed=5)
+    plan = init.plan((10, 1001), dtype, rows=(3, 10))  # flat range [3003, 10010)
+    whole = plan.array(threads=1).ravel()
+    for chunk_size in (1000, 7007, 4096):
+        pieces = list(plan.chunks(chunk_size=chunk_size, threads=1))
+        assert [piece.size for piece in pieces[:-1]] == [chunk_size] * (len(pieces) - 1)
+        assert 0 < pieces[-1].size <= chunk_size
+        assert all(piece.dtype == np.dtype(dtype) for piece in pieces)
+        assert np.concatenate(pieces).tobytes() == whole.tobytes()
+
+
+def test_a_fresh_process_builds_its_thread_pool(monkeypatch, kernel):
+    kernel("numpy")
+    size = 4 * counter.MIN_THREAD_PIECE + 3
+    expected = draw(size, 9, "uniform", np.float32, threads=1)
+    monkeypatch.setattr(counter, "_pools", {})  # as in a new process
+    assert draw(size, 9, "uniform", np.float32, threads=2).tobytes() == expected.tobytes()
+    assert set(counter._pools) == {2} and counter._pools[2]._max_workers == 2
+
+
+def _fill_with_two_threads() -> None:
+    out = np.empty(4 * counter.MIN_THREAD_PIECE + 3, np.float32)
+    counter.fill(out, 0, 9, "uniform", 1.0, threads=2)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_a_forked_child_can_use_threads(kernel):
+    """A child forked after the pool was made inherits the pool but not its
+    threads; the child must still be able to fill with threads (not hang)."""
+    import multiprocessing
+
+    kernel("numpy")
+    _fill_with_two_threads()  # the parent now has a 2-thread pool
+    child = multiprocessing.get_context("fork").Process(target=_fill_with_two_threads)
+    child.start()
+    child.join(timeout=60)
+    if child.is_alive():
+        child.kill()
+        child.join()
+        pytest.fail("the forked child hung filling with 2 threads")
+    assert child.exitcode == 0
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_narrow_outputs_round_the_float32_values_in_pieces(monkeypatch, kernel, dtype):
+    """float16/bfloat16 are the float32 stream rounded once (docs/stream-v1.md,
+    section 1), also when the output is longer than the working buffer."""
+    import vsgen
+
+    kernel("numpy")
+    monkeypatch.setattr(counter, "DEFAULT_CHUNK", 1000)  # the buffer's size
+    init = vsgen.VarianceScaling(seed=12, distribution="untruncated_normal")
+    narrow = init.sample((5, 701), dtype, rows=(1, 5)).ravel()  # 2804 values from 701
+    wide = np.empty(4 * 701, np.float32)
+    stddev = math.sqrt(1.0 / 5)  # untruncated normal, scale 1, fan_in 5 (the full shape's)
+    counter.fill(wide, 701, 12, "untruncated_normal", stddev)
+    assert narrow.view(np.uint16).tobytes() == wide.astype(narrow.dtype).view(np.uint16).tobytes()
+
+
+def test_an_empty_kernel_choice_means_auto(kernel):
+    kernel("numpy")
+    expected = draw(8, 1, "uniform", np.float32)
+    kernel("  ")
+    assert draw(8, 1, "uniform", np.float32).tobytes() == expected.tobytes()

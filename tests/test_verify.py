@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -47,11 +48,26 @@ def load(path) -> np.ndarray:
     return np.concatenate(list(source.chunks())).reshape(source.shape)
 
 
+#: ``vsgen check``'s exit code for a file that is readable but NOT consistent.
+NOT_CONSISTENT_EXIT = 1
+
+
+def no_crash(result) -> None:
+    """The command ended through click (an exit code), never by an exception."""
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert "Traceback" not in result.stdout + result.stderr
+
+
 def check(path, *args: str):
+    """``vsgen check``; a NOT-consistent verdict is a clean report on stdout:
+    the verdict printed, nothing on stderr, no exception (a crash after the
+    verdict must not pass for a verdict)."""
     result = run("check", str(path), *args)
-    if result.exit_code == 1:  # the verdict "NOT consistent": never with an error
+    no_crash(result)
+    if result.exit_code == NOT_CONSISTENT_EXIT:
         assert result.stderr == "", result.stderr
-        assert "verdict: NOT consistent" in result.stdout or '"NOT consistent"' in result.stdout
+        verdict = json.loads(result.stdout)["verdict"] if "--json" in args else result.stdout
+        assert "NOT consistent" in verdict, result.stdout
     return result
 
 
@@ -104,7 +120,7 @@ def test_rounding_aware_ks_is_needed_for_bfloat16():
     stats = pytest.importorskip("scipy.stats")
     init = vsgen.VarianceScaling(distribution="uniform", seed=5)
     values = init.sample((2048, 2048), "bfloat16")
-    limit = init.scaling((2048, 2048)).limit
+    limit = math.sqrt(3.0 / 2048)  # scale 1, fan_in 2048
     plain = stats.kstest(values.astype(np.float64).ravel(), stats.uniform(-limit, 2 * limit).cdf)
     assert plain.pvalue < verify.KS_ALPHA
     report = verify.verify_array(values, init, max_sample=values.size)
@@ -124,7 +140,7 @@ def test_shards_and_fan_shape(tmp_path):
     assert check(part, "--preset", "he_uniform", "--fan-shape", "1024,64").exit_code == 0
     # ...and without it the fans of the shard's own shape are wrong (stddev x2).
     result = check(part, "--preset", "he_uniform")
-    assert result.exit_code == 1 and "verdict: NOT consistent" in result.stdout
+    assert result.exit_code == NOT_CONSISTENT_EXIT and "verdict: NOT consistent" in result.stdout
 
 
 def test_layout_and_axes_from_provenance(tmp_path):
@@ -143,7 +159,7 @@ def test_layout_and_axes_from_provenance(tmp_path):
     code, report = check_json(torch_like)
     assert code == 0 and report["expected"]["fan_in"] == 32 * 9
     # Judged with the keras layout instead, fan_in = 64 * 32 * 3 is wrong.
-    assert check(torch_like, "--preset", "he_normal").exit_code == 1
+    assert check(torch_like, "--preset", "he_normal").exit_code == NOT_CONSISTENT_EXIT
     axes = tmp_path / "a.h5"
     sample(
         axes,
@@ -170,7 +186,7 @@ def test_wrong_scale_is_detected(tmp_path, distribution):
     path = tmp_path / "w.npy"
     sample(path, "--shape", SHAPE, "--seed", "1", "--scale", "2", "--distribution", distribution)
     result = check(path, "--scale", "1", "--distribution", distribution)
-    assert result.exit_code == 1
+    assert result.exit_code == NOT_CONSISTENT_EXIT
     assert "verdict: NOT consistent" in result.stdout
     assert "FAIL  std" in result.stdout
 
@@ -185,7 +201,7 @@ def test_wrong_distribution_is_detected(tmp_path, made, judged):
         assert code == 0
     else:
         # Same stddev by construction: only the shape of the distribution differs.
-        assert code == 1 and "ks" in failed(report)
+        assert code == NOT_CONSISTENT_EXIT and "ks" in failed(report)
         assert "std" not in failed(report)
 
 
@@ -193,7 +209,7 @@ def test_uniform_judged_as_normal_alias(tmp_path):
     path = tmp_path / "w.npy"
     sample(path, "--shape", SHAPE, "--seed", "9", "--distribution", "uniform")
     result = check(path, "--distribution", "normal")  # alias of truncated_normal
-    assert result.exit_code == 1
+    assert result.exit_code == NOT_CONSISTENT_EXIT
     assert "FAIL  ks" in result.stdout
 
 
@@ -205,7 +221,7 @@ def test_tampered_values_with_genuine_provenance(tmp_path):
     scaled = tmp_path / "scaled.h5"
     write(scaled, (values * np.float32(math.sqrt(2))).astype(np.float32), metadata)
     code, report = check_json(scaled)
-    assert code == 1 and {"std", "ks"} <= failed(report)
+    assert code == NOT_CONSISTENT_EXIT and {"std", "ks"} <= failed(report)
 
 
 @pytest.mark.parametrize("suffix", [".h5", ".safetensors"])
@@ -217,7 +233,7 @@ def test_clipped_values_are_detected(tmp_path, suffix):
     clipped = tmp_path / f"clipped{suffix}"
     write(clipped, np.clip(values, -limit, limit), formats.read_metadata(str(genuine)))
     code, report = check_json(clipped)
-    assert code == 1 and {"std", "ks"} <= failed(report)
+    assert code == NOT_CONSISTENT_EXIT and {"std", "ks"} <= failed(report)
 
 
 @pytest.mark.parametrize("distribution", DISTRIBUTIONS)
@@ -226,13 +242,13 @@ def test_constant_array_is_detected(tmp_path, distribution, constant):
     path = tmp_path / "c.npy"
     np.save(path, np.full((128, 128), constant, dtype=np.float32))
     code, report = check_json(path, "--distribution", distribution)
-    assert code == 1 and {"std", "ks"} <= failed(report)
+    assert code == NOT_CONSISTENT_EXIT and {"std", "ks"} <= failed(report)
 
 
 def test_out_of_bounds_values_are_detected(tmp_path):
     init = vsgen.VarianceScaling(distribution="uniform", seed=3)
     values = init.sample((128, 128))
-    values[7, 7] = 1.01 * init.scaling((128, 128)).limit
+    values[7, 7] = 1.01 * math.sqrt(3.0 / 128)  # scale 1, fan_in 128
     report = verify.verify_array(values, init)
     assert report.verdict == verify.NOT_CONSISTENT
     assert [c.name for c in report.checks if not c.passed] == ["bounds"]
@@ -244,7 +260,7 @@ def test_nan_is_detected(tmp_path):
     path = tmp_path / "n.npy"
     np.save(path, values)
     code, report = check_json(path, "--scale", "1")
-    assert code == 1 and "finite" in failed(report)
+    assert code == NOT_CONSISTENT_EXIT and "finite" in failed(report)
     assert report["summary"]["nonfinite"] == 1
 
 
@@ -255,7 +271,7 @@ def test_record_mismatch_is_detected(tmp_path):
     values = vsgen.VarianceScaling(seed=5).sample((64, 32))  # not the recorded shape
     write(other, values, formats.read_metadata(str(genuine)))
     code, report = check_json(other)
-    assert code == 1 and failed(report) == {"record"}
+    assert code == NOT_CONSISTENT_EXIT and failed(report) == {"record"}
 
 
 # --- small and empty tensors ----------------------------------------------------------
@@ -274,7 +290,7 @@ def test_small_tensor_far_off_is_still_not_consistent(tmp_path):
     path = tmp_path / "s.npy"
     sample(path, "--shape", "3,3", "--seed", "1", "--scale", "100", "--distribution", "uniform")
     result = check(path, "--distribution", "uniform")
-    assert result.exit_code == 1 and "FAIL  bounds" in result.stdout
+    assert result.exit_code == NOT_CONSISTENT_EXIT and "FAIL  bounds" in result.stdout
 
 
 def test_empty_tensor(tmp_path):
@@ -345,18 +361,20 @@ def test_ks_statistic_equals_scipy(distribution):
     stats = pytest.importorskip("scipy.stats")
     init = vsgen.VarianceScaling(distribution=distribution, seed=4)
     values = init.sample((40, 50), "float64")
-    scaling = init.scaling((40, 50))
+    stddev = math.sqrt(1.0 / 40)  # scale 1, fan_in 40: derived here, not by vsgen
     if distribution == "untruncated_normal":
-        reference = stats.norm(0, scaling.stddev)
+        reference = stats.norm(0, stddev)
     elif distribution == "truncated_normal":
-        reference = stats.truncnorm(-2, 2, 0, scaling.pre_truncation_std)
+        reference = stats.truncnorm(-2, 2, 0, stddev / stats.truncnorm(-2, 2).std())
     else:
-        reference = stats.uniform(-scaling.limit, 2 * scaling.limit)
+        limit = math.sqrt(3.0) * stddev
+        reference = stats.uniform(-limit, 2 * limit)
+    scaling = init.scaling((40, 50))  # the input verify is given, judged by the reference
     ours = verify.ks_test(values.ravel(), scaling)
     theirs = stats.kstest(values.ravel(), reference.cdf)
     assert ours.statistic == pytest.approx(theirs.statistic, rel=1e-9)
     assert ours.pvalue == pytest.approx(theirs.pvalue, rel=0.05, abs=1e-3)
-    x = np.linspace(-3, 3, 101) * scaling.stddev
+    x = np.linspace(-3, 3, 101) * stddev
     np.testing.assert_allclose(verify.expected_cdf(scaling, x), reference.cdf(x), atol=1e-14)
 
 
@@ -465,7 +483,7 @@ def test_name_selects_a_tensor(tmp_path):
         output.commit()
     assert check(path, "--name", "dense/a", "--scale", "1").exit_code == 0
     assert check(path, "--name", "b", "--distribution", "uniform").exit_code == 0
-    assert check(path, "--name", "b", "--scale", "1").exit_code == 1
+    assert check(path, "--name", "b", "--scale", "1").exit_code == NOT_CONSISTENT_EXIT
 
 
 def test_json_report_is_complete(tmp_path):
@@ -491,21 +509,26 @@ def test_json_report_is_complete(tmp_path):
     }
     assert report["ks"]["alpha"] == 1e-3 and report["ks"]["critical"] > report["ks"]["statistic"]
     assert sum(report["histogram"]["counts"]) == report["ks"]["sample_size"]
-    assert report["expected"]["stddev"] == vsgen.VarianceScaling().scaling((256, 128)).stddev
+    assert report["expected"]["stddev"] == math.sqrt(1.0 / 256)  # scale 1, fan_in 256
 
 
 def test_exit_codes_in_a_real_process(tmp_path):
     path = tmp_path / "w.npy"
     sample(path, "--shape", SHAPE, "--seed", "1", "--scale", "2")
-    good = subprocess.run(
-        ["vsgen", "check", str(path), "--scale", "2"], capture_output=True, text=True
-    )
-    bad = subprocess.run(
-        ["vsgen", "check", str(path), "--scale", "1"], capture_output=True, text=True
-    )
-    usage = subprocess.run(["vsgen", "check", str(path)], capture_output=True, text=True)
-    assert (good.returncode, bad.returncode, usage.returncode) == (0, 1, 2)
-    assert "Traceback" not in good.stderr + bad.stderr + usage.stderr
+
+    def vsgen_check(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "vsgen", "check", str(path), *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    good, bad, usage = vsgen_check("--scale", "2"), vsgen_check("--scale", "1"), vsgen_check()
+    assert (good.returncode, bad.returncode, usage.returncode) == (0, NOT_CONSISTENT_EXIT, 2)
+    assert good.stderr == "" and bad.stderr == ""  # a verdict, even a bad one, is not an error
+    assert "verdict: NOT consistent" in bad.stdout
+    assert "Traceback" not in usage.stderr and len(usage.stderr.splitlines()) == 1
 
 
 def _check_examples() -> list[str]:
@@ -564,7 +587,7 @@ def test_a_changed_constant_is_not_consistent(tmp_path):
     tensors["norm.weight"][5] = 0.5
     bad = tmp_path / "bad.safetensors"
     save_file(tensors, str(bad), metadata=metadata)
-    result = CliRunner().invoke(cli, ["check", str(bad), "--name", "norm.weight"])
-    assert result.exit_code == 1
+    result = check(bad, "--name", "norm.weight")
+    assert result.exit_code == NOT_CONSISTENT_EXIT
     assert "FAIL  constant" in result.stdout
     assert "verdict: NOT consistent" in result.stdout

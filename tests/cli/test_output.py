@@ -284,6 +284,73 @@ def test_bfloat16_where_the_format_has_it(tmp_path: Path, fmt: str) -> None:
     assert sorted(listing(tmp_path)) == [target.name]
 
 
+# --- renamed into place, never rewritten -----------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_force_renames_a_new_file_over_the_old_one(tmp_path: Path, fmt: str, read_back) -> None:
+    """A hard link keeps the old inode visible: ``--force`` must leave it holding
+    the old bytes (nothing was written through the old file) and put a new inode
+    at the target (a rename of the finished temporary, not a copy into place)."""
+    target = tmp_path / f"w.{fmt}"
+    target.write_bytes(OLD_BYTES)
+    keep = tmp_path / "old-inode"
+    os.link(target, keep)
+    old_inode = target.stat().st_ino
+    result = invoke(["sample", "--shape", "16,8", "--seed", "0", "-o", str(target), "--force"])
+    assert result.exit_code == 0, result.stderr
+    assert keep.read_bytes() == OLD_BYTES
+    assert keep.stat().st_nlink == 1  # the target no longer names the old inode
+    new = target.stat()
+    assert new.st_ino != old_inode and new.st_nlink == 1  # no temporary name left on it
+    assert read_back(target, shape=(16, 8)).shape == (16, 8)
+    assert sorted(os.listdir(tmp_path)) == sorted([target.name, keep.name])
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_new_output_has_one_name(tmp_path: Path, fmt: str) -> None:
+    target = tmp_path / f"w.{fmt}"
+    assert invoke(["sample", "--shape", "16,8", "--seed", "0", "-o", str(target)]).exit_code == 0
+    assert target.stat().st_nlink == 1 and os.listdir(tmp_path) == [target.name]
+
+
+def interrupt_at_install(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Ctrl-C when a finished temporary is about to be moved into place
+    (``os.replace``, ``os.link`` or ``os.rename`` of a ``.vsgen-`` name)."""
+    attempts: list[str] = []
+
+    def interrupted(real):
+        def call(source, destination, *args, **kwargs):
+            if ".vsgen-" in os.path.basename(os.fspath(source)):
+                attempts.append(os.path.basename(os.fspath(destination)))
+                raise KeyboardInterrupt
+            return real(source, destination, *args, **kwargs)
+
+        return call
+
+    for name in ("replace", "link", "rename"):
+        monkeypatch.setattr(os, name, interrupted(getattr(os, name)))
+    return attempts
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("old_file", [False, True], ids=["new", "existing"])
+def test_interrupt_between_write_and_rename(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fmt: str, old_file: bool
+) -> None:
+    target = tmp_path / f"w.{fmt}"
+    if old_file:
+        target.write_bytes(OLD_BYTES)
+    before = listing(tmp_path)
+    attempts = interrupt_at_install(monkeypatch)
+    args = ["sample", "--shape", "64,64", "--seed", "0", "-o", str(target), "--force"]
+    result = invoke(args)
+    assert attempts == [target.name], "the interrupt did not land at the rename"
+    assert result.exit_code == 1
+    assert "interrupted" in one_error_line(result)
+    assert listing(tmp_path) == before
+
+
 # --- real processes: signals, file-size limits, broken pipes -----------------------
 
 
@@ -291,23 +358,92 @@ def vsgen_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "vsgen", *args]
 
 
-def wait_for_temporary(
-    directory: Path, known: set[str], process: subprocess.Popen, min_size: int = 1 << 20
-) -> Path:
-    """The temporary output once it holds ``min_size`` bytes (values are being written)."""
+#: Runs ``python -m vsgen ARGS`` in a child that pauses at a chosen moment and
+#: says so by creating MARKER: "write" (after the first chunk was written to the
+#: temporary) or "rename" (every byte written and synced, the temporary about to
+#: be moved into place). The pause is a sleep the test's signal interrupts, so
+#: each signal test writes a few MiB and never races the run.
+PAUSING_CHILD = r"""
+import os, runpy, sys, time
+
+marker, moment = sys.argv[1], sys.argv[2]
+sys.argv = ["vsgen", *sys.argv[3:]]
+
+
+def pause():
+    with open(marker, "w"):
+        pass
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        assert process.poll() is None, process.communicate()
-        for entry in os.scandir(directory):
-            if entry.name not in known:
-                try:
-                    if entry.stat().st_size >= min_size:
-                        return Path(entry.path)
-                except FileNotFoundError:
-                    pass
         time.sleep(0.01)
-    process.kill()
-    raise AssertionError("no temporary output appeared within 60 s")
+    raise SystemExit("the test's signal never came")
+
+
+if moment == "write":
+    from vsgen.formats import output
+
+    write = output.Output.write
+    written = []
+
+    def write_then_pause(self, chunk):
+        write(self, chunk)
+        if not written:
+            written.append(chunk.size)
+            pause()
+
+    output.Output.write = write_then_pause
+else:
+    def pause_before(real):
+        def call(source, destination, *args, **kwargs):
+            if ".vsgen-" in os.path.basename(os.fspath(source)):
+                pause()
+            return real(source, destination, *args, **kwargs)
+        return call
+
+    os.replace, os.link, os.rename = (pause_before(f) for f in (os.replace, os.link, os.rename))
+runpy.run_module("vsgen", run_name="__main__", alter_sys=True)
+"""
+
+
+def start_paused(tmp_path: Path, moment: str, *args: str) -> tuple[subprocess.Popen, Path]:
+    marker = tmp_path / f"paused-at-{moment}"
+    process = subprocess.Popen(
+        [sys.executable, "-c", PAUSING_CHILD, str(marker), moment, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "VSGEN_KERNEL": "numpy"},  # no compiler start-up in the child
+    )
+    return process, marker
+
+
+def wait_for(path: Path, process: subprocess.Popen, timeout: float = 60) -> None:
+    """Until ``path`` exists (an event the child makes), or fail if the child ends."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if process.poll() is not None:
+            raise AssertionError(f"the child ended before {path.name}: {process.communicate()}")
+        if time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError(f"{path.name} did not appear within {timeout} s")
+        time.sleep(0.005)
+
+
+def signal_and_collect(process: subprocess.Popen, signum: int) -> tuple[bytes, bytes]:
+    try:
+        process.send_signal(signum)
+        return process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+
+def temporaries(directory: Path) -> list[os.DirEntry]:
+    return [entry for entry in os.scandir(directory) if ".vsgen-" in entry.name]
+
+
+#: Two chunks of values (4 Mi each): the first is on disk when the child pauses.
+TWO_CHUNKS = "2048,4096"
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -315,39 +451,66 @@ def wait_for_temporary(
 def test_signal_leaves_no_trace_and_keeps_the_old_file(
     tmp_path: Path, signum: signal.Signals, fmt: str
 ) -> None:
-    target = tmp_path / f"big.{fmt}"
+    out = tmp_path / "out"
+    out.mkdir()
+    target = out / f"big.{fmt}"
     target.write_bytes(OLD_BYTES)
-    before = listing(tmp_path)
-    # 2**28 values on one thread: seconds of work, so the signal lands mid-write.
-    process = subprocess.Popen(
-        vsgen_command(
-            "sample",
-            "--shape",
-            "16384,16384",
-            "--threads",
-            "1",
-            "--seed",
-            "0",
-            "-o",
-            str(target),
-            "--force",
-        ),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+    before = listing(out)
+    process, marker = start_paused(
+        tmp_path,
+        "write",
+        "sample",
+        "--shape",
+        TWO_CHUNKS,
+        "--threads",
+        "1",
+        "--seed",
+        "0",
+        "-o",
+        str(target),
+        "--force",
     )
-    try:
-        temporary = wait_for_temporary(tmp_path, set(before), process)
-        assert temporary.parent == tmp_path and temporary.name.startswith(".")
-        process.send_signal(signum)
-        stdout, stderr = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
+    wait_for(marker, process)
+    # Values are being written: a hidden temporary beside the target holds some.
+    [temporary] = temporaries(out)
+    assert temporary.name.startswith(".") and temporary.stat().st_size >= 1 << 20
+    stdout, stderr = signal_and_collect(process, signum)
     assert process.returncode == 1, stderr
     assert stderr == b"Error: interrupted\n"
     assert stdout == b""
-    assert listing(tmp_path) == before
+    assert listing(out) == before
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("old_file", [False, True], ids=["new", "existing"])
+def test_signal_between_write_and_rename(
+    tmp_path: Path, signum: signal.Signals, fmt: str, old_file: bool
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    target = out / f"w.{fmt}"
+    if old_file:
+        target.write_bytes(OLD_BYTES)
+    before = listing(out)
+    process, marker = start_paused(
+        tmp_path,
+        "rename",
+        "sample",
+        "--shape",
+        "256,128",
+        "--seed",
+        "0",
+        "-o",
+        str(target),
+        "--force",
+    )
+    wait_for(marker, process)
+    [temporary] = temporaries(out)  # complete, synced, not yet in place
+    assert temporary.stat().st_size >= 256 * 128 * 4
+    _, stderr = signal_and_collect(process, signum)
+    assert process.returncode == 1 and stderr == b"Error: interrupted\n"
+    assert listing(out) == before
 
 
 @pytest.mark.parametrize("fmt", ["npy", "h5"])
@@ -360,11 +523,13 @@ def test_signal_while_the_output_is_being_created(
     target = tmp_path / f"big.{fmt}"
     target.write_bytes(OLD_BYTES)
     before = listing(tmp_path)
+    # 2**24 values on NumPy's path, one thread: a few tenths of a second of work
+    # after the temporary appears, and the signal follows within milliseconds.
     process = subprocess.Popen(
         vsgen_command(
             "sample",
             "--shape",
-            "8192,8192",
+            "4096,4096",
             "--threads",
             "1",
             "--seed",
@@ -375,43 +540,43 @@ def test_signal_while_the_output_is_being_created(
         ),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        env={**os.environ, "VSGEN_KERNEL": "numpy"},
     )
-    try:
-        wait_for_temporary(tmp_path, set(before), process, min_size=0)
-        process.send_signal(signum)
-        stdout, stderr = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
+    deadline = time.monotonic() + 60
+    while not temporaries(tmp_path):
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "no temporary output appeared within 60 s"
+        time.sleep(0.001)
+    stdout, stderr = signal_and_collect(process, signum)
     assert process.returncode == 1, stderr
     assert stderr == b"Error: interrupted\n" and stdout == b""
     assert listing(tmp_path) == before
 
 
 def test_interrupt_without_an_old_file_leaves_nothing(tmp_path: Path) -> None:
-    process = subprocess.Popen(
-        vsgen_command(
-            "sample", "--shape", "16384,16384", "--threads", "1", "-o", str(tmp_path / "w.npy")
-        ),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+    out = tmp_path / "out"
+    out.mkdir()
+    process, marker = start_paused(
+        tmp_path,
+        "write",
+        "sample",
+        "--shape",
+        TWO_CHUNKS,
+        "--threads",
+        "1",
+        "-o",
+        str(out / "w.npy"),
     )
-    try:
-        wait_for_temporary(tmp_path, set(), process)
-        process.send_signal(signal.SIGINT)
-        _, stderr = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
+    wait_for(marker, process)
+    assert len(temporaries(out)) == 1
+    _, stderr = signal_and_collect(process, signal.SIGINT)
     assert process.returncode == 1
     # The drawn seed is reported before sampling starts; then the interruption.
     lines = stderr.decode().splitlines()
     assert lines[-1] == "Error: interrupted" and all(
         line.startswith("seed: ") for line in lines[:-1]
     )
-    assert list(tmp_path.iterdir()) == []
+    assert list(out.iterdir()) == []
 
 
 def _limit_file_size() -> None:
