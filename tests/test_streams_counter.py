@@ -24,8 +24,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vsgen.streams import _native, counter
 import vsgen
+from vsgen.streams import _native, counter
 from vsgen.streams import _tables as tables
 
 KS_T = 2.2252  # sqrt(ln(2 / 1e-4) / 2)

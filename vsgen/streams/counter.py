@@ -117,18 +117,6 @@ _kernel_checks: dict[tuple[str, str], bool] = {}
 _pool_lock = threading.Lock()
 
 
-def _forget_pools_in_child() -> None:
-    """A forked child inherits the pools but not their threads (work handed to
-    them would wait forever): it starts without pools and makes its own."""
-    global _pool_lock
-    _pool_lock = threading.Lock()
-    _pools.clear()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_pools_in_child)
-
-
 def mix64(value: int) -> int:
     """splitmix64's finaliser on a Python int (the key derivation uses it)."""
     value &= _MASK64
