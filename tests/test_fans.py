@@ -104,7 +104,7 @@ def test_parse_shape_edge_spellings():
     with pytest.raises(ValueError) as caught:
         parse_shape("abc")
     assert str(caught.value) == (
-        "invalid shape 'abc': expected non-negative integers separated by ',' or 'x', "
+        "invalid shape 'abc': expected non-negative integers (digits 0-9) separated by ',' or 'x', "
         "e.g. 512,256 or 3x3x64x128 ('()' for a scalar)"
     )
 

@@ -18,6 +18,7 @@ import re
 import stat
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from vsgen.formats import atomic
@@ -224,8 +225,10 @@ def test_other_link_errors_propagate(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 
 def make_directory(path: Path, name: str) -> Path:
+    """A directory holding one real NPY file (what --force may replace)."""
     path.mkdir()
-    (path / name).write_bytes(name.encode())
+    with open(path / name, "wb") as handle:
+        np.save(handle, np.arange(3, dtype=np.float32))
     return path
 
 

@@ -239,7 +239,7 @@ def test_fan_avg_with_an_odd_sum(shape, fan_in, fan_out, n, stream):
 
 def _message_cases():
     vs = vsgen.VarianceScaling
-    modes = "fan_in, fan_out, fan_avg"
+    modes = "fan_in, fan_out, fan_avg, fan_geo_avg"
     dists = "truncated_normal, untruncated_normal, uniform"
     return [
         (
@@ -315,12 +315,14 @@ def _message_cases():
             lambda: vs.from_config({"gain": 1, "alpha": 2}),
             ValueError,
             "Argument `config` has unknown key(s) 'alpha', 'gain'; allowed: scale, mode, "
-            "distribution, seed, input_axes, output_axes, layout, stream",
+            "distribution, seed, input_axes, output_axes, in_axis, out_axis, batch_axis, "
+            "layout, stream, preset",
         ),
         (
             lambda: vs(seed=0, layout="torch").keras_config(),
             ValueError,
-            "layout 'torch' has no Keras equivalent; use explicit input_axes/output_axes instead",
+            "Argument `layout` 'torch' has no Keras equivalent; give explicit `input_axes` "
+            "and `output_axes` instead. Received: layout='torch'",
         ),
         (
             lambda: vs(seed=0).sample((10, 4), rows=(5, 11)),
@@ -346,14 +348,21 @@ def _message_cases():
         (  # truncated normal, fan_in 1: bound 2 s = 2 * 1e5 / 0.8796... = 2.274e5
             lambda: vs(1e10, seed=0)((1,), "float16"),
             ValueError,
-            "Argument `scale` is too large for dtype float16: values would reach 2.274e+05, "
-            "beyond its largest finite value 6.55e+04. Received: scale=10000000000.0",
+            "Argument `scale` is too large for `dtype` float16: values would reach 2.274e+05, "
+            "beyond its largest finite value 6.55e+04. Received: scale=10000000000.0, "
+            "dtype=float16",
         ),
         (
             lambda: get_preset("he"),
             ValueError,
-            "Unknown preset 'he'; choose one of glorot_normal, glorot_uniform, he_normal, "
-            "he_uniform, lecun_normal, lecun_uniform",
+            "Argument `preset` must be one of glorot_normal, glorot_uniform, he_normal, "
+            "he_uniform, lecun_normal, lecun_uniform, kaiming_normal, kaiming_uniform, "
+            "xavier_normal, xavier_uniform (or GlorotNormal for glorot_normal; GlorotUniform "
+            "for glorot_uniform; HeNormal for he_normal; HeUniform for he_uniform; LecunNormal "
+            "for lecun_normal; LecunUniform for lecun_uniform; KaimingNormal, kaiming_normal_ "
+            "for kaiming_normal; KaimingUniform, kaiming_uniform_ for kaiming_uniform; "
+            "XavierNormal, xavier_normal_ for xavier_normal; XavierUniform, xavier_uniform_ "
+            "for xavier_uniform). Received: preset='he'",
         ),
         (
             lambda: deserialize(3),
@@ -365,7 +374,8 @@ def _message_cases():
             lambda: deserialize({"class_name": "Orthogonal"}),
             ValueError,
             "config class_name must be one of VarianceScaling, GlorotNormal, GlorotUniform, "
-            "HeNormal, HeUniform, LecunNormal, LecunUniform. Received: class_name='Orthogonal'",
+            "HeNormal, HeUniform, LecunNormal, LecunUniform, KaimingNormal, KaimingUniform, "
+            "XavierNormal, XavierUniform. Received: class_name='Orthogonal'",
         ),
         (
             lambda: deserialize({"class_name": "HeNormal", "module": "torch.nn"}),
@@ -390,7 +400,7 @@ def _message_cases():
         (
             lambda: loads("[" * 100_000),
             ValueError,
-            "config is not a usable JSON document: it is nested too deeply",
+            "config: nested too deeply (100000 levels; at most 64 are allowed)",
         ),
     ]
 
@@ -531,7 +541,7 @@ def test_deserialize_details():
     assert "Received: class_name=['HeNormal']" in str(caught.value)
     with pytest.raises(ValueError) as caught:
         loads("1" * 5000)  # more digits than Python converts
-    assert str(caught.value).startswith("config is not a usable JSON document: ")
+    assert str(caught.value).startswith("config: ")
     assert "digits" in str(caught.value)
 
 
@@ -573,8 +583,8 @@ def test_untruncated_normals_must_fit_ten_stddevs():
     with pytest.raises(ValueError) as caught:
         vsgen.VarianceScaling(1e8, distribution="untruncated_normal", seed=0)((1,), "float16")
     assert str(caught.value) == (
-        "Argument `scale` is too large for dtype float16: values would reach 1e+05, "
-        "beyond its largest finite value 6.55e+04. Received: scale=100000000.0"
+        "Argument `scale` is too large for `dtype` float16: values would reach 1e+05, "
+        "beyond its largest finite value 6.55e+04. Received: scale=100000000.0, dtype=float16"
     )
     # 6e3 * 10 = 6e4 fits.
     assert (
