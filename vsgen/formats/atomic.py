@@ -281,3 +281,13 @@ class AtomicFile:
             with contextlib.suppress(OSError):
                 file.close()
         self._finalizer()
+
+
+def pwrite_all(fd: int, data: memoryview, offset: int) -> None:
+    """``os.pwrite`` until every byte of ``data`` is at ``offset`` (writes may be short)."""
+    while data:
+        written = os.pwrite(fd, data, offset)
+        if written <= 0:
+            raise OSError(errno.EIO, "short write")
+        data = data[written:]
+        offset += written

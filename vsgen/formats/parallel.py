@@ -44,6 +44,7 @@ from vsgen.formats.atomic import (
     exists_message,
     fsync_directory,
     install_directory,
+    pwrite_all,
     remove_quietly,
     temp_path,
 )
@@ -91,15 +92,6 @@ class ZarrPlace:
 Place = FilePlace | ZarrPlace
 
 
-def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
-    while data:
-        written = os.pwrite(fd, data, offset)
-        if written <= 0:
-            raise OSError(errno.EIO, "short write")
-        data = data[written:]
-        offset += written
-
-
 def write_block(place: Place, origin: Sequence[int], values: numpy.ndarray) -> None:
     """Write ``values``, the block of the tensor at ``origin``, where ``place`` says.
 
@@ -137,7 +129,7 @@ def write_block(place: Place, origin: Sequence[int], values: numpy.ndarray) -> N
         run_bytes = run * itemsize
         for position, outer in enumerate(numpy.ndindex(*outer_shape)):
             offset = base + sum(i * s for i, s in zip(outer, outer_strides, strict=True)) * itemsize
-            _pwrite_all(fd, data[position * run_bytes : (position + 1) * run_bytes], offset)
+            pwrite_all(fd, data[position * run_bytes : (position + 1) * run_bytes], offset)
     finally:
         os.close(fd)
     _remember(place.path)
@@ -325,7 +317,7 @@ def _make_temp_directory(path: str, target: str) -> str:
 def _sized_file(path: str, prefix: bytes, size: int) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
     try:
-        _pwrite_all(fd, memoryview(prefix), 0)
+        pwrite_all(fd, memoryview(prefix), 0)
         os.ftruncate(fd, size)
     finally:
         os.close(fd)

@@ -22,7 +22,6 @@ bring any of it back.
 
 from __future__ import annotations
 
-import errno
 import json
 import math
 import os
@@ -31,6 +30,7 @@ from typing import Any
 
 import numpy
 
+from vsgen.formats.atomic import pwrite_all
 from vsgen.formats.tensors import TensorInfo
 
 ZARR_SUFFIX = ".zarr"
@@ -215,18 +215,9 @@ def write_chunk(
     payload = memoryview(data.reshape(-1).view(numpy.uint8).data)
     fd = os.open(chunk_path(directory, index), os.O_WRONLY | getattr(os, "O_CLOEXEC", 0))
     try:
-        _pwrite_all(fd, payload, 0)
+        pwrite_all(fd, payload, 0)
     finally:
         os.close(fd)
-
-
-def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
-    while data:
-        written = os.pwrite(fd, data, offset)
-        if written <= 0:
-            raise OSError(errno.EIO, "short write")
-        data = data[written:]
-        offset += written
 
 
 def is_replaceable(path: str) -> bool:
