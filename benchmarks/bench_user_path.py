@@ -8,12 +8,16 @@ Every row times what a user runs, not the kernel:
    is a fresh interpreter calling ``torch.nn.init`` (``trunc_normal_``,
    ``kaiming_normal_``, ``kaiming_uniform_``) on a ``torch.empty`` tensor of
    the same size.  Targets: first call >= 70 % of the warm rate, and faster
-   than torch's first call, for every distribution.
+   than torch's first call, for every distribution.  NumPy's own first call
+   against its warm calls (``np.full`` of the same 64 MiB, and
+   ``np.multiply`` into a touched buffer) is printed as the machine's floor:
+   writing memory the first time costs extra whoever writes it.
 2. **fill in place** (one warm process): ``initializer(shape, out=array)``,
    ``vsgen.fill_(array, initializer)`` and ``vsgen.fill_(torch_tensor,
    initializer)`` (float32 and bfloat16) into buffers that exist already,
    against the internal fill on the same buffer and thread count.  Target:
-   within 10 % (ratio >= 0.90).
+   within 10 % (ratio >= 0.90).  float16 and bfloat16 ``out=`` fills are
+   timed against the float32 one (no target; they compute in float32).
 3. **CLI at the disk's speed**: the whole process ``vsgen sample --shape
    8192,8192 -o w.npy`` (256 MiB of float32) on local disk and on tmpfs,
    against a fresh Python process that allocates the same number of bytes
@@ -154,6 +158,32 @@ TORCH_FIRST = """
 """
 
 
+# The machine's own first-call cost: NumPy writing the same 64 MiB in a fresh
+# process (allocating: np.full; into a touched buffer: np.multiply(out=)),
+# first call against warm calls, exactly as the vsgen rows are timed.
+NUMPY_FIRST = """
+    import json, sys, time
+    import numpy as np
+    shape, warm_runs, into = (4096, 4096), int(sys.argv[1]), len(sys.argv) > 2
+    if into:
+        buffer = np.ones(shape, np.float32)
+        call = lambda: np.multiply(buffer, np.float32(0.5), out=buffer)  # noqa: E731
+    else:
+        call = lambda: np.full(shape, 0.5, np.float32)  # noqa: E731
+    begin = time.perf_counter()
+    values = call()
+    first = time.perf_counter() - begin
+    del values
+    warm = []
+    for _ in range(warm_runs):
+        begin = time.perf_counter()
+        values = call()
+        warm.append(time.perf_counter() - begin)
+        del values
+    print(json.dumps({"first": first, "warm": warm}))
+"""
+
+
 def have(module: str) -> bool:
     return (
         subprocess.run([PYTHON, "-c", f"import {module}"], env=ENV, capture_output=True).returncode
@@ -167,6 +197,15 @@ def bench_first_call(repeat: int) -> None:
     # One untimed process builds any cache (a first run after install).
     for distribution in DISTRIBUTIONS:
         run_json(VSGEN_FIRST, distribution, "1")
+    # The floor any program meets on this machine: NumPy's own first call
+    # against its warm calls (fresh memory, or memory untouched for a while,
+    # is slower to write the first time whoever writes it).
+    floor = {}
+    for mode, extra in (("allocating", ()), ("into a touched buffer", ("into",))):
+        runs = [run_json(NUMPY_FIRST, "5", *extra) for _ in range(repeat)]
+        ratio = median([median(r["warm"]) / r["first"] for r in runs])
+        floor[mode] = ratio
+        row("first", f"NumPy's own first / warm, 64 MiB {mode}", ratio, "x")
     for distribution in DISTRIBUTIONS:
         ours_first, ours_warm, imports, peer_first = [], [], [], []
         into_first, into_warm, system_first, system_warm = [], [], [], []
@@ -211,6 +250,12 @@ def bench_first_call(repeat: int) -> None:
             ">= 0.70",
             first / warm >= 0.70,
         )
+        row(
+            "first",
+            f"{distribution}: first / warm, against NumPy's own (>= 1: no worse)",
+            (first / warm) / floor["allocating"],
+            "x",
+        )
         if torch_ok:
             peer = SIZE / statistics.median(peer_first) / 1e6
             row("first", f"{distribution}: torch first call", peer, "M/s")
@@ -229,7 +274,7 @@ def bench_first_call(repeat: int) -> None:
 # --- 2. fill in place -----------------------------------------------------------------
 
 FILL = """
-    import json, statistics, sys, time
+    import json, random, statistics, sys, time
     import numpy as np
     import vsgen
     try:
@@ -283,15 +328,26 @@ FILL = """
                     runs["internal fill bfloat16 (torch memory)"] = lambda: VsgenStream().fill(
                         halves, 0, draw, threads
                     )
+        for narrow in ("float16", "bfloat16"):
+            if hasattr(vsgen, "fill_"):
+                small = np.ones(shape, vsgen_dtypes.resolve_dtype(narrow))
+                runs[f"init(shape, {narrow}, out=array)"] = (
+                    lambda small=small, narrow=narrow: init(shape, narrow, out=small)
+                )
         runs["init(shape) (allocating)"] = lambda: init(shape)
         times = {label: [] for label in runs}
         for run in runs.values():
             run()  # warm-up
-        # Round-robin, so that every variant sees the same neighbours.
+        # Every round runs each variant once, in a shuffled order: which
+        # variant ran just before (and left its memory in the caches and TLB)
+        # changes from round to round instead of favouring one of a pair.
+        order = list(runs)
+        shuffle = random.Random(13).shuffle
         for _ in range(repeat):
-            for label, run in runs.items():
+            shuffle(order)
+            for label in order:
                 begin = time.perf_counter()
-                run()
+                runs[label]()
                 times[label].append(time.perf_counter() - begin)
         result[distribution] = times
     print(json.dumps(result))
@@ -305,6 +361,12 @@ def bench_fill(repeat: int) -> None:
         internal = times["internal fill"]
         for label, seconds in times.items():
             row("fill", f"{distribution}: {label}", SIZE / median(seconds) / 1e6, "M/s")
+            if "float16, out=" in label:
+                # Narrow outputs: their time against the float32 one's.
+                base = times["init(shape, out=array)"]
+                ratio = median([b / a for a, b in zip(base, seconds, strict=True)])
+                row("fill", f"{distribution}: {label} time / float32's", ratio, "x")
+                continue
             if "fill_" in label or "out=" in label:
                 # Median of per-round ratios: both ran back to back each round,
                 # into the same memory.

@@ -129,7 +129,13 @@ def narrow_bounds(
 
 
 def round_into(out: np.ndarray, values: np.ndarray, bounds: tuple[float, float] | None) -> None:
-    """``out[...] = values`` rounded to ``out.dtype``, then clamped to ``bounds``."""
-    out[...] = values.astype(out.dtype)
+    """``out[...] = values`` rounded to ``out.dtype``, then clamped to ``bounds``.
+
+    ``bounds`` are values of ``out.dtype`` (``narrow_bounds``), so ``values``
+    is clamped first, in place: rounding is monotone and keeps those values,
+    hence clamp-then-round gives round-then-clamp's bytes, and clamping float32
+    is vectorised where NumPy clamps float16 one value at a time.
+    """
     if bounds is not None:
-        np.clip(out, np.array(bounds[0], out.dtype), np.array(bounds[1], out.dtype), out=out)
+        np.clip(values, bounds[0], bounds[1], out=values)
+    np.copyto(out, values, casting="unsafe")

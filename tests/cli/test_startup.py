@@ -87,3 +87,48 @@ def test_public_names_resolve():
             assert value.__module__.startswith("vsgen.") and value.__name__ == name
     with pytest.raises(AttributeError):
         vsgen.no_such_name  # noqa: B018
+
+
+GC_PROBE = """
+import atexit, gc, json, sys
+from {module} import main
+
+def report():
+    print(json.dumps({{"enabled": gc.isenabled(), "frozen": gc.get_freeze_count()}}),
+          file=sys.stderr)
+
+atexit.register(report)
+main(sys.argv[1:])
+"""
+
+
+@pytest.mark.parametrize(("module", "frozen"), [("vsgen.__main__", True), ("vsgen.cli", False)])
+def test_collector_is_settled_only_by_the_process_entry_point(tmp_path, module, frozen):
+    """``vsgen.__main__`` owns its process: it freezes the objects its imports
+    made and runs the command with the collector on; ``vsgen.cli.main``, which
+    tests and scripts call in their own process, never touches the collector."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            GC_PROBE.format(module=module),
+            "sample",
+            "--shape",
+            "4,4",
+            "--seed",
+            "0",
+            "-o",
+            "s.npy",
+        ],
+        cwd=tmp_path,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    state = json.loads(done.stderr.strip().splitlines()[-1])
+    assert state["enabled"] is True
+    # Tens of thousands of objects exist after importing NumPy and click.
+    assert (state["frozen"] > 10_000) is frozen
+    assert frozen or state["frozen"] == 0

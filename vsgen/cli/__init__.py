@@ -69,7 +69,15 @@ def cli() -> None:
     """
 
 
-def main(argv: list[str] | None = None) -> NoReturn:
-    """Run the command line (``vsgen.__main__.main`` calls this after its imports)."""
+def main(argv: list[str] | None = None, *, own_process: bool = False) -> NoReturn:
+    """Run the command line (``vsgen.__main__.main`` calls this after its imports).
+
+    ``own_process``: the caller owns the process and has turned the garbage
+    collector off; once the command's module is imported, the objects made
+    so far are frozen (``gc.freeze``) and the collector is turned back on.
+    In-process callers (tests, scripts) leave it False: their collector is
+    never touched.
+    """
     end_at_once_on_interrupt()
+    cli.own_process = own_process
     cli.main(args=argv, prog_name="vsgen")

@@ -108,6 +108,16 @@ def describe_os_error(error: OSError) -> str:
     return error.strerror or str(error) or type(error).__name__
 
 
+def settle_after_imports() -> None:
+    """Freeze every object that exists now out of the cyclic collector's reach
+    (``gc.freeze``: they are the imported modules, which live as long as the
+    process) and turn the collector on, for the command's own garbage."""
+    import gc
+
+    gc.freeze()
+    gc.enable()
+
+
 class VsgenGroup(click.Group):
     """A group whose ``main`` prints every error as one line with the right exit code.
 
@@ -116,6 +126,9 @@ class VsgenGroup(click.Group):
     (a test keeps it equal to each command's own), so that the group's help
     and ``--version`` start without NumPy.
     """
+
+    #: Set by ``vsgen.cli.main(own_process=True)``: see ``settle_after_imports``.
+    own_process = False
 
     def __init__(
         self, *args: Any, lazy_commands: dict[str, tuple[str, str]] | None = None, **kwargs: Any
@@ -132,6 +145,8 @@ class VsgenGroup(click.Group):
 
             module = importlib.import_module(self.lazy_commands[cmd_name][0])
             self.add_command(getattr(module, cmd_name))
+            if self.own_process:
+                settle_after_imports()
         return super().get_command(ctx, cmd_name)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:

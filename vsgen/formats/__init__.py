@@ -43,9 +43,10 @@ existing target untouched. ``target == "-"`` streams NPY (or raw) bytes to
 standard output, where no atomicity is possible.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from vsgen.formats.output import Output, open_output
 from vsgen.formats.pipeline import write_chunks
-from vsgen.formats.readers import read_metadata, read_tensor_infos
 from vsgen.formats.tensors import (
     FORMATS,
     METADATA_FORMATS,
@@ -66,3 +67,16 @@ __all__ = [
     "resolve_format",
     "write_chunks",
 ]
+
+if TYPE_CHECKING:
+    from vsgen.formats.readers import read_metadata, read_tensor_infos
+
+
+def __getattr__(name: str) -> Any:
+    # The hardened reader is the biggest module here and only reading needs
+    # it (`check`, `--like`, `--config-from`), not a plain `vsgen sample`.
+    if name in ("read_metadata", "read_tensor_infos"):
+        from vsgen.formats import readers
+
+        return getattr(readers, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -29,7 +29,7 @@ from vsgen.streams import _constants as c
 LEVELS = (0, 3, 4)
 _SUFFIX = {0: "base", 3: "v3", 4: "v4"}
 #: Version of the C interface this loader speaks (vsgen_native_abi()).
-ABI = 1
+ABI = 2
 
 _lock = threading.Lock()
 _loaded: Kernels | None = None
@@ -99,6 +99,14 @@ class Kernels:
             uniform.restype = None
             self._normal[is64], self._uniform[is64] = normal, uniform
         self._constants_address = self._constants.ctypes.data
+        round_16 = getattr(library, f"vsgen_round_16_{suffix}")
+        round_16.argtypes = [pointer, pointer, i64, i64, i64, f64, f64]
+        round_16.restype = None
+        self._round_16 = round_16
+        fill_16 = getattr(library, f"vsgen_fill_16_{suffix}")
+        fill_16.argtypes = [pointer, i64, i64, u64, u64, f64, pointer, pointer, i64, i64, f64, f64]
+        fill_16.restype = None
+        self._fill_16 = fill_16
 
     def fill(
         self,
@@ -124,6 +132,52 @@ class Kernels:
                 self._zig_refs[distribution, is64],
                 self._constants_address,
             )
+
+    def fill_16(
+        self,
+        out: np.ndarray,
+        start: int,
+        keys: tuple[int, int],
+        distribution: str,
+        multiplier: float,
+        bounds: tuple[float, float] | None,
+    ) -> None:
+        """out[i] = the float32 value of index start + i (``fill`` into a float32
+        array) rounded to out's float16/bfloat16 and clamped as ``round_16``
+        does, without a float32 array: the same bytes in one pass."""
+        low, high = bounds if bounds is not None else (0.0, 0.0)
+        uniform = distribution == "uniform"
+        self._fill_16(
+            out.ctypes.data,
+            out.size,
+            start,
+            keys[0],
+            keys[1],
+            float(multiplier),
+            None if uniform else self._zig_refs[distribution, False],
+            self._constants_address,
+            int(out.dtype.kind != "f"),
+            int(bounds is not None),
+            float(low),
+            float(high),
+        )
+
+    def round_16(
+        self, out: np.ndarray, values: np.ndarray, bounds: tuple[float, float] | None
+    ) -> None:
+        """out[...] = values (float32) rounded to out's float16/bfloat16, nearest
+        even, then clamped to ``bounds`` (values of out's type): the bytes of
+        ``vsgen.dtypes.round_into``. Both arrays are 1-D, contiguous, of one size."""
+        low, high = bounds if bounds is not None else (0.0, 0.0)
+        self._round_16(
+            out.ctypes.data,
+            values.ctypes.data,
+            out.size,
+            int(out.dtype.kind != "f"),
+            int(bounds is not None),
+            float(low),
+            float(high),
+        )
 
 
 def _requested_level() -> int | None:

@@ -33,6 +33,8 @@
 #define UNIFORM64_SCALE (1.0 / 4503599627370496.0)
 /* Values per hot pass: the miss flags stay in L1 and misses are redone while hot. */
 #define BLOCK 2048
+/* Values per block of a float16/bfloat16 fill: 32 KiB of float32 buffer. */
+#define NARROW_BLOCK 8192
 
 /* Layout of the constants array built by _native.py. */
 #define C_R 0
@@ -65,7 +67,7 @@ struct zig {
     int64_t has_tail;
 };
 
-EXPORT int64_t vsgen_native_abi(void) { return 1; }
+EXPORT int64_t vsgen_native_abi(void) { return 2; }
 
 #define NAME(x) x##_base
 #include "_native_kernels_body.h"

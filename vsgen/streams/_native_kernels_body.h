@@ -353,3 +353,95 @@ EXPORT void NAME(vsgen_uniform_f64)(double *restrict out, int64_t n, int64_t sta
         out[i] = ((double)(int64_t)(w >> 11) * UNIFORM64_SCALE - 1.0) * multiplier;
     }
 }
+
+/* float32 bits -> binary16 bits, rounded to nearest, ties to even (IEEE 754,
+ * as NumPy's float32 -> float16 cast): overflow gives infinity, underflow a
+ * signed zero, NaN a quiet NaN.  Every case is computed and one selected, so
+ * that the loops calling this vectorise. */
+static inline uint16_t NAME(half_bits)(uint32_t f)
+{
+    uint32_t sign = (f >> 16) & 0x8000u;
+    uint32_t a = f & 0x7FFFFFFFu;
+    /* A normal binary16 (|x| >= 2**-14): exponent rebiased from 127 to 15,
+     * 13 bits rounded off; a carry may reach infinity (0x7C00), as it should. */
+    uint32_t r = a - 0x38000000u;
+    uint32_t normal = (r + 0xFFFu + ((r >> 13) & 1u)) >> 13;
+    /* A subnormal binary16 (or zero): the 24-bit significand in units of
+     * 2**-24, i.e. shifted right by 126 - e (capped: from 25 on, all is lost). */
+    int32_t shift = 126 - (int32_t)(a >> 23);
+    shift = shift < 14 ? 14 : shift;
+    shift = shift > 25 ? 25 : shift;
+    uint32_t significand = (a & 0x7FFFFFu) | 0x800000u;
+    uint32_t q = significand >> shift;
+    uint32_t rest = significand & ((1u << shift) - 1u);
+    uint32_t halfway = 1u << (shift - 1);
+    uint32_t subnormal = q + ((uint32_t)(rest > halfway) | ((uint32_t)(rest == halfway) & q));
+    uint32_t special = a > 0x7F800000u ? 0x7E00u : 0x7C00u; /* NaN, or infinity/overflow */
+    uint32_t magnitude = a >= 0x38800000u ? normal : subnormal;
+    magnitude = a >= 0x47800000u ? special : magnitude;
+    return (uint16_t)(sign | magnitude);
+}
+
+/* float32 bits -> bfloat16 bits, rounded to nearest, ties to even (as
+ * ml_dtypes' cast); NaN stays a quiet NaN of the same sign. */
+static inline uint16_t NAME(bfloat16_bits)(uint32_t f)
+{
+    if ((f & 0x7FFFFFFFu) > 0x7F800000u) {
+        return (uint16_t)((f >> 16) | 0x40u);
+    }
+    return (uint16_t)((f + 0x7FFFu + ((f >> 16) & 1u)) >> 16);
+}
+
+/* out[i] = in[i] clamped to [low, high] (when `clamp`), then rounded to
+ * binary16 (`bfloat16` = 0) or bfloat16 (1).  Clamping in float32 first gives
+ * the bytes of rounding first and clamping after: low and high are values of
+ * the 16-bit type, which rounding keeps, and rounding is monotone. */
+EXPORT void NAME(vsgen_round_16)(uint16_t *restrict out, const float *restrict in, int64_t n,
+                                 int64_t bfloat16, int64_t clamp, double low, double high)
+{
+    float lo = (float)low, hi = (float)high;
+    if (!clamp) {
+        lo = -__builtin_inff();
+        hi = __builtin_inff();
+    }
+    if (bfloat16) {
+        for (int64_t i = 0; i < n; i++) {
+            float x = in[i];
+            x = x < lo ? lo : x;
+            x = x > hi ? hi : x;
+            uint32_t bits;
+            __builtin_memcpy(&bits, &x, 4);
+            out[i] = NAME(bfloat16_bits)(bits);
+        }
+    } else {
+        for (int64_t i = 0; i < n; i++) {
+            float x = in[i];
+            x = x < lo ? lo : x;
+            x = x > hi ? hi : x;
+            uint32_t bits;
+            __builtin_memcpy(&bits, &x, 4);
+            out[i] = NAME(half_bits)(bits);
+        }
+    }
+}
+
+/* out[i] = the float32 value of index start + i (vsgen_normal_f32 with
+ * ziggurat z, or vsgen_uniform_f32 when z is NULL) rounded to a 16-bit type
+ * and clamped (vsgen_round_16), block by block through a buffer that stays
+ * in the core's cache: the bytes of filling float32 and rounding after. */
+EXPORT void NAME(vsgen_fill_16)(uint16_t *out, int64_t n, int64_t start, uint64_t key_main,
+                                uint64_t key_extra, double multiplier, const struct zig *z,
+                                const double *c, int64_t bfloat16, int64_t clamp, double low,
+                                double high)
+{
+    float buffer[NARROW_BLOCK];
+    for (int64_t i = 0; i < n; i += NARROW_BLOCK) {
+        int64_t count = n - i < NARROW_BLOCK ? n - i : NARROW_BLOCK;
+        if (z != 0) {
+            NAME(vsgen_normal_f32)(buffer, count, start + i, key_main, key_extra, multiplier, z, c);
+        } else {
+            NAME(vsgen_uniform_f32)(buffer, count, start + i, key_main, multiplier);
+        }
+        NAME(vsgen_round_16)(out + i, buffer, count, bfloat16, clamp, low, high);
+    }
+}

@@ -515,21 +515,60 @@ def fill(
     if threads == 1 or out.size <= MIN_THREAD_PIECE:
         run(0, out.size)
         return
-    piece = _piece_size(out.size, threads)
-    # Boundaries on multiples of `piece` in the flat index; an even piece keeps
-    # float32 pairs (which share one word) inside one piece.
-    first_boundary = piece - start % piece
-    bounds = [0, *range(first_boundary, out.size, piece), out.size]
     if compiled is not None:
         # Compile or load a numba kernel here, once, rather than in every worker.
         compiled(np.empty(2, out.dtype), 0, keys, distribution, scale)
-    _run_pieces(run, bounds, threads)
+    _run_pieces(run, _piece_bounds(out.size, start, threads), threads)
+
+
+def _piece_bounds(size: int, start: int, threads: int) -> list[int]:
+    """Offsets that cut [0, size) into the pieces of a threaded fill: on
+    multiples of the piece size in the flat index (an even piece keeps float32
+    pairs, which share one word, inside one piece)."""
+    piece = _piece_size(size, threads)
+    first_boundary = piece - start % piece
+    return [0, *range(first_boundary, size, piece), size]
+
+
+def _fill_narrow_native(
+    native: _native.Kernels,
+    out: np.ndarray,
+    start: int,
+    draw: Draw,
+    threads: int,
+    bounds: tuple[float, float] | None,
+) -> None:
+    """A float16/bfloat16 ``out`` filled by the native kernels in one pass: each
+    value computed in float32 and rounded (and clamped to ``bounds``) in the
+    core's cache, pieces shared out as ``fill`` does."""
+    seed = _integer(draw.seed, "seed", 0, MAX_SEED, "an integer in [0, 2**64)")
+    start = _integer(start, "start", 0, (1 << 62) - out.size, "an integer in [0, 2**62 - out.size)")
+    keys = derive_keys(seed)
+    scale = np.float32(draw.multiplier)
+
+    def run(lo: int, hi: int) -> None:
+        native.fill_16(out[lo:hi], start + lo, keys, draw.distribution, scale, bounds)
+
+    if threads == 1 or out.size <= MIN_THREAD_PIECE:
+        run(0, out.size)
+        return
+    _run_pieces(run, _piece_bounds(out.size, start, threads), threads)
 
 
 #: Values per piece of a narrow (float16/bfloat16) fill: 256 KiB of float32
 #: scratch per thread, which stays in the core's cache between compute and rounding.
 NARROW_PIECE = 1 << 16
 _scratch_buffers = threading.local()
+
+
+def _narrow_native(out: np.ndarray) -> _native.Kernels | None:
+    """The native kernels, if they serve this process and can write ``out`` (a
+    contiguous float16/bfloat16 array) directly: they compute and round in
+    one pass, where the other paths go through a float32 scratch buffer and
+    NumPy's cast (which for float16 converts and clamps one value at a time)."""
+    if out.flags.c_contiguous and out.flags.writeable and _kernel_choice() in ("auto", "native"):
+        return _native.load()
+    return None
 
 
 def _scratch(dtype: np.dtype) -> np.ndarray:
@@ -690,6 +729,10 @@ class VsgenStream(Stream):
         if not isinstance(out, np.ndarray) or out.ndim != 1:
             raise ValueError("Argument `out` must be a 1-D numpy array.")
         clamp = narrow_bounds(out.dtype, draw.distribution, draw.multiplier)
+        native = _narrow_native(out)
+        if native is not None:
+            _fill_narrow_native(native, out, start, draw, threads, clamp)
+            return
 
         def run(lo: int, hi: int) -> None:
             scratch = _scratch(work)[: hi - lo]
