@@ -67,7 +67,7 @@ def writable_view(tensor: Any) -> np.ndarray:
     if isinstance(tensor, np.ndarray):
         array = tensor
     elif _is_torch_tensor(tensor):
-        array = _torch_view(tensor)
+        array = torch_array(tensor)
     elif hasattr(tensor, "__dlpack__"):
         try:
             array = np.from_dlpack(tensor)
@@ -113,7 +113,18 @@ def _mark_modified(tensor: Any) -> None:
     increment_version(tensor)
 
 
-def _torch_view(tensor: Any) -> np.ndarray:
+def torch_array(tensor: Any, *, floating_only: bool = True) -> np.ndarray:
+    """A NumPy array sharing the memory of a contiguous CPU torch tensor, of
+    its shape: bfloat16 through an int16 view read as ``ml_dtypes.bfloat16``.
+
+    ``floating_only`` refuses all but float16, bfloat16, float32 and float64
+    (what ``fill_`` samples into); without it any dtype NumPy has is viewed
+    (``vsgen.torch.init_`` also writes integer constants).
+
+    Raises:
+        ValueError: a tensor off the CPU or not contiguous.
+        TypeError: another dtype under ``floating_only``.
+    """
     torch = sys.modules["torch"]
     if tensor.device.type != "cpu":
         raise ValueError(
@@ -132,7 +143,7 @@ def _torch_view(tensor: Any) -> np.ndarray:
         # NumPy has no bfloat16: view the same 2-byte words as int16, then as
         # ml_dtypes' bfloat16, which vsgen rounds float32 values into.
         return data.view(torch.int16).numpy().view(bfloat16())
-    if data.dtype not in (torch.float16, torch.float32, torch.float64):
+    if floating_only and data.dtype not in (torch.float16, torch.float32, torch.float64):
         raise TypeError(
             "Argument `tensor` must be a floating tensor (float16, bfloat16, float32, "
             f"float64). Received: dtype={data.dtype}"

@@ -43,6 +43,7 @@ from vsgen import modelspec
 from vsgen.formats import TensorInfo
 from vsgen.formats.tensors import normalize_dtype
 from vsgen.initializer import SamplePlan, VarianceScaling
+from vsgen.inplace import torch_array
 
 if TYPE_CHECKING:
     import torch
@@ -240,18 +241,6 @@ def init_(
     return job
 
 
-def _numpy_view(tensor: torch.Tensor) -> np.ndarray:
-    """A flat NumPy array sharing the memory of a contiguous CPU tensor."""
-    import torch
-
-    flat = tensor.view(-1)
-    if tensor.dtype == torch.bfloat16:
-        import ml_dtypes
-
-        return flat.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
-    return flat.numpy()
-
-
 def _fill_flat(out: np.ndarray, tensor_plan: Any, threads: int) -> None:
     if isinstance(tensor_plan, SamplePlan):
         if out.size:
@@ -264,9 +253,9 @@ def _fill_tensor(tensor: torch.Tensor, tensor_plan: Any, threads: int) -> None:
     import torch
 
     if tensor.device.type == "cpu" and tensor.is_contiguous():
-        _fill_flat(_numpy_view(tensor), tensor_plan, threads)
+        _fill_flat(torch_array(tensor, floating_only=False).reshape(-1), tensor_plan, threads)
         return
     # Not addressable from NumPy: fill a contiguous CPU copy and copy it over.
     buffer = torch.empty(tuple(tensor.shape), dtype=tensor.dtype)
-    _fill_flat(_numpy_view(buffer), tensor_plan, threads)
+    _fill_flat(torch_array(buffer, floating_only=False).reshape(-1), tensor_plan, threads)
     tensor.copy_(buffer)
