@@ -13,6 +13,9 @@
  * on request.  Other architectures get the baseline build only.
  */
 #include <stdint.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 /* The bytes depend on every operation being rounded on its own. */
 #ifdef __FAST_MATH__
