@@ -410,6 +410,16 @@ static inline uint16_t NAME(bfloat16_bits)(uint32_t f)
     return (uint16_t)((f + 0x7FFFu + ((f >> 16) & 1u)) >> 16);
 }
 
+/* The bits of x clamped to [lo, hi] (NaN passes unchanged). */
+static inline uint32_t NAME(clamped_bits)(float x, float lo, float hi)
+{
+    x = x < lo ? lo : x;
+    x = x > hi ? hi : x;
+    uint32_t bits;
+    __builtin_memcpy(&bits, &x, 4);
+    return bits;
+}
+
 /* out[i] = in[i] clamped to [low, high] (when `clamp`), then rounded to
  * binary16 (`bfloat16` = 0) or bfloat16 (1).  Clamping in float32 first gives
  * the bytes of rounding first and clamping after: low and high are values of
@@ -422,23 +432,14 @@ EXPORT void NAME(vsgen_round_16)(uint16_t *restrict out, const float *restrict i
         lo = -__builtin_inff();
         hi = __builtin_inff();
     }
+    /* Two loops, so that each vectorises with its own conversion. */
     if (bfloat16) {
         for (int64_t i = 0; i < n; i++) {
-            float x = in[i];
-            x = x < lo ? lo : x;
-            x = x > hi ? hi : x;
-            uint32_t bits;
-            __builtin_memcpy(&bits, &x, 4);
-            out[i] = NAME(bfloat16_bits)(bits);
+            out[i] = NAME(bfloat16_bits)(NAME(clamped_bits)(in[i], lo, hi));
         }
     } else {
         for (int64_t i = 0; i < n; i++) {
-            float x = in[i];
-            x = x < lo ? lo : x;
-            x = x > hi ? hi : x;
-            uint32_t bits;
-            __builtin_memcpy(&bits, &x, 4);
-            out[i] = NAME(half_bits)(bits);
+            out[i] = NAME(half_bits)(NAME(clamped_bits)(in[i], lo, hi));
         }
     }
 }
