@@ -167,7 +167,9 @@ class Kernels:
     ) -> None:
         """out[...] = values (float32) rounded to out's float16/bfloat16, nearest
         even, then clamped to ``bounds`` (values of out's type): the bytes of
-        ``vsgen.dtypes.round_into``. Both arrays are 1-D, contiguous, of one size."""
+        ``vsgen.dtypes.round_into``. Both arrays are 1-D, contiguous, of one size.
+        ``fill_16`` rounds through the same C code; this entry point lets the
+        rounding alone be compared with NumPy's and ml_dtypes' casts."""
         low, high = bounds if bounds is not None else (0.0, 0.0)
         self._round_16(
             out.ctypes.data,
