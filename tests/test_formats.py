@@ -737,6 +737,43 @@ def test_write_chunks_writes_everything_and_reports_progress(tmp_path, prefetch)
     assert producer_threads() == []
 
 
+@pytest.mark.parametrize("depth", [0, 1, 3])
+def test_prefetched_yields_in_order_and_raises_where_the_iterator_did(depth):
+    from vsgen.formats.pipeline import prefetched
+
+    def chunks():
+        for index in range(5):
+            yield np.full(3, index, np.float32)
+        raise OSError("disk gone after five chunks")
+
+    seen = []
+    with pytest.raises(OSError, match="after five chunks"):
+        for chunk in prefetched(chunks(), depth):
+            seen.append(int(chunk[0]))
+    assert seen == [0, 1, 2, 3, 4]
+    assert producer_threads() == []
+
+
+def test_closing_prefetched_early_stops_and_joins_the_producer():
+    from vsgen.formats.pipeline import prefetched
+
+    closed = threading.Event()
+
+    def endless():
+        try:
+            while True:
+                yield np.zeros(2, np.float32)
+        finally:
+            closed.set()
+
+    ahead = prefetched(endless(), 2)
+    assert next(ahead).size == 2
+    assert len(producer_threads()) == 1  # the helper thread runs ahead
+    ahead.close()
+    assert producer_threads() == []
+    assert closed.is_set()  # the source iterator was closed too
+
+
 def test_write_chunks_keeps_at_most_prefetch_chunks_ahead(tmp_path):
     produced = 0
     lead: list[int] = []

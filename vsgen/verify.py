@@ -53,6 +53,7 @@ import numpy as np
 
 from vsgen import provenance
 from vsgen.fans import normalize_shape
+from vsgen.formats.pipeline import prefetched
 from vsgen.formats.readers import READ_CHUNK, StoredTensor, TensorFile, open_file, read_values
 from vsgen.initializer import TRUNCATED_STD_FACTOR, Scaling, VarianceScaling
 
@@ -754,8 +755,13 @@ def verify_source(
         source_label = "options"
         fans_from = normalize_shape(source.shape if fan_shape is None else tuple(fan_shape))
     scaling = initializer.scaling(fans_from)
+    chunks = source.chunks(chunk_size)
+    if source.size > READ_CHUNK:
+        # Read the next chunk while this one is summarised (both release the
+        # GIL); a tensor of one chunk is not worth a thread.
+        chunks = prefetched(chunks)
     parts = _report(
-        source.chunks(chunk_size),
+        chunks,
         source.size,
         source.dtype,
         scaling,

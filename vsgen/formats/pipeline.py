@@ -1,11 +1,12 @@
-"""write_chunks: produce chunks in a helper thread while the caller writes them."""
+"""Chunks produced in a helper thread while the caller works on the previous
+ones: ``prefetched`` (any consumer) and ``write_chunks`` (into an output)."""
 
 from __future__ import annotations
 
 import contextlib
 import queue
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 
 import numpy
 
@@ -45,14 +46,33 @@ def write_chunks(
         raise ValueError(
             f"Argument `prefetch` must be a non-negative integer. Received: prefetch={prefetch!r}"
         )
-    if prefetch == 0:
-        for chunk in chunks:
+    with contextlib.closing(prefetched(chunks, prefetch)) as ahead:
+        for chunk in ahead:
             output.write(chunk)
+            count = chunk.size
+            del chunk  # drop the reference so memory stays bounded by the queue
             if on_progress is not None:
-                on_progress(chunk.size)
-        return
+                on_progress(count)
 
-    pending: queue.Queue[object] = queue.Queue(maxsize=prefetch)
+
+def prefetched(
+    chunks: Iterable[numpy.ndarray], depth: int = 2
+) -> Generator[numpy.ndarray, None, None]:
+    """The chunks of ``chunks``, pulled ahead by a helper thread into a queue
+    of at most ``depth`` chunks, so that producing the next ones (reading a
+    file, sampling: both release the GIL) overlaps the caller's work on this
+    one. ``depth=0`` iterates in the calling thread. The iterator must yield
+    a new array each time (or not modify one already yielded).
+
+    The first exception of the iterator (KeyboardInterrupt included) is
+    raised to the caller at the point it would have come. Closing this
+    generator (``contextlib.closing``, or leaving a ``for`` loop and dropping
+    it) stops the helper thread and joins it.
+    """
+    if depth == 0:
+        yield from chunks
+        return
+    pending: queue.Queue[object] = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
     def offer(item: object) -> bool:
@@ -88,14 +108,11 @@ def write_chunks(
         while True:
             item = pending.get()
             if item is _DONE:
-                break
+                return
             if isinstance(item, _ProducerFailed):
                 raise item.error
-            output.write(item)  # type: ignore[arg-type]
-            count = item.size  # type: ignore[attr-defined]
-            del item  # drop the reference so memory stays bounded by the queue
-            if on_progress is not None:
-                on_progress(count)
+            yield item  # type: ignore[misc]
+            del item
     finally:
         stop.set()
         # Unblock a producer waiting on a full queue and drop queued chunks.
