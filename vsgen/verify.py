@@ -376,21 +376,29 @@ class _Moments:
         self.nonfinite = 0
 
     def add(self, block: np.ndarray) -> None:
-        finite = np.isfinite(block)
-        if not finite.all():
-            self.nonfinite += int(block.size - np.count_nonzero(finite))
-            block = block[finite]
+        # A NaN or an infinity shows in the block's min or max, so the finite
+        # mask (two more passes) is only built for blocks that need it.
         if block.size == 0:
             return
+        low, high = float(block.min()), float(block.max())
+        if not (math.isfinite(low) and math.isfinite(high)):
+            finite = np.isfinite(block)
+            self.nonfinite += int(block.size - np.count_nonzero(finite))
+            block = block[finite]
+            if block.size == 0:
+                return
+            low, high = float(block.min()), float(block.max())
         block_mean = float(block.mean())
-        block_m2 = float(np.square(block - block_mean).sum())
+        squares = block - block_mean
+        np.multiply(squares, squares, out=squares)
+        block_m2 = float(squares.sum())
         total = self.count + block.size
         delta = block_mean - self.mean
         self.mean += delta * block.size / total
         self.m2 += block_m2 + delta * delta * self.count * block.size / total
         self.count = total
-        self.minimum = min(self.minimum, float(block.min()))
-        self.maximum = max(self.maximum, float(block.max()))
+        self.minimum = min(self.minimum, low)
+        self.maximum = max(self.maximum, high)
 
     def summary(self) -> Summary:
         empty = self.count == 0
@@ -428,14 +436,14 @@ def summarize(
         carried += chunk.size
         if carried < STATS_BLOCK:
             continue
-        joined = np.concatenate(carry).astype(np.float64)
+        joined = np.concatenate(carry, dtype=np.float64)  # one pass: join and widen
         usable = joined.size - joined.size % STATS_BLOCK
         for start in range(0, usable, STATS_BLOCK):
             moments.add(joined[start : start + STATS_BLOCK])
         rest = joined[usable:]
         carry, carried = ([rest], rest.size) if rest.size else ([], 0)
     if carried:
-        moments.add(np.concatenate(carry).astype(np.float64))
+        moments.add(np.concatenate(carry, dtype=np.float64))
     if position != size:
         raise ValueError(f"read {position} values, expected {size}")
     sample = np.concatenate(sample_parts) if sample_parts else np.empty(0)
