@@ -375,43 +375,30 @@ def open_parallel_output(
     if fmt in ("zarr", "safetensors-sharded"):
         overhead = 4096 * (len(tensors) + 1) + sum(len(v) for v in metadata.values()) * 2
         _preflight_directory(target, path, fmt, force, data_bytes + overhead)
-        try:
-            temp = _make_temp_directory(path, target)
-        except OSError as error:
-            raise _io_error(error, target) from error
-        try:
-            if fmt == "zarr":
-                places = _lay_out_zarr(temp, tensors, metadata, chunk_shapes)
-            else:
-                places = _lay_out_shards(temp, tensors, metadata, max_shard_size)
-        except BaseException as error:
-            remove_quietly(temp)
-            if isinstance(error, OSError):
-                raise _io_error(error, target) from error
-            raise
-        return ParallelOutput(target, fmt, tensors, places, temp, force, None)
+        if fmt == "zarr":
+            return _directory_output(
+                target,
+                path,
+                fmt,
+                force,
+                tensors,
+                lambda temp: _lay_out_zarr(temp, tensors, metadata, chunk_shapes),
+            )
+        return _directory_output(
+            target,
+            path,
+            fmt,
+            force,
+            tensors,
+            lambda temp: _lay_out_shards(temp, tensors, metadata, max_shard_size),
+        )
 
     if fmt == "npydir":
         needed = data_bytes + sum(len(npy_header(info)) for info in tensors)
         _preflight(target, path, fmt, force, needed)
-        try:
-            temp = _make_temp_directory(path, target)
-        except OSError as error:
-            raise _io_error(error, target) from error
-        try:
-            places = []
-            for info in tensors:
-                file_path = os.path.join(temp, *info.name.split("/")) + ".npy"
-                os.makedirs(os.path.dirname(file_path), exist_ok=True)
-                header = npy_header(info)
-                _sized_file(file_path, header, len(header) + info.nbytes)
-                places.append(FilePlace(file_path, len(header), info.shape, info.dtype))
-        except BaseException as error:
-            remove_quietly(temp)
-            if isinstance(error, OSError):
-                raise _io_error(error, target) from error
-            raise
-        return ParallelOutput(target, fmt, tensors, places, temp, force, None)
+        return _directory_output(
+            target, path, fmt, force, tensors, lambda temp: _lay_out_npydir(temp, tensors)
+        )
 
     if fmt == "safetensors":
         relative = safetensors_layout(tensors)
@@ -453,6 +440,43 @@ def open_parallel_output(
         for offset, info in zip(offsets, tensors, strict=True)
     ]
     return ParallelOutput(target, fmt, tensors, places, atomic.path, force, atomic)
+
+
+def _directory_output(
+    target: str,
+    path: str,
+    fmt: str,
+    force: bool,
+    tensors: tuple[TensorInfo, ...],
+    lay_out: Callable[[str], list[Place]],
+) -> ParallelOutput:
+    """A ParallelOutput into a new temporary directory beside ``path``, laid out
+    by ``lay_out(temp)``; if laying out fails, the temporary is removed and an
+    OSError is reported as ``_io_error`` names it."""
+    try:
+        temp = _make_temp_directory(path, target)
+    except OSError as error:
+        raise _io_error(error, target) from error
+    try:
+        places = lay_out(temp)
+    except BaseException as error:
+        remove_quietly(temp)
+        if isinstance(error, OSError):
+            raise _io_error(error, target) from error
+        raise
+    return ParallelOutput(target, fmt, tensors, places, temp, force, None)
+
+
+def _lay_out_npydir(temp: str, tensors: Sequence[TensorInfo]) -> list[Place]:
+    """One pre-sized ``<name>.npy`` per tensor (``/`` in a name makes subdirectories)."""
+    places: list[Place] = []
+    for info in tensors:
+        file_path = os.path.join(temp, *info.name.split("/")) + ".npy"
+        os.makedirs(os.path.dirname(file_path), exist_ok=True)
+        header = npy_header(info)
+        _sized_file(file_path, header, len(header) + info.nbytes)
+        places.append(FilePlace(file_path, len(header), info.shape, info.dtype))
+    return places
 
 
 def _lay_out_zarr(
