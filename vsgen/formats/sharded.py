@@ -167,24 +167,6 @@ def read_weight_map(directory: str) -> dict[str, str]:
     return weight_map
 
 
-def read_tensor_infos(directory: str) -> list[TensorInfo]:
-    """Every tensor of a sharded directory, in the index's order, from the shard headers."""
-    from vsgen.formats.readers import read_tensor_infos as read_file_infos
-
-    weight_map = read_weight_map(directory)
-    by_file: dict[str, dict[str, TensorInfo]] = {}
-    infos = []
-    for name, file_name in weight_map.items():
-        if file_name not in by_file:
-            by_file[file_name] = {
-                info.name: info for info in read_file_infos(os.path.join(directory, file_name))
-            }
-        if name not in by_file[file_name]:
-            raise ValueError(f"{directory}: the index puts {name!r} in {file_name}, which lacks it")
-        infos.append(by_file[file_name][name])
-    return infos
-
-
 def read_metadata(directory: str) -> dict[str, str]:
     """The provenance of every shard merged into one ``vsgen`` document (``{}`` if none)."""
     from vsgen.formats.readers import read_metadata as read_file_metadata
