@@ -46,14 +46,7 @@ SPEC = {
 
 @pytest.fixture(scope="module")
 def client():
-    cluster = distributed.LocalCluster(
-        n_workers=2,
-        threads_per_worker=1,
-        processes=True,
-        host="127.0.0.1",
-        dashboard_address="127.0.0.1:0",
-        silence_logs=50,
-    )
+    cluster = vsgen_dask.local_cluster(2)
     with distributed.Client(cluster) as dask_client:
         yield dask_client
     cluster.close()

@@ -696,13 +696,29 @@ def parse_scheduler(scheduler: str) -> tuple[str, int | None]:
     return "local", int(count)
 
 
+def local_cluster(workers: int) -> distributed.LocalCluster:
+    """A ``LocalCluster`` of ``workers`` processes with one thread each, everything
+    listening on 127.0.0.1 only (the scheduler's HTTP endpoint on a free port
+    rather than 8787), its logs at ERROR. The caller closes it."""
+    import logging
+
+    from distributed import LocalCluster
+
+    return LocalCluster(
+        n_workers=workers,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address="127.0.0.1:0",
+        silence_logs=logging.ERROR,
+    )
+
+
 @contextlib.contextmanager
 def connect(scheduler: str, *, quiet_logs: bool = True) -> Iterator[distributed.Client]:
     """A client of ``scheduler``: an address (``tcp://host:8786``) or ``local:N``.
 
-    ``local:N`` starts a ``LocalCluster`` of N worker processes with one thread
-    each, everything listening on 127.0.0.1 only (the scheduler's HTTP endpoint on
-    a free port rather than 8787), and stops it on exit.
+    ``local:N`` starts a :func:`local_cluster` of N workers and stops it on exit.
 
     Raises:
         ValueError: a malformed ``local:N``.
@@ -711,7 +727,7 @@ def connect(scheduler: str, *, quiet_logs: bool = True) -> Iterator[distributed.
     """
     import logging
 
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
     if quiet_logs:
         for name in (
@@ -723,14 +739,7 @@ def connect(scheduler: str, *, quiet_logs: bool = True) -> Iterator[distributed.
             logging.getLogger(name).setLevel(logging.ERROR)
     text, workers = parse_scheduler(scheduler)
     if workers is not None:
-        cluster = LocalCluster(
-            n_workers=workers,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address="127.0.0.1:0",
-            silence_logs=logging.ERROR,
-        )
+        cluster = local_cluster(workers)
         try:
             with Client(cluster) as client:
                 yield client
