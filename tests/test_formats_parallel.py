@@ -279,3 +279,18 @@ def test_parse_scheduler(text, expected):
 def test_parse_scheduler_refuses_bad_counts(text):
     with pytest.raises(ValueError, match="scheduler"):
         vsgen_dask.parse_scheduler(text)
+
+
+def test_oversized_index_and_zarr_metadata_are_refused_unread(tmp_path, monkeypatch):
+    """Both JSON documents are read through the one capped reader: at most the
+    cap plus one byte, then refused with the file named."""
+    from vsgen.formats import zarr_format
+
+    monkeypatch.setattr(sharded, "_MAX_INDEX_BYTES", 100)
+    (tmp_path / sharded.INDEX_NAME).write_text('{"weight_map": {}, "pad": "' + "x" * 200 + '"}')
+    with pytest.raises(ValueError, match="the index is larger than 100 bytes"):
+        sharded.read_weight_map(str(tmp_path))
+    monkeypatch.setattr(zarr_format, "_MAX_METADATA_BYTES", 100)
+    (tmp_path / "zarr.json").write_text('{"pad": "' + "x" * 200 + '"}')
+    with pytest.raises(ValueError, match="zarr.json is larger than 100 bytes"):
+        zarr_format._load_node(str(tmp_path), "store")

@@ -24,6 +24,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from vsgen.formats.limits import read_capped
 from vsgen.formats.tensors import TensorInfo
 
 INDEX_NAME = "model.safetensors.index.json"
@@ -146,9 +147,7 @@ def read_weight_map(directory: str) -> dict[str, str]:
     """``weight_map`` of the index: tensor name -> shard file (a plain name in DIR)."""
     path = os.path.join(directory, INDEX_NAME)
     with open(path, "rb") as handle:
-        text = handle.read(_MAX_INDEX_BYTES + 1)
-    if len(text) > _MAX_INDEX_BYTES:
-        raise ValueError(f"{path}: index larger than {_MAX_INDEX_BYTES} bytes")
+        text = read_capped(handle, _MAX_INDEX_BYTES, f"{path}: the index")
     try:
         document = json.loads(text.decode("utf-8"))
         weight_map = document["weight_map"]

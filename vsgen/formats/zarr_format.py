@@ -31,6 +31,7 @@ from typing import Any
 import numpy
 
 from vsgen.formats.atomic import pwrite_all
+from vsgen.formats.limits import read_capped
 from vsgen.formats.tensors import TensorInfo
 
 ZARR_SUFFIX = ".zarr"
@@ -247,9 +248,7 @@ def _load_node(directory: str, where: str) -> dict[str, Any]:
     if os.path.islink(path):
         raise ValueError(f"{where}: zarr.json is a symbolic link; refusing to follow it")
     with open(path, "rb") as handle:
-        text = handle.read(_MAX_METADATA_BYTES + 1)
-    if len(text) > _MAX_METADATA_BYTES:
-        raise ValueError(f"{where}: zarr.json is larger than {_MAX_METADATA_BYTES} bytes")
+        text = read_capped(handle, _MAX_METADATA_BYTES, f"{where}: zarr.json")
     try:
         node = json.loads(text.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
