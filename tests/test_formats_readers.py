@@ -23,8 +23,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from vsgen import _limits as limits
 from vsgen import formats, provenance, verify
-from vsgen.formats import limits, readers
+from vsgen.formats import readers
 
 h5py = pytest.importorskip("h5py")
 pytestmark = pytest.mark.skipif(

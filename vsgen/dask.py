@@ -33,8 +33,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from vsgen.dtypes import TensorInfo
 from vsgen.formats import parallel, sharded, zarr_format
-from vsgen.formats.tensors import TensorInfo
 from vsgen.streams import Draw, get_stream
 
 if TYPE_CHECKING:  # pragma: no cover - typing only

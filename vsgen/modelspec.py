@@ -40,9 +40,8 @@ from typing import Any
 import numpy as np
 
 from vsgen import provenance
-from vsgen.dtypes import resolve_dtype
+from vsgen.dtypes import TensorInfo, resolve_dtype
 from vsgen.fans import LAYOUTS, check_layout, normalize_shape, parse_shape
-from vsgen.formats import TensorInfo, read_tensor_infos
 from vsgen.initializer import (
     PRESETS,
     Plan,
@@ -524,7 +523,7 @@ def load_spec(path: str) -> ModelSpec:
         raise ValueError(f"spec {path}: file not found")
     if os.path.isdir(path):
         raise ValueError(f"spec {path}: is a directory")
-    from vsgen.formats.limits import MAX_SPEC_BYTES, MAX_TOML_BYTES, read_text
+    from vsgen._limits import MAX_SPEC_BYTES, MAX_TOML_BYTES, read_text
 
     limit = MAX_TOML_BYTES if suffix == ".toml" else MAX_SPEC_BYTES
     with open(path, "rb") as handle:
@@ -534,13 +533,13 @@ def load_spec(path: str) -> ModelSpec:
 
 
 def _parse_toml(text: str, path: str) -> Any:
-    from vsgen.formats.limits import loads_toml
+    from vsgen._limits import loads_toml
 
     return loads_toml(text, f"spec {path}")
 
 
 def _parse_json(text: str, path: str) -> Any:
-    from vsgen.formats.limits import loads_json
+    from vsgen._limits import loads_json
 
     return loads_json(text, f"spec {path}")
 
@@ -1206,6 +1205,8 @@ def like_tensors(path: str) -> list[TensorInfo]:
         ValueError: the file is missing, unreadable as a checkpoint, or holds
             a dtype vsgen can neither write nor copy (complex, float8...).
     """
+    from vsgen.formats import read_tensor_infos
+
     if not os.path.exists(path):
         raise ValueError(f"--like: file not found: {path}")
     try:

@@ -45,13 +45,13 @@ standard output, where no atomicity is possible.
 
 from typing import TYPE_CHECKING, Any
 
+from vsgen.dtypes import TensorInfo
 from vsgen.formats.output import Output, open_output
 from vsgen.formats.pipeline import write_chunks
 from vsgen.formats.tensors import (
     FORMATS,
     METADATA_FORMATS,
     PARALLEL_ONLY_FORMATS,
-    TensorInfo,
     resolve_format,
 )
 

@@ -11,8 +11,9 @@ import numpy
 
 # The header caps are the reader's (and the safetensors reference reader's):
 # a file vsgen writes is a file it can read.
-from vsgen.formats.limits import MAX_TENSORS, SAFETENSORS_MAX_HEADER
-from vsgen.formats.tensors import SAFETENSORS_CODES, TensorInfo
+from vsgen._limits import MAX_TENSORS, SAFETENSORS_MAX_HEADER
+from vsgen.dtypes import TensorInfo
+from vsgen.formats.tensors import SAFETENSORS_CODES
 
 
 def little_endian(dtype: numpy.dtype) -> numpy.dtype:

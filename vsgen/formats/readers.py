@@ -10,7 +10,7 @@ module, and every such file is treated as hostile:
 - **One safetensors header parser**: the 8-byte length is capped at the
   format's own 100,000,000 bytes and must fit the file; the JSON is
   pre-scanned for size and depth before it is parsed
-  (:mod:`vsgen.formats.limits`); every entry needs a known ``dtype``, a
+  (:mod:`vsgen._limits`); every entry needs a known ``dtype``, a
   ``shape`` of non-negative integers and ``data_offsets`` of two integers
   ``0 <= begin <= end`` whose length matches the shape; the regions must
   tile the data buffer exactly (no gap, no overlap, nothing after the last).
@@ -46,15 +46,15 @@ from typing import Any
 
 import numpy
 
-from vsgen.formats.atomic import describe_file_kind
-from vsgen.formats.limits import (
+from vsgen._limits import (
     MAX_METADATA_BYTES,
     MAX_RANK,
     MAX_TENSORS,
     SAFETENSORS_MAX_HEADER,
     loads_json,
 )
-from vsgen.formats.tensors import TensorInfo
+from vsgen.dtypes import TensorInfo
+from vsgen.formats.atomic import describe_file_kind
 
 _NPY_MAGIC = b"\x93NUMPY"
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"

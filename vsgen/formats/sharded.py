@@ -24,8 +24,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from vsgen.formats.limits import read_capped
-from vsgen.formats.tensors import TensorInfo
+from vsgen._limits import read_capped
+from vsgen.dtypes import TensorInfo
 
 INDEX_NAME = "model.safetensors.index.json"
 DEFAULT_MAX_SHARD_SIZE = 5_000_000_000

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
-import numpy
-
-from vsgen.dtypes import DTYPE_NAMES, resolve_dtype
+from vsgen.dtypes import TensorInfo
 
 FORMATS = ("npy", "h5", "safetensors", "raw", "npydir")
 #: Formats written block by block by many writers (``vsgen.dask.write``), not streamed.
@@ -34,18 +30,6 @@ SAFETENSORS_CODES = {
     "int64": "I64",
     "uint64": "U64",
 }
-#: Dtypes a file may hold besides the floating ones vsgen generates.
-COPY_DTYPE_NAMES = (
-    "bool",
-    "int8",
-    "uint8",
-    "int16",
-    "uint16",
-    "int32",
-    "uint32",
-    "int64",
-    "uint64",
-)
 _BFLOAT16_FORMATS = ("safetensors", "raw")
 _SUFFIXES = {
     ".npy": "npy",
@@ -58,74 +42,6 @@ _SUFFIXES = {
 }
 _FORMAT_ALIASES = {"hdf5": "h5"}
 _STDOUT_FORMATS = ("npy", "raw")
-
-
-def normalize_dtype(dtype: object) -> numpy.dtype:
-    """The canonical (native-order) dtype of a tensor a file may hold: a floating
-    dtype vsgen writes (:func:`vsgen.dtypes.resolve_dtype`) or one of
-    :data:`COPY_DTYPE_NAMES`; files get little-endian bytes."""
-    # ml_dtypes is imported only when bfloat16 is asked for (start-up cost).
-    try:
-        name: object = numpy.dtype(dtype).name  # type: ignore[call-overload]
-    except TypeError:
-        name = dtype  # e.g. "bfloat16" before ml_dtypes is imported
-    if name in COPY_DTYPE_NAMES:
-        return numpy.dtype(str(name))
-    try:
-        resolved = resolve_dtype(name)
-    except ValueError:
-        raise ValueError(
-            f"Argument `dtype` must be one of {', '.join(DTYPE_NAMES + COPY_DTYPE_NAMES)}. "
-            f"Received: dtype={dtype!r}"
-        ) from None
-    assert resolved.name in DTYPE_NAMES
-    return resolved
-
-
-@dataclass(frozen=True)
-class TensorInfo:
-    """Name, shape and dtype of one tensor of an output file.
-
-    ``dtype`` is normalised to one of numpy float16, float32, float64,
-    complex64, complex128 or ``ml_dtypes.bfloat16`` (what vsgen generates), or
-    to one of the integer and bool types of :data:`COPY_DTYPE_NAMES` (tensors
-    copied from another file); ``shape`` to a tuple of non-negative ints
-    (``()`` is a scalar, a 0 anywhere makes an empty tensor).
-    """
-
-    name: str
-    shape: tuple[int, ...]
-    dtype: numpy.dtype
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not self.name or "\x00" in self.name:
-            raise ValueError(
-                "Argument `name` must be a non-empty string without NUL characters. "
-                f"Received: name={self.name!r}"
-            )
-        try:
-            dims = tuple(self.shape)
-        except TypeError:
-            dims = None
-        if dims is None or not all(
-            isinstance(d, (int, numpy.integer)) and not isinstance(d, bool) and d >= 0 for d in dims
-        ):
-            raise ValueError(
-                "Argument `shape` must be a sequence of non-negative integers. "
-                f"Received: shape={self.shape!r}"
-            )
-        object.__setattr__(self, "shape", tuple(int(d) for d in dims))
-        object.__setattr__(self, "dtype", normalize_dtype(self.dtype))
-
-    @property
-    def size(self) -> int:
-        """Number of values (product of the shape; 1 for a scalar)."""
-        return math.prod(self.shape)
-
-    @property
-    def nbytes(self) -> int:
-        """Size of the values in bytes."""
-        return self.size * self.dtype.itemsize
 
 
 def resolve_format(target: str, fmt: str | None, n_tensors: int = 1) -> str:

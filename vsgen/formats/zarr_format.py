@@ -30,9 +30,9 @@ from typing import Any
 
 import numpy
 
+from vsgen._limits import read_capped
+from vsgen.dtypes import TensorInfo
 from vsgen.formats.atomic import pwrite_all
-from vsgen.formats.limits import read_capped
-from vsgen.formats.tensors import TensorInfo
 
 ZARR_SUFFIX = ".zarr"
 _METADATA_FILE = "zarr.json"
