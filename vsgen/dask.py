@@ -35,6 +35,7 @@ import numpy as np
 
 from vsgen.dtypes import TensorInfo
 from vsgen.formats import parallel, sharded, zarr_format
+from vsgen.modelspec import tensor_job
 from vsgen.streams import Draw, get_stream
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -143,28 +144,6 @@ def sources(job: Any) -> list[TensorSource]:
         TensorSource.from_plan(info.name, plan)
         for info, plan in zip(job.infos, job.plans, strict=True)
     ]
-
-
-def tensor_job(
-    initializer: Any,
-    shape: Sequence[int],
-    dtype: object = "float32",
-    name: str = "weight",
-    *,
-    rows: tuple[int, int] | None = None,
-    fan_shape: Sequence[int] | None = None,
-) -> Any:
-    """A one-tensor ``ModelJob`` (what ``vsgen sample --shape`` writes), for :func:`write`."""
-    from vsgen import provenance
-    from vsgen.modelspec import ModelJob
-
-    plan = initializer.plan(shape, dtype, rows=rows, fan_shape=fan_shape)
-    fans = None if fan_shape is None else tuple(int(d) for d in fan_shape)
-    job = ModelJob(seed=plan.draw.seed, seed_was_drawn=bool(initializer.seed_was_drawn))
-    job.infos.append(TensorInfo(name, plan.shape, plan.draw.dtype))
-    job.plans.append(plan)
-    job.records[name] = provenance.tensor_record(initializer, plan, fans)
-    return job
 
 
 # --- dask arrays -----------------------------------------------------------------------
@@ -515,8 +494,8 @@ def write(
         target,
         fmt,
         infos,
-        metadata=job.metadata() if callable(job.metadata) else job.metadata,
-        tensor_metadata=_tensor_metadata(job),
+        metadata=job.metadata(),
+        tensor_metadata=job.tensor_metadata(),
         force=force,
         chunk_shapes=zarr_chunks,
         max_shard_size=shard_bytes,
@@ -768,9 +747,3 @@ def connect(scheduler: str, *, quiet_logs: bool = True) -> Iterator[distributed.
         yield client
     finally:
         client.close()
-
-
-def _tensor_metadata(job: Any) -> dict[str, dict[str, str]] | None:
-    """Each tensor's own record (HDF5 dataset attributes), if the job carries them."""
-    records = getattr(job, "tensor_metadata", None)
-    return records() if callable(records) else records

@@ -71,8 +71,10 @@ __all__ = [
     "load_spec",
     "parse_init",
     "parse_spec",
+    "job_from_file",
     "plan_table",
     "seed_bound",
+    "tensor_job",
 ]
 
 #: Constant initializers by name.
@@ -921,10 +923,14 @@ def plan_table(rows: Sequence[PlanRow], max_rows: int | None = None) -> list[str
 class ModelJob:
     """Everything needed to write a model: tensors, plans and provenance.
 
-    ``infos``, ``plans``, ``rows`` and ``records`` are parallel in output
-    order (``records`` keyed by name); ``rows`` is the plan as a table
-    (:class:`PlanRow`, see :func:`plan_table`). ``warnings`` are one-line
-    notes for the user (the command line prints them on stderr).
+    ``infos``, ``plans`` and ``records`` are parallel in output order
+    (``records`` keyed by name); ``rows`` is the plan as a table
+    (:class:`PlanRow`, see :func:`plan_table`) for jobs built from a spec or a
+    checkpoint (:func:`build_job`), empty for one tensor (:func:`tensor_job`)
+    and for a file's replay (:func:`job_from_file`). ``warnings`` are one-line
+    notes for the user (the command line prints them on stderr). The one job
+    type of vsgen: the command line, :mod:`vsgen.blockwrite` and
+    :mod:`vsgen.dask` all write these.
     """
 
     seed: int
@@ -954,6 +960,35 @@ class ModelJob:
             info.name: plan.array(threads)
             for info, plan in zip(self.infos, self.plans, strict=True)
         }
+
+
+def tensor_job(
+    initializer: VarianceScaling,
+    shape: Sequence[int],
+    dtype: object = "float32",
+    name: str = "weight",
+    *,
+    rows: tuple[int | None, int | None] | None = None,
+    fan_shape: Sequence[int] | None = None,
+) -> ModelJob:
+    """One tensor as a job (what ``vsgen sample --shape`` writes): ``initializer``'s
+    values for ``shape`` and ``dtype`` under ``name``, with its provenance record.
+
+    ``rows`` and ``fan_shape`` are as for ``VarianceScaling.plan`` (rows a..b-1 of
+    the full tensor; fans from another shape). The job's seed is the tensor's;
+    ``seed_was_drawn`` tells whether the initializer drew it. ``rows`` (the plan
+    table) stays empty: a table is for models.
+
+    Raises:
+        ValueError: a bad shape, dtype, row range or name.
+    """
+    plan = initializer.plan(shape, dtype, rows=rows, fan_shape=fan_shape)
+    fans = None if fan_shape is None else normalize_shape(fan_shape)
+    job = ModelJob(seed=plan.draw.seed, seed_was_drawn=bool(initializer.seed_was_drawn))
+    job.infos.append(TensorInfo(name, plan.shape, plan.dtype))
+    job.plans.append(plan)
+    job.records[name] = provenance.tensor_record(initializer, plan, fans)
+    return job
 
 
 def _choose(

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
     from vsgen.formats import Output
     from vsgen.initializer import Plan
+    from vsgen.modelspec import ModelJob
 
 #: Show a progress bar only for jobs this large (values), and only on a TTY.
 PROGRESS_MIN_VALUES = 1 << 24
@@ -149,12 +150,11 @@ def write_plans(target: Output, plans: Sequence[Plan], threads: int | None, quie
 
 
 def write_parallel(
-    job: Any,
+    job: ModelJob,
     output: str,
     fmt: str,
     options: dict[str, Any],
     chunks: tuple[int, ...] | None,
-    drawn_seed: int | None,
 ) -> None:
     """Write ``job`` with the parallel writers (``vsgen.dask.write``), on the cluster
     of ``--scheduler`` or on local threads, with the same progress bar and exit codes.
@@ -176,8 +176,8 @@ def write_parallel(
         sharded.parse_size(options["max_shard_size"])
         if scheduler is not None:
             vsgen_dask.parse_scheduler(scheduler)
-        if drawn_seed is not None:
-            say(f"seed: {drawn_seed}")
+        if job.seed_was_drawn:
+            say(f"seed: {job.seed}")
         with contextlib.ExitStack() as stack:
             client = None
             if scheduler is not None:
