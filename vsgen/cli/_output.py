@@ -156,40 +156,42 @@ def write_parallel(
     options: dict[str, Any],
     chunks: tuple[int, ...] | None,
 ) -> None:
-    """Write ``job`` with the parallel writers (``vsgen.dask.write``), on the cluster
-    of ``--scheduler`` or on local threads, with the same progress bar and exit codes.
-    A drawn seed is announced once the request is known to be valid."""
-    from vsgen import dask as vsgen_dask
+    """Write ``job`` block by block (:func:`vsgen.blockwrite.write`): by local threads,
+    or with --scheduler by the workers of a Dask cluster (``vsgen.dask``, imported
+    only then), with the same progress bar and exit codes. A drawn seed is announced
+    once the request is known to be valid."""
+    from vsgen import blockwrite
     from vsgen.formats import sharded
 
     scheduler = options["scheduler"]
     if output == "-":
         what = "--scheduler" if scheduler is not None else f"format {fmt!r}"
         raise BadInput(f"{what} cannot write to standard output; give -o FILE or DIR")
-    total = sum(plan.size for plan in job.plans)
     # Ctrl-C and SIGTERM are held and acted on between two polls of the job, never
     # inside the cluster client or an output's layout, which do not survive an
     # exception at an arbitrary point.
     with signals_held() as received, user_errors(), _needs_extra(fmt, scheduler):
-        for source in vsgen_dask.sources(job):
-            source.check_parallel()
+        blockwrite.check(job)
         sharded.parse_size(options["max_shard_size"])
         if scheduler is not None:
+            from vsgen import dask as vsgen_dask
+
             vsgen_dask.parse_scheduler(scheduler)
         if job.seed_was_drawn:
             say(f"seed: {job.seed}")
         with contextlib.ExitStack() as stack:
-            client = None
+            runner = None
             if scheduler is not None:
                 client = stack.enter_context(vsgen_dask.connect(scheduler))
+                runner = vsgen_dask.ClusterRunner(client)
             if received:
                 raise KeyboardInterrupt
-            with progress(total, "sampling", options["quiet"]) as advance:
-                vsgen_dask.write(
+            with progress(job.total_values, "sampling", options["quiet"]) as advance:
+                blockwrite.write(
                     job,
                     output,
                     fmt,
-                    client=client,
+                    runner=runner,
                     chunks=chunks,
                     max_shard_size=options["max_shard_size"],
                     force=options["force"],

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 import numpy
 
-from vsgen.fans import block_runs, block_start, check_block
+from vsgen.fans import auto_block_shape, block_runs, block_start, check_block
 from vsgen.formats import sharded, zarr_format
 from vsgen.formats.atomic import (
     AtomicFile,
@@ -490,7 +490,7 @@ def _lay_out_zarr(
     for index, info in enumerate(tensors):
         given = None if chunk_shapes is None else chunk_shapes[index]
         if given is None:
-            shapes.append(zarr_format.auto_chunk_shape(info.shape, info.dtype.itemsize))
+            shapes.append(auto_block_shape(info.shape, info.dtype.itemsize))
         else:
             shapes.append(zarr_format.check_chunk_shape(info.shape, given))
     directories = zarr_format.create_store(temp, tensors, shapes, document)

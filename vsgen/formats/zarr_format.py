@@ -36,9 +36,6 @@ from vsgen.formats.atomic import pwrite_all
 
 ZARR_SUFFIX = ".zarr"
 _METADATA_FILE = "zarr.json"
-#: Chunks of about this many bytes by default: big enough to amortise a task's
-#: overhead on a cluster, small enough for several to sit in a worker's memory.
-DEFAULT_CHUNK_BYTES = 64 << 20
 #: Readers refuse metadata documents larger than this, and chunks of more values
 #: than that (writers too, so vsgen reads every store it writes): a reader holds at
 #: most one row of a chunk at once, so this bounds its memory (1 GiB of float64).
@@ -47,30 +44,6 @@ _MAX_CHUNK_VALUES = 1 << 27
 #: Readers visit at most this many nodes of a group (hostile stores stay bounded).
 _MAX_NODES = 1 << 16
 _ZARR_DTYPES = ("float16", "float32", "float64")
-
-
-def auto_chunk_shape(
-    shape: Sequence[int], itemsize: int, target_bytes: int = DEFAULT_CHUNK_BYTES
-) -> tuple[int, ...]:
-    """Chunks of whole trailing axes (contiguous in C order) of about ``target_bytes``.
-
-    From the last axis backwards, axes are kept whole while the chunk stays within
-    the target; the first axis that does not fit is cut to fit (at least 1).
-    """
-    shape = tuple(int(d) for d in shape)
-    chunk = list(shape)
-    inner = itemsize
-    for axis in range(len(shape) - 1, -1, -1):
-        extent = max(1, shape[axis])
-        if inner * extent <= target_bytes:
-            inner *= extent
-            chunk[axis] = extent
-            continue
-        chunk[axis] = max(1, target_bytes // inner)
-        for earlier in range(axis):
-            chunk[earlier] = 1
-        break
-    return tuple(max(1, c) for c in chunk)
 
 
 def check_chunk_shape(shape: Sequence[int], chunk_shape: Sequence[int]) -> tuple[int, ...]:
