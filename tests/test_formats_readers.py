@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 
 from vsgen import _limits as limits
 from vsgen import formats, provenance, verify
+from vsgen.formats import h5 as h5_format
 from vsgen.formats import readers
 
 h5py = pytest.importorskip("h5py")
@@ -229,11 +230,11 @@ def test_h5_link_and_object_caps(tmp_path, monkeypatch):
     with h5py.File(path, "w") as h5:
         for index in range(12):
             h5[f"t{index}"] = np.zeros(1, np.float32)
-    monkeypatch.setattr(readers, "H5_MAX_LINKS", 10)
+    monkeypatch.setattr(h5_format, "H5_MAX_LINKS", 10)
     with pytest.raises(ValueError, match="over 10 links"):
         readers.open_file(str(path))
-    monkeypatch.setattr(readers, "H5_MAX_LINKS", 100)
-    monkeypatch.setattr(readers, "H5_MAX_OBJECTS", 5)
+    monkeypatch.setattr(h5_format, "H5_MAX_LINKS", 100)
+    monkeypatch.setattr(h5_format, "H5_MAX_OBJECTS", 5)
     with pytest.raises(ValueError, match="over 5 objects"):
         readers.open_file(str(path))
 
@@ -243,7 +244,7 @@ def test_h5_chunk_row_cache_cap(tmp_path, monkeypatch):
     with h5py.File(path, "w") as h5:
         h5.create_dataset("w", data=np.zeros((64, 64), np.float32), chunks=(64, 1))
     tensor = readers.open_file(str(path)).tensors[0]
-    monkeypatch.setattr(readers, "H5_MAX_CACHE_BYTES", 1000)
+    monkeypatch.setattr(h5_format, "H5_MAX_CACHE_BYTES", 1000)
     with pytest.raises(ValueError, match="chunk cache"):
         list(tensor.chunks())
     monkeypatch.undo()

@@ -5,7 +5,7 @@ depends only on (seed, options, p). Any block of any tensor can therefore be mad
 anywhere, in any order, as many times as needed, with the same bytes.
 :func:`write` builds on that:
 
-1. every tensor of a :class:`~vsgen.modelspec.ModelJob` becomes a
+1. every tensor of a :class:`~vsgen.job.ModelJob` becomes a
    :class:`BlockSource` (a seed and a stream, or a constant: small, picklable);
 2. the output is laid out as a temporary beside the target
    (:func:`vsgen.formats.parallel.open_parallel_output`: headers written, files
@@ -29,20 +29,19 @@ import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
 from vsgen.dtypes import TensorInfo
-from vsgen.fans import DEFAULT_BLOCK_BYTES, auto_block_shape
-from vsgen.formats import parallel, sharded
+from vsgen.fans import auto_block_shape
+from vsgen.formats import parallel, registry
+from vsgen.formats.sharded import DEFAULT_MAX_SHARD_SIZE, parse_size
 from vsgen.streams import Draw, get_stream, usable_cpus
-
-if TYPE_CHECKING:  # pragma: no cover - typing only
-    from vsgen.modelspec import ModelJob
 
 __all__ = [
     "BlockSource",
+    "Job",
     "LocalRunner",
     "Runner",
     "WriteTask",
@@ -54,9 +53,28 @@ __all__ = [
 
 #: Seconds between two polls of ``cancelled`` (and of the runner's progress).
 POLL_SECONDS = 0.05
+#: ``on_progress(values)``: called in the caller's thread as blocks complete.
+OnProgress = Callable[[int], None] | None
+#: ``cancelled()``: polled about 20 times a second; True stops the job.
+Cancelled = Callable[[], bool] | None
 
 
 # --- what a tensor is, block by block ------------------------------------------------
+
+
+class Job(Protocol):
+    """What :func:`write` needs of a job: a :class:`vsgen.job.ModelJob`
+    (the tensors, each one's plan, the file's and each tensor's metadata)."""
+
+    @property
+    def infos(self) -> Sequence[TensorInfo]: ...
+
+    @property
+    def plans(self) -> Sequence[Any]: ...
+
+    def metadata(self) -> dict[str, str]: ...
+
+    def tensor_metadata(self) -> dict[str, dict[str, str]]: ...
 
 
 @dataclass(frozen=True)
@@ -65,7 +83,9 @@ class BlockSource:
 
     Small and picklable: a stream label and its :class:`~vsgen.streams.Draw`, or a
     constant. ``full_shape`` is the shape of the tensor the stream indexes;
-    ``row_offset`` is where this tensor's first row lies in it (``--rows``/``--shard``).
+    ``row_offset`` is where this tensor's first row lies in it (``--rows``/``--shard``);
+    ``random_access`` is False for a sequential stream (``keras``), whose blocks
+    cannot be made apart.
     """
 
     name: str
@@ -76,6 +96,7 @@ class BlockSource:
     stream: str | None = None
     draw: Draw | None = None
     constant: float | None = None
+    random_access: bool = True
 
     @property
     def size(self) -> int:
@@ -105,11 +126,12 @@ class BlockSource:
             row_offset,
             stream.label,
             draw,
+            random_access=stream.random_access,
         )
 
     def check_parallel(self) -> None:
         """Refuse sources whose blocks cannot be made independently."""
-        if self.stream is not None and not get_stream(self.stream).random_access:
+        if not self.random_access:
             raise ValueError(
                 f"tensor {self.name!r} uses the {self.stream} stream, which is sequential "
                 "(every value depends on all before it) and cannot be split into blocks; use "
@@ -131,7 +153,7 @@ class BlockSource:
         return out
 
 
-def sources(job: ModelJob) -> list[BlockSource]:
+def sources(job: Job) -> list[BlockSource]:
     """One :class:`BlockSource` per tensor of ``job``, in its order."""
     return [
         BlockSource.from_plan(info.name, plan)
@@ -139,7 +161,7 @@ def sources(job: ModelJob) -> list[BlockSource]:
     ]
 
 
-def check(job: ModelJob) -> None:
+def check(job: Job) -> None:
     """Refuse a job whose tensors cannot be made block by block.
 
     Raises:
@@ -216,11 +238,13 @@ def _given_chunks(source: BlockSource, chunks: Any) -> Any:
 
 
 def _chunks_for(source: BlockSource, place: parallel.Place, chunks: Any) -> Any:
-    if isinstance(place, parallel.ZarrPlace):
-        return place.chunk_shape
+    """The place's own block shape (Zarr chunks), else the caller's, else about
+    64 MiB of whole trailing axes."""
+    if place.block_shape is not None:
+        return place.block_shape
     given = _given_chunks(source, chunks)
     if given is None:
-        return auto_block_shape(source.shape, source.dtype.itemsize, DEFAULT_BLOCK_BYTES)
+        return auto_block_shape(source.shape, source.dtype.itemsize)
     return given
 
 
@@ -241,32 +265,9 @@ def plan_tasks(
     if one_task_per_file:
         return [
             WriteTask(tuple(block for index in group for block in per_tensor[index]))
-            for group in parallel.shard_groups(output)
+            for group in parallel.file_groups(output.places)
         ]
     return [WriteTask((block,)) for blocks in per_tensor for block in blocks]
-
-
-def _zarr_chunk_shapes(
-    tensor_sources: Sequence[BlockSource], chunks: Any
-) -> list[tuple[int, ...] | None] | None:
-    """Zarr chunk shapes: the caller's (cut to the array's extent), else None (auto)."""
-    if chunks is None:
-        return None
-    shapes: list[tuple[int, ...] | None] = []
-    for source in tensor_sources:
-        given = _given_chunks(source, chunks)
-        if given is not None and any(isinstance(c, (tuple, list)) for c in given):
-            raise ValueError(
-                "Zarr arrays have regular chunks; give one block shape (e.g. (1024, 512)), "
-                f"not per-axis block lists. Received: chunks={given!r}"
-            )
-        if given is None:
-            shapes.append(None)
-        else:
-            shapes.append(
-                tuple(min(int(c), max(1, d)) for c, d in zip(given, source.shape, strict=True))
-            )
-    return shapes
 
 
 # --- who runs the tasks --------------------------------------------------------------
@@ -283,10 +284,7 @@ class Runner(Protocol):
         """Check that the blocks can be written under ``temp`` (the laid-out temporary)."""
 
     def run(
-        self,
-        tasks: Sequence[WriteTask],
-        on_progress: Callable[[int], None] | None,
-        cancelled: Callable[[], bool] | None,
+        self, tasks: Sequence[WriteTask], on_progress: OnProgress, cancelled: Cancelled
     ) -> None:
         """Run every task; ``on_progress(values)`` as they finish, in the calling
         thread; stop (KeyboardInterrupt) as soon as ``cancelled()`` is true."""
@@ -298,7 +296,7 @@ class Runner(Protocol):
         """Drop what :meth:`sync` would sync under ``temp`` (the job failed)."""
 
 
-def stop_if_cancelled(cancelled: Callable[[], bool] | None) -> None:
+def stop_if_cancelled(cancelled: Cancelled) -> None:
     """Raise KeyboardInterrupt if ``cancelled()`` says so (a runner's poll)."""
     if cancelled is not None and cancelled():
         raise KeyboardInterrupt
@@ -316,10 +314,7 @@ class LocalRunner:
         """Nothing to check: this process laid the temporary out."""
 
     def run(
-        self,
-        tasks: Sequence[WriteTask],
-        on_progress: Callable[[int], None] | None,
-        cancelled: Callable[[], bool] | None,
+        self, tasks: Sequence[WriteTask], on_progress: OnProgress, cancelled: Cancelled
     ) -> None:
         workers = usable_cpus() if self.threads is None else max(1, int(self.threads))
         pending = list(reversed(tasks))
@@ -351,22 +346,22 @@ class LocalRunner:
 
 
 def write(
-    job: ModelJob,
+    job: Job,
     target: str,
     fmt: str | None = None,
     *,
     runner: Runner | None = None,
     chunks: Any = None,
-    max_shard_size: int | str = sharded.DEFAULT_MAX_SHARD_SIZE,
+    max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE,
     force: bool = False,
     threads: int | None = None,
-    on_progress: Callable[[int], None] | None = None,
-    cancelled: Callable[[], bool] | None = None,
+    on_progress: OnProgress = None,
+    cancelled: Cancelled = None,
 ) -> None:
     """Write every tensor of ``job`` to ``target``, block by block, atomically.
 
-    ``job`` is a :class:`~vsgen.modelspec.ModelJob` (one tensor,
-    :func:`~vsgen.modelspec.tensor_job`, or a model, :func:`~vsgen.modelspec.build_job`).
+    ``job`` is a :class:`~vsgen.job.ModelJob` (one tensor,
+    :func:`~vsgen.job.tensor_job`, or a model, :func:`~vsgen.modelspec.build_job`).
     ``fmt`` is one of ``npy``, ``raw``, ``safetensors``, ``h5``, ``npydir``, ``zarr``,
     ``safetensors-sharded`` (default: from the target, ``.zarr`` meaning zarr).
     ``runner`` makes and writes the blocks: a :class:`LocalRunner` of ``threads``
@@ -386,28 +381,26 @@ def write(
         ValueError: bad arguments (exit 2 in the CLI), including the keras stream.
         OSError: I/O failure, or a runner that could not finish.
     """
-    from vsgen.formats.tensors import resolve_format
-
     tensor_sources = sources(job)
     for source in tensor_sources:
         source.check_parallel()
-    fmt = resolve_format(target, fmt, len(tensor_sources))
-    shard_bytes = sharded.parse_size(max_shard_size)
+    spec = registry.get(registry.resolve_format(target, fmt, len(tensor_sources)))
+    shard_bytes = parse_size(max_shard_size)
     runner = runner if runner is not None else LocalRunner(threads)
-    zarr_chunks = _zarr_chunk_shapes(tensor_sources, chunks) if fmt == "zarr" else None
+    given = None if chunks is None else [_given_chunks(s, chunks) for s in tensor_sources]
     infos = [TensorInfo(s.name, s.shape, s.dtype) for s in tensor_sources]
     output = parallel.open_parallel_output(
         target,
-        fmt,
+        spec.name,
         infos,
         metadata=job.metadata(),
         tensor_metadata=job.tensor_metadata(),
         force=force,
-        chunk_shapes=zarr_chunks,
+        chunk_shapes=given,
         max_shard_size=shard_bytes,
     )
     with output:
-        one_per_file = runner.one_task_per_file and fmt == "safetensors-sharded"
+        one_per_file = runner.one_task_per_file and spec.task_per_file
         tasks = plan_tasks(output, tensor_sources, chunks, one_task_per_file=one_per_file)
         try:
             runner.prepare(output.temp)

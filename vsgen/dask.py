@@ -24,16 +24,16 @@ import errno
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from vsgen import blockwrite
-from vsgen.blockwrite import BlockSource, WriteTask, sources
+from vsgen.blockwrite import BlockSource, Cancelled, OnProgress, WriteTask, sources
 from vsgen.fans import auto_block_shape
 from vsgen.formats import parallel, sharded
-from vsgen.modelspec import tensor_job
+from vsgen.job import tensor_job
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import dask.array
@@ -259,10 +259,7 @@ class ClusterRunner:
         _check_workers(self.client, temp)
 
     def run(
-        self,
-        tasks: Sequence[WriteTask],
-        on_progress: Callable[[int], None] | None,
-        cancelled: Callable[[], bool] | None,
+        self, tasks: Sequence[WriteTask], on_progress: OnProgress, cancelled: Cancelled
     ) -> None:
         _run_on_cluster(self.client, tasks, on_progress, cancelled)
 
@@ -286,8 +283,8 @@ def write(
     max_shard_size: int | str = sharded.DEFAULT_MAX_SHARD_SIZE,
     force: bool = False,
     threads: int | None = None,
-    on_progress: Callable[[int], None] | None = None,
-    cancelled: Callable[[], bool] | None = None,
+    on_progress: OnProgress = None,
+    cancelled: Cancelled = None,
 ) -> None:
     """:func:`vsgen.blockwrite.write` with the blocks made and written by the workers
     of ``client`` (a :class:`ClusterRunner`), or by ``threads`` local threads without one.
@@ -356,8 +353,8 @@ def _check_workers(client: distributed.Client, temp: str) -> None:
 def _run_on_cluster(
     client: distributed.Client,
     tasks: Sequence[WriteTask],
-    on_progress: Callable[[int], None] | None,
-    cancelled: Callable[[], bool] | None,
+    on_progress: OnProgress,
+    cancelled: Cancelled,
 ) -> None:
     """Submit one task per block (or shard); progress as they finish; cancel on failure.
 

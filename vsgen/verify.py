@@ -53,6 +53,7 @@ import numpy as np
 
 from vsgen import provenance
 from vsgen.fans import normalize_shape
+from vsgen.formats import registry
 from vsgen.formats.pipeline import prefetched
 from vsgen.formats.readers import READ_CHUNK, StoredTensor, TensorFile, open_file, read_values
 from vsgen.initializer import TRUNCATED_STD_FACTOR, Scaling, VarianceScaling
@@ -293,7 +294,7 @@ def open_tensor(path: str | TensorFile, name: str | None = None) -> FileTensor:
         OSError: the file cannot be read.
     """
     tensor_file = path if isinstance(path, TensorFile) else open_file(path)
-    if tensor_file.format == "npy":
+    if registry.get(tensor_file.format).one_tensor:
         name = None
     chosen = _pick_name(tensor_file.path, tensor_file.names, name)
     return _source(tensor_file, tensor_file.tensor(chosen))
@@ -311,7 +312,7 @@ def recorded_record(source: FileTensor) -> dict[str, Any]:
     """
     from vsgen import provenance
 
-    if source.format in ("npy", "npydir"):
+    if not registry.get(source.format).keeps_metadata:
         raise NoExpectationError(f"{source.path}: .npy files record no provenance")
     if provenance.METADATA_KEY not in source.metadata:
         raise NoExpectationError(

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
     from vsgen.formats import Output
     from vsgen.initializer import Plan
-    from vsgen.modelspec import ModelJob
+    from vsgen.job import ModelJob
 
 #: Show a progress bar only for jobs this large (values), and only on a TTY.
 PROGRESS_MIN_VALUES = 1 << 24
@@ -100,7 +100,7 @@ def progress(total: int, label: str, quiet: bool) -> Iterator[Callable[[int], No
 
 def summary_line(values: int, nbytes: int, seconds: float, target: str) -> str:
     """``wrote 16,777,216 values (64.00 MiB) to w.npy in 0.42 s, 40 M values/s``."""
-    from vsgen.formats.output import format_bytes
+    from vsgen.formats.atomic import format_bytes
 
     where = "standard output" if target == "-" else target
     rate = f", {values / seconds / 1e6:,.0f} M values/s" if seconds > 0 and values else ""
@@ -157,11 +157,11 @@ def write_parallel(
     chunks: tuple[int, ...] | None,
 ) -> None:
     """Write ``job`` block by block (:func:`vsgen.blockwrite.write`): by local threads,
-    or with --scheduler by the workers of a Dask cluster (``vsgen.dask``, imported
-    only then), with the same progress bar and exit codes. A drawn seed is announced
-    once the request is known to be valid."""
+    or with --scheduler by the workers of a Dask cluster, with the same progress bar
+    and exit codes. A drawn seed is announced once the request is known to be valid."""
     from vsgen import blockwrite
-    from vsgen.formats import sharded
+    from vsgen.cli._cluster import cluster_runners
+    from vsgen.formats.sharded import parse_size
 
     scheduler = options["scheduler"]
     if output == "-":
@@ -172,18 +172,11 @@ def write_parallel(
     # exception at an arbitrary point.
     with signals_held() as received, user_errors(), _needs_extra(fmt, scheduler):
         blockwrite.check(job)
-        sharded.parse_size(options["max_shard_size"])
-        if scheduler is not None:
-            from vsgen import dask as vsgen_dask
-
-            vsgen_dask.parse_scheduler(scheduler)
+        parse_size(options["max_shard_size"])
+        runners = cluster_runners(scheduler)
         if job.seed_was_drawn:
             say(f"seed: {job.seed}")
-        with contextlib.ExitStack() as stack:
-            runner = None
-            if scheduler is not None:
-                client = stack.enter_context(vsgen_dask.connect(scheduler))
-                runner = vsgen_dask.ClusterRunner(client)
+        with runners as runner:
             if received:
                 raise KeyboardInterrupt
             with progress(job.total_values, "sampling", options["quiet"]) as advance:

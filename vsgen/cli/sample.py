@@ -40,7 +40,7 @@ from vsgen.streams import WRITER_CPUS, default_threads
 
 if TYPE_CHECKING:
     from vsgen.formats import Output
-    from vsgen.modelspec import ModelJob
+    from vsgen.job import ModelJob
 
 #: Options that select one tensor; whole-model sampling refuses them.
 _SINGLE_TENSOR_OPTIONS = ("shape", "rows", "shard", "fan_shape", "config_from", "name")
@@ -203,9 +203,9 @@ def sample(**kwargs: Any) -> None:
         _print_plan(job, kwargs)
         return
     fmt = _check_target(job, kwargs["output"], kwargs["fmt"], whole_model)
-    from vsgen.formats import PARALLEL_ONLY_FORMATS
+    from vsgen.formats import registry
 
-    if kwargs["scheduler"] is not None or fmt in PARALLEL_ONLY_FORMATS:
+    if kwargs["scheduler"] is not None or not registry.get(fmt).streams:
         chunks = parse_shape_option(kwargs["chunks"], "--chunks")
         _say_warnings(job)
         write_parallel(job, kwargs["output"], fmt, kwargs, chunks)
@@ -257,11 +257,11 @@ def _given(key: str) -> bool:
 
 def _refuse_name_without_names(output: str, fmt_option: str | None) -> None:
     """--name names a tensor inside a file; a .npy or raw file has no names."""
-    from vsgen import formats
+    from vsgen.formats import registry
 
     with user_errors():
-        fmt = formats.resolve_format(output, fmt_option)
-    if fmt in ("npy", "raw"):
+        fmt = registry.resolve_format(output, fmt_option)
+    if not registry.get(fmt).named:
         where = "standard output" if output == "-" else repr(output)
         raise BadInput(
             f"--name names a tensor inside .h5/.safetensors; {fmt} output ({where}) holds one "
@@ -335,7 +335,7 @@ def _tensor_job(kwargs: dict[str, Any], options: dict[str, Any]) -> tuple[ModelJ
             initializer, fan_shape if fan_shape is not None else shape
         )
 
-    from vsgen.modelspec import tensor_job
+    from vsgen.job import tensor_job
 
     with user_errors():
         if shard is not None:

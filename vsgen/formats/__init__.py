@@ -48,12 +48,7 @@ from typing import TYPE_CHECKING, Any
 from vsgen.dtypes import TensorInfo
 from vsgen.formats.output import Output, open_output
 from vsgen.formats.pipeline import write_chunks
-from vsgen.formats.tensors import (
-    FORMATS,
-    METADATA_FORMATS,
-    PARALLEL_ONLY_FORMATS,
-    resolve_format,
-)
+from vsgen.formats.registry import resolve_format
 
 __all__ = [
     "FORMATS",
@@ -70,13 +65,19 @@ __all__ = [
 
 if TYPE_CHECKING:
     from vsgen.formats.readers import read_metadata, read_tensor_infos
+    from vsgen.formats.registry import FORMATS, METADATA_FORMATS, PARALLEL_ONLY_FORMATS
 
 
 def __getattr__(name: str) -> Any:
-    # The hardened reader is the biggest module here and only reading needs
-    # it (`check`, `--like`, `--config-from`), not a plain `vsgen sample`.
+    # Reading needs the reader and every format's module (`check`, `--like`,
+    # `--config-from`), and so do the lists of format names; a plain
+    # `vsgen sample` of a .npy file loads the NPY module alone.
     if name in ("read_metadata", "read_tensor_infos"):
         from vsgen.formats import readers
 
         return getattr(readers, name)
+    if name in ("FORMATS", "METADATA_FORMATS", "PARALLEL_ONLY_FORMATS"):
+        from vsgen.formats import registry
+
+        return getattr(registry, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
