@@ -81,11 +81,12 @@ class Job(Protocol):
 class BlockSource:
     """One tensor's values, computable block by block in any process.
 
-    Small and picklable: a stream label and its :class:`~vsgen.streams.Draw`, or a
-    constant. ``full_shape`` is the shape of the tensor the stream indexes;
-    ``row_offset`` is where this tensor's first row lies in it (``--rows``/``--shard``);
-    ``random_access`` is False for a sequential stream (``keras``), whose blocks
-    cannot be made apart.
+    Small and picklable: a stream label and its :class:`~vsgen.streams.Draw`, a
+    constant, or a tensor copied from a checkpoint (``copy_of``: its path and the
+    tensor's name there; ``--like`` keeps integer tensors so). ``full_shape`` is the
+    shape of the tensor the stream indexes; ``row_offset`` is where this tensor's
+    first row lies in it (``--rows``/``--shard``); ``random_access`` is False for a
+    sequential stream (``keras``), whose blocks cannot be made apart.
     """
 
     name: str
@@ -97,6 +98,7 @@ class BlockSource:
     draw: Draw | None = None
     constant: float | None = None
     random_access: bool = True
+    copy_of: tuple[str | None, str] | None = None
 
     @property
     def size(self) -> int:
@@ -104,16 +106,14 @@ class BlockSource:
 
     @classmethod
     def from_plan(cls, name: str, plan: Any) -> BlockSource:
-        """From a ``SamplePlan`` (initializer) or a ``ConstantPlan`` (model spec)."""
+        """From a ``SamplePlan`` (initializer), or a ``ConstantPlan`` or ``CopyPlan``
+        (model spec)."""
         draw = getattr(plan, "draw", None)
         if draw is None:
-            return cls(
-                name,
-                tuple(plan.shape),
-                np.dtype(plan.dtype),
-                tuple(plan.shape),
-                constant=float(plan.value),
-            )
+            shape = tuple(plan.shape)
+            if hasattr(plan, "value"):
+                return cls(name, shape, np.dtype(plan.dtype), shape, constant=float(plan.value))
+            return cls(name, shape, np.dtype(plan.dtype), shape, copy_of=(plan.source, plan.name))
         stream = plan.stream
         full_shape = tuple(plan.full_shape)
         row_size = math.prod(full_shape[1:]) if full_shape else 1
@@ -130,7 +130,11 @@ class BlockSource:
         )
 
     def check_parallel(self) -> None:
-        """Refuse sources whose blocks cannot be made independently."""
+        """Refuse sources whose blocks cannot be made independently (or at all)."""
+        if self.copy_of is not None and self.copy_of[0] is None:
+            raise ValueError(
+                f"tensor {self.name!r} is copied, but there is no checkpoint to copy from"
+            )
         if not self.random_access:
             raise ValueError(
                 f"tensor {self.name!r} uses the {self.stream} stream, which is sequential "
@@ -141,16 +145,39 @@ class BlockSource:
     def block(self, origin: Sequence[int], shape: Sequence[int], threads: int = 1) -> np.ndarray:
         """The block of this tensor at ``origin`` with extent ``shape``."""
         shape = tuple(int(d) for d in shape)
+        origin = tuple(int(o) for o in origin)
+        if self.copy_of is not None:
+            return self._copied(origin, shape)
         if self.draw is None:
             return np.full(shape, self.constant, dtype=self.dtype)
         out = np.empty(shape, dtype=self.dtype)
-        origin = tuple(int(o) for o in origin)
         if self.full_shape:
             origin = (origin[0] + self.row_offset, *origin[1:])
         get_stream(self.stream or "vsgen").fill_block(
             out, origin, self.full_shape, self.draw, threads
         )
         return out
+
+    def _copied(self, origin: tuple[int, ...], shape: tuple[int, ...]) -> np.ndarray:
+        """A block of a copied tensor: the rows it spans, read as one flat range of
+        the checkpoint (through the hardened reader), cut to its other axes."""
+        from vsgen.formats.readers import read_tensor_range
+
+        assert self.copy_of is not None
+        path, name = self.copy_of
+        if path is None:
+            self.check_parallel()
+        assert path is not None
+        rows = (origin[0], origin[0] + shape[0]) if self.shape else (0, 1)
+        row_size = math.prod(self.shape[1:])
+        flat = read_tensor_range(path, name, rows[0] * row_size, rows[1] * row_size)
+        if flat.dtype != self.dtype:
+            raise ValueError(f"--like {path}: tensor {name!r} changed while it was copied")
+        if not self.shape:
+            return flat.reshape(())
+        slab = flat.reshape(rows[1] - rows[0], *self.shape[1:])
+        inner = tuple(slice(o, o + e) for o, e in zip(origin[1:], shape[1:], strict=True))
+        return np.ascontiguousarray(slab[(slice(None),) + inner])
 
 
 def sources(job: Job) -> list[BlockSource]:

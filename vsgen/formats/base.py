@@ -97,7 +97,7 @@ class FilePlace(NamedTuple):
             FileNotFoundError: the file is gone (the job was abandoned).
             ValueError: the block does not fit the tensor.
         """
-        values = numpy.ascontiguousarray(values)
+        values = numpy.asarray(values, order="C")  # a scalar stays 0-d
         origin, _ = check_block(values.shape, origin, self.shape)
         if values.size == 0:
             return None
