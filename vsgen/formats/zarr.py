@@ -493,6 +493,7 @@ class ZarrFormat(StoreFormat):
 
     label = ".zarr"
     keeps_metadata = True
+    holds_complex = False
     commit_syncs = (".json",)
     store_words = "a Zarr store"
 
