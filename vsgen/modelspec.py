@@ -5,7 +5,9 @@ name with a shape, an optional dtype and an optional initializer; glob
 *rules* give initializers to many names at once; top-level keys give the
 defaults. ``docs/spec-files.md`` documents the schema. :func:`build_job`
 turns a spec (or the tensor list of an existing checkpoint, ``like``) into one
-plan per tensor, ready to be streamed into a single output file.
+plan per tensor: a :class:`~vsgen.job.ModelJob` (the one job type, defined in
+:mod:`vsgen.job` and re-exported here with ``PlanRow`` and ``tensor_job``),
+ready to be streamed into a single output file or written block by block.
 
 How a tensor's initializer is chosen, first match wins:
 
