@@ -29,7 +29,7 @@ from vsgen.formats.base import (
 from vsgen.formats.npy import npy_header, npy_tensor
 
 
-def name_max(directory: str) -> int:
+def _name_max(directory: str) -> int:
     """Longest file name (bytes) the file system of ``directory`` takes."""
     try:
         return int(os.pathconf(directory, "PC_NAME_MAX"))
@@ -116,7 +116,7 @@ class NpydirFormat(Format):
     def check_names(self, tensors: Sequence[TensorInfo], target: str = "-") -> None:
         super().check_names(tensors, target)
         if target != "-":
-            check_npydir_names(tensors, name_max(os.path.dirname(os.path.abspath(target))))
+            check_npydir_names(tensors, _name_max(os.path.dirname(os.path.abspath(target))))
 
     def check_name(self, name: str) -> None:
         check_path_name(name, self.name)

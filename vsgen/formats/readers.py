@@ -75,13 +75,14 @@ def _format_of(path: str) -> Format:
     except FileNotFoundError:
         raise UnreadableFile(f"file not found: {path}") from None
     if stat.S_ISDIR(mode):
-        for store in registry.stores():
-            if store.holds(path):
-                return store
+        # Stores are known by their contents; any other directory holds .npy files.
+        for fmt in registry.formats():
+            if fmt.holds(path):
+                return fmt
         return registry.get("npydir")
     with open_binary(path) as handle:
         head = handle.read(9)
-    for fmt in registry.all_formats():
+    for fmt in registry.formats():
         if fmt.sniff(head):
             return fmt
     raise UnreadableFile(

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import importlib
 import os
+from collections.abc import Iterator
 from typing import Any
 
-from vsgen.formats.base import Format, StoreFormat
+from vsgen.formats.base import Format
 
 #: Every format, in the order messages list them: its name, its class
 #: (``module:Class`` under ``vsgen.formats``) and the suffixes that select it.
@@ -48,15 +49,14 @@ def _load(name: str) -> Format:
     return fmt
 
 
+def formats() -> Iterator[Format]:
+    """Every format, in the order of the table, each module imported as it is reached."""
+    return (_load(name) for name in _NAMES)
+
+
 def all_formats() -> tuple[Format, ...]:
-    """Every format, in the order of :data:`_TABLE` (imports every format module)."""
-    return tuple(_load(name) for name in _NAMES)
-
-
-def stores() -> tuple[Format, ...]:
-    """The directory formats a reader recognises by their contents (any other
-    directory is read as npydir)."""
-    return tuple(fmt for fmt in all_formats() if isinstance(fmt, StoreFormat))
+    """Every format, in the order of the table (imports every format module)."""
+    return tuple(formats())
 
 
 def get(name: str, *, streaming: bool = False) -> Format:
