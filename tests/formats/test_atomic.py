@@ -526,19 +526,21 @@ def test_temporary_directory_asks_its_check_before_replacing(tmp_path: Path) -> 
     assert os.listdir(tmp_path) == ["out"] and os.listdir(tmp_path / "out") == ["old.npy"]
 
 
-def test_a_dropped_temporary_directory_is_removed(tmp_path: Path) -> None:
+def test_a_temporary_directory_takes_a_fresh_name_and_goes_when_dropped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    theirs = tmp_path / ".out.vsgen-tmp-000000000000"
+    theirs.mkdir()
+    names = iter([str(theirs), str(tmp_path / ".out.vsgen-tmp-111111111111")])
+    monkeypatch.setattr(atomic, "temp_path", lambda final, mark=None: next(names))
     temporary = atomic.TemporaryDirectory(str(tmp_path / "out"), "out", False)
+    assert temporary.path.endswith("111111111111")
     (Path(temporary.path) / "partial.npy").write_bytes(b"x")
     del temporary
     gc.collect()
-    assert os.listdir(tmp_path) == []
-
-
-def test_a_hundred_taken_directory_names_give_up(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    (tmp_path / ".taken").mkdir()
-    monkeypatch.setattr(atomic, "temp_path", lambda final, mark=None: str(tmp_path / ".taken"))
+    assert os.listdir(tmp_path) == [theirs.name]
+    # With every name taken it gives up after 100, naming the target.
+    monkeypatch.setattr(atomic, "temp_path", lambda final, mark=None: str(theirs))
     with pytest.raises(FileExistsError) as caught:
         atomic.TemporaryDirectory(str(tmp_path / "out"), "shown", False)
     assert caught.value.strerror == "cannot create a temporary directory for 'shown'"
