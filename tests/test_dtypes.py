@@ -15,6 +15,7 @@ from click.testing import CliRunner
 
 import vsgen
 from vsgen.cli import cli
+from vsgen.dtypes import TensorInfo
 
 STREAMS = ["vsgen", "keras"]
 SHAPE = (33, 17, 3)
@@ -151,3 +152,32 @@ def test_non_float_dtypes_are_refused(tmp_path, dtype):
     result = run("sample", "--shape", "4,4", "--dtype", dtype, "-o", str(tmp_path / "w.npy"))
     assert result.exit_code == 2 and "dtype" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+# --- TensorInfo: what a file holds --------------------------------------------------------
+
+
+def test_tensor_info_normalises():
+    info = TensorInfo("w", [2, np.int64(3)], "<f4")
+    assert info.shape == (2, 3) and isinstance(info.shape[1], int)
+    assert info.dtype == np.float32
+    assert (info.size, info.nbytes) == (6, 24)
+    assert TensorInfo("s", (), ml_dtypes.bfloat16).dtype == np.dtype(ml_dtypes.bfloat16)
+    assert TensorInfo("s", (), np.float16).size == 1
+
+
+@pytest.mark.parametrize(
+    ("name", "shape", "dtype", "argument"),
+    [
+        ("", (2,), np.float32, "name"),
+        ("a\x00b", (2,), np.float32, "name"),
+        ("w", (-1,), np.float32, "shape"),
+        ("w", (True,), np.float32, "shape"),
+        ("w", 5, np.float32, "shape"),
+        ("w", (2,), "float8_e4m3fn", "dtype"),
+        ("w", (2,), "nonsense", "dtype"),
+    ],
+)
+def test_tensor_info_refuses(name, shape, dtype, argument):
+    with pytest.raises(ValueError, match=f"`{argument}`"):
+        TensorInfo(name, shape, dtype)

@@ -65,11 +65,13 @@ __all__ = sorted([*_HOMES, "__version__"])
 
 #: Submodules reachable as attributes (``vsgen.formats.open_output``), imported on use.
 _SUBMODULES = (
+    "blockwrite",
     "dtypes",
     "fans",
     "formats",
     "initializer",
     "inplace",
+    "job",
     "modelspec",
     "names",
     "provenance",

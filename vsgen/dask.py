@@ -1,49 +1,48 @@
-"""Generation beyond one machine: Dask arrays and outputs written by a cluster.
+"""Dask: arrays of any tensor or model, and a cluster that writes outputs.
 
-The ``vsgen`` stream is counter-based: the value at flat index p of a tensor
-depends only on (seed, options, p). Any block of any tensor can therefore be
-made anywhere, in any order, as many times as needed, with the same bytes. This
+The ``vsgen`` stream is counter-based: any block of any tensor can be made
+anywhere, in any order, with the same bytes (:mod:`vsgen.blockwrite`). This
 module maps that onto Dask (``pip install "vsgen[dask]"``):
 
 * :func:`sample` and :func:`model` return ``dask.array.Array`` objects with one
   task per block and no data in the graph; every element equals the same element
   of the single-process result, for any chunking.
-* :func:`write` writes a job (one tensor or a whole model) into any vsgen format,
-  Zarr v3 stores and sharded safetensors included, with the work spread over a
-  ``distributed`` cluster (or over local threads without one). The client lays the
-  output out as a temporary beside the target; tasks make their blocks and write
-  them in place; the client syncs and renames. See :mod:`vsgen.formats.parallel`.
+* :class:`ClusterRunner` runs the block tasks of :func:`vsgen.blockwrite.write` on
+  the workers of a ``distributed`` cluster, which must see the output's file
+  system; :func:`write` is that call with ``client=``.
+* :func:`connect` gives a client of a scheduler address or of a local cluster
+  (``local:N``).
 
-Neither ``dask`` nor ``zarr`` is imported until a function here needs it. The
-``keras`` stream is sequential (a block needs everything before it) and is refused.
+Neither ``dask`` nor ``distributed`` is imported until a function here needs it.
+The ``keras`` stream is sequential (a block needs everything before it) and is refused.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import math
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from vsgen.formats import parallel, sharded, zarr_format
-from vsgen.formats.tensors import TensorInfo
-from vsgen.streams import Draw, get_stream
+from vsgen import blockwrite
+from vsgen.blockwrite import BlockSource, Cancelled, OnProgress, WriteTask, sources
+from vsgen.fans import auto_block_shape
+from vsgen.formats import parallel, sharded
+from vsgen.job import tensor_job
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import dask.array
     import distributed
 
 __all__ = [
+    "BlockSource",
     "ClusterError",
-    "TensorSource",
+    "ClusterRunner",
     "connect",
     "model",
     "parse_scheduler",
@@ -54,117 +53,9 @@ __all__ = [
     "write",
 ]
 
-#: Default block size of writes: about 64 MiB of whole trailing axes per task.
-WRITE_BLOCK_BYTES = zarr_format.DEFAULT_CHUNK_BYTES
-
 
 class ClusterError(OSError):
     """The cluster could not finish the job (workers lost too often, a task failed)."""
-
-
-# --- what a tensor is, block by block ------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TensorSource:
-    """One tensor's values, computable block by block in any process.
-
-    Small and picklable: a stream label and its :class:`~vsgen.streams.Draw`, or a
-    constant. ``full_shape`` is the shape of the tensor the stream indexes;
-    ``row_offset`` is where this tensor's first row lies in it (``--rows``/``--shard``).
-    """
-
-    name: str
-    shape: tuple[int, ...]
-    dtype: np.dtype
-    full_shape: tuple[int, ...]
-    row_offset: int = 0
-    stream: str | None = None
-    draw: Draw | None = None
-    constant: float | None = None
-
-    @property
-    def size(self) -> int:
-        return math.prod(self.shape)
-
-    @classmethod
-    def from_plan(cls, name: str, plan: Any) -> TensorSource:
-        """From a ``SamplePlan`` (initializer) or a ``ConstantPlan`` (model spec)."""
-        draw = getattr(plan, "draw", None)
-        if draw is None:
-            return cls(
-                name,
-                tuple(plan.shape),
-                np.dtype(plan.dtype),
-                tuple(plan.shape),
-                constant=float(plan.value),
-            )
-        stream = plan.stream
-        full_shape = tuple(plan.full_shape)
-        row_size = math.prod(full_shape[1:]) if full_shape else 1
-        row_offset = plan.start // row_size if full_shape and row_size else 0
-        return cls(
-            name,
-            tuple(plan.shape),
-            np.dtype(draw.dtype),
-            full_shape,
-            row_offset,
-            stream.label,
-            draw,
-        )
-
-    def check_parallel(self) -> None:
-        """Refuse sources whose blocks cannot be made independently."""
-        if self.stream is not None and not get_stream(self.stream).random_access:
-            raise ValueError(
-                f"tensor {self.name!r} uses the {self.stream} stream, which is sequential "
-                "(every value depends on all before it) and cannot be split into blocks; use "
-                "the default vsgen stream, or a .npy/.h5/.safetensors file without --scheduler"
-            )
-
-    def block(self, origin: Sequence[int], shape: Sequence[int], threads: int = 1) -> np.ndarray:
-        """The block of this tensor at ``origin`` with extent ``shape``."""
-        shape = tuple(int(d) for d in shape)
-        if self.draw is None:
-            return np.full(shape, self.constant, dtype=self.dtype)
-        out = np.empty(shape, dtype=self.dtype)
-        origin = tuple(int(o) for o in origin)
-        if self.full_shape:
-            origin = (origin[0] + self.row_offset, *origin[1:])
-        get_stream(self.stream or "vsgen").fill_block(
-            out, origin, self.full_shape, self.draw, threads
-        )
-        return out
-
-
-def sources(job: Any) -> list[TensorSource]:
-    """One :class:`TensorSource` per tensor of a ``ModelJob`` (``infos`` + ``plans``)."""
-    return [
-        TensorSource.from_plan(info.name, plan)
-        for info, plan in zip(job.infos, job.plans, strict=True)
-    ]
-
-
-def tensor_job(
-    initializer: Any,
-    shape: Sequence[int],
-    dtype: object = "float32",
-    name: str = "weight",
-    *,
-    rows: tuple[int, int] | None = None,
-    fan_shape: Sequence[int] | None = None,
-) -> Any:
-    """A one-tensor ``ModelJob`` (what ``vsgen sample --shape`` writes), for :func:`write`."""
-    from vsgen import provenance
-    from vsgen.modelspec import ModelJob
-
-    plan = initializer.plan(shape, dtype, rows=rows, fan_shape=fan_shape)
-    fans = None if fan_shape is None else tuple(int(d) for d in fan_shape)
-    job = ModelJob(seed=plan.draw.seed, seed_was_drawn=bool(initializer.seed_was_drawn))
-    job.infos.append(TensorInfo(name, plan.shape, plan.draw.dtype))
-    job.plans.append(plan)
-    job.records[name] = provenance.tensor_record(initializer, plan, fans)
-    return job
 
 
 # --- dask arrays -----------------------------------------------------------------------
@@ -173,7 +64,7 @@ def tensor_job(
 class _BlockMaker:
     """The function of every block of one tensor (``map_blocks`` with ``block_info``)."""
 
-    def __init__(self, source: TensorSource) -> None:
+    def __init__(self, source: BlockSource) -> None:
         self.source = source
 
     def __call__(self, block_info: Mapping[Any, Any] | None = None) -> np.ndarray:
@@ -184,7 +75,7 @@ class _BlockMaker:
         return self.source.block(origin, shape)
 
 
-def to_dask(source: TensorSource, chunks: Any = "auto") -> dask.array.Array:
+def to_dask(source: BlockSource, chunks: Any = "auto") -> dask.array.Array:
     """A Dask array of ``source`` with ``chunks`` (anything ``dask.array`` accepts).
 
     ``"auto"`` means blocks of whole trailing axes (whole rows of a matrix) of about
@@ -203,7 +94,7 @@ def to_dask(source: TensorSource, chunks: Any = "auto") -> dask.array.Array:
         from dask.utils import parse_bytes
 
         target = parse_bytes(dask.config.get("array.chunk-size"))
-        chunks = zarr_format.auto_chunk_shape(source.shape, source.dtype.itemsize, target)
+        chunks = auto_block_shape(source.shape, source.dtype.itemsize, target)
     normalized = da.core.normalize_chunks(chunks, source.shape, dtype=source.dtype)
     token = tokenize(
         source.name,
@@ -249,7 +140,7 @@ def sample(
             shape, dtype or chunks.
     """
     plan = initializer.plan(shape, dtype, rows=rows, fan_shape=fan_shape)
-    return to_dask(TensorSource.from_plan("weight", plan), chunks)
+    return to_dask(BlockSource.from_plan("weight", plan), chunks)
 
 
 def _model_job(
@@ -305,61 +196,7 @@ def model(
     return {source.name: to_dask(source, chunks) for source in sources(job)}
 
 
-# --- writing ---------------------------------------------------------------------------
-
-
-def _grid(shape: tuple[int, ...], chunks: Any) -> Iterator[tuple[tuple[int, ...], tuple[int, ...]]]:
-    """``(origin, extent)`` of every block of ``shape`` cut by ``chunks``.
-
-    ``chunks`` is a block shape (a regular grid) or, per axis, a tuple of block
-    extents (an irregular grid, as ``dask.array`` writes chunks).
-    """
-    if not shape:
-        yield (), ()
-        return
-    if math.prod(shape) == 0:
-        return
-    per_axis: list[list[int]] = []
-    for axis, (length, spec) in enumerate(zip(shape, chunks, strict=True)):
-        if isinstance(spec, (tuple, list)):
-            sizes = [int(s) for s in spec]
-            if sum(sizes) != length or any(s < 0 for s in sizes):
-                raise ValueError(
-                    f"Argument `chunks` must add up to the shape on axis {axis}: "
-                    f"{tuple(sizes)} vs {length}"
-                )
-        else:
-            step = int(spec)
-            if step < 1:
-                raise ValueError(f"Argument `chunks` must be positive. Received: {chunks!r}")
-            sizes = [min(step, length - first) for first in range(0, length, step)]
-        per_axis.append([s for s in sizes if s])
-    starts = [np.cumsum([0, *sizes[:-1]]).tolist() for sizes in per_axis]
-    for index in np.ndindex(*(len(sizes) for sizes in per_axis)):
-        origin = tuple(int(starts[axis][i]) for axis, i in enumerate(index))
-        extent = tuple(int(per_axis[axis][i]) for axis, i in enumerate(index))
-        yield origin, extent
-
-
-@dataclass(frozen=True)
-class WriteTask:
-    """Blocks to make and write: ``(source, place, origin, extent)`` each. Picklable,
-    and small: it carries only its own tensors' sources and places, never data."""
-
-    blocks: tuple[tuple[TensorSource, parallel.Place, tuple[int, ...], tuple[int, ...]], ...]
-
-    @property
-    def values(self) -> int:
-        return sum(math.prod(extent) for _, _, _, extent in self.blocks)
-
-    def __call__(self, threads: int = 1, report: Callable[[int], None] | None = None) -> int:
-        """Make and write every block; return the number of values written.
-        ``report(n)`` is called after each block but the last (progress within a task)."""
-        for position, (source, place, origin, extent) in enumerate(self.blocks):
-            parallel.write_block(place, origin, source.block(origin, extent, threads))
-            if report is not None and position + 1 < len(self.blocks):
-                report(math.prod(extent))
-        return self.values
+# --- writing on a cluster ----------------------------------------------------------
 
 
 def _run_task(task: WriteTask, topic: str | None = None, index: int = 0) -> int:
@@ -403,67 +240,37 @@ class _Progress:
             return pending
 
 
-def _given_chunks(source: TensorSource, chunks: Any) -> Any:
-    """The chunks the caller gave for this tensor, or None: a dict gives them by
-    name; a block shape (or per-axis lists) applies to tensors of its rank only."""
-    given = chunks.get(source.name) if isinstance(chunks, Mapping) else chunks
-    if given is None or len(given) != len(source.shape):
-        return None
-    return given
+class ClusterRunner:
+    """Runs the tasks of :func:`vsgen.blockwrite.write` on a ``distributed`` cluster.
 
+    One task per block (or per shard of sharded safetensors: each shard written by
+    one worker); progress as tasks finish, and within a shard as its blocks do.
+    Dask reruns the tasks of a lost worker elsewhere; blocks are deterministic and
+    written at fixed offsets, so a rerun writes the same bytes. Every worker must
+    run this vsgen version and see the output's file system (checked first).
+    """
 
-def _chunks_for(source: TensorSource, place: parallel.Place, chunks: Any) -> Any:
-    if isinstance(place, parallel.ZarrPlace):
-        return place.chunk_shape
-    given = _given_chunks(source, chunks)
-    if given is None:
-        return zarr_format.auto_chunk_shape(source.shape, source.dtype.itemsize, WRITE_BLOCK_BYTES)
-    return given
+    one_task_per_file = True
 
+    def __init__(self, client: distributed.Client) -> None:
+        self.client = client
 
-def plan_tasks(
-    output: parallel.ParallelOutput,
-    tensor_sources: Sequence[TensorSource],
-    chunks: Any = None,
-    one_task_per_file: bool = False,
-) -> list[WriteTask]:
-    """The tasks that fill ``output``: one per block, or one per file (shards)."""
-    per_tensor = [
-        [
-            (source, place, origin, extent)
-            for origin, extent in _grid(source.shape, _chunks_for(source, place, chunks))
-        ]
-        for source, place in zip(tensor_sources, output.places, strict=True)
-    ]
-    if one_task_per_file:
-        return [
-            WriteTask(tuple(block for index in group for block in per_tensor[index]))
-            for group in parallel.shard_groups(output)
-        ]
-    return [WriteTask((block,)) for blocks in per_tensor for block in blocks]
+    def prepare(self, temp: str) -> None:
+        _check_workers(self.client, temp)
 
+    def run(
+        self, tasks: Sequence[WriteTask], on_progress: OnProgress, cancelled: Cancelled
+    ) -> None:
+        _run_on_cluster(self.client, tasks, on_progress, cancelled)
 
-def _zarr_chunk_shapes(
-    tensor_sources: Sequence[TensorSource], chunks: Any
-) -> list[tuple[int, ...] | None] | None:
-    """Zarr chunk shapes: the caller's (cut to the array's extent), else None (auto)."""
-    if chunks is None:
-        return None
-    shapes: list[tuple[int, ...] | None] = []
-    for source in tensor_sources:
-        given = _given_chunks(source, chunks)
-        if given is not None and any(isinstance(c, (tuple, list)) for c in given):
-            raise ValueError(
-                "Zarr arrays have regular chunks; give one block shape (e.g. (1024, 512)), "
-                f"not per-axis block lists. Received: chunks={given!r}"
-            )
-        if given is None:
-            shapes.append(None)
-        else:
-            shapes.append(
-                tuple(min(int(c), max(1, d)) for c, d in zip(given, source.shape, strict=True))
-            )
-    return shapes
+    def sync(self, temp: str) -> None:
+        # Every worker syncs the files it wrote, once.
+        self.client.run(parallel.sync_written, temp)
+
+    def forget(self, temp: str) -> None:
+        parallel.forget_written(temp)
+        with contextlib.suppress(Exception):
+            self.client.run(parallel.forget_written, temp)
 
 
 def write(
@@ -476,112 +283,32 @@ def write(
     max_shard_size: int | str = sharded.DEFAULT_MAX_SHARD_SIZE,
     force: bool = False,
     threads: int | None = None,
-    on_progress: Callable[[int], None] | None = None,
-    cancelled: Callable[[], bool] | None = None,
+    on_progress: OnProgress = None,
+    cancelled: Cancelled = None,
 ) -> None:
-    """Write every tensor of ``job`` to ``target``, in parallel, atomically.
+    """:func:`vsgen.blockwrite.write` with the blocks made and written by the workers
+    of ``client`` (a :class:`ClusterRunner`), or by ``threads`` local threads without one.
 
-    ``job`` is a ``vsgen.modelspec.ModelJob`` (``build_job``; one tensor or many).
-    ``fmt`` is one of ``npy``, ``raw``, ``safetensors``, ``h5``, ``npydir``, ``zarr``,
-    ``safetensors-sharded`` (default: from the target, ``.zarr`` meaning zarr).
-    With a ``distributed.Client`` the blocks are made and written by its workers
-    (which must see ``target``'s file system); without, by ``threads`` local
-    threads. ``chunks``: a block shape (the Zarr chunk shape) for the tensors of its
-    rank, per-axis block lists (not for Zarr), or a dict of those by name; other
-    tensors get about 64 MiB of whole trailing axes per block. Sharded safetensors
-    are written one task per shard. ``on_progress(n)`` is called in this thread as blocks complete;
-    ``cancelled()`` is polled about 20 times a second, and True stops the job
-    (KeyboardInterrupt) as an interrupt would, from this thread, so that a
-    caller can hold signals and never interrupt the cluster client mid-call.
-
-    The bytes do not depend on the cluster, the chunks, the threads or retried
-    tasks. On any failure or interrupt the temporary is removed and an existing
-    target left as it was; it is replaced only with ``force``.
+    ``cancelled()`` is polled from this thread, so that a caller can hold signals
+    and never interrupt the cluster client mid-call. The arguments are those of
+    :func:`vsgen.blockwrite.write`.
 
     Raises:
         ValueError: bad arguments (exit 2 in the CLI), including the keras stream.
         OSError: I/O failure or a cluster that could not finish (:class:`ClusterError`).
     """
-    from vsgen.formats.tensors import resolve_format
-
-    tensor_sources = sources(job)
-    for source in tensor_sources:
-        source.check_parallel()
-    fmt = resolve_format(target, fmt, len(tensor_sources))
-    shard_bytes = sharded.parse_size(max_shard_size)
-    zarr_chunks = _zarr_chunk_shapes(tensor_sources, chunks) if fmt == "zarr" else None
-    infos = [TensorInfo(s.name, s.shape, s.dtype) for s in tensor_sources]
-    output = parallel.open_parallel_output(
+    blockwrite.write(
+        job,
         target,
         fmt,
-        infos,
-        metadata=job.metadata() if callable(job.metadata) else job.metadata,
-        tensor_metadata=_tensor_metadata(job),
+        runner=None if client is None else ClusterRunner(client),
+        chunks=chunks,
+        max_shard_size=max_shard_size,
         force=force,
-        chunk_shapes=zarr_chunks,
-        max_shard_size=shard_bytes,
+        threads=threads,
+        on_progress=on_progress,
+        cancelled=cancelled,
     )
-    with output:
-        one_per_file = fmt == "safetensors-sharded" and client is not None
-        tasks = plan_tasks(output, tensor_sources, chunks, one_task_per_file=one_per_file)
-        try:
-            if client is None:
-                _run_locally(tasks, threads, on_progress, cancelled)
-                parallel.sync_written(output.temp)
-            else:
-                _check_workers(client, output.temp)
-                _run_on_cluster(client, tasks, on_progress, cancelled)
-                # Every worker syncs the files it wrote, once, before the rename.
-                client.run(parallel.sync_written, output.temp)
-        except BaseException:
-            parallel.forget_written(output.temp)
-            if client is not None:
-                with contextlib.suppress(Exception):
-                    client.run(parallel.forget_written, output.temp)
-            raise
-        output.commit()
-
-
-#: Seconds between two polls of ``cancelled``.
-_POLL = 0.05
-
-
-def _check_cancelled(cancelled: Callable[[], bool] | None) -> None:
-    if cancelled is not None and cancelled():
-        raise KeyboardInterrupt
-
-
-def _run_locally(
-    tasks: Sequence[WriteTask],
-    threads: int | None,
-    on_progress: Callable[[int], None] | None,
-    cancelled: Callable[[], bool] | None,
-) -> None:
-    """Run tasks on a few local threads; at most two per thread in flight (memory)."""
-    from vsgen.streams import usable_cpus
-
-    workers = usable_cpus() if threads is None else max(1, int(threads))
-    pending = list(reversed(tasks))
-    running: set[Any] = set()
-    with ThreadPoolExecutor(workers, thread_name_prefix="vsgen-write") as pool:
-        try:
-            while pending or running:
-                while pending and len(running) < 2 * workers:
-                    running.add(pool.submit(pending.pop(), 1))
-                done, running = wait(running, timeout=_POLL, return_when=FIRST_COMPLETED)
-                _report(done, on_progress)
-                _check_cancelled(cancelled)
-        except BaseException:
-            for future in running:
-                future.cancel()
-            raise
-
-
-def _report(done: set[Any], on_progress: Callable[[int], None] | None) -> None:
-    for future in done:
-        count = future.result()
-        if on_progress is not None:
-            on_progress(count)
 
 
 def _worker_view(temp: str) -> tuple[str, bool]:
@@ -626,8 +353,8 @@ def _check_workers(client: distributed.Client, temp: str) -> None:
 def _run_on_cluster(
     client: distributed.Client,
     tasks: Sequence[WriteTask],
-    on_progress: Callable[[int], None] | None,
-    cancelled: Callable[[], bool] | None,
+    on_progress: OnProgress,
+    cancelled: Cancelled,
 ) -> None:
     """Submit one task per block (or shard); progress as they finish; cancel on failure.
 
@@ -663,8 +390,8 @@ def _run_on_cluster(
             done = progress.take()
             if done and on_progress is not None:
                 on_progress(done)
-            _check_cancelled(cancelled)
-            time.sleep(_POLL)
+            blockwrite.stop_if_cancelled(cancelled)
+            time.sleep(blockwrite.POLL_SECONDS)
     except BaseException:
         with contextlib.suppress(Exception):
             client.cancel(futures, force=True)
@@ -768,9 +495,3 @@ def connect(scheduler: str, *, quiet_logs: bool = True) -> Iterator[distributed.
         yield client
     finally:
         client.close()
-
-
-def _tensor_metadata(job: Any) -> dict[str, dict[str, str]] | None:
-    """Each tensor's own record (HDF5 dataset attributes), if the job carries them."""
-    records = getattr(job, "tensor_metadata", None)
-    return records() if callable(records) else records

@@ -1,13 +1,18 @@
-"""The floating-point output types vsgen produces, and their working precision.
+"""The floating-point output types vsgen produces, their working precision, and
+the tensors a file holds (:class:`TensorInfo`: a name, a shape and a dtype).
 
 float16, bfloat16 (via ``ml_dtypes``, imported only when asked for), float32
 (the default, as Keras' ``floatx``), float64, and complex64/complex128 (JAX's
 complex variance scaling; the vsgen stream only). Integer, bool and unknown
 types are refused: an initializer for integer weights makes no sense (Keras 3
-silently returns integers; TF1 raises, and so does vsgen).
+silently returns integers; TF1 raises, and so does vsgen). A file may also hold
+integer and bool tensors that a model copies (:data:`COPY_DTYPE_NAMES`).
 """
 
 from __future__ import annotations
+
+import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -16,6 +21,19 @@ from vsgen.names import spelling
 DTYPE_NAMES = ("float16", "bfloat16", "float32", "float64", "complex64", "complex128")
 COMPLEX_DTYPE_NAMES = ("complex64", "complex128")
 DEFAULT_DTYPE = "float32"
+
+#: Dtypes a file may hold besides the floating ones vsgen generates.
+COPY_DTYPE_NAMES = (
+    "bool",
+    "int8",
+    "uint8",
+    "int16",
+    "uint16",
+    "int32",
+    "uint32",
+    "int64",
+    "uint64",
+)
 
 #: Other names for the output types (matched by ``vsgen.names.spelling``).
 DTYPE_ALIASES = {
@@ -139,3 +157,71 @@ def round_into(out: np.ndarray, values: np.ndarray, bounds: tuple[float, float] 
     if bounds is not None:
         np.clip(values, bounds[0], bounds[1], out=values)
     np.copyto(out, values, casting="unsafe")
+
+
+def normalize_dtype(dtype: object) -> np.dtype:
+    """The canonical (native-order) dtype of a tensor a file may hold: a floating
+    dtype vsgen writes (:func:`vsgen.dtypes.resolve_dtype`) or one of
+    :data:`COPY_DTYPE_NAMES`; files get little-endian bytes."""
+    # ml_dtypes is imported only when bfloat16 is asked for (start-up cost).
+    try:
+        name: object = np.dtype(dtype).name  # type: ignore[call-overload]
+    except TypeError:
+        name = dtype  # e.g. "bfloat16" before ml_dtypes is imported
+    if name in COPY_DTYPE_NAMES:
+        return np.dtype(str(name))
+    try:
+        resolved = resolve_dtype(name)
+    except ValueError:
+        raise ValueError(
+            f"Argument `dtype` must be one of {', '.join(DTYPE_NAMES + COPY_DTYPE_NAMES)}. "
+            f"Received: dtype={dtype!r}"
+        ) from None
+    assert resolved.name in DTYPE_NAMES
+    return resolved
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """Name, shape and dtype of one tensor of an output file.
+
+    ``dtype`` is normalised to one of numpy float16, float32, float64,
+    complex64, complex128 or ``ml_dtypes.bfloat16`` (what vsgen generates), or
+    to one of the integer and bool types of :data:`COPY_DTYPE_NAMES` (tensors
+    copied from another file); ``shape`` to a tuple of non-negative ints
+    (``()`` is a scalar, a 0 anywhere makes an empty tensor).
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name or "\x00" in self.name:
+            raise ValueError(
+                "Argument `name` must be a non-empty string without NUL characters. "
+                f"Received: name={self.name!r}"
+            )
+        try:
+            dims = tuple(self.shape)
+        except TypeError:
+            dims = None
+        if dims is None or not all(
+            isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d >= 0 for d in dims
+        ):
+            raise ValueError(
+                "Argument `shape` must be a sequence of non-negative integers. "
+                f"Received: shape={self.shape!r}"
+            )
+        object.__setattr__(self, "shape", tuple(int(d) for d in dims))
+        object.__setattr__(self, "dtype", normalize_dtype(self.dtype))
+
+    @property
+    def size(self) -> int:
+        """Number of values (product of the shape; 1 for a scalar)."""
+        return math.prod(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        """Size of the values in bytes."""
+        return self.size * self.dtype.itemsize

@@ -356,6 +356,37 @@ def shard_rows(shape: Sequence[int], index: int, count: int) -> tuple[int, int]:
 
 # --- blocks: n-d boxes of a tensor and the flat index ranges they cover ----------------
 
+#: Blocks (and Zarr chunks) of about this many bytes by default: big enough to
+#: amortise a task's overhead on a cluster, small enough for several to sit in a
+#: worker's memory.
+DEFAULT_BLOCK_BYTES = 64 << 20
+
+
+def auto_block_shape(
+    shape: Sequence[int], itemsize: int, target_bytes: int = DEFAULT_BLOCK_BYTES
+) -> tuple[int, ...]:
+    """Blocks of whole trailing axes (contiguous in C order) of about ``target_bytes``.
+
+    From the last axis backwards, axes are kept whole while the block stays within
+    the target; the first axis that does not fit is cut to fit (at least 1). A
+    block of whole trailing axes is one contiguous range of the tensor: one fill
+    of the stream, one write of the file.
+    """
+    shape = tuple(int(d) for d in shape)
+    block = list(shape)
+    inner = itemsize
+    for axis in range(len(shape) - 1, -1, -1):
+        extent = max(1, shape[axis])
+        if inner * extent <= target_bytes:
+            inner *= extent
+            block[axis] = extent
+            continue
+        block[axis] = max(1, target_bytes // inner)
+        for earlier in range(axis):
+            block[earlier] = 1
+        break
+    return tuple(max(1, b) for b in block)
+
 
 def c_strides(shape: Sequence[int]) -> list[int]:
     """Flat (element) strides of a C-order array of ``shape``."""

@@ -1005,10 +1005,10 @@ def loads(text: str | bytes, source: str = "config") -> VarianceScaling:
     """Parse a JSON config (any form ``deserialize`` accepts).
 
     ``source`` names the document in errors. The text is parsed under
-    :mod:`vsgen.formats.limits`' caps: at most ``MAX_CONFIG_BYTES``, nested at
+    :mod:`vsgen._limits`' caps: at most ``MAX_CONFIG_BYTES``, nested at
     most ``MAX_NESTING`` levels, no ``NaN``/``Infinity`` or overflowing numbers.
     """
-    from vsgen.formats.limits import MAX_CONFIG_BYTES, loads_json
+    from vsgen._limits import MAX_CONFIG_BYTES, loads_json
 
     if len(text) > MAX_CONFIG_BYTES:
         raise ValueError(f"{source} is larger than {MAX_CONFIG_BYTES} bytes; refusing to parse it")

@@ -5,7 +5,9 @@ name with a shape, an optional dtype and an optional initializer; glob
 *rules* give initializers to many names at once; top-level keys give the
 defaults. ``docs/spec-files.md`` documents the schema. :func:`build_job`
 turns a spec (or the tensor list of an existing checkpoint, ``like``) into one
-plan per tensor, ready to be streamed into a single output file.
+plan per tensor: a :class:`~vsgen.job.ModelJob` (the one job type, defined in
+:mod:`vsgen.job` and re-exported here with ``PlanRow`` and ``tensor_job``),
+ready to be streamed into a single output file or written block by block.
 
 How a tensor's initializer is chosen, first match wins:
 
@@ -34,15 +36,14 @@ import os
 import re
 import secrets
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from vsgen import provenance
-from vsgen.dtypes import resolve_dtype
+from vsgen.dtypes import TensorInfo, resolve_dtype
 from vsgen.fans import LAYOUTS, check_layout, normalize_shape, parse_shape
-from vsgen.formats import TensorInfo, read_tensor_infos
 from vsgen.initializer import (
     PRESETS,
     Plan,
@@ -51,6 +52,7 @@ from vsgen.initializer import (
     deserialize,
     get_preset,
 )
+from vsgen.job import ModelJob, PlanRow, tensor_job
 from vsgen.streams import DEFAULT_CHUNK, DEFAULT_STREAM, JSON_SAFE_SEED_BITS, get_stream
 
 __all__ = [
@@ -72,8 +74,10 @@ __all__ = [
     "load_spec",
     "parse_init",
     "parse_spec",
+    "job_from_file",
     "plan_table",
     "seed_bound",
+    "tensor_job",
 ]
 
 #: Constant initializers by name.
@@ -524,7 +528,7 @@ def load_spec(path: str) -> ModelSpec:
         raise ValueError(f"spec {path}: file not found")
     if os.path.isdir(path):
         raise ValueError(f"spec {path}: is a directory")
-    from vsgen.formats.limits import MAX_SPEC_BYTES, MAX_TOML_BYTES, read_text
+    from vsgen._limits import MAX_SPEC_BYTES, MAX_TOML_BYTES, read_text
 
     limit = MAX_TOML_BYTES if suffix == ".toml" else MAX_SPEC_BYTES
     with open(path, "rb") as handle:
@@ -534,13 +538,13 @@ def load_spec(path: str) -> ModelSpec:
 
 
 def _parse_toml(text: str, path: str) -> Any:
-    from vsgen.formats.limits import loads_toml
+    from vsgen._limits import loads_toml
 
     return loads_toml(text, f"spec {path}")
 
 
 def _parse_json(text: str, path: str) -> Any:
-    from vsgen.formats.limits import loads_json
+    from vsgen._limits import loads_json
 
     return loads_json(text, f"spec {path}")
 
@@ -796,63 +800,6 @@ class CopyPlan:
 # The plan as a table
 
 
-@dataclass(frozen=True)
-class PlanRow:
-    """One line of a job's plan: what a tensor will hold and why.
-
-    ``kind`` is ``"variance_scaling"``, ``"constant"`` or ``"copy"``;
-    ``init`` the initializer's short name (:meth:`Init.label`); ``origin``
-    where it came from (``tensor``, ``rule PATTERN``, ``default``,
-    ``builtin``) and ``reason`` why a built-in one was chosen. For
-    variance-scaling tensors ``stddev`` is the target stddev sqrt(scale / n),
-    ``bound`` the truncation bound 2 s (truncated_normal) or the ``limit``
-    sqrt(3) * stddev (uniform), None for untruncated_normal.
-    """
-
-    name: str
-    shape: tuple[int, ...]
-    dtype: str
-    kind: str
-    init: str
-    origin: str
-    reason: str | None = None
-    distribution: str | None = None
-    stddev: float | None = None
-    bound: float | None = None
-    value: float | None = None
-    fan_in: int | None = None
-    fan_out: int | None = None
-    seed: int | None = None
-
-    @property
-    def size(self) -> int:
-        """Number of values of the tensor."""
-        return math.prod(self.shape)
-
-    def as_dict(self) -> dict[str, Any]:
-        """Plain JSON types (the shape as a list), for ``--plan --json``."""
-        row = {key: getattr(self, key) for key in self.__dataclass_fields__}
-        row["shape"] = list(self.shape)
-        return row
-
-    def values_text(self) -> str:
-        """What the values are: ``std 0.036, |x| <= 0.083``, ``1``, ``as source``."""
-        if self.kind == "copy":
-            return "as source"
-        if self.kind == "constant":
-            return f"{self.value:g}"
-        text = f"std {self.stddev:.4g}"
-        if self.bound is None:
-            return text
-        # uniform values lie in [-limit, limit); truncated ones in [-2s, 2s].
-        relation = "<" if self.distribution == "uniform" else "<="
-        return f"{text}, |x| {relation} {self.bound:.4g}"
-
-    def origin_text(self) -> str:
-        """``origin`` with the reason of a built-in choice: ``builtin: bias``."""
-        return f"{self.origin}: {self.reason}" if self.reason else self.origin
-
-
 def _count(number: float) -> str:
     for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
         if number >= size:
@@ -916,45 +863,6 @@ def plan_table(rows: Sequence[PlanRow], max_rows: int | None = None) -> list[str
 
 # --------------------------------------------------------------------------
 # Jobs
-
-
-@dataclass
-class ModelJob:
-    """Everything needed to write a model: tensors, plans and provenance.
-
-    ``infos``, ``plans``, ``rows`` and ``records`` are parallel in output
-    order (``records`` keyed by name); ``rows`` is the plan as a table
-    (:class:`PlanRow`, see :func:`plan_table`). ``warnings`` are one-line
-    notes for the user (the command line prints them on stderr).
-    """
-
-    seed: int
-    seed_was_drawn: bool
-    infos: list[TensorInfo] = field(default_factory=list)
-    plans: list[Plan] = field(default_factory=list)
-    records: dict[str, dict[str, Any]] = field(default_factory=dict)
-    rows: list[PlanRow] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-
-    @property
-    def total_values(self) -> int:
-        """Number of values of all tensors together."""
-        return sum(plan.size for plan in self.plans)
-
-    def metadata(self) -> dict[str, str]:
-        """File metadata (``provenance.file_metadata``) recording every tensor."""
-        return provenance.file_metadata(self.records)
-
-    def tensor_metadata(self) -> dict[str, dict[str, str]]:
-        """Per-tensor metadata (``provenance.tensor_metadata``): each tensor's own record."""
-        return provenance.tensor_metadata(self.records)
-
-    def arrays(self, threads: int | None = None) -> dict[str, np.ndarray]:
-        """Every tensor in memory, by name (for small models and tests)."""
-        return {
-            info.name: plan.array(threads)
-            for info, plan in zip(self.infos, self.plans, strict=True)
-        }
 
 
 def _choose(
@@ -1206,6 +1114,8 @@ def like_tensors(path: str) -> list[TensorInfo]:
         ValueError: the file is missing, unreadable as a checkpoint, or holds
             a dtype vsgen can neither write nor copy (complex, float8...).
     """
+    from vsgen.formats import read_tensor_infos
+
     if not os.path.exists(path):
         raise ValueError(f"--like: file not found: {path}")
     try:

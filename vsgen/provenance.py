@@ -104,12 +104,12 @@ def parse_metadata(
 ) -> dict[str, dict[str, Any]]:
     """Tensor records by name from a file's metadata; ValueError if it has none.
 
-    The document is parsed under :mod:`vsgen.formats.limits`' caps (it comes
+    The document is parsed under :mod:`vsgen._limits`' caps (it comes
     from a file that may be hostile); ``source`` names the file in errors.
     Accepts the file-level document of every vsgen version (vsgen 0.1 also
     copied it onto every HDF5 dataset; that copy is not read).
     """
-    from vsgen.formats.limits import MAX_METADATA_BYTES, loads_json
+    from vsgen._limits import MAX_METADATA_BYTES, loads_json
 
     text = metadata.get(METADATA_KEY)
     if text is None:

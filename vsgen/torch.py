@@ -40,8 +40,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from vsgen import modelspec
-from vsgen.formats import TensorInfo
-from vsgen.formats.tensors import normalize_dtype
+from vsgen.dtypes import TensorInfo, normalize_dtype
 from vsgen.initializer import SamplePlan, VarianceScaling
 from vsgen.inplace import torch_array
 

@@ -53,6 +53,7 @@ import numpy as np
 
 from vsgen import provenance
 from vsgen.fans import normalize_shape
+from vsgen.formats import registry
 from vsgen.formats.pipeline import prefetched
 from vsgen.formats.readers import READ_CHUNK, StoredTensor, TensorFile, open_file, read_values
 from vsgen.initializer import TRUNCATED_STD_FACTOR, Scaling, VarianceScaling
@@ -204,7 +205,7 @@ def _json_safe(value: Any) -> Any:
 
 
 @dataclass
-class TensorSource:
+class FileTensor:
     """One float tensor of a file, as verification sees it: the stored tensor
     (read through :mod:`vsgen.formats.readers`) and its file's metadata."""
 
@@ -274,12 +275,12 @@ def _pick_name(path: str, names: Sequence[str], name: str | None) -> str:
 
 def _source(
     tensor_file: TensorFile, tensor: StoredTensor, cache: dict[str, Any] | None = None
-) -> TensorSource:
+) -> FileTensor:
     dtype = _readable_dtype(tensor.dtype, tensor_file.path, tensor.name)
-    return TensorSource(tensor, tensor_file.metadata, dtype, {} if cache is None else cache)
+    return FileTensor(tensor, tensor_file.metadata, dtype, {} if cache is None else cache)
 
 
-def open_tensor(path: str | TensorFile, name: str | None = None) -> TensorSource:
+def open_tensor(path: str | TensorFile, name: str | None = None) -> FileTensor:
     """Open tensor ``name`` of a ``.npy``, ``.h5`` or ``.safetensors`` file or an
     npy directory (headers only, through :func:`vsgen.formats.readers.open_file`).
 
@@ -293,7 +294,7 @@ def open_tensor(path: str | TensorFile, name: str | None = None) -> TensorSource
         OSError: the file cannot be read.
     """
     tensor_file = path if isinstance(path, TensorFile) else open_file(path)
-    if tensor_file.format == "npy":
+    if registry.get(tensor_file.format).one_tensor:
         name = None
     chosen = _pick_name(tensor_file.path, tensor_file.names, name)
     return _source(tensor_file, tensor_file.tensor(chosen))
@@ -302,7 +303,7 @@ def open_tensor(path: str | TensorFile, name: str | None = None) -> TensorSource
 # --- what to expect --------------------------------------------------------------------
 
 
-def recorded_record(source: TensorSource) -> dict[str, Any]:
+def recorded_record(source: FileTensor) -> dict[str, Any]:
     """The provenance record the file keeps for the tensor.
 
     Raises:
@@ -311,7 +312,7 @@ def recorded_record(source: TensorSource) -> dict[str, Any]:
     """
     from vsgen import provenance
 
-    if source.format in ("npy", "npydir"):
+    if not registry.get(source.format).keeps_metadata:
         raise NoExpectationError(f"{source.path}: .npy files record no provenance")
     if provenance.METADATA_KEY not in source.metadata:
         raise NoExpectationError(
@@ -328,7 +329,7 @@ def recorded_record(source: TensorSource) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def _malformed_record(source: TensorSource) -> Iterator[None]:
+def _malformed_record(source: FileTensor) -> Iterator[None]:
     """A record whose fields have the wrong type or value is bad input, named as such."""
     try:
         yield
@@ -341,7 +342,7 @@ def _malformed_record(source: TensorSource) -> Iterator[None]:
 
 
 def recorded_expectation(
-    source: TensorSource, record: dict[str, Any] | None = None
+    source: FileTensor, record: dict[str, Any] | None = None
 ) -> tuple[VarianceScaling, tuple[int, ...], dict]:
     """The initializer, fan shape and record that the file's provenance gives for the tensor
     (``record``, if given, is the tensor's record, already read).
@@ -722,7 +723,7 @@ def _report(
 
 
 def verify_source(
-    source: TensorSource,
+    source: FileTensor,
     initializer: VarianceScaling | None = None,
     fan_shape: Sequence[int] | None = None,
     *,
@@ -789,7 +790,7 @@ def verify_source(
     )
 
 
-def _record_check(source: TensorSource, record: dict[str, Any]) -> Check:
+def _record_check(source: FileTensor, record: dict[str, Any]) -> Check:
     """The file's shape and dtype must be the recorded ones (catches edited files)."""
     with _malformed_record(source):
         recorded_shape = (
@@ -810,7 +811,7 @@ def _record_check(source: TensorSource, record: dict[str, Any]) -> Check:
 
 
 def _verify_constant(
-    source: TensorSource,
+    source: FileTensor,
     record: dict[str, Any],
     chunk_size: int | None,
     max_sample: int | None,

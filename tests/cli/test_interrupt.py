@@ -105,6 +105,42 @@ def test_interrupt_during_start_up_imports(tmp_path, module):
     assert leftovers(tmp_path) == []
 
 
+#: A ``sitecustomize`` that raises KeyboardInterrupt from code compiled from a
+#: string (as a named tuple or a dataclass is made) when the command imports
+#: ``vsgen.job``, as a Ctrl-C landing there would.
+INTERRUPT_IN_COMPILED_CODE = """
+import importlib.abc, sys
+
+
+class _Interrupt(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "vsgen.job":
+            sys.meta_path.remove(self)
+            exec("raise KeyboardInterrupt")
+        return None
+
+
+sys.meta_path.insert(0, _Interrupt())
+"""
+
+
+def test_an_interrupt_in_compiled_code_still_exits_with_one_line(tmp_path):
+    """CPython marks a KeyboardInterrupt that leaves exec'd code as unhandled and
+    would end the process by SIGINT (status -2) after vsgen reported it."""
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(INTERRUPT_IN_COMPILED_CODE)
+    done = subprocess.run(
+        [sys.executable, "-m", "vsgen", "sample", "--shape", "8,8", "-o", "w.npy"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(hooks), str(REPO)])},
+        capture_output=True,
+        timeout=60,
+    )
+    assert_interrupted(done.returncode, done.stderr.decode())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hooks"]
+
+
 def test_sigterm_during_start_up_imports(tmp_path):
     process = start(tmp_path, ["describe", "--shape", "8,8"], block="numpy")
     wait_for((tmp_path / "blocked").exists)

@@ -179,6 +179,7 @@ class VsgenGroup(click.Group):
             with terminate_as_interrupt():
                 return super().invoke(ctx)
         except KeyboardInterrupt:
+            _forget_unhandled_interrupt()
             raise RuntimeFailure("interrupted") from None
 
     def main(
@@ -216,6 +217,7 @@ class VsgenGroup(click.Group):
             say(f"Error: {one_line(error.format_message())}")
             sys.exit(failed if error.exit_code == 1 else error.exit_code)
         except click.Abort:
+            _forget_unhandled_interrupt()
             say("Error: interrupted")
             sys.exit(failed)
         except BrokenPipeError:
@@ -234,6 +236,18 @@ class VsgenGroup(click.Group):
             )
             sys.exit(failed)
         sys.exit(result if isinstance(result, int) else 0)
+
+
+def _forget_unhandled_interrupt() -> None:
+    """Keep the exit code of a caught Ctrl-C.
+
+    When a KeyboardInterrupt leaves code that Python compiled from a string
+    (``exec``/``eval``: every named tuple and dataclass is made so, e.g. while a
+    module is imported), CPython marks it unhandled and, at exit, ends the process
+    by SIGINT (status -2) although vsgen caught it and reported it. Running any
+    such code clears the mark.
+    """
+    exec("")  # noqa: S102 - an empty module, for its side effect on that mark
 
 
 class ClosedStream(io.TextIOBase):

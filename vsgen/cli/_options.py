@@ -124,7 +124,7 @@ def parse_shard(value: str | None) -> tuple[int, int] | None:
 
 
 def read_config_text(source: str) -> str:
-    from vsgen.formats.limits import MAX_CONFIG_BYTES, read_text
+    from vsgen._limits import MAX_CONFIG_BYTES, read_text
 
     if source == "-":
         if sys.stdin is None:

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
     from vsgen.formats import Output
     from vsgen.initializer import Plan
+    from vsgen.job import ModelJob
 
 #: Show a progress bar only for jobs this large (values), and only on a TTY.
 PROGRESS_MIN_VALUES = 1 << 24
@@ -99,7 +100,7 @@ def progress(total: int, label: str, quiet: bool) -> Iterator[Callable[[int], No
 
 def summary_line(values: int, nbytes: int, seconds: float, target: str) -> str:
     """``wrote 16,777,216 values (64.00 MiB) to w.npy in 0.42 s, 40 M values/s``."""
-    from vsgen.formats.output import format_bytes
+    from vsgen.formats.atomic import format_bytes
 
     where = "standard output" if target == "-" else target
     rate = f", {values / seconds / 1e6:,.0f} M values/s" if seconds > 0 and values else ""
@@ -149,47 +150,41 @@ def write_plans(target: Output, plans: Sequence[Plan], threads: int | None, quie
 
 
 def write_parallel(
-    job: Any,
+    job: ModelJob,
     output: str,
     fmt: str,
     options: dict[str, Any],
     chunks: tuple[int, ...] | None,
-    drawn_seed: int | None,
 ) -> None:
-    """Write ``job`` with the parallel writers (``vsgen.dask.write``), on the cluster
-    of ``--scheduler`` or on local threads, with the same progress bar and exit codes.
-    A drawn seed is announced once the request is known to be valid."""
-    from vsgen import dask as vsgen_dask
-    from vsgen.formats import sharded
+    """Write ``job`` block by block (:func:`vsgen.blockwrite.write`): by local threads,
+    or with --scheduler by the workers of a Dask cluster, with the same progress bar
+    and exit codes. A drawn seed is announced once the request is known to be valid."""
+    from vsgen import blockwrite
+    from vsgen.cli._cluster import cluster_runners
+    from vsgen.formats.sharded import parse_size
 
     scheduler = options["scheduler"]
     if output == "-":
         what = "--scheduler" if scheduler is not None else f"format {fmt!r}"
         raise BadInput(f"{what} cannot write to standard output; give -o FILE or DIR")
-    total = sum(plan.size for plan in job.plans)
     # Ctrl-C and SIGTERM are held and acted on between two polls of the job, never
     # inside the cluster client or an output's layout, which do not survive an
     # exception at an arbitrary point.
     with signals_held() as received, user_errors(), _needs_extra(fmt, scheduler):
-        for source in vsgen_dask.sources(job):
-            source.check_parallel()
-        sharded.parse_size(options["max_shard_size"])
-        if scheduler is not None:
-            vsgen_dask.parse_scheduler(scheduler)
-        if drawn_seed is not None:
-            say(f"seed: {drawn_seed}")
-        with contextlib.ExitStack() as stack:
-            client = None
-            if scheduler is not None:
-                client = stack.enter_context(vsgen_dask.connect(scheduler))
+        blockwrite.check(job)
+        parse_size(options["max_shard_size"])
+        runners = cluster_runners(scheduler)
+        if job.seed_was_drawn:
+            say(f"seed: {job.seed}")
+        with runners as runner:
             if received:
                 raise KeyboardInterrupt
-            with progress(total, "sampling", options["quiet"]) as advance:
-                vsgen_dask.write(
+            with progress(job.total_values, "sampling", options["quiet"]) as advance:
+                blockwrite.write(
                     job,
                     output,
                     fmt,
-                    client=client,
+                    runner=runner,
                     chunks=chunks,
                     max_shard_size=options["max_shard_size"],
                     force=options["force"],

@@ -6,8 +6,7 @@ import contextlib
 import json
 import os
 import sys
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -40,8 +39,8 @@ from vsgen.names import describe_aliases
 from vsgen.streams import WRITER_CPUS, default_threads
 
 if TYPE_CHECKING:
-    from vsgen.formats import Output, TensorInfo
-    from vsgen.initializer import Plan
+    from vsgen.formats import Output
+    from vsgen.job import ModelJob
 
 #: Options that select one tensor; whole-model sampling refuses them.
 _SINGLE_TENSOR_OPTIONS = ("shape", "rows", "shard", "fan_shape", "config_from", "name")
@@ -49,26 +48,6 @@ _SINGLE_TENSOR_OPTIONS = ("shape", "rows", "shard", "fan_shape", "config_from", 
 _PLAN_MAX_ROWS = 40
 #: Options that give whole-model sampling its default initializer.
 _DEFAULT_INIT_OPTIONS = ("scale", "mode", "distribution", "preset", "config_source", "in_axes")
-
-
-@dataclass(frozen=True)
-class _Job:
-    """What one ``sample`` run writes: the tensors, their plans, the file's metadata."""
-
-    infos: Sequence[TensorInfo]
-    plans: Sequence[Plan]
-    metadata: dict[str, str]
-    #: Per-tensor metadata (HDF5 dataset attributes): each tensor's own record.
-    tensor_metadata: dict[str, dict[str, str]]
-    #: The seed to report on stderr, when it was drawn rather than given.
-    drawn_seed: int | None
-    #: A whole model (--spec/--like) may go to a directory of .npy files.
-    whole_model: bool
-    #: The plan as a table (``modelspec.PlanRow``), the global seed and
-    #: warnings, for whole models.
-    rows: Sequence[Any] = ()
-    seed: int | None = None
-    warnings: Sequence[str] = ()
 
 
 @click.command(epilog=SPELLING_NOTE)
@@ -213,20 +192,23 @@ def sample(**kwargs: Any) -> None:
     threads = kwargs["threads"]
     if threads is not None and threads < 1:
         raise BadInput(f"--threads must be >= 1. Received: --threads={threads}")
-    job = _model_job(kwargs, options) if whole_model else _tensor_job(kwargs, options)
+    if whole_model:
+        job = _model_job(kwargs, options)
+    else:
+        job, whole_model = _tensor_job(kwargs, options)
     if not whole_model and kwargs["config_from"] is None and _given("name"):
         _refuse_name_without_names(kwargs["output"], kwargs["fmt"])
     if kwargs["plan"]:
         _say_warnings(job)
         _print_plan(job, kwargs)
         return
-    fmt = _check_target(job, kwargs["output"], kwargs["fmt"], kwargs["force"])
-    from vsgen.formats import PARALLEL_ONLY_FORMATS
+    fmt = _check_target(job, kwargs["output"], kwargs["fmt"], whole_model)
+    from vsgen.formats import registry
 
-    if kwargs["scheduler"] is not None or fmt in PARALLEL_ONLY_FORMATS:
+    if kwargs["scheduler"] is not None or not registry.get(fmt).streams:
         chunks = parse_shape_option(kwargs["chunks"], "--chunks")
         _say_warnings(job)
-        write_parallel(job, kwargs["output"], fmt, kwargs, chunks, job.drawn_seed)
+        write_parallel(job, kwargs["output"], fmt, kwargs, chunks)
         return
     if kwargs["chunks"] is not None:
         raise BadInput("--chunks applies to .zarr, safetensors-sharded and --scheduler outputs")
@@ -234,8 +216,8 @@ def sample(**kwargs: Any) -> None:
     # Warnings only once the job is sure to run: a run that fails prints its
     # one error line and nothing else.
     _say_warnings(job)
-    if job.drawn_seed is not None:
-        say(f"seed: {job.drawn_seed}")
+    if job.seed_was_drawn:
+        say(f"seed: {job.seed}")
     if job.rows and not kwargs["quiet"] and sys.stderr is not None and sys.stderr.isatty():
         from vsgen.modelspec import plan_table
 
@@ -244,12 +226,12 @@ def sample(**kwargs: Any) -> None:
     write_plans(target, job.plans, threads, kwargs["quiet"])
 
 
-def _say_warnings(job: _Job) -> None:
+def _say_warnings(job: ModelJob) -> None:
     for warning in job.warnings:
         say(f"warning: {warning}")
 
 
-def _print_plan(job: _Job, kwargs: dict[str, Any]) -> None:
+def _print_plan(job: ModelJob, kwargs: dict[str, Any]) -> None:
     """``--plan``: the table (or ``--json``) on stdout; the output is only checked."""
     from vsgen import formats
     from vsgen.modelspec import plan_table
@@ -261,8 +243,8 @@ def _print_plan(job: _Job, kwargs: dict[str, Any]) -> None:
         document = {"seed": job.seed, "tensors": [row.as_dict() for row in job.rows]}
         click.echo(json.dumps(document, indent=1))
     else:
-        if job.drawn_seed is not None:
-            say(f"seed: {job.drawn_seed}")
+        if job.seed_was_drawn:
+            say(f"seed: {job.seed}")
         for line in plan_table(job.rows):
             click.echo(line)
 
@@ -275,11 +257,11 @@ def _given(key: str) -> bool:
 
 def _refuse_name_without_names(output: str, fmt_option: str | None) -> None:
     """--name names a tensor inside a file; a .npy or raw file has no names."""
-    from vsgen import formats
+    from vsgen.formats import registry
 
     with user_errors():
-        fmt = formats.resolve_format(output, fmt_option)
-    if fmt in ("npy", "raw"):
+        fmt = registry.resolve_format(output, fmt_option)
+    if not registry.get(fmt).named:
         where = "standard output" if output == "-" else repr(output)
         raise BadInput(
             f"--name names a tensor inside .h5/.safetensors; {fmt} output ({where}) holds one "
@@ -308,9 +290,10 @@ def _refuse_single_tensor_options() -> None:
         raise BadInput(f"--spec/--like sample whole models; drop {', '.join(conflicts)}")
 
 
-def _tensor_job(kwargs: dict[str, Any], options: dict[str, Any]) -> _Job:
+def _tensor_job(kwargs: dict[str, Any], options: dict[str, Any]) -> tuple[ModelJob, bool]:
     """One tensor (or rows of it) from --shape and the initializer options, or
-    reproduced from a file's record with --config-from."""
+    reproduced from a file's record with --config-from; and whether the job is a
+    whole file instead (--config-from a file of several tensors, without --name)."""
     rows = parse_rows(kwargs["rows"])
     shard = parse_shard(kwargs["shard"])
     if rows is not None and shard is not None:
@@ -331,7 +314,7 @@ def _tensor_job(kwargs: dict[str, Any], options: dict[str, Any]) -> _Job:
         source = click.get_current_context().get_parameter_source
         name_given = source("name") is ParameterSource.COMMANDLINE
         if not name_given and _recorded_count(kwargs["config_from"]) > 1:
-            return _whole_file_job(kwargs, rows is not None or shard is not None)
+            return _whole_file_job(kwargs, rows is not None or shard is not None), True
         with _malformed_record(kwargs["config_from"]):
             record, name = _recorded_tensor(kwargs["config_from"], name if name_given else None)
             replayed = provenance.replay(record)
@@ -352,25 +335,17 @@ def _tensor_job(kwargs: dict[str, Any], options: dict[str, Any]) -> _Job:
             initializer, fan_shape if fan_shape is not None else shape
         )
 
-    from vsgen import formats
+    from vsgen.job import tensor_job
 
     with user_errors():
         if shard is not None:
             rows = shard_rows(shape, *shard)
-        plan = initializer.plan(shape, dtype, rows=rows, fan_shape=fan_shape)
-        made = provenance.tensor_record(initializer, plan, fan_shape)
-        return _Job(
-            infos=[formats.TensorInfo(name=name, shape=plan.shape, dtype=plan.dtype)],
-            plans=[plan],
-            metadata=provenance.file_metadata({name: made}),
-            tensor_metadata=provenance.tensor_metadata({name: made}),
-            drawn_seed=initializer.seed if initializer.seed_was_drawn else None,
-            whole_model=False,
-            warnings=warnings,
-        )
+        job = tensor_job(initializer, shape, dtype, name, rows=rows, fan_shape=fan_shape)
+    job.warnings.extend(warnings)
+    return job, False
 
 
-def _model_job(kwargs: dict[str, Any], options: dict[str, Any]) -> _Job:
+def _model_job(kwargs: dict[str, Any], options: dict[str, Any]) -> ModelJob:
     """``sample --spec/--like``: every tensor of a model into one output.
 
     --seed is the global seed, --dtype/--layout/--stream override the spec's
@@ -386,7 +361,7 @@ def _model_job(kwargs: dict[str, Any], options: dict[str, Any]) -> _Job:
         default_init = modelspec.init_from_initializer(initializer)
     with user_errors():
         spec = modelspec.load_spec(kwargs["spec"]) if kwargs["spec"] is not None else None
-        job = modelspec.build_job(
+        return modelspec.build_job(
             spec,
             kwargs["like"],
             seed=options["seed"],
@@ -394,17 +369,6 @@ def _model_job(kwargs: dict[str, Any], options: dict[str, Any]) -> _Job:
             layout=options["layout"],
             stream=options["stream"],
             init=default_init,
-        )
-        return _Job(
-            infos=job.infos,
-            plans=job.plans,
-            metadata=job.metadata(),
-            tensor_metadata=job.tensor_metadata(),
-            drawn_seed=job.seed if job.seed_was_drawn else None,
-            whole_model=True,
-            rows=job.rows,
-            seed=job.seed,
-            warnings=job.warnings,
         )
 
 
@@ -420,7 +384,7 @@ def _recorded_count(path: str) -> int:
         raise BadInput(f"--config-from: {error}") from None
 
 
-def _whole_file_job(kwargs: dict[str, Any], rows_given: bool) -> _Job:
+def _whole_file_job(kwargs: dict[str, Any], rows_given: bool) -> ModelJob:
     """``--config-from`` a file of several tensors without ``--name``: all of them,
     in the file's order, with the file's dtypes and records."""
     from vsgen import modelspec
@@ -443,18 +407,10 @@ def _whole_file_job(kwargs: dict[str, Any], rows_given: bool) -> _Job:
             f"--config-from: {kwargs['config_from']} holds {len(job.infos)} tensors: {error}; "
             "or choose one with --name"
         ) from None
-    with user_errors():
-        return _Job(
-            infos=job.infos,
-            plans=job.plans,
-            metadata=job.metadata(),
-            tensor_metadata=job.tensor_metadata(),
-            drawn_seed=None,
-            whole_model=True,
-        )
+    return job
 
 
-def _check_target(job: _Job, output: str, fmt_option: str | None, force: bool) -> str:
+def _check_target(job: ModelJob, output: str, fmt_option: str | None, whole_model: bool) -> str:
     """Resolve the format, refusing what must not be written.
 
     A single tensor never goes to a directory unless --format npydir says so;
@@ -465,7 +421,7 @@ def _check_target(job: _Job, output: str, fmt_option: str | None, force: bool) -
 
     with user_errors():
         fmt = formats.resolve_format(output, fmt_option, len(job.infos))
-        if fmt == "npydir" and fmt_option is None and not job.whole_model:
+        if fmt == "npydir" and fmt_option is None and not whole_model:
             # Only an explicit --format npydir may write (or, with --force,
             # replace) a whole directory; an existing one may hold other data.
             example = os.path.join(output, f"{job.infos[0].name}.npy")
@@ -477,15 +433,15 @@ def _check_target(job: _Job, output: str, fmt_option: str | None, force: bool) -
         return fmt
 
 
-def _open_target(job: _Job, output: str, fmt: str, force: bool) -> Output:
+def _open_target(job: ModelJob, output: str, fmt: str, force: bool) -> Output:
     """Open the streaming output (``fmt`` checked by :func:`_check_target`)."""
     with user_errors():
         return open_output(
             output,
             fmt,
             job.infos,
-            metadata=job.metadata,
-            tensor_metadata=job.tensor_metadata,
+            metadata=job.metadata(),
+            tensor_metadata=job.tensor_metadata(),
             force=force,
             stdout=binary_stdout() if output == "-" else None,
         )

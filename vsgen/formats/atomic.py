@@ -1,4 +1,18 @@
-"""Temporaries beside the target, flushed to disk and renamed into place."""
+"""The life cycle of every output: checked, written as a temporary beside the
+target, then synced and renamed into place, or removed.
+
+:func:`preflight` runs before anything exists (the directory is there and
+writable with room for the output; an existing target needs ``force`` and must
+be something ``--force`` may replace). The temporary is a hidden file
+(:class:`AtomicFile`) or directory (:class:`TemporaryDirectory`) named
+``.<target>.vsgen-tmp-<random>``. :class:`StagedOutput` is what the streaming
+writer (:class:`vsgen.formats.output.Output`) and the block writers'
+(:class:`vsgen.formats.parallel.ParallelOutput`) outputs share: ``commit`` syncs
+the temporary, installs it honouring ``force`` (a file that appeared meanwhile is
+never overwritten without it) and syncs the directory; ``abort``, leaving a
+``with`` block without a commit, or dropping the object removes the temporary
+and leaves an existing target as it was.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +22,13 @@ import os
 import shutil
 import stat
 import weakref
-from collections.abc import Callable
-from typing import BinaryIO
+from collections.abc import Callable, Sequence
+from typing import BinaryIO, TypeVar
+
+from vsgen.dtypes import TensorInfo
 
 _TEMP_MARK = ".vsgen-tmp-"
+T = TypeVar("T")
 
 
 #: Longest file name most file systems accept (ext4, xfs, btrfs, tmpfs).
@@ -224,6 +241,24 @@ def install_directory(
     remove_quietly(aside)
 
 
+def _fresh(final: str, display: str, kind: str, create: Callable[[str], T]) -> tuple[str, T]:
+    """``create(path)`` at a fresh hidden name beside ``final``: up to 100 names are
+    tried (``create`` raises FileExistsError for a taken one); ``kind`` names what
+    is made in the error that follows."""
+    for _ in range(100):
+        path = temp_path(final)
+        try:
+            return path, create(path)
+        except FileExistsError:
+            continue
+        except BaseException:
+            # An interrupt can arrive just after the name was created; the name
+            # is random and fresh, so removing it touches nothing of anyone else's.
+            remove_quietly(path)
+            raise
+    raise FileExistsError(errno.EEXIST, f"cannot create a temporary {kind} for {display!r}")
+
+
 class AtomicFile:
     """A temporary file beside ``final`` that becomes ``final`` on ``install``."""
 
@@ -231,24 +266,8 @@ class AtomicFile:
         self.final = final
         self.display = display
         self.force = force
-        for _ in range(100):
-            self.path = temp_path(final)
-            try:
-                fd = os.open(
-                    self.path,
-                    os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0),
-                    0o666,
-                )
-            except FileExistsError:
-                continue
-            except BaseException:
-                # An interrupt can arrive just after the file was created; the name
-                # is random and fresh, so removing it touches nothing of anyone else's.
-                remove_quietly(self.path)
-                raise
-            break
-        else:
-            raise FileExistsError(errno.EEXIST, f"cannot create a temporary file for {display!r}")
+        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+        self.path, fd = _fresh(final, display, "file", lambda path: os.open(path, flags, 0o666))
         try:
             # Removes the temporary even if the Output is dropped without abort().
             self._finalizer = weakref.finalize(self, remove_quietly, self.path)
@@ -291,3 +310,245 @@ def pwrite_all(fd: int, data: memoryview, offset: int) -> None:
             raise OSError(errno.EIO, "short write")
         data = data[written:]
         offset += written
+
+
+class TemporaryDirectory:
+    """A temporary directory beside ``final`` that becomes ``final`` on :meth:`install`.
+
+    ``check(aside)`` says whether an old ``final`` set aside at the install may be
+    replaced (:func:`install_directory`); ``sync`` names the suffixes of the files
+    :meth:`install` syncs (the writers sync the files they filled themselves).
+    """
+
+    def __init__(
+        self,
+        final: str,
+        display: str,
+        force: bool,
+        check: Callable[[str], None] | None = None,
+        sync: Sequence[str] = (),
+    ) -> None:
+        self.final = final
+        self.display = display
+        self.force = force
+        self._check = check
+        self._sync = tuple(sync)
+        self.path, _ = _fresh(final, display, "directory", lambda path: os.mkdir(path, 0o777))
+        self._finalizer = weakref.finalize(self, remove_quietly, self.path)
+
+    def install(self) -> None:
+        sync_tree(self.path, self._sync)
+        install_directory(self.path, self.final, self.display, self.force, self._check)
+        self._finalizer.detach()
+        fsync_directory(os.path.dirname(self.final) or ".")
+
+    def discard(self) -> None:
+        self._finalizer()
+
+
+def sync_tree(root: str, suffixes: Sequence[str]) -> None:
+    """``fsync`` the files under ``root`` whose names end with one of ``suffixes``,
+    then every directory."""
+    for directory, _, files in os.walk(root):
+        for name in files:
+            if name.endswith(tuple(suffixes)):
+                fd = os.open(os.path.join(directory, name), os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        fsync_directory(directory)
+
+
+# --- before anything exists ------------------------------------------------------------
+
+
+def format_bytes(count: int) -> str:
+    """``"512 B"``, ``"64.00 MiB"``: a byte count for people."""
+    value = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.2f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def check_writable(target: str, directory: str, needed: int) -> None:
+    """The directory takes new files and has room for ``needed`` bytes."""
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise PermissionError(errno.EACCES, f"directory {directory!r} is not writable")
+    try:
+        usage = os.statvfs(directory)
+    except (AttributeError, OSError):  # no statvfs: the free-space check still runs
+        usage = None
+    if usage is not None and usage.f_flag & getattr(os, "ST_RDONLY", 0):
+        raise PermissionError(
+            errno.EROFS, f"directory {directory!r} is not writable (read-only file system)"
+        )
+    free = shutil.disk_usage(directory).free
+    if needed > free:
+        if usage is not None and usage.f_blocks == 0:
+            # /proc, /sys and their kind report no storage at all: "0 B free"
+            # would send the user looking for disk space.
+            raise PermissionError(
+                errno.EACCES,
+                f"directory {directory!r} is not writable (a virtual file system without storage)",
+            )
+        raise OSError(
+            errno.ENOSPC,
+            f"not enough free space for {target!r}: needs "
+            f"{format_bytes(needed)}, {format_bytes(free)} free in {directory!r}",
+        )
+
+
+def preflight(
+    target: str,
+    path: str,
+    *,
+    directory: bool,
+    force: bool,
+    needed: int,
+    refuse_replacing: Callable[[str, str], None],
+) -> None:
+    """The checks before an output is created at ``path`` (``target`` as given).
+
+    The parent directory must exist, take new files and have room for ``needed``
+    bytes; a file output must not name a directory; an existing target needs
+    ``force``, and ``refuse_replacing(path, target)`` raises if ``--force`` may not
+    replace it (in the library, not the CLI, so API callers get the same protection).
+
+    Raises:
+        ValueError: no such directory, a directory where a file goes, or an existing
+            target without ``force`` (or one it may not replace).
+        OSError: the directory is not writable or has too little free space.
+    """
+    parent = os.path.dirname(path) or "."
+    if not os.path.isdir(parent):
+        raise ValueError(
+            f"directory {os.path.dirname(target) or '.'!r} of output {target!r} does not exist"
+        )
+    if not directory and os.path.isdir(path) and not os.path.islink(path):
+        raise ValueError(f"output {target!r} is a directory; give a file name")
+    if os.path.lexists(path):
+        if not force:
+            raise ValueError(exists_message(target, directory))
+        refuse_replacing(path, target)
+    check_writable(target, parent, needed)
+
+
+def io_error(err: OSError, display: str) -> OSError:
+    """A one-line OSError naming the target, keeping the errno (and subclass)."""
+    if err.errno == errno.EEXIST:
+        return err  # already names the target and says what to do
+    reason = err.strerror or str(err)
+    if err.errno == errno.ENOSPC:
+        message = f"disk full while writing {display!r}: {reason}"
+    elif err.errno == errno.EFBIG:
+        message = f"file size limit reached while writing {display!r}: {reason}"
+    else:
+        message = f"cannot write {display!r}: {reason}"
+    return OSError(err.errno, message) if err.errno else OSError(message)
+
+
+# --- the output's life cycle -------------------------------------------------------------
+
+
+class StagedOutput:
+    """An output being written in its temporary (None: standard output, where no
+    atomicity is possible), until :meth:`commit` or :meth:`abort`.
+
+    Used as a context manager, leaving the block by an exception (including
+    KeyboardInterrupt and SystemExit) aborts; leaving it normally without
+    :meth:`commit` aborts too, so a forgotten commit never publishes a file.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        fmt: str,
+        tensors: Sequence[TensorInfo],
+        temporary: AtomicFile | TemporaryDirectory | None,
+    ) -> None:
+        self._target = target
+        self._format = fmt
+        self._tensors = tuple(tensors)
+        self._temporary = temporary
+        self._state = "open"
+
+    @property
+    def target(self) -> str:
+        """The target as given (``"-"`` for standard output)."""
+        return self._target
+
+    @property
+    def format(self) -> str:
+        """The format's name (see :func:`vsgen.formats.resolve_format`)."""
+        return self._format
+
+    @property
+    def tensors(self) -> tuple[TensorInfo, ...]:
+        """The tensors, in the order given."""
+        return self._tensors
+
+    @property
+    def closed(self) -> bool:
+        """True once committed or aborted."""
+        return self._state != "open"
+
+    def __enter__(self) -> StagedOutput:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, traceback: object) -> None:
+        if self._state == "open":
+            self.abort()
+
+    def _check_open(self) -> None:
+        if self._state != "open":
+            raise ValueError(f"output {self._target!r} is already {self._state}")
+
+    def _guarded(self, action: Callable[..., None], *args: object) -> None:
+        """Run ``action``; any failure aborts the output before propagating."""
+        try:
+            action(*args)
+        except BrokenPipeError:
+            # The CLI ends quietly on a closed pipe; keep the type as is.
+            self.abort()
+            raise
+        except OSError as err:
+            self.abort()
+            raise io_error(err, self._target) from err
+        except BaseException:
+            self.abort()
+            raise
+
+    def commit(self) -> None:
+        """Sync everything and move the temporary into place (atomically for files).
+
+        Raises:
+            ValueError: the output is not complete (it is aborted).
+            OSError: syncing or renaming failed, or the target appeared meanwhile
+                without ``force`` (the output is aborted).
+        """
+        self._check_open()
+        self._check_complete()
+        self._guarded(self._install)
+        self._state = "committed"
+
+    def abort(self) -> None:
+        """Remove the temporary; a pre-existing target stays untouched. Idempotent."""
+        if self._state == "committed":
+            return
+        self._state = "aborted"
+        self._release()
+        if self._temporary is not None:
+            self._temporary.discard()
+
+    def _check_complete(self) -> None:
+        """Raise ValueError (after :meth:`abort`) if values are missing."""
+
+    def _install(self) -> None:
+        if self._temporary is not None:
+            self._temporary.install()
+
+    def _release(self) -> None:
+        """Close what the writer holds open (the output is being removed)."""

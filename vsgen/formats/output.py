@@ -1,220 +1,101 @@
-"""The streaming writer (Output) and open_output with its pre-flight checks."""
+"""The streaming writer: :func:`open_output` checks and lays out an output,
+:class:`Output` takes each tensor's values in order, then commits.
+
+The output's life cycle (pre-flight checks, the temporary beside the target,
+commit and abort) is :mod:`vsgen.formats.atomic`'s; the layout is the format's
+(:mod:`vsgen.formats.registry`). Block writers (:mod:`vsgen.formats.parallel`)
+share both.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import errno
-import itertools
-import os
-import re
-import shutil
 import sys
-import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import BinaryIO
 
 import numpy
 
-from vsgen.formats.atomic import (
-    AtomicFile,
-    check_replaceable,
-    exists_message,
-    fsync_directory,
-    install_directory,
-    remove_quietly,
-    temp_path,
-)
-from vsgen.formats.headers import create_h5, npy_header, safetensors_header, safetensors_layout
-from vsgen.formats.tensors import (
-    FORMATS,
-    TensorInfo,
-    check_dtypes,
-    check_format_fits,
-    check_metadata,
-    check_names,
-    check_npydir_names,
+from vsgen.dtypes import TensorInfo
+from vsgen.formats import registry
+from vsgen.formats.atomic import AtomicFile, StagedOutput, TemporaryDirectory
+from vsgen.formats.base import (
+    FileLayout,
+    FilePlace,
+    Place,
+    check_output,
+    lay_out,
+    little_endian_bytes,
 )
 
-# Room for HDF5's superblock, object headers and attributes, which are only
-# known once the file exists; the free-space check adds it to the data size.
-_H5_OVERHEAD = 16 * 1024
-_H5_OVERHEAD_PER_TENSOR = 4 * 1024
 
-
-class _Sink:
-    def begin_tensor(self, index: int) -> None:
-        """Prepare to receive the bytes of tensor ``index`` (called in order)."""
-
-    def write(self, data: memoryview) -> None:
-        raise NotImplementedError
-
-    def finish(self) -> None:
-        """Make the output durable and visible."""
-
-    def discard(self) -> None:
-        """Remove everything written; must be idempotent."""
-
-
-class _FileSink(_Sink):
-    """npy, raw, safetensors and (after HDF5 made its structure) h5.
-
-    ``offsets`` are the absolute file offsets of each tensor's data; the
-    file is written sequentially unless the layout differs from tensor order.
-    """
-
-    def __init__(self, atomic: AtomicFile, prefix: bytes, offsets: Sequence[int]) -> None:
-        self._atomic = atomic
-        self._offsets = list(offsets)
-        try:
-            if prefix:
-                atomic.file.write(prefix)
-        except BaseException:
-            atomic.discard()
-            raise
-
-    def begin_tensor(self, index: int) -> None:
-        file = self._atomic.file
-        if file.tell() != self._offsets[index]:
-            file.seek(self._offsets[index])
-
-    def write(self, data: memoryview) -> None:
-        self._atomic.file.write(data)
-
-    def finish(self) -> None:
-        self._atomic.install()
-
-    def discard(self) -> None:
-        self._atomic.discard()
-
-
-class _StreamSink(_Sink):
-    """Standard output: bytes go straight through; nothing to roll back."""
-
-    def __init__(self, stream: BinaryIO, prefix: bytes) -> None:
-        self._stream = stream
-        if prefix:
-            stream.write(prefix)
-
-    def write(self, data: memoryview) -> None:
-        self._stream.write(data)
-
-    def finish(self) -> None:
-        self._stream.flush()
-
-
-class _DirectorySink(_Sink):
-    """npydir: a temporary directory of ``<name>.npy`` files renamed into place."""
+class _Sequential:
+    """Each tensor's bytes, in order, at its place: in one file (the temporary, or
+    standard output, whose places follow each other) or one file per tensor
+    (npydir, whose files the layout made)."""
 
     def __init__(
-        self, final: str, display: str, force: bool, tensors: Sequence[TensorInfo]
+        self, places: Sequence[Place], own: BinaryIO | None = None, own_path: str | None = None
     ) -> None:
-        self._final = final
-        self._display = display
-        self._force = force
-        self._tensors = tensors
-        for _ in range(100):
-            self._path = temp_path(final)
-            try:
-                os.mkdir(self._path, 0o777)
-            except FileExistsError:
-                continue
-            break
-        else:
-            raise FileExistsError(
-                errno.EEXIST, f"cannot create a temporary directory for {display!r}"
-            )
-        self._finalizer = weakref.finalize(self, remove_quietly, self._path)
-        self._directories = [self._path]
+        self._places = places
+        self._own = own
+        self._own_path = own_path
         self._file: BinaryIO | None = None
+        self._path: str | None = None
+        self._position: int | None = None
 
-    def _close_current(self) -> None:
-        if self._file is not None:
-            self._file.flush()
-            os.fsync(self._file.fileno())
-            self._file.close()
-            self._file = None
+    @classmethod
+    def to_stream(cls, stream: BinaryIO, layout: FileLayout) -> _Sequential:
+        """Standard output: the header now, then the tensors back to back."""
+        places = [
+            FilePlace("-", offset, info.shape, info.dtype)
+            for offset, info in zip(layout.offsets, layout.tensors, strict=True)
+        ]
+        writer = cls(places, stream, "-")
+        if layout.prefix:
+            stream.write(layout.prefix)
+        writer._file, writer._path, writer._position = stream, "-", len(layout.prefix)
+        return writer
 
-    def begin_tensor(self, index: int) -> None:
-        self._close_current()
-        info = self._tensors[index]
-        path = os.path.join(self._path, *info.name.split("/")) + ".npy"
-        parent = os.path.dirname(path)
-        if not os.path.isdir(parent):
-            os.makedirs(parent)
-            relative = os.path.relpath(parent, self._path).split(os.sep)
-            for depth in range(1, len(relative) + 1):
-                self._directories.append(os.path.join(self._path, *relative[:depth]))
-        self._file = open(path, "xb")  # noqa: SIM115 - closed in _close_current
-        self._file.write(npy_header(info))
+    def begin(self, index: int) -> None:
+        """Get ready for the bytes of tensor ``index`` (called in order)."""
+        place = self._places[index]
+        assert isinstance(place, FilePlace)
+        if place.path != self._path:
+            self.close()
+            own = self._own is not None and place.path == self._own_path
+            self._file = self._own if own else open(place.path, "r+b")  # noqa: SIM115
+            self._path, self._position = place.path, None
+        if self._position != place.offset:
+            assert self._file is not None
+            self._file.seek(place.offset)
+            self._position = place.offset
 
     def write(self, data: memoryview) -> None:
-        assert self._file is not None
+        assert self._file is not None and self._position is not None
         self._file.write(data)
+        self._position += len(data)
+
+    def close(self) -> None:
+        """Close the current file if it is not the output's own (flushing it)."""
+        if self._file is not None and self._file is not self._own:
+            file, self._file, self._path = self._file, None, None
+            file.close()
 
     def finish(self) -> None:
-        self._close_current()
-        for directory in reversed(self._directories):
-            fsync_directory(directory)
-        install_directory(self._path, self._final, self._display, self._force)
-        self._finalizer.detach()
-        fsync_directory(os.path.dirname(self._final) or ".")
+        self.close()
+        if self._own is not None:
+            self._own.flush()
 
-    def discard(self) -> None:
-        if self._file is not None:
-            # A failed flush only loses data that is being thrown away.
-            with contextlib.suppress(OSError):
-                self._file.close()
-            self._file = None
-        self._finalizer()
+    def drop(self) -> None:
+        """Close without caring about the data (the output is being removed)."""
+        # A failed flush only loses data that is being thrown away.
+        with contextlib.suppress(OSError):
+            self.close()
+        self._file = self._path = None
 
 
-def _create_h5_or_discard(
-    atomic: AtomicFile,
-    tensors: Sequence[TensorInfo],
-    metadata: Mapping[str, str],
-    tensor_metadata: Mapping[str, Mapping[str, str]],
-) -> list[int]:
-    try:
-        return create_h5(atomic.path, tensors, metadata, tensor_metadata)
-    except BaseException as err:
-        atomic.discard()
-        if isinstance(err, OSError) and err.errno:
-            raise
-        if isinstance(err, (OSError, RuntimeError)):
-            # h5py reports system errors without an errno, inside its message.
-            found = re.search(r"errno = (\d+)", str(err))
-            if found:
-                code = int(found.group(1))
-                raise OSError(code, os.strerror(code)) from err
-            raise OSError(errno.EIO, f"HDF5 could not create the file: {err}") from err
-        raise
-
-
-def _io_error(err: OSError, display: str) -> OSError:
-    """A one-line OSError naming the target, keeping the errno (and subclass)."""
-    if err.errno == errno.EEXIST:
-        return err  # already names the target and says what to do
-    reason = err.strerror or str(err)
-    if err.errno == errno.ENOSPC:
-        message = f"disk full while writing {display!r}: {reason}"
-    elif err.errno == errno.EFBIG:
-        message = f"file size limit reached while writing {display!r}: {reason}"
-    else:
-        message = f"cannot write {display!r}: {reason}"
-    return OSError(err.errno, message) if err.errno else OSError(message)
-
-
-def _little_endian_bytes(values: numpy.ndarray) -> memoryview:
-    if sys.byteorder == "big" or values.dtype.byteorder == ">":
-        if values.dtype.name == "bfloat16":
-            values = values.view(numpy.uint16).astype("<u2")
-        else:
-            values = values.astype(values.dtype.newbyteorder("<"))
-    # uint8 view: the buffer protocol cannot export ml_dtypes' bfloat16.
-    return values.view(numpy.uint8).data
-
-
-class Output:
+class Output(StagedOutput):
     """An output being written: feed values with :meth:`write`, then :meth:`commit`.
 
     Tensors are filled in the order given to :func:`open_output`, each with
@@ -224,31 +105,20 @@ class Output:
     commit never publishes a file.
     """
 
-    def __init__(self, target: str, fmt: str, tensors: Sequence[TensorInfo], sink: _Sink) -> None:
-        self._target = target
-        self._format = fmt
-        self._tensors = tuple(tensors)
-        self._sink = sink
+    def __init__(
+        self,
+        writer: _Sequential,
+        target: str,
+        fmt: str,
+        tensors: Sequence[TensorInfo],
+        temporary: AtomicFile | TemporaryDirectory | None,
+    ) -> None:
+        super().__init__(target, fmt, tensors, temporary)
+        self._writer = writer
         self._index = 0
         self._filled = 0
         self._written = 0
-        self._state = "open"
-        self._guarded(self._sink.begin_tensor, 0)
-
-    @property
-    def target(self) -> str:
-        """The target as given (``"-"`` for standard output)."""
-        return self._target
-
-    @property
-    def format(self) -> str:
-        """The format, one of :data:`FORMATS`."""
-        return self._format
-
-    @property
-    def tensors(self) -> tuple[TensorInfo, ...]:
-        """The tensors, in the order their values are expected."""
-        return self._tensors
+        self._guarded(self._writer.begin, 0)
 
     @property
     def total_values(self) -> int:
@@ -260,43 +130,12 @@ class Output:
         """Number of values written so far, all tensors together."""
         return self._written
 
-    @property
-    def closed(self) -> bool:
-        """True once committed or aborted."""
-        return self._state != "open"
-
-    def __enter__(self) -> Output:
-        return self
-
-    def __exit__(self, exc_type: object, exc: object, traceback: object) -> None:
-        if self._state == "open":
-            self.abort()
-
-    def _check_open(self) -> None:
-        if self._state != "open":
-            raise ValueError(f"output {self._target!r} is already {self._state}")
-
-    def _guarded(self, action: Callable[..., None], *args: object) -> None:
-        """Run a sink action; any failure aborts the output before propagating."""
-        try:
-            action(*args)
-        except BrokenPipeError:
-            # The CLI ends quietly on a closed pipe; keep the type as is.
-            self.abort()
-            raise
-        except OSError as err:
-            self.abort()
-            raise _io_error(err, self._target) from err
-        except BaseException:
-            self.abort()
-            raise
-
     def _skip_full_tensors(self) -> None:
         while self._index < len(self._tensors) and self._filled == self._tensors[self._index].size:
             self._index += 1
             self._filled = 0
             if self._index < len(self._tensors):
-                self._guarded(self._sink.begin_tensor, self._index)
+                self._guarded(self._writer.begin, self._index)
 
     def write(self, chunk: numpy.ndarray) -> None:
         """Append the next values of the current tensor.
@@ -338,19 +177,11 @@ class Output:
                 f"chunk of {values.size} values overruns tensor {info.name!r} "
                 f"({remaining} of {info.size} values left); a chunk must not cross tensors"
             )
-        self._guarded(self._sink.write, _little_endian_bytes(values))
+        self._guarded(self._writer.write, little_endian_bytes(values))
         self._filled += values.size
         self._written += values.size
 
-    def commit(self) -> None:
-        """Check that every tensor is complete, sync to disk and move into place.
-
-        Raises:
-            ValueError: a tensor is incomplete (the output is aborted).
-            OSError: syncing or renaming failed, or the target appeared
-                meanwhile without ``force`` (the output is aborted).
-        """
-        self._check_open()
+    def _check_complete(self) -> None:
         self._skip_full_tensors()
         if self._index < len(self._tensors):
             info = self._tensors[self._index]
@@ -358,77 +189,13 @@ class Output:
             raise ValueError(
                 f"tensor {info.name!r} is incomplete: {self._filled} of {info.size} values written"
             )
-        self._guarded(self._sink.finish)
-        self._state = "committed"
 
-    def abort(self) -> None:
-        """Remove temporaries; a pre-existing target stays untouched. Idempotent."""
-        if self._state == "committed":
-            return
-        self._state = "aborted"
-        self._sink.discard()
+    def _install(self) -> None:
+        self._writer.finish()
+        super()._install()
 
-
-def format_bytes(count: int) -> str:
-    """``"512 B"``, ``"64.00 MiB"``: a byte count for people."""
-    value = float(count)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.2f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
-
-
-def _name_max(directory: str) -> int:
-    """Longest file name (bytes) the file system of ``directory`` takes."""
-    try:
-        return int(os.pathconf(directory, "PC_NAME_MAX"))
-    except (AttributeError, OSError, ValueError):
-        return 255
-
-
-def _check_writable(target: str, directory: str, needed: int) -> None:
-    """The directory takes new files and has room for ``needed`` bytes."""
-    if not os.access(directory, os.W_OK | os.X_OK):
-        raise PermissionError(errno.EACCES, f"directory {directory!r} is not writable")
-    try:
-        usage = os.statvfs(directory)
-    except (AttributeError, OSError):  # no statvfs: the free-space check still runs
-        usage = None
-    if usage is not None and usage.f_flag & getattr(os, "ST_RDONLY", 0):
-        raise PermissionError(
-            errno.EROFS, f"directory {directory!r} is not writable (read-only file system)"
-        )
-    free = shutil.disk_usage(directory).free
-    if needed > free:
-        if usage is not None and usage.f_blocks == 0:
-            # /proc, /sys and their kind report no storage at all: "0 B free"
-            # would send the user looking for disk space.
-            raise PermissionError(
-                errno.EACCES,
-                f"directory {directory!r} is not writable (a virtual file system without storage)",
-            )
-        raise OSError(
-            errno.ENOSPC,
-            f"not enough free space for {target!r}: needs "
-            f"{format_bytes(needed)}, {format_bytes(free)} free in {directory!r}",
-        )
-
-
-def _preflight(target: str, path: str, fmt: str, force: bool, needed: int) -> None:
-    directory = os.path.dirname(path) or "."
-    if not os.path.isdir(directory):
-        raise ValueError(
-            f"directory {os.path.dirname(target) or '.'!r} of output {target!r} does not exist"
-        )
-    if os.path.isdir(path) and not os.path.islink(path) and fmt != "npydir":
-        raise ValueError(f"output {target!r} is a directory; give a file name")
-    if os.path.lexists(path):
-        if not force:
-            raise ValueError(exists_message(target, fmt == "npydir"))
-        # In the library, not the CLI, so that API callers get the same protection.
-        check_replaceable(path, target, fmt == "npydir")
-    _check_writable(target, directory, needed)
+    def _release(self) -> None:
+        self._writer.drop()
 
 
 def open_output(
@@ -445,8 +212,9 @@ def open_output(
 
     ``target`` is a path or ``"-"`` for standard output (``stdout``, by
     default ``sys.stdout.buffer``; npy or raw only). ``fmt`` is one of
-    :data:`FORMATS` (see :func:`resolve_format`). ``metadata`` is kept by
-    h5 and safetensors (:data:`METADATA_FORMATS`) and ignored by the others;
+    :data:`~vsgen.formats.FORMATS` (see :func:`~vsgen.formats.resolve_format`).
+    ``metadata`` is kept by h5 and safetensors
+    (:data:`~vsgen.formats.METADATA_FORMATS`) and ignored by the others;
     ``tensor_metadata`` (by tensor name) becomes attributes of each HDF5
     dataset and is ignored by the other formats (file-level metadata is
     stored once, so a file grows linearly with its tensors).
@@ -461,62 +229,18 @@ def open_output(
         OSError: the directory is not writable (PermissionError), there is
             not enough free space (errno ENOSPC), or creating the file failed.
     """
-    if fmt not in FORMATS:
-        raise ValueError(
-            f"Argument `fmt` must be one of {', '.join(FORMATS)}. Received: fmt={fmt!r}"
-        )
-    tensors = tuple(tensors)
-    if not tensors:
-        raise ValueError(
-            "Argument `tensors` must hold at least one TensorInfo. Received: tensors=()"
-        )
-    for info in tensors:
-        if not isinstance(info, TensorInfo):
-            raise ValueError(f"Argument `tensors` must hold TensorInfo objects. Received: {info!r}")
-    check_format_fits(target, fmt, len(tensors))
-    check_names(tensors, fmt)
-    if fmt == "npydir" and target != "-":
-        check_npydir_names(tensors, _name_max(os.path.dirname(os.path.abspath(target))))
-    check_dtypes(tensors, fmt)
-    metadata = check_metadata(metadata)
-    per_tensor = {name: check_metadata(items) for name, items in (tensor_metadata or {}).items()}
-
-    if fmt == "safetensors":
-        offsets = safetensors_layout(tensors)
-        prefix = safetensors_header(tensors, offsets, metadata)
-        offsets = [len(prefix) + offset for offset in offsets]
-    elif fmt == "npy":
-        prefix = npy_header(tensors[0])
-        offsets = [len(prefix)]
-    else:
-        prefix = b""
-        offsets = list(itertools.accumulate((info.nbytes for info in tensors[:-1]), initial=0))
-
+    spec = registry.get(fmt, streaming=True)
+    request = check_output(target, spec, tensors, metadata, tensor_metadata)
+    layout = spec.plan(request)
     if target == "-":
+        # The formats that go to standard output are one file of consecutive tensors.
+        assert isinstance(layout, FileLayout)
         stream = stdout if stdout is not None else sys.stdout.buffer
-        return Output(target, fmt, tensors, _StreamSink(stream, prefix))
-
-    path = os.path.abspath(target)
-    needed = len(prefix) + sum(info.nbytes for info in tensors)
-    if fmt == "h5":
-        needed += _H5_OVERHEAD + len(tensors) * _H5_OVERHEAD_PER_TENSOR
-        needed += 2 * sum(
-            len(key.encode()) + len(value.encode())
-            for items in (metadata, *per_tensor.values())
-            for key, value in items.items()
-        )
-    elif fmt == "npydir":
-        needed += sum(len(npy_header(info)) for info in tensors)
-    _preflight(target, path, fmt, force, needed)
-
-    try:
-        if fmt == "npydir":
-            sink: _Sink = _DirectorySink(path, target, force, tensors)
-        else:
-            atomic = AtomicFile(path, target, force)
-            if fmt == "h5":
-                offsets = _create_h5_or_discard(atomic, tensors, metadata, per_tensor)
-            sink = _FileSink(atomic, prefix, offsets)
-    except OSError as err:
-        raise _io_error(err, target) from err
-    return Output(target, fmt, tensors, sink)
+        writer = _Sequential.to_stream(stream, layout)
+        return Output(writer, target, spec.name, request.tensors, None)
+    temporary, places = lay_out(target, spec, layout, force, presize=False)
+    if isinstance(temporary, AtomicFile):
+        writer = _Sequential(places, temporary.file, temporary.path)
+    else:
+        writer = _Sequential(places)
+    return Output(writer, target, spec.name, request.tensors, temporary)

@@ -14,6 +14,12 @@ load the result). ``total_size`` is the bytes of all tensors. Every shard is an
 ordinary safetensors file whose ``__metadata__`` holds ``format: pt`` (transformers
 refuses shards without it) and the provenance of its own tensors. The index is
 written even for a single shard, so the layout never changes with the size.
+
+Written block by block (:mod:`vsgen.blockwrite`; on a cluster one task per shard),
+never streamed. Read back through the index: each shard's header is parsed once
+(:mod:`vsgen.formats.safetensors`), the tensors listed in the index's order and the
+shards' provenance merged. ``--force`` replaces only a directory holding an index
+and its shards.
 """
 
 from __future__ import annotations
@@ -24,8 +30,27 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from vsgen.formats.limits import read_capped
-from vsgen.formats.tensors import TensorInfo
+from vsgen._limits import MAX_TENSORS, read_capped
+from vsgen.dtypes import TensorInfo
+from vsgen.formats.atomic import TemporaryDirectory
+from vsgen.formats.base import (
+    FilePlace,
+    Place,
+    StoredTensor,
+    StoreFormat,
+    StoreLayout,
+    TensorFile,
+    UnreadableFile,
+    WriteRequest,
+    sized_file,
+)
+from vsgen.formats.safetensors import (
+    SafetensorsFormat,
+    check_name,
+    read_safetensors,
+    safetensors_header,
+    safetensors_layout,
+)
 
 INDEX_NAME = "model.safetensors.index.json"
 DEFAULT_MAX_SHARD_SIZE = 5_000_000_000
@@ -119,28 +144,37 @@ def shard_metadata(document: Mapping[str, Any] | None, names: Sequence[str]) -> 
     return metadata
 
 
-def is_replaceable(path: str) -> bool:
-    """True for a directory holding only an index and shards: what ``--force`` replaces."""
-    if os.path.islink(path) or not os.path.isdir(path):
-        return False
-    entries = os.listdir(path)
-    if INDEX_NAME not in entries:
-        return False
-    for entry in entries:
-        full = os.path.join(path, entry)
-        if os.path.islink(full) or not os.path.isfile(full):
-            return False
-        if entry != INDEX_NAME and not _SHARD_PATTERN.match(entry):
-            return False
-    return True
+class ShardedLayout(StoreLayout):
+    """The tensors in shards (the indices of each shard's tensors), and the index."""
+
+    def __init__(self, request: WriteRequest) -> None:
+        super().__init__(request)
+        size = request.max_shard_size
+        members = split_shards(request.tensors, DEFAULT_MAX_SHARD_SIZE if size is None else size)
+        self.shards = tuple(tuple(indices) for indices in members)
+
+    def create(self, temporary: TemporaryDirectory, presize: bool) -> list[Place]:
+        """Every shard with its header (sized to its tensors), and the index."""
+        document = self.document()
+        places: list[Place | None] = [None] * len(self.tensors)
+        for number, members in enumerate(self.shards, start=1):
+            infos = [self.tensors[i] for i in members]
+            relative = safetensors_layout(infos)
+            own = shard_metadata(document, [info.name for info in infos])
+            prefix = safetensors_header(infos, relative, own)
+            file_path = os.path.join(temporary.path, shard_name(number, len(self.shards)))
+            size = len(prefix) + sum(info.nbytes for info in infos)
+            sized_file(file_path, prefix, size if presize else 0)
+            for index, offset in zip(members, relative, strict=True):
+                info = self.tensors[index]
+                places[index] = FilePlace(file_path, len(prefix) + offset, info.shape, info.dtype)
+        index_path = os.path.join(temporary.path, INDEX_NAME)
+        text = json.dumps(index_document(self.tensors, self.shards), indent=2) + "\n"
+        sized_file(index_path, text.encode("utf-8"), 0)
+        return [place for place in places if place is not None]
 
 
 # --- reading (untrusted) ---------------------------------------------------------------
-
-
-def is_sharded(path: str) -> bool:
-    """A directory with a ``model.safetensors.index.json``."""
-    return os.path.isdir(path) and os.path.isfile(os.path.join(path, INDEX_NAME))
 
 
 def read_weight_map(directory: str) -> dict[str, str]:
@@ -166,13 +200,12 @@ def read_weight_map(directory: str) -> dict[str, str]:
     return weight_map
 
 
-def read_metadata(directory: str) -> dict[str, str]:
-    """The provenance of every shard merged into one ``vsgen`` document (``{}`` if none)."""
-    from vsgen.formats.readers import read_metadata as read_file_metadata
-
+def _merged(directory: str, shards: Mapping[str, Mapping[str, str]]) -> dict[str, str]:
+    """The provenance of every shard (by file name, in the index's order) merged into
+    one ``vsgen`` document (``{}`` if none has any)."""
     merged: dict[str, Any] | None = None
-    for file_name in dict.fromkeys(read_weight_map(directory).values()):
-        text = read_file_metadata(os.path.join(directory, file_name)).get("vsgen")
+    for file_name, metadata in shards.items():
+        text = metadata.get("vsgen")
         if text is None:
             continue
         try:
@@ -187,3 +220,66 @@ def read_metadata(directory: str) -> dict[str, str]:
     if merged is None:
         return {}
     return {"vsgen": json.dumps(merged, sort_keys=True, separators=(",", ":"))}
+
+
+# --- the format ------------------------------------------------------------------------
+
+
+class ShardedFormat(StoreFormat):
+    """Sharded safetensors: the safetensors rules for names and dtypes, in shards."""
+
+    label = SafetensorsFormat.label
+    keeps_metadata = True
+    holds_bfloat16 = SafetensorsFormat.holds_bfloat16
+    holds_complex = SafetensorsFormat.holds_complex
+    task_per_file = True
+    commit_syncs = (".safetensors", ".json")
+    store_words = "sharded safetensors and their index"
+
+    def check_name(self, name: str) -> None:
+        check_name(name)
+
+    def plan(self, request: WriteRequest) -> ShardedLayout:
+        return ShardedLayout(request)
+
+    def is_replaceable(self, path: str) -> bool:
+        """True for a directory holding only an index and shards: what ``--force`` replaces."""
+        if os.path.islink(path) or not os.path.isdir(path):
+            return False
+        entries = os.listdir(path)
+        if INDEX_NAME not in entries:
+            return False
+        for entry in entries:
+            full = os.path.join(path, entry)
+            if os.path.islink(full) or not os.path.isfile(full):
+                return False
+            if entry != INDEX_NAME and not _SHARD_PATTERN.match(entry):
+                return False
+        return True
+
+    def holds(self, directory: str) -> bool:
+        """A directory with a ``model.safetensors.index.json``."""
+        return os.path.isdir(directory) and os.path.isfile(os.path.join(directory, INDEX_NAME))
+
+    def open(self, path: str) -> TensorFile:
+        """The tensors in the index's order, each shard's header parsed once, the shards'
+        provenance merged into one ``vsgen`` document."""
+        try:
+            weight_map = read_weight_map(path)
+        except (ValueError, OSError) as error:
+            raise UnreadableFile(str(error)) from None
+        if len(weight_map) > MAX_TENSORS:
+            raise UnreadableFile(f"{path}: the index lists more than {MAX_TENSORS} tensors")
+        shards: dict[str, dict[str, StoredTensor]] = {}
+        metadata: dict[str, dict[str, str]] = {}
+        tensors = []
+        for name, file_name in weight_map.items():
+            if file_name not in shards:
+                found, metadata[file_name] = read_safetensors(os.path.join(path, file_name))
+                shards[file_name] = {tensor.name: tensor for tensor in found}
+            if name not in shards[file_name]:
+                raise UnreadableFile(
+                    f"{path}: the index puts {name!r} in {file_name}, which lacks it"
+                )
+            tensors.append(shards[file_name][name])
+        return TensorFile(path, self.name, tuple(tensors), _merged(path, metadata))

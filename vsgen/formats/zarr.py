@@ -1,4 +1,5 @@
-"""Zarr v3 stores: laid out by the client, chunks filled by whoever computes them.
+"""Zarr v3 stores (``.zarr``): laid out by the client, chunks filled by whoever
+computes them (:mod:`vsgen.blockwrite`; a store is never streamed).
 
 What vsgen writes (and the only kind of store it reads back):
 
@@ -17,7 +18,11 @@ The client writes the metadata (plain JSON), then every chunk directory and an
 empty file per chunk; writing needs no ``zarr`` package (reading with it does).
 Writers only ever open existing chunk files (never create a name), so a writer
 still running after the job was abandoned and its temporary store removed cannot
-bring any of it back.
+bring any of it back. ``--force`` replaces only a directory holding a Zarr store.
+
+Reading (every store is untrusted): only what vsgen writes; metadata documents and
+chunks are bounded, symbolic links are not followed and chunk files must lie
+inside the store.
 """
 
 from __future__ import annotations
@@ -26,19 +31,27 @@ import json
 import math
 import os
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy
 
-from vsgen.formats.atomic import pwrite_all
-from vsgen.formats.limits import read_capped
-from vsgen.formats.tensors import TensorInfo
+from vsgen._limits import read_capped
+from vsgen.dtypes import TensorInfo
+from vsgen.fans import auto_block_shape
+from vsgen.formats.atomic import TemporaryDirectory, pwrite_all
+from vsgen.formats.base import (
+    Place,
+    StoredTensor,
+    StoreFormat,
+    StoreLayout,
+    TensorFile,
+    UnreadableFile,
+    WriteRequest,
+    check_no_group_clash,
+    check_path_name,
+)
 
-ZARR_SUFFIX = ".zarr"
 _METADATA_FILE = "zarr.json"
-#: Chunks of about this many bytes by default: big enough to amortise a task's
-#: overhead on a cluster, small enough for several to sit in a worker's memory.
-DEFAULT_CHUNK_BYTES = 64 << 20
 #: Readers refuse metadata documents larger than this, and chunks of more values
 #: than that (writers too, so vsgen reads every store it writes): a reader holds at
 #: most one row of a chunk at once, so this bounds its memory (1 GiB of float64).
@@ -47,30 +60,6 @@ _MAX_CHUNK_VALUES = 1 << 27
 #: Readers visit at most this many nodes of a group (hostile stores stay bounded).
 _MAX_NODES = 1 << 16
 _ZARR_DTYPES = ("float16", "float32", "float64")
-
-
-def auto_chunk_shape(
-    shape: Sequence[int], itemsize: int, target_bytes: int = DEFAULT_CHUNK_BYTES
-) -> tuple[int, ...]:
-    """Chunks of whole trailing axes (contiguous in C order) of about ``target_bytes``.
-
-    From the last axis backwards, axes are kept whole while the chunk stays within
-    the target; the first axis that does not fit is cut to fit (at least 1).
-    """
-    shape = tuple(int(d) for d in shape)
-    chunk = list(shape)
-    inner = itemsize
-    for axis in range(len(shape) - 1, -1, -1):
-        extent = max(1, shape[axis])
-        if inner * extent <= target_bytes:
-            inner *= extent
-            chunk[axis] = extent
-            continue
-        chunk[axis] = max(1, target_bytes // inner)
-        for earlier in range(axis):
-            chunk[earlier] = 1
-        break
-    return tuple(max(1, c) for c in chunk)
 
 
 def check_chunk_shape(shape: Sequence[int], chunk_shape: Sequence[int]) -> tuple[int, ...]:
@@ -85,15 +74,6 @@ def check_chunk_shape(shape: Sequence[int], chunk_shape: Sequence[int]) -> tuple
             f"Zarr chunks of {chunk} are too large (more than 2**27 values); give smaller --chunks"
         )
     return chunk
-
-
-def check_dtypes(tensors: Sequence[TensorInfo]) -> None:
-    for info in tensors:
-        if info.dtype.name not in _ZARR_DTYPES:
-            raise ValueError(
-                f"dtype {info.dtype.name} cannot be stored in .zarr (Zarr v3 has no bfloat16 "
-                "type); use --format safetensors-sharded, .safetensors or --format raw"
-            )
 
 
 def chunk_indices(shape: Sequence[int], chunk_shape: Sequence[int]) -> Iterator[tuple[int, ...]]:
@@ -159,7 +139,6 @@ def create_store(
     tests check that). Creates every chunk file, empty. Returns each tensor's
     array directory.
     """
-    check_dtypes(tensors)
     root_attributes = {"vsgen": dict(document)} if document else {}
     if len(tensors) == 1:
         info, chunk_shape = tensors[0], chunk_shapes[0]
@@ -221,26 +200,83 @@ def write_chunk(
         os.close(fd)
 
 
-def is_replaceable(path: str) -> bool:
-    """True for a directory holding only a Zarr store: what ``--force`` may replace."""
-    if os.path.islink(path) or not os.path.isfile(os.path.join(path, _METADATA_FILE)):
-        return False
-    for root, directories, files in os.walk(path):
-        in_chunks = "c" in os.path.relpath(root, path).split(os.sep)
-        for name in files + directories:
-            if os.path.islink(os.path.join(root, name)):
-                return False
-        if not in_chunks and any(name != _METADATA_FILE for name in files):
-            return False
-    return True
+def _chunk_shapes(
+    tensors: Sequence[TensorInfo], given: Sequence[Sequence[Any] | None] | None
+) -> list[tuple[int, ...]]:
+    """Each array's chunk shape: the one given (cut to the array's extent), else about
+    64 MiB of whole trailing axes (:func:`vsgen.fans.auto_block_shape`).
+
+    Raises:
+        ValueError: per-axis block lists (Zarr grids are regular), or a chunk shape
+            that does not fit the array or holds more than 2**27 values.
+    """
+    shapes = []
+    for index, info in enumerate(tensors):
+        chunks = None if given is None else given[index]
+        if chunks is None:
+            shapes.append(auto_block_shape(info.shape, info.dtype.itemsize))
+            continue
+        if any(isinstance(c, (tuple, list)) for c in chunks):
+            raise ValueError(
+                "Zarr arrays have regular chunks; give one block shape (e.g. (1024, 512)), "
+                f"not per-axis block lists. Received: chunks={chunks!r}"
+            )
+        cut = tuple(min(int(c), max(1, d)) for c, d in zip(chunks, info.shape, strict=True))
+        shapes.append(check_chunk_shape(info.shape, cut))
+    return shapes
+
+
+class ZarrPlace(NamedTuple):
+    """A tensor stored as the Zarr array in ``path`` with chunks of ``chunk_shape``."""
+
+    path: str
+    shape: tuple[int, ...]
+    chunk_shape: tuple[int, ...]
+    dtype: numpy.dtype
+
+    @property
+    def block_shape(self) -> tuple[int, ...] | None:
+        return self.chunk_shape
+
+    def write(self, origin: Sequence[int], values: numpy.ndarray) -> str | None:
+        """Write one whole chunk (its in-bounds part) at ``origin`` into its file.
+
+        Raises:
+            FileNotFoundError: the store is gone (the job was abandoned).
+            ValueError: the block is not exactly one chunk.
+        """
+        origin = tuple(int(o) for o in origin)
+        index = tuple(o // c for o, c in zip(origin, self.chunk_shape, strict=True))
+        expected_origin, extent = chunk_region(self.shape, self.chunk_shape, index)
+        if expected_origin != origin or tuple(values.shape) != extent:
+            raise ValueError(
+                f"a Zarr block must be one whole chunk: got origin {origin} and shape "
+                f"{values.shape}, chunk {index} is at {expected_origin} with shape {extent}"
+            )
+        write_chunk(self.path, index, self.chunk_shape, values)
+        return chunk_path(self.path, index)
+
+
+class ZarrLayout(StoreLayout):
+    """A Zarr store of the tensors, each array with its chunk shape."""
+
+    def __init__(self, request: WriteRequest) -> None:
+        super().__init__(request)
+        self.chunk_shapes = tuple(_chunk_shapes(request.tensors, request.chunk_shapes))
+
+    def create(self, temporary: TemporaryDirectory, presize: bool) -> list[Place]:
+        # Chunk files start empty either way: a chunk is written whole, at once.
+        shapes = self.chunk_shapes
+        directories = create_store(temporary.path, self.tensors, shapes, self.document())
+        return [
+            ZarrPlace(directory, info.shape, chunk_shape, info.dtype)
+            for directory, info, chunk_shape in zip(
+                directories, self.tensors, self.chunk_shapes, strict=True
+            )
+        ]
 
 
 # --- reading (every store is untrusted) -----------------------------------------------
-
-
-def is_zarr(path: str) -> bool:
-    """Whether ``path`` is a directory with a Zarr v3 ``zarr.json`` at its root."""
-    return os.path.isdir(path) and os.path.isfile(os.path.join(path, _METADATA_FILE))
 
 
 def _load_node(directory: str, where: str) -> dict[str, Any]:
@@ -422,11 +458,6 @@ def _root_array_name(store: str, node: Mapping[str, Any]) -> str:
     return stem or "weight"
 
 
-def read_tensor_infos(store: str) -> list[TensorInfo]:
-    """Names, shapes and dtypes of a store's arrays (metadata only)."""
-    return [array.info for array in read_arrays(store)]
-
-
 def read_metadata(store: str) -> dict[str, str]:
     """The root's ``vsgen`` attribute as the string other formats store (``{}`` if none)."""
     root = _load_node(store, store)
@@ -434,3 +465,89 @@ def read_metadata(store: str) -> dict[str, str]:
     if not isinstance(attributes, dict) or "vsgen" not in attributes:
         return {}
     return {"vsgen": json.dumps(attributes["vsgen"], sort_keys=True, separators=(",", ":"))}
+
+
+def _zarr_values(tensor: StoredTensor, chunk_size: int, any_order: bool) -> Iterator[numpy.ndarray]:
+    try:
+        arrays = {array.name: array for array in read_arrays(tensor.path)}
+        array = arrays[tensor.name]
+    except (ValueError, OSError, KeyError) as error:
+        raise UnreadableFile(f"{tensor.path}: {error}") from None
+    # Chunks of whole rows are stored in C order; tiles only chunk by chunk.
+    if not any_order and tuple(array.chunk_shape[1:]) != tuple(array.shape[1:]):
+        raise UnreadableFile(
+            f"{tensor.path}: array {tensor.name!r} is chunked in tiles {array.chunk_shape}; "
+            "only arrays chunked in whole rows are read in order"
+        )
+    try:
+        yield from array.chunk_values(chunk_size)
+    except (ValueError, OSError) as error:
+        raise UnreadableFile(str(error)) from None
+
+
+# --- the format ------------------------------------------------------------------------
+
+
+class ZarrFormat(StoreFormat):
+    """Zarr v3: array names are paths (groups), float16/32/64 only, regular chunks."""
+
+    label = ".zarr"
+    keeps_metadata = True
+    holds_complex = False
+    commit_syncs = (".json",)
+    store_words = "a Zarr store"
+
+    def check_names(self, tensors: Sequence[TensorInfo], target: str = "-") -> None:
+        super().check_names(tensors, target)
+        check_no_group_clash(tensors, "an array and a group in zarr")
+
+    def check_name(self, name: str) -> None:
+        check_path_name(name, self.name)
+
+    def check_dtypes(self, tensors: Sequence[TensorInfo]) -> None:
+        for info in tensors:
+            if info.dtype.name not in _ZARR_DTYPES:
+                raise ValueError(
+                    f"dtype {info.dtype.name} cannot be stored in .zarr (Zarr v3 has no bfloat16 "
+                    "type); use --format safetensors-sharded, .safetensors or --format raw"
+                )
+
+    def plan(self, request: WriteRequest) -> ZarrLayout:
+        return ZarrLayout(request)
+
+    def is_replaceable(self, path: str) -> bool:
+        """True for a directory holding only a Zarr store: what ``--force`` may replace."""
+        if os.path.islink(path) or not os.path.isfile(os.path.join(path, _METADATA_FILE)):
+            return False
+        for root, directories, files in os.walk(path):
+            in_chunks = "c" in os.path.relpath(root, path).split(os.sep)
+            for name in files + directories:
+                if os.path.islink(os.path.join(root, name)):
+                    return False
+            if not in_chunks and any(name != _METADATA_FILE for name in files):
+                return False
+        return True
+
+    def holds(self, directory: str) -> bool:
+        """Whether ``directory`` is a directory with a Zarr v3 ``zarr.json`` at its root."""
+        return os.path.isdir(directory) and os.path.isfile(os.path.join(directory, _METADATA_FILE))
+
+    def open(self, path: str) -> TensorFile:
+        """A Zarr v3 store vsgen wrote (the module docstring says what is read)."""
+        try:
+            arrays = read_arrays(path)
+            metadata = read_metadata(path)
+        except (ValueError, OSError) as error:
+            raise UnreadableFile(str(error)) from None
+        tensors = tuple(
+            StoredTensor(
+                path, self.name, a.name, a.shape, a.dtype.name, a.dtype.itemsize, reader=self
+            )
+            for a in arrays
+        )
+        return TensorFile(path, self.name, tensors, metadata)
+
+    def values(
+        self, tensor: StoredTensor, chunk_size: int, any_order: bool
+    ) -> Iterator[numpy.ndarray]:
+        return _zarr_values(tensor, chunk_size, any_order)

@@ -284,7 +284,7 @@ def test_parse_scheduler_refuses_bad_counts(text):
 def test_oversized_index_and_zarr_metadata_are_refused_unread(tmp_path, monkeypatch):
     """Both JSON documents are read through the one capped reader: at most the
     cap plus one byte, then refused with the file named."""
-    from vsgen.formats import zarr_format
+    from vsgen.formats import zarr as zarr_format
 
     monkeypatch.setattr(sharded, "_MAX_INDEX_BYTES", 100)
     (tmp_path / sharded.INDEX_NAME).write_text('{"weight_map": {}, "pad": "' + "x" * 200 + '"}')

@@ -1,5 +1,9 @@
 """Caps on what vsgen reads, and the bounded JSON/TOML parsers that enforce them.
 
+A ground-floor utility: the core (``initializer.loads``, ``provenance``,
+``modelspec``), the command line and the file readers of :mod:`vsgen.formats`
+all parse documents through it, and it imports nothing of vsgen.
+
 Every document vsgen reads (a ``--config``, a ``--spec``, a safetensors
 header, the provenance a file carries) may come from a stranger. The caps
 below bound the time and memory spent on any of them, and the parsers turn

@@ -34,7 +34,7 @@ import pytest
 h5py = pytest.importorskip("h5py")
 
 import vsgen  # noqa: E402
-from vsgen.formats.limits import MAX_CONFIG_BYTES, MAX_TOML_BYTES  # noqa: E402
+from vsgen._limits import MAX_CONFIG_BYTES, MAX_TOML_BYTES  # noqa: E402
 
 #: Peak resident memory allowed for any hostile case.
 RSS_LIMIT_MIB = 300

@@ -1,4 +1,4 @@
-"""vsgen.formats.readers and vsgen.formats.limits: the one hardened reader.
+"""vsgen.formats.readers: the one hardened reader.
 
 Valid files are checked against the formats' own libraries (numpy, h5py,
 safetensors); hostile ones must end in a ``ValueError`` whose message names
@@ -24,7 +24,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from vsgen import formats, provenance, verify
-from vsgen.formats import limits, readers
+from vsgen.formats import h5 as h5_format
+from vsgen.formats import readers
 
 h5py = pytest.importorskip("h5py")
 pytestmark = pytest.mark.skipif(
@@ -38,109 +39,6 @@ FUZZ = settings(
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
     derandomize=True,
 )
-
-
-# --- the JSON pre-scan --------------------------------------------------------------------
-
-
-def reference_structure(data: bytes) -> tuple[int, int]:
-    """Items and depth by a plain character loop (a separate implementation)."""
-    items = depth = deepest = 0
-    inside = escaped = False
-    for code in data:
-        character = chr(code)
-        if inside:
-            if escaped:
-                escaped = False
-            elif character == "\\":
-                escaped = True
-            elif character == '"':
-                inside = False
-        elif character == '"':
-            inside = True
-        elif character in "[{":
-            items += 1
-            depth += 1
-            deepest = max(deepest, depth)
-        elif character in "]}":
-            depth -= 1
-        elif character == ",":
-            items += 1
-    return items, deepest
-
-
-TRICKY = st.text(alphabet='[]{},"\\:ax\n\u00e9\U0001f600', max_size=12)
-JSON_VALUES = st.recursive(
-    st.none() | st.integers(-5, 10**6) | TRICKY,
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(TRICKY, children, max_size=4),
-    max_leaves=40,
-)
-
-
-@settings(max_examples=200, deadline=None, derandomize=True, database=None)
-@given(value=JSON_VALUES, ascii_only=st.booleans(), piece=st.integers(1, 9))
-def test_json_structure_matches_a_character_loop(value, ascii_only, piece):
-    text = json.dumps(value, ensure_ascii=ascii_only)
-    data = text.encode()
-    expected = reference_structure(data)
-    # Tiny pieces put quotes, escapes and brackets on every piece boundary.
-    assert limits.json_structure(data, piece_size=piece) == expected
-    assert limits.json_structure(data) == expected
-    if ascii_only:  # str pieces count characters; equal to bytes for ASCII
-        assert limits.json_structure(text, piece_size=piece) == expected
-
-
-def test_json_structure_stops_early():
-    data = b"[" + b"0," * 1_000_000 + b"0]"
-    items, _ = limits.json_structure(data, stop_items=10, piece_size=1000)
-    assert 10 < items <= 1000
-
-
-@pytest.mark.parametrize(
-    "text, words",
-    [
-        ("[" * 65 + "]" * 65, "nested too deeply (65 levels"),
-        ('{"scale": NaN}', "field 'scale' is NaN"),
-        ('{"a": {"b": [1, -Infinity]}}', "field 'a'.'b'[1] is -Infinity"),
-        ('{"scale": 1e400}', "field 'scale' is 1e400"),
-        ('{"seed": 1' + "0" * 5000 + "}", "more than 4300 digits"),
-        ('{"a": 1, "a": 2}', "'a' appears twice"),
-        ("{]", "invalid JSON"),
-        (b"\xff", "not UTF-8"),
-    ],
-)
-def test_loads_json_refusals_name_the_document_and_field(text, words):
-    with pytest.raises(ValueError) as caught:
-        limits.loads_json(text, "doc.json")
-    message = str(caught.value)
-    assert message.startswith("doc.json: ") and words in message and "\n" not in message
-
-
-def test_loads_json_counts_values_before_building_them():
-    with pytest.raises(ValueError, match="over 10 values"):
-        limits.loads_json("[" + "[]," * 20 + "[]]", "doc", max_items=10)
-    assert limits.loads_json("[1, 2, 3]", "doc", max_items=10) == [1, 2, 3]
-
-
-def test_loads_toml_bounds_nesting():
-    with pytest.raises(ValueError, match="nested too deeply"):
-        limits.loads_toml("a = " + "[" * 1000 + "]" * 1000, "spec.toml")
-    with pytest.raises(ValueError, match="nested too deeply"):
-        # Dotted keys nest without brackets; the parsed document is checked too.
-        limits.loads_toml(".".join(f"k{i}" for i in range(100)) + " = 1", "spec.toml")
-    assert limits.loads_toml("a = [[1], [2]]", "spec.toml") == {"a": [[1], [2]]}
-
-
-def test_read_capped_reads_one_byte_past_the_cap():
-    import io
-
-    handle = io.BytesIO(bytes(1 << 20))
-    with pytest.raises(ValueError, match="larger than 1 KiB"):
-        limits.read_capped(handle, 1024, "zeros")
-    assert handle.tell() == 1025
-    with open("/dev/zero", "rb") as endless, pytest.raises(ValueError, match="larger than"):
-        limits.read_capped(endless, 1024, "/dev/zero")
-    assert limits.read_capped(io.BytesIO(b"abc"), 3, "abc") == b"abc"
 
 
 # --- valid files, read back like their own libraries do ------------------------------------
@@ -228,11 +126,11 @@ def test_h5_link_and_object_caps(tmp_path, monkeypatch):
     with h5py.File(path, "w") as h5:
         for index in range(12):
             h5[f"t{index}"] = np.zeros(1, np.float32)
-    monkeypatch.setattr(readers, "H5_MAX_LINKS", 10)
+    monkeypatch.setattr(h5_format, "H5_MAX_LINKS", 10)
     with pytest.raises(ValueError, match="over 10 links"):
         readers.open_file(str(path))
-    monkeypatch.setattr(readers, "H5_MAX_LINKS", 100)
-    monkeypatch.setattr(readers, "H5_MAX_OBJECTS", 5)
+    monkeypatch.setattr(h5_format, "H5_MAX_LINKS", 100)
+    monkeypatch.setattr(h5_format, "H5_MAX_OBJECTS", 5)
     with pytest.raises(ValueError, match="over 5 objects"):
         readers.open_file(str(path))
 
@@ -242,7 +140,7 @@ def test_h5_chunk_row_cache_cap(tmp_path, monkeypatch):
     with h5py.File(path, "w") as h5:
         h5.create_dataset("w", data=np.zeros((64, 64), np.float32), chunks=(64, 1))
     tensor = readers.open_file(str(path)).tensors[0]
-    monkeypatch.setattr(readers, "H5_MAX_CACHE_BYTES", 1000)
+    monkeypatch.setattr(h5_format, "H5_MAX_CACHE_BYTES", 1000)
     with pytest.raises(ValueError, match="chunk cache"):
         list(tensor.chunks())
     monkeypatch.undo()

@@ -1,4 +1,5 @@
-"""Writers: every format read back with the real readers, atomicity, pre-flight checks."""
+"""The streaming writer (open_output, write_chunks): every format read back with the
+real readers, atomicity, pre-flight checks."""
 
 from __future__ import annotations
 
@@ -33,11 +34,10 @@ from vsgen.formats import (
     open_output,
     read_metadata,
     read_tensor_infos,
-    resolve_format,
     write_chunks,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 BF16 = np.dtype(ml_dtypes.bfloat16)
 DTYPES = [np.dtype(np.float16), BF16, np.dtype(np.float32), np.dtype(np.float64)]
 SUFFIX = {"npy": ".npy", "h5": ".h5", "safetensors": ".safetensors", "raw": ".raw", "npydir": ""}
@@ -121,77 +121,6 @@ def load_back(path: Path, fmt: str, tensors: list[TensorInfo]) -> dict[str, np.n
 
 def listing(directory: Path) -> list[str]:
     return sorted(os.listdir(directory))
-
-
-# --------------------------------------------------------------------------
-# Format choice and tensor descriptions
-
-
-@pytest.mark.parametrize(
-    ("target", "fmt", "count", "expected"),
-    [
-        ("w.npy", None, 1, "npy"),
-        ("W.NPY", None, 1, "npy"),
-        ("w.h5", None, 1, "h5"),
-        ("w.hdf5", None, 3, "h5"),
-        ("w.safetensors", None, 2, "safetensors"),
-        ("w.raw", None, 1, "raw"),
-        ("w.bin", None, 1, "raw"),
-        ("-", None, 1, "npy"),
-        ("-", "raw", 1, "raw"),
-        ("out/", None, 4, "npydir"),
-        ("weights", None, 4, "npydir"),
-        ("w.dat", "npy", 1, "npy"),
-        ("w.npy", "hdf5", 1, "h5"),
-    ],
-)
-def test_resolve_format(target, fmt, count, expected):
-    assert resolve_format(target, fmt, count) == expected
-
-
-def test_resolve_format_existing_directory(tmp_path):
-    assert resolve_format(str(tmp_path), None, 2) == "npydir"
-
-
-@pytest.mark.parametrize(
-    ("target", "fmt", "count", "message"),
-    [
-        ("w.txt", None, 1, "cannot tell the format of 'w.txt'"),
-        ("weights", None, 1, "no suffix"),
-        ("w.npy", "zip", 1, "unknown format 'zip'"),
-        ("-", "h5", 1, "cannot be written to standard output"),
-        ("w.npy", None, 2, "a .npy file holds one tensor"),
-    ],
-)
-def test_resolve_format_refuses(target, fmt, count, message):
-    with pytest.raises(ValueError, match=message):
-        resolve_format(target, fmt, count)
-
-
-def test_tensor_info_normalises():
-    info = TensorInfo("w", [2, np.int64(3)], "<f4")
-    assert info.shape == (2, 3) and isinstance(info.shape[1], int)
-    assert info.dtype == np.float32
-    assert (info.size, info.nbytes) == (6, 24)
-    assert TensorInfo("s", (), ml_dtypes.bfloat16).dtype == BF16
-    assert TensorInfo("s", (), np.float16).size == 1
-
-
-@pytest.mark.parametrize(
-    ("name", "shape", "dtype", "argument"),
-    [
-        ("", (2,), np.float32, "name"),
-        ("a\x00b", (2,), np.float32, "name"),
-        ("w", (-1,), np.float32, "shape"),
-        ("w", (True,), np.float32, "shape"),
-        ("w", 5, np.float32, "shape"),
-        ("w", (2,), "float8_e4m3fn", "dtype"),
-        ("w", (2,), "nonsense", "dtype"),
-    ],
-)
-def test_tensor_info_refuses(name, shape, dtype, argument):
-    with pytest.raises(ValueError, match=f"`{argument}`"):
-        TensorInfo(name, shape, dtype)
 
 
 # --------------------------------------------------------------------------

@@ -466,3 +466,163 @@ def test_a_failure_while_setting_up_closes_and_removes(
     assert os.listdir(tmp_path) == []
     [fd] = fds
     assert_closed(fd)
+
+
+# --- TemporaryDirectory ------------------------------------------------------------------
+
+
+def test_temporary_directory_lifecycle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    temporary = atomic.TemporaryDirectory(str(tmp_path / "out"), "out", False, sync=(".npy",))
+    assert os.path.dirname(temporary.path) == str(tmp_path)
+    assert TEMP_NAME.match(os.path.basename(temporary.path))
+    os.mkdir(os.path.join(temporary.path, "sub"))
+    for name in ("sub/a.npy", "b.npy", "c.json"):
+        with open(os.path.join(temporary.path, name), "wb") as handle:
+            handle.write(b"x")
+    monkeypatch.setattr(os, "fsync", fsync)
+    temporary.install()
+    assert os.listdir(tmp_path) == ["out"]
+    out = tmp_path / "out"
+    assert sorted(os.listdir(out)) == ["b.npy", "c.json", "sub"]
+    # The files named by `sync` and every directory (the temporary's, then the parent).
+    assert {p.replace(temporary.path, str(out)) for p in synced} == {
+        str(out / "sub" / "a.npy"),
+        str(out / "b.npy"),
+        str(out),
+        str(out / "sub"),
+        str(tmp_path),
+    }
+
+
+def test_temporary_directory_keeps_an_existing_target_without_force(tmp_path: Path) -> None:
+    make_directory(tmp_path / "out", "old.npy")
+    temporary = atomic.TemporaryDirectory(str(tmp_path / "out"), "shown", False)
+    with pytest.raises(FileExistsError, match="'shown' exists; use --force"):
+        temporary.install()
+    temporary.discard()
+    assert os.listdir(tmp_path) == ["out"] and os.listdir(tmp_path / "out") == ["old.npy"]
+
+
+def test_temporary_directory_asks_its_check_before_replacing(tmp_path: Path) -> None:
+    make_directory(tmp_path / "out", "old.npy")
+    asked: list[str] = []
+
+    def refuse(aside: str) -> None:
+        asked.append(aside)
+        raise ValueError("not ours")
+
+    temporary = atomic.TemporaryDirectory(str(tmp_path / "out"), "out", True, check=refuse)
+    with pytest.raises(ValueError, match="not ours"):
+        temporary.install()
+    temporary.discard()
+    assert len(asked) == 1 and ".vsgen-old-" in os.path.basename(asked[0])
+    assert os.listdir(tmp_path) == ["out"] and os.listdir(tmp_path / "out") == ["old.npy"]
+
+
+def test_a_temporary_directory_takes_a_fresh_name_and_goes_when_dropped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    theirs = tmp_path / ".out.vsgen-tmp-000000000000"
+    theirs.mkdir()
+    names = iter([str(theirs), str(tmp_path / ".out.vsgen-tmp-111111111111")])
+    monkeypatch.setattr(atomic, "temp_path", lambda final, mark=None: next(names))
+    temporary = atomic.TemporaryDirectory(str(tmp_path / "out"), "out", False)
+    assert temporary.path.endswith("111111111111")
+    (Path(temporary.path) / "partial.npy").write_bytes(b"x")
+    del temporary
+    gc.collect()
+    assert os.listdir(tmp_path) == [theirs.name]
+    # With every name taken it gives up after 100, naming the target.
+    monkeypatch.setattr(atomic, "temp_path", lambda final, mark=None: str(theirs))
+    with pytest.raises(FileExistsError) as caught:
+        atomic.TemporaryDirectory(str(tmp_path / "out"), "shown", False)
+    assert caught.value.strerror == "cannot create a temporary directory for 'shown'"
+
+
+# --- preflight -----------------------------------------------------------------------------
+
+
+def test_preflight_refuses_a_directory_where_a_file_goes(tmp_path: Path) -> None:
+    (tmp_path / "out").mkdir()
+    never = []
+    with pytest.raises(ValueError, match="'out' is a directory; give a file name"):
+        atomic.preflight(
+            "out",
+            str(tmp_path / "out"),
+            directory=False,
+            force=True,
+            needed=0,
+            refuse_replacing=lambda path, display: never.append(path),
+        )
+    # A directory output asks the format what --force may replace.
+    asked: list[tuple[str, str]] = []
+    atomic.preflight(
+        "out",
+        str(tmp_path / "out"),
+        directory=True,
+        force=True,
+        needed=0,
+        refuse_replacing=lambda path, display: asked.append((path, display)),
+    )
+    assert never == [] and asked == [(str(tmp_path / "out"), "out")]
+    with pytest.raises(ValueError, match="output directory 'out' exists; use --force"):
+        atomic.preflight(
+            "out",
+            str(tmp_path / "out"),
+            directory=True,
+            force=False,
+            needed=0,
+            refuse_replacing=lambda path, display: None,
+        )
+
+
+# --- StagedOutput ------------------------------------------------------------------------
+
+
+def test_a_staged_output_installs_once(tmp_path: Path) -> None:
+    temporary = atomic.AtomicFile(str(tmp_path / "w.raw"), "w.raw", False)
+    temporary.file.write(b"values")
+    staged = atomic.StagedOutput("w.raw", "raw", [], temporary)
+    assert not staged.closed
+    staged.commit()
+    assert staged.closed and (tmp_path / "w.raw").read_bytes() == b"values"
+    with pytest.raises(ValueError, match="'w.raw' is already committed"):
+        staged.commit()
+    staged.abort()  # after a commit: nothing to remove
+    assert os.listdir(tmp_path) == ["w.raw"]
+
+
+def test_a_staged_output_left_without_commit_is_removed(tmp_path: Path) -> None:
+    with atomic.StagedOutput(
+        "out", "npydir", [], atomic.TemporaryDirectory(str(tmp_path / "out"), "out", False)
+    ) as staged:
+        assert len(os.listdir(tmp_path)) == 1
+    assert staged.closed and os.listdir(tmp_path) == []
+    with pytest.raises(ValueError, match="'out' is already aborted"):
+        staged.commit()
+
+
+def test_a_failed_install_aborts_and_names_the_target(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    temporary = atomic.AtomicFile(str(tmp_path / "w.raw"), "w.raw", False)
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    staged = atomic.StagedOutput("w.raw", "raw", [], temporary)
+    with pytest.raises(OSError) as caught:
+        staged.commit()
+    assert caught.value.errno == errno.ENOSPC
+    assert (
+        str(caught.value) == "[Errno 28] disk full while writing 'w.raw': No space left on device"
+    )
+    assert staged.closed and os.listdir(tmp_path) == []

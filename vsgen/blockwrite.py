@@ -1,0 +1,440 @@
+"""Writing a job block by block: plan the blocks, make them anywhere, write them in place.
+
+The ``vsgen`` stream is counter-based: the value at flat index p of a tensor
+depends only on (seed, options, p). Any block of any tensor can therefore be made
+anywhere, in any order, as many times as needed, with the same bytes.
+:func:`write` builds on that:
+
+1. every tensor of a :class:`~vsgen.job.ModelJob` becomes a
+   :class:`BlockSource` (a seed and a stream, or a constant: small, picklable);
+2. the output is laid out as a temporary beside the target
+   (:func:`vsgen.formats.parallel.open_parallel_output`: headers written, files
+   sized, Zarr chunk files made), which says where each tensor's bytes go;
+3. :func:`plan_tasks` cuts every tensor into blocks (Zarr chunks, or about
+   64 MiB of whole trailing axes) and groups them into :class:`WriteTask` objects;
+4. a *runner* makes and writes the tasks' blocks and syncs what it wrote, then
+   the output is committed (renamed into place), or removed on any failure.
+
+The runner is passed in: :class:`LocalRunner` (threads of this process, the
+default) here, ``vsgen.dask.ClusterRunner`` (the workers of a ``distributed``
+cluster) in :mod:`vsgen.dask`. Nothing here imports Dask. Every output format can
+be written this way; Zarr stores and sharded safetensors only this way. The
+``keras`` stream is sequential (a block needs every value before it) and is
+refused (:func:`check`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from vsgen.dtypes import TensorInfo
+from vsgen.fans import auto_block_shape
+from vsgen.formats import parallel, registry
+from vsgen.formats.sharded import DEFAULT_MAX_SHARD_SIZE, parse_size
+from vsgen.streams import Draw, get_stream, usable_cpus
+
+__all__ = [
+    "BlockSource",
+    "Job",
+    "LocalRunner",
+    "Runner",
+    "WriteTask",
+    "check",
+    "plan_tasks",
+    "sources",
+    "write",
+]
+
+#: Seconds between two polls of ``cancelled`` (and of the runner's progress).
+POLL_SECONDS = 0.05
+#: ``on_progress(values)``: called in the caller's thread as blocks complete.
+OnProgress = Callable[[int], None] | None
+#: ``cancelled()``: polled about 20 times a second; True stops the job.
+Cancelled = Callable[[], bool] | None
+
+
+# --- what a tensor is, block by block ------------------------------------------------
+
+
+class Job(Protocol):
+    """What :func:`write` needs of a job: a :class:`vsgen.job.ModelJob`
+    (the tensors, each one's plan, the file's and each tensor's metadata)."""
+
+    @property
+    def infos(self) -> Sequence[TensorInfo]: ...
+
+    @property
+    def plans(self) -> Sequence[Any]: ...
+
+    def metadata(self) -> dict[str, str]: ...
+
+    def tensor_metadata(self) -> dict[str, dict[str, str]]: ...
+
+
+@dataclass(frozen=True)
+class BlockSource:
+    """One tensor's values, computable block by block in any process.
+
+    Small and picklable: a stream label and its :class:`~vsgen.streams.Draw`, a
+    constant, or a tensor copied from a checkpoint (``copy_of``: its path and the
+    tensor's name there; ``--like`` keeps integer tensors so). ``full_shape`` is the
+    shape of the tensor the stream indexes; ``row_offset`` is where this tensor's
+    first row lies in it (``--rows``/``--shard``); ``random_access`` is False for a
+    sequential stream (``keras``), whose blocks cannot be made apart.
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    full_shape: tuple[int, ...]
+    row_offset: int = 0
+    stream: str | None = None
+    draw: Draw | None = None
+    constant: float | None = None
+    random_access: bool = True
+    copy_of: tuple[str | None, str] | None = None
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+    @classmethod
+    def from_plan(cls, name: str, plan: Any) -> BlockSource:
+        """From a ``SamplePlan`` (initializer), or a ``ConstantPlan`` or ``CopyPlan``
+        (model spec)."""
+        draw = getattr(plan, "draw", None)
+        if draw is None:
+            shape = tuple(plan.shape)
+            if hasattr(plan, "value"):
+                return cls(name, shape, np.dtype(plan.dtype), shape, constant=float(plan.value))
+            return cls(name, shape, np.dtype(plan.dtype), shape, copy_of=(plan.source, plan.name))
+        stream = plan.stream
+        full_shape = tuple(plan.full_shape)
+        row_size = math.prod(full_shape[1:]) if full_shape else 1
+        row_offset = plan.start // row_size if full_shape and row_size else 0
+        return cls(
+            name,
+            tuple(plan.shape),
+            np.dtype(draw.dtype),
+            full_shape,
+            row_offset,
+            stream.label,
+            draw,
+            random_access=stream.random_access,
+        )
+
+    def check_parallel(self) -> None:
+        """Refuse sources whose blocks cannot be made independently (or at all)."""
+        if self.copy_of is not None and self.copy_of[0] is None:
+            raise ValueError(
+                f"tensor {self.name!r} is copied, but there is no checkpoint to copy from"
+            )
+        if not self.random_access:
+            raise ValueError(
+                f"tensor {self.name!r} uses the {self.stream} stream, which is sequential "
+                "(every value depends on all before it) and cannot be split into blocks; use "
+                "the default vsgen stream, or a .npy/.h5/.safetensors file without --scheduler"
+            )
+
+    def block(self, origin: Sequence[int], shape: Sequence[int], threads: int = 1) -> np.ndarray:
+        """The block of this tensor at ``origin`` with extent ``shape``."""
+        shape = tuple(int(d) for d in shape)
+        origin = tuple(int(o) for o in origin)
+        if self.copy_of is not None:
+            return self._copied(origin, shape)
+        if self.draw is None:
+            return np.full(shape, self.constant, dtype=self.dtype)
+        out = np.empty(shape, dtype=self.dtype)
+        if self.full_shape:
+            origin = (origin[0] + self.row_offset, *origin[1:])
+        get_stream(self.stream or "vsgen").fill_block(
+            out, origin, self.full_shape, self.draw, threads
+        )
+        return out
+
+    def _copied(self, origin: tuple[int, ...], shape: tuple[int, ...]) -> np.ndarray:
+        """A block of a copied tensor: the rows it spans, read as one flat range of
+        the checkpoint (through the hardened reader), cut to its other axes."""
+        from vsgen.formats.readers import read_tensor_range
+
+        assert self.copy_of is not None
+        path, name = self.copy_of
+        if path is None:
+            self.check_parallel()
+        assert path is not None
+        rows = (origin[0], origin[0] + shape[0]) if self.shape else (0, 1)
+        row_size = math.prod(self.shape[1:])
+        flat = read_tensor_range(path, name, rows[0] * row_size, rows[1] * row_size)
+        if flat.dtype != self.dtype:
+            raise ValueError(f"--like {path}: tensor {name!r} changed while it was copied")
+        if not self.shape:
+            return flat.reshape(())
+        slab = flat.reshape(rows[1] - rows[0], *self.shape[1:])
+        inner = tuple(slice(o, o + e) for o, e in zip(origin[1:], shape[1:], strict=True))
+        return np.ascontiguousarray(slab[(slice(None),) + inner])
+
+
+def sources(job: Job) -> list[BlockSource]:
+    """One :class:`BlockSource` per tensor of ``job``, in its order."""
+    return [
+        BlockSource.from_plan(info.name, plan)
+        for info, plan in zip(job.infos, job.plans, strict=True)
+    ]
+
+
+def check(job: Job) -> None:
+    """Refuse a job whose tensors cannot be made block by block.
+
+    Raises:
+        ValueError: a tensor uses the sequential ``keras`` stream (the message names it).
+    """
+    for source in sources(job):
+        source.check_parallel()
+
+
+# --- the tasks ---------------------------------------------------------------------------
+
+
+def _grid(shape: tuple[int, ...], chunks: Any) -> Iterator[tuple[tuple[int, ...], tuple[int, ...]]]:
+    """``(origin, extent)`` of every block of ``shape`` cut by ``chunks``.
+
+    ``chunks`` is a block shape (a regular grid) or, per axis, a tuple of block
+    extents (an irregular grid, as ``dask.array`` writes chunks).
+    """
+    if not shape:
+        yield (), ()
+        return
+    if math.prod(shape) == 0:
+        return
+    per_axis: list[list[int]] = []
+    for axis, (length, spec) in enumerate(zip(shape, chunks, strict=True)):
+        if isinstance(spec, (tuple, list)):
+            sizes = [int(s) for s in spec]
+            if sum(sizes) != length or any(s < 0 for s in sizes):
+                raise ValueError(
+                    f"Argument `chunks` must add up to the shape on axis {axis}: "
+                    f"{tuple(sizes)} vs {length}"
+                )
+        else:
+            step = int(spec)
+            if step < 1:
+                raise ValueError(f"Argument `chunks` must be positive. Received: {chunks!r}")
+            sizes = [min(step, length - first) for first in range(0, length, step)]
+        per_axis.append([s for s in sizes if s])
+    starts = [np.cumsum([0, *sizes[:-1]]).tolist() for sizes in per_axis]
+    for index in np.ndindex(*(len(sizes) for sizes in per_axis)):
+        origin = tuple(int(starts[axis][i]) for axis, i in enumerate(index))
+        extent = tuple(int(per_axis[axis][i]) for axis, i in enumerate(index))
+        yield origin, extent
+
+
+@dataclass(frozen=True)
+class WriteTask:
+    """Blocks to make and write: ``(source, place, origin, extent)`` each. Picklable,
+    and small: it carries only its own tensors' sources and places, never data."""
+
+    blocks: tuple[tuple[BlockSource, parallel.Place, tuple[int, ...], tuple[int, ...]], ...]
+
+    @property
+    def values(self) -> int:
+        return sum(math.prod(extent) for _, _, _, extent in self.blocks)
+
+    def __call__(self, threads: int = 1, report: Callable[[int], None] | None = None) -> int:
+        """Make and write every block; return the number of values written.
+        ``report(n)`` is called after each block but the last (progress within a task)."""
+        for position, (source, place, origin, extent) in enumerate(self.blocks):
+            parallel.write_block(place, origin, source.block(origin, extent, threads))
+            if report is not None and position + 1 < len(self.blocks):
+                report(math.prod(extent))
+        return self.values
+
+
+def _given_chunks(source: BlockSource, chunks: Any) -> Any:
+    """The chunks the caller gave for this tensor, or None: a dict gives them by
+    name; a block shape (or per-axis lists) applies to tensors of its rank only."""
+    given = chunks.get(source.name) if isinstance(chunks, Mapping) else chunks
+    if given is None or len(given) != len(source.shape):
+        return None
+    return given
+
+
+def _chunks_for(source: BlockSource, place: parallel.Place, chunks: Any) -> Any:
+    """The place's own block shape (Zarr chunks), else the caller's, else about
+    64 MiB of whole trailing axes."""
+    if place.block_shape is not None:
+        return place.block_shape
+    given = _given_chunks(source, chunks)
+    if given is None:
+        return auto_block_shape(source.shape, source.dtype.itemsize)
+    return given
+
+
+def plan_tasks(
+    output: parallel.ParallelOutput,
+    tensor_sources: Sequence[BlockSource],
+    chunks: Any = None,
+    one_task_per_file: bool = False,
+) -> list[WriteTask]:
+    """The tasks that fill ``output``: one per block, or one per file (shards)."""
+    per_tensor = [
+        [
+            (source, place, origin, extent)
+            for origin, extent in _grid(source.shape, _chunks_for(source, place, chunks))
+        ]
+        for source, place in zip(tensor_sources, output.places, strict=True)
+    ]
+    if one_task_per_file:
+        return [
+            WriteTask(tuple(block for index in group for block in per_tensor[index]))
+            for group in parallel.file_groups(output.places)
+        ]
+    return [WriteTask((block,)) for blocks in per_tensor for block in blocks]
+
+
+# --- who runs the tasks --------------------------------------------------------------
+
+
+class Runner(Protocol):
+    """Who makes and writes the blocks of :func:`write`, and makes them durable."""
+
+    #: Sharded outputs go one task per shard file: each shard is written by one
+    #: worker (a cluster, where every task costs the scheduler a few milliseconds).
+    one_task_per_file: bool
+
+    def prepare(self, temp: str) -> None:
+        """Check that the blocks can be written under ``temp`` (the laid-out temporary)."""
+
+    def run(
+        self, tasks: Sequence[WriteTask], on_progress: OnProgress, cancelled: Cancelled
+    ) -> None:
+        """Run every task; ``on_progress(values)`` as they finish, in the calling
+        thread; stop (KeyboardInterrupt) as soon as ``cancelled()`` is true."""
+
+    def sync(self, temp: str) -> None:
+        """Make every block written under ``temp`` durable (before the commit)."""
+
+    def forget(self, temp: str) -> None:
+        """Drop what :meth:`sync` would sync under ``temp`` (the job failed)."""
+
+
+def stop_if_cancelled(cancelled: Cancelled) -> None:
+    """Raise KeyboardInterrupt if ``cancelled()`` says so (a runner's poll)."""
+    if cancelled is not None and cancelled():
+        raise KeyboardInterrupt
+
+
+@dataclass(frozen=True)
+class LocalRunner:
+    """Tasks run by ``threads`` threads of this process (default: the usable CPUs),
+    at most two per thread in flight, so memory stays at a few blocks per thread."""
+
+    threads: int | None = None
+    one_task_per_file = False
+
+    def prepare(self, temp: str) -> None:
+        """Nothing to check: this process laid the temporary out."""
+
+    def run(
+        self, tasks: Sequence[WriteTask], on_progress: OnProgress, cancelled: Cancelled
+    ) -> None:
+        workers = usable_cpus() if self.threads is None else max(1, int(self.threads))
+        pending = list(reversed(tasks))
+        running: set[Future[int]] = set()
+        with ThreadPoolExecutor(workers, thread_name_prefix="vsgen-write") as pool:
+            try:
+                while pending or running:
+                    while pending and len(running) < 2 * workers:
+                        running.add(pool.submit(pending.pop(), 1))
+                    done, running = wait(running, timeout=POLL_SECONDS, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        count = future.result()
+                        if on_progress is not None:
+                            on_progress(count)
+                    stop_if_cancelled(cancelled)
+            except BaseException:
+                for future in running:
+                    future.cancel()
+                raise
+
+    def sync(self, temp: str) -> None:
+        parallel.sync_written(temp)
+
+    def forget(self, temp: str) -> None:
+        parallel.forget_written(temp)
+
+
+# --- writing ---------------------------------------------------------------------------
+
+
+def write(
+    job: Job,
+    target: str,
+    fmt: str | None = None,
+    *,
+    runner: Runner | None = None,
+    chunks: Any = None,
+    max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE,
+    force: bool = False,
+    threads: int | None = None,
+    on_progress: OnProgress = None,
+    cancelled: Cancelled = None,
+) -> None:
+    """Write every tensor of ``job`` to ``target``, block by block, atomically.
+
+    ``job`` is a :class:`~vsgen.job.ModelJob` (one tensor,
+    :func:`~vsgen.job.tensor_job`, or a model, :func:`~vsgen.modelspec.build_job`).
+    ``fmt`` is one of ``npy``, ``raw``, ``safetensors``, ``h5``, ``npydir``, ``zarr``,
+    ``safetensors-sharded`` (default: from the target, ``.zarr`` meaning zarr).
+    ``runner`` makes and writes the blocks: a :class:`LocalRunner` of ``threads``
+    threads by default, or ``vsgen.dask.ClusterRunner(client)``. ``chunks``: a
+    block shape (the Zarr chunk shape) for the tensors of its rank, per-axis block
+    lists (not for Zarr), or a dict of those by name; other tensors get about
+    64 MiB of whole trailing axes per block. ``max_shard_size`` (bytes, or ``"5GB"``)
+    bounds the shards of ``safetensors-sharded``. ``on_progress(n)`` is called in
+    this thread as blocks complete; ``cancelled()`` is polled about 20 times a
+    second, and True stops the job (KeyboardInterrupt) as an interrupt would.
+
+    The bytes do not depend on the runner, the chunks, the threads or retried
+    tasks. On any failure or interrupt the temporary is removed and an existing
+    target left as it was; it is replaced only with ``force``.
+
+    Raises:
+        ValueError: bad arguments (exit 2 in the CLI), including the keras stream.
+        OSError: I/O failure, or a runner that could not finish.
+    """
+    tensor_sources = sources(job)
+    for source in tensor_sources:
+        source.check_parallel()
+    spec = registry.get(registry.resolve_format(target, fmt, len(tensor_sources)))
+    shard_bytes = parse_size(max_shard_size)
+    runner = runner if runner is not None else LocalRunner(threads)
+    given = None if chunks is None else [_given_chunks(s, chunks) for s in tensor_sources]
+    infos = [TensorInfo(s.name, s.shape, s.dtype) for s in tensor_sources]
+    output = parallel.open_parallel_output(
+        target,
+        spec.name,
+        infos,
+        metadata=job.metadata(),
+        tensor_metadata=job.tensor_metadata(),
+        force=force,
+        chunk_shapes=given,
+        max_shard_size=shard_bytes,
+    )
+    with output:
+        one_per_file = runner.one_task_per_file and spec.task_per_file
+        tasks = plan_tasks(output, tensor_sources, chunks, one_task_per_file=one_per_file)
+        try:
+            runner.prepare(output.temp)
+            runner.run(tasks, on_progress, cancelled)
+            # Each writer syncs the files it wrote, once, before the rename.
+            runner.sync(output.temp)
+        except BaseException:
+            runner.forget(output.temp)
+            raise
+        output.commit()
