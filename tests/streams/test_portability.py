@@ -3,7 +3,7 @@
 NumPy dispatches its transcendental ufuncs to per-CPU SIMD kernels and numba
 compiles for the host CPU, so a stream that leaned on either's ``exp``/``log``
 or on fused multiply-adds would change its bytes between an AVX-512 node and
-an SSE2 laptop.  Here the golden checksums of test_streams_counter.py are recomputed
+an SSE2 laptop.  Here the golden checksums of test_counter.py are recomputed
 in fresh interpreters under:
 
 (a) the default settings;
@@ -33,10 +33,10 @@ import textwrap
 import pytest
 
 HERE = pathlib.Path(__file__).resolve().parent
-PACKAGE_ROOT = HERE.parent
+PACKAGE_ROOT = HERE.parents[1]
 
 _spec = importlib.util.spec_from_file_location(
-    "_stream_v1_golden", HERE / "test_streams_counter.py"
+    "_stream_v1_golden", HERE / "test_counter.py"
 )
 golden = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(golden)

@@ -563,7 +563,7 @@ def test_tables_match_their_generator():
 # distribution, multiplier).  Derived once from the implementation after the
 # statistical tests above passed; checked with numpy 2.4.6 and numba 0.68.1
 # (both paths) on x86-64 (AVX-512, AVX2-only and SSE2-only builds, see
-# test_streams_portability.py).  A change here is a new stream version.
+# test_portability.py).  A change here is a new stream version.
 
 GOLDEN_CASES = [
     # (seed, distribution, dtype, size, start, multiplier)
