@@ -127,7 +127,7 @@ def _fill(job_size: int, distribution: str = "truncated_normal") -> np.ndarray:
 
 
 def test_a_large_job_without_the_kernels_warns_once(not_built):
-    with pytest.warns(_dispatch.MissingKernelsWarning) as caught:
+    with pytest.warns(vsgen.streams.MissingKernelsWarning) as caught:  # public, to filter
         _fill(LARGE)
     assert len(caught) == 1
     message = str(caught[0].message)

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
         default_threads,
         usable_cpus,
     )
+    from vsgen.streams._dispatch import MissingKernelsWarning
     from vsgen.streams._registry import DEFAULT_STREAM, STREAMS, get_stream
     from vsgen.streams.counter import VsgenStream
     from vsgen.streams.keras import KerasStream
@@ -56,6 +57,7 @@ _HOMES = {
     "STREAMS": "vsgen.streams._registry",
     "get_stream": "vsgen.streams._registry",
     "VsgenStream": "vsgen.streams.counter",
+    "MissingKernelsWarning": "vsgen.streams._dispatch",
     "KerasStream": "vsgen.streams.keras",
 }
 
