@@ -370,11 +370,10 @@ def test_numba_is_refused_in_one_line_naming_the_choices(kernel):
     assert "\n" not in str(caught.value)
 
 
-def run_python(code: str, env_extra: dict[str, str], tmp_path) -> subprocess.CompletedProcess:
-    import os
-
+def run_python(code: str, tmp_path) -> subprocess.CompletedProcess:
+    """``code`` in a fresh interpreter of this tree (PYTHONPATH, set by
+    tests/conftest.py: the unmutated tree under mutation testing)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("VSGEN_")}
-    env.update(env_extra)
     return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
         env=env,
@@ -625,7 +624,7 @@ def test_threads_work_in_a_forked_child(tmp_path):
     """
     if not hasattr(os, "fork"):
         pytest.skip("no fork() on this platform")
-    result = run_python(code, {"PYTHONPATH": _package_root()}, tmp_path)
+    result = run_python(code, tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "0"
 

@@ -26,7 +26,9 @@ import vsgen
 from vsgen.cli import cli
 from vsgen.streams import Draw, VsgenStream, _dispatch, _kernel_path, _native, _reference, counter
 
-ROOT = Path(__file__).resolve().parents[2]
+#: The tree subprocesses run: tests/conftest.py puts it first on PYTHONPATH (this
+#: tree, or the unmutated one under mutation testing).
+SOURCE = Path(os.environ["PYTHONPATH"].split(os.pathsep)[0])
 HAVE_NATIVE = _kernel_path.library_path() is not None
 needs_native = pytest.mark.skipif(not HAVE_NATIVE, reason="native kernels not built")
 IS_X86_64 = platform.machine().lower() in ("x86_64", "amd64")
@@ -182,7 +184,7 @@ def without_library(tmp_path):
     imports it (and nothing else) as ``vsgen``."""
     copy = tmp_path / "site"
     shutil.copytree(
-        ROOT / "vsgen", copy / "vsgen", ignore=shutil.ignore_patterns("*.so", "__pycache__")
+        SOURCE / "vsgen", copy / "vsgen", ignore=shutil.ignore_patterns("*.so", "__pycache__")
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("VSGEN_")}
     env["PYTHONPATH"] = str(copy)
