@@ -548,11 +548,13 @@ def test_recycled_chunks_through_a_slow_writer():
     assert b"".join(output.parts) == expected.tobytes()
 
 
+@pytest.mark.parametrize("path", ["numpy", "auto"])  # scratch pieces, or the C kernels' one pass
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
-def test_narrow_outputs_round_float32_once_whatever_the_threads(dtype, monkeypatch):
+def test_narrow_outputs_round_float32_once_whatever_the_threads(dtype, path, kernel, monkeypatch):
     from vsgen.dtypes import resolve_dtype
     from vsgen.streams import Draw, VsgenStream
 
+    kernel(path)
     monkeypatch.setattr(_dispatch, "NARROW_PIECE", 1_001)  # many pieces, odd boundaries
     resolved = resolve_dtype(dtype)
     reference = draw(50_003, 9, "truncated_normal", np.float32, start=3, multiplier=0.2)
@@ -568,6 +570,15 @@ def test_narrow_outputs_round_float32_once_whatever_the_threads(dtype, monkeypat
         out = np.empty(50_003, resolved)
         VsgenStream().fill(out, 3, Draw("truncated_normal", 0.2, 9, resolved), threads)
         assert out.tobytes() == clamped.tobytes()
+
+
+def test_a_narrow_output_must_be_one_dimensional():
+    from vsgen.streams import Draw, VsgenStream
+
+    draw = Draw("uniform", 1.0, 1, np.dtype(np.float16))
+    with pytest.raises(ValueError) as caught:
+        VsgenStream().fill(np.empty((2, 3), np.float16), 0, draw)
+    assert str(caught.value) == "Argument `out` must be a 1-D numpy array."
 
 
 def test_an_error_in_a_helper_thread_reaches_the_caller(kernel, monkeypatch):
