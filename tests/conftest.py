@@ -1,13 +1,11 @@
 """Shared set-up: every test is hermetic, and nothing that matters skips in CI.
 
-Before any test module is imported (so before keras, numba or hypothesis
-read their settings):
+Before any test module is imported (so before keras or hypothesis read
+their settings):
 
 * Keras runs on its numpy backend (``KERAS_BACKEND=numpy``, whatever the
   user's shell says), so the parity tests always run; its config directory
-  (``KERAS_HOME``) and numba's kernel cache (``NUMBA_CACHE_DIR``; or
-  ``VSGEN_TEST_NUMBA_CACHE_DIR`` if set) go to a temporary folder of the
-  session, removed at the end.
+  (``KERAS_HOME``) goes to a temporary folder of the session, removed at the end.
 * Hypothesis keeps no example database (profile ``vsgen``: ``database=None``)
   and its home directory (Unicode tables) is the session's temporary folder.
 * Subprocesses run this tree: its root leads ``PYTHONPATH``, and a ``vsgen``
@@ -54,12 +52,6 @@ _SESSION_TEMP = Path(tempfile.mkdtemp(prefix="vsgen-tests-"))
 _SHIM_DIR = _SESSION_TEMP / "bin"
 os.environ["KERAS_BACKEND"] = "numpy"
 os.environ["KERAS_HOME"] = str(_SESSION_TEMP / "keras")
-# A fresh numba cache costs one compile of the kernels per run (measured ~9 s
-# on a busy 2-core machine, against ~0.7 s from a warm cache; docs/testing.md).
-# VSGEN_TEST_NUMBA_CACHE_DIR names a cache to reuse across local runs instead.
-os.environ["NUMBA_CACHE_DIR"] = os.environ.get("VSGEN_TEST_NUMBA_CACHE_DIR") or str(
-    _SESSION_TEMP / "numba-cache"
-)
 os.environ["PYTHONPATH"] = os.pathsep.join(
     filter(None, [str(SUBPROCESS_ROOT), os.environ.get("PYTHONPATH", "")])
 )
@@ -117,8 +109,7 @@ def in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 # --- the working tree is left as it was --------------------------------------------------
 
-#: Created legitimately while tests run: bytecode (and numba's index files when
-#: a user's NUMBA_CACHE_DIR is overridden elsewhere), pytest's own cache, coverage
+#: Created legitimately while tests run: bytecode, pytest's own cache, coverage
 #: data, tool caches, and mutmut's working copy (``mutants/``, gitignored).
 _LEGITIMATE_DIRS = {
     "__pycache__",
@@ -128,7 +119,7 @@ _LEGITIMATE_DIRS = {
     ".mypy_cache",
     "mutants",
 }
-_LEGITIMATE_FILE = re.compile(r"\.(pyc|nbi|nbc)$|^\.coverage(\..*)?$")
+_LEGITIMATE_FILE = re.compile(r"\.pyc$|^\.coverage(\..*)?$")
 
 
 def _tree_listing(root: Path) -> dict[str, tuple[int, int, int]]:

@@ -276,10 +276,13 @@ def test_channels_last_hint_under_torch_layout(tmp_path, shape, warned):
 # --- version, completion ------------------------------------------------------------
 
 
-def test_version_names_the_default_stream():
+def test_version_names_the_default_stream_and_the_kernels(monkeypatch):
+    monkeypatch.setenv("VSGEN_KERNEL", "numpy")
     result = invoke(["--version"])
     assert result.exit_code == 0
-    assert result.stdout == f"vsgen {vsgen.__version__} (stream vsgen/1)\n"
+    assert result.stdout == (
+        f"vsgen {vsgen.__version__} (stream vsgen/1, kernels: numpy (VSGEN_KERNEL=numpy))\n"
+    )
     assert vsgen.__version__ == "0.2.0"
 
 

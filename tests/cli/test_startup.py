@@ -50,7 +50,9 @@ def probe(tmp_path, *args: str) -> dict:
 @pytest.mark.parametrize("args", [["--help"], ["--version"], ["-h"]])
 def test_help_and_version_import_no_numpy(tmp_path, args):
     report = probe(tmp_path, *args)
-    assert report == {"code": 0, "loaded": []}
+    # --version asks the C library (when built) its instruction-set level: ctypes only.
+    allowed = [["ctypes"], []] if args == ["--version"] else [[]]
+    assert report["code"] == 0 and report["loaded"] in allowed
 
 
 def test_small_job_imports_only_numpy(tmp_path):

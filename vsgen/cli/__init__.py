@@ -50,11 +50,13 @@ COMMANDS = {
     lazy_commands=COMMANDS,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-@click.version_option(
-    __version__,
-    prog_name="vsgen",
-    message=f"%(prog)s %(version)s (stream {DEFAULT_STREAM_LABEL})",
-    help="Show the version and the default random stream's version, then exit.",
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=lambda ctx, param, value: _show_version(ctx, value),
+    help="Show the version, the default random stream's and the kernels in use, then exit.",
 )
 def cli() -> None:
     """Generate variance-scaling (Glorot/He/LeCun) weights: fast, reproducible,
@@ -67,6 +69,18 @@ def cli() -> None:
       vsgen describe --shape 3,3,64,128 --preset he_normal
       vsgen config --preset glorot_uniform --seed 7 --keras
     """
+
+
+def _show_version(ctx: click.Context, value: bool) -> None:
+    """``vsgen 0.2.0 (stream vsgen/1, kernels: native x86-64-v4)``: the kernels
+    as a fill of this process would pick them (VSGEN_KERNEL, the C library),
+    found without importing NumPy."""
+    if not value or ctx.resilient_parsing:
+        return
+    from vsgen.streams._kernel_path import describe
+
+    click.echo(f"vsgen {__version__} (stream {DEFAULT_STREAM_LABEL}, kernels: {describe()})")
+    ctx.exit()
 
 
 def main(argv: list[str] | None = None, *, own_process: bool = False) -> NoReturn:

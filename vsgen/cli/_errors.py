@@ -16,6 +16,7 @@ import os
 import re
 import signal
 import sys
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, NoReturn
 
@@ -176,7 +177,7 @@ class VsgenGroup(click.Group):
         # Before and after the command, main's start-up handler (if any)
         # ends the process at once.
         try:
-            with terminate_as_interrupt():
+            with terminate_as_interrupt(), library_warnings_as_lines():
                 return super().invoke(ctx)
         except KeyboardInterrupt:
             _forget_unhandled_interrupt()
@@ -338,6 +339,24 @@ def silence_stdout() -> None:
     with contextlib.suppress(OSError, ValueError):
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
+
+
+@contextlib.contextmanager
+def library_warnings_as_lines() -> Iterator[None]:
+    """vsgen's own warnings (e.g. a large job without the C kernels) print as
+    one line, ``warning: MESSAGE``, on stderr, like the command's own; other
+    packages' warnings print as Python prints them."""
+    with warnings.catch_warnings():
+        python_show = warnings.showwarning
+
+        def show(message: Any, category: Any, *where: Any, **more: Any) -> None:
+            if category.__module__.startswith("vsgen."):
+                say(f"warning: {one_line(str(message))}")
+            else:
+                python_show(message, category, *where, **more)
+
+        warnings.showwarning = show
+        yield
 
 
 @contextlib.contextmanager

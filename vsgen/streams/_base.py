@@ -120,7 +120,8 @@ class Stream:
         """Fill the 1-D array ``out`` with flat indices [start, start + out.size).
 
         ``job_size`` is the size of the whole job ``out`` belongs to, a hint
-        some streams use to pick a code path (the bytes never depend on it).
+        (the ``vsgen`` stream warns once when a large job runs without its C
+        kernels); the bytes never depend on it.
         """
         position = 0
         for chunk in self.chunks(draw, start, start + out.size, threads=threads):

@@ -1,10 +1,10 @@
-"""Constants of the ``vsgen`` v1 stream, shared by its NumPy path and its kernels.
+"""Constants of the ``vsgen`` v1 stream, shared by its NumPy reference and its C kernels.
 
 Part of the frozen definition (docs/stream-v1.md): the splitmix64 constants,
 the domain tag, the ziggurats built from the generated tables in ``_tables``,
-and ``exp_neg``, the one exponential both code paths evaluate. Both
-``counter`` (NumPy) and ``_kernels`` (numba) import this module; it imports
-neither.
+and ``exp_neg``, the one exponential of the rare paths. ``_reference``
+(NumPy) imports this module and ``_native`` hands its tables and constants to
+the C kernels on every call; it imports neither.
 """
 
 from __future__ import annotations
@@ -108,8 +108,9 @@ def exp_neg(t: np.ndarray) -> np.ndarray:
     e**-t = 2**-k sum_{i<=13} s**i / i!, summed in Estrin's order (independent
     pairs, then s**2, s**4, s**8: a quarter of Horner's latency).
 
-    Written for arrays and scalars alike: the NumPy path calls it on arrays and
-    ``_kernels`` compiles this very function, so both paths share one formula.
+    Written for arrays and scalars alike: the NumPy reference calls it on
+    arrays; the C kernels transcribe it operation for operation (``exp_neg`` in
+    ``_native_kernels_body.h``, with these coefficients passed in).
     """
     k = np.int64(t * LOG2E + 0.5)
     kf = np.float64(k)

@@ -1,49 +1,35 @@
-"""The ahead-of-time compiled kernels of the vsgen v1 stream, loaded with ctypes.
+"""The C kernels of the vsgen v1 stream, called through ctypes.
 
-``_native_kernels.c`` is built at install time (setup.py, optional: without
-a C compiler vsgen still works, on its numba or NumPy path). Loading it takes
-about 2 ms (``import ctypes`` and ``dlopen``) against ~0.45 s for numba, so
-even the first fill of a process runs at full speed. ctypes releases the GIL
-during each call, so threads fill their pieces in parallel.
+``_native_kernels.c`` is built at install time (setup.py; without a C
+compiler vsgen still works, on the NumPy reference). ``_kernel_path`` finds
+and opens the library; this module types its entry points. Loading takes
+about 2 ms (``import ctypes`` and ``dlopen``), so even the first fill of a
+process runs at full speed. ctypes releases the GIL during each call, so
+threads fill their pieces in parallel.
 
 The kernels receive the ziggurat tables and the rare-path constants from
 ``_constants`` on every call: they hold no copy that could go stale, and give
-the NumPy path's bytes by construction (``+ - * /`` rounded one at a time, no
-FMA contraction, no libm), which the golden checksums check for each
-instruction-set build (``VSGEN_NATIVE_LEVEL``, see ``load``).
+the NumPy reference's bytes by construction (``+ - * /`` rounded one at a
+time, no FMA contraction, no libm), which the golden checksums check for each
+instruction-set build (``VSGEN_NATIVE_LEVEL``).
 """
 
 from __future__ import annotations
 
-import importlib.machinery
-import os
-import pathlib
 import threading
 from typing import Any
 
 import numpy as np
 
 from vsgen.streams import _constants as c
+from vsgen.streams import _kernel_path
 
-#: x86-64 levels the library is built for: baseline, v3 (AVX2, FMA), v4 (AVX-512).
-LEVELS = (0, 3, 4)
 _SUFFIX = {0: "base", 3: "v3", 4: "v4"}
-#: Version of the C interface this loader speaks (vsgen_native_abi()).
-ABI = 2
 
 _lock = threading.Lock()
 _loaded: Kernels | None = None
-_failed = False
-
-
-def library_path() -> pathlib.Path | None:
-    """The built extension beside this file, or None if it was not built."""
-    here = pathlib.Path(__file__).resolve().parent
-    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
-        candidate = here / f"_native_kernels{suffix}"
-        if candidate.is_file():
-            return candidate
-    return None
+#: Why the kernels do not serve this process (None until a load failed).
+_failed: str | None = None
 
 
 def _constants_array() -> np.ndarray:
@@ -182,51 +168,29 @@ class Kernels:
         )
 
 
-def _requested_level() -> int | None:
-    """VSGEN_NATIVE_LEVEL caps the instruction set (0, 3 or 4); for tests."""
-    text = os.environ.get("VSGEN_NATIVE_LEVEL", "").strip()
-    if not text:
-        return None
-    if text not in ("0", "3", "4"):
-        raise ValueError(
-            "Environment variable `VSGEN_NATIVE_LEVEL` must be 0, 3 or 4. "
-            f"Received: VSGEN_NATIVE_LEVEL={text!r}"
-        )
-    return int(text)
-
-
 def load() -> Kernels | None:
-    """The kernels for the best instruction set this CPU runs (at most
-    VSGEN_NATIVE_LEVEL), loaded once; None if the library is absent or unusable."""
+    """The kernels at the best level this CPU runs (at most VSGEN_NATIVE_LEVEL),
+    loaded once; None if the library is absent or unusable (``unavailable``
+    then says why)."""
     global _loaded, _failed
-    if _loaded is not None or _failed:
+    if _loaded is not None or _failed is not None:
         return _loaded
     with _lock:
-        if _loaded is None and not _failed:
-            path = library_path()
-            if path is None:
-                _failed = True
-                return None
-            import ctypes
-
+        if _loaded is None and _failed is None:
             try:
-                library = ctypes.CDLL(str(path))
-                library.vsgen_native_abi.restype = ctypes.c_int64
-                library.vsgen_native_level.restype = ctypes.c_int64
-                if library.vsgen_native_abi() != ABI:
-                    _failed = True
-                    return None
-                level = int(library.vsgen_native_level())
-            except (OSError, AttributeError):
-                _failed = True
+                library = _kernel_path.open_library()
+            except _kernel_path.Unavailable as reason:
+                _failed = str(reason)
                 return None
-            cap = _requested_level()
-            if cap is not None:
-                level = min(level, cap)
-            _loaded = Kernels(library, max(lv for lv in LEVELS if lv <= level))
+            _loaded = Kernels(library.handle, library.level)
     return _loaded
 
 
 def loaded() -> bool:
     """True once the library is loaded in this process."""
     return _loaded is not None
+
+
+def unavailable() -> str | None:
+    """Why ``load`` found no kernels (e.g. "native kernels not built"), or None."""
+    return _failed

@@ -1,7 +1,7 @@
 /* One build of the vsgen v1 kernels (docs/stream-v1.md), included once per
  * instruction set by _native_kernels.c, with NAME(x) giving each copy its own
- * symbols.  It mirrors the numba kernels in _kernels.py statement by
- * statement; the bytes are the NumPy path's (counter.py). */
+ * symbols.  It transcribes the NumPy reference (_reference.py), whose bytes
+ * it gives on every CPU. */
 
 static inline uint64_t NAME(mix64)(uint64_t z)
 {

@@ -20,19 +20,19 @@ import numpy as np
 import pytest
 
 from vsgen.dtypes import narrow_bounds, round_into
-from vsgen.streams import _native
+from vsgen.streams import _kernel_path, _native
 
 NARROW = {"float16": np.dtype(np.float16), "bfloat16": np.dtype(ml_dtypes.bfloat16)}
 
 pytestmark = pytest.mark.skipif(
-    _native.library_path() is None, reason="the native kernels were not built"
+    _kernel_path.library_path() is None, reason="the native kernels were not built"
 )
 
 
 def level_kernels() -> list[_native.Kernels]:
-    library = ctypes.CDLL(str(_native.library_path()))
+    library = ctypes.CDLL(str(_kernel_path.library_path()))
     best = int(library.vsgen_native_level())
-    return [_native.Kernels(library, level) for level in _native.LEVELS if level <= best]
+    return [_native.Kernels(library, level) for level in _kernel_path.LEVELS if level <= best]
 
 
 def edge_bit_patterns() -> np.ndarray:
@@ -134,13 +134,13 @@ def test_stream_fills_narrow_outputs_in_one_pass_with_float32_bytes_rounded(
     pass, in blocks, on several threads) equals the float32 values of the same
     indices rounded by NumPy/ml_dtypes and clamped: odd starts, sizes that are
     not a multiple of any block or piece, one to three threads."""
-    from vsgen.streams import Draw, VsgenStream, counter
+    from vsgen.streams import Draw, VsgenStream, _dispatch, counter
 
     monkeypatch.setenv("VSGEN_KERNEL", "auto")
     dtype = NARROW[name]
     multiplier = 0.0173
     bounds = narrow_bounds(dtype, distribution, multiplier)
-    size = 3 * counter.MIN_THREAD_PIECE + 8_193
+    size = 3 * _dispatch.MIN_THREAD_PIECE + 8_193
     for start in (0, 1, 98_765):
         wide = np.empty(size, np.float32)
         counter.fill(wide, start, 31, distribution, multiplier)
@@ -149,4 +149,4 @@ def test_stream_fills_narrow_outputs_in_one_pass_with_float32_bytes_rounded(
             out = np.empty(size, dtype)
             VsgenStream().fill(out, start, Draw(distribution, multiplier, 31, dtype), threads)
             assert np.array_equal(out.view(np.uint16), expected), (start, threads)
-    assert counter._narrow_native(out) is not None  # the one-pass path ran
+    assert _dispatch._narrow_native(out) is not None  # the one-pass path ran

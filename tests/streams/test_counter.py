@@ -1,4 +1,5 @@
-"""Tests of the vsgen v1 stream (``vsgen.streams.counter``): statistics, invariance, golden bytes.
+"""Tests of the vsgen v1 stream (``vsgen.streams.counter`` and the NumPy reference and
+dispatcher under it): statistics, invariance, golden bytes.
 
 Statistical thresholds.  Each KS test compares n >= 2 * 10**5 values with the
 exact CDF and asserts D < t / sqrt(n) with t = 2.2252, the asymptotic
@@ -12,7 +13,6 @@ wedge) fails by a wide margin at these sizes.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import math
 import os
 import subprocess
@@ -25,24 +25,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import vsgen
-from vsgen.streams import _native, counter
+from vsgen.streams import _dispatch, _kernel_path, _native, _reference, counter
 from vsgen.streams import _tables as tables
 
 KS_T = 2.2252  # sqrt(ln(2 / 1e-4) / 2)
 TRUNCATED_STD = 0.87962566103423978
 DTYPES = (np.float32, np.float64)
 
-try:  # numba is a dependency, but the stream must work without it
-    importlib.import_module("numba")
-    HAVE_NUMBA = True
-except ImportError:  # pragma: no cover - depends on the environment
-    HAVE_NUMBA = False
-
-needs_numba = pytest.mark.skipif(not HAVE_NUMBA, reason="numba is not installed")
-
 # The native kernels are built at install (setup.py); VSGEN_REQUIRE_NATIVE=1
 # turns their absence into a failure instead of a skip (CI sets it).
-HAVE_NATIVE = _native.library_path() is not None
+HAVE_NATIVE = _kernel_path.library_path() is not None
 if not HAVE_NATIVE and os.environ.get("VSGEN_REQUIRE_NATIVE") == "1":  # pragma: no cover
     raise RuntimeError("VSGEN_REQUIRE_NATIVE=1 but the native kernels are not built")
 needs_native = pytest.mark.skipif(
@@ -52,8 +44,7 @@ needs_native = pytest.mark.skipif(
 #: Every code path, each native instruction-set build separately.
 PATHS = [
     "numpy",
-    pytest.param("numba", marks=needs_numba),
-    *(pytest.param(f"native{level}", marks=needs_native) for level in _native.LEVELS),
+    *(pytest.param(f"native{level}", marks=needs_native) for level in _kernel_path.LEVELS),
 ]
 
 
@@ -65,7 +56,7 @@ def draw(size, seed, distribution, dtype, start=0, multiplier=1.0, threads=1):
 
 @pytest.fixture
 def kernel(monkeypatch):
-    """Force a code path: ``kernel("numpy")``, ``kernel("numba")`` or
+    """Force a code path: ``kernel("numpy")``, ``kernel("auto")`` or
     ``kernel("native4")`` (the native build for x86-64 level 4, 3 or 0; a
     CPU without that level runs the best one it has)."""
 
@@ -74,7 +65,7 @@ def kernel(monkeypatch):
             monkeypatch.setenv("VSGEN_KERNEL", "native")
             monkeypatch.setenv("VSGEN_NATIVE_LEVEL", name.removeprefix("native"))
             monkeypatch.setattr(_native, "_loaded", None)  # reload at that level
-            monkeypatch.setattr(_native, "_failed", False)
+            monkeypatch.setattr(_native, "_failed", None)
         else:
             monkeypatch.setenv("VSGEN_KERNEL", name)
 
@@ -153,7 +144,7 @@ def test_binned_chi_square(distribution, dtype, kernel):
     # (its wedge straddles f(2) for 1.9966 < |z| < 2), and the normal's base
     # layer edge r = 3.654 where the tail takes over.  The threshold is the
     # 5-sigma upper band of chi-square with k degrees of freedom, k + 5 sqrt(2k).
-    kernel("numba" if HAVE_NUMBA else "numpy")
+    kernel("auto")  # the C kernels where built: fast
     n = 1 << 21
     z = draw(n, 4242, distribution, dtype).astype(np.float64)
     limit = 2.0 if distribution == "truncated_normal" else 4.5
@@ -188,7 +179,7 @@ def test_bounds_are_never_exceeded(dtype, kernel):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_normal_tail_counts(dtype, kernel):
     # 2**21 values reach the ziggurat's tail (|z| > r = 3.654) about 540 times.
-    kernel("numba" if HAVE_NUMBA else "numpy")
+    kernel("auto")  # the C kernels where built: fast
     n = 1 << 21
     z = np.abs(draw(n, 99, "untruncated_normal", dtype).astype(np.float64))
     for threshold in (3.0, tables_r(), 4.0, 4.5):
@@ -207,13 +198,13 @@ def test_own_exp_and_log_are_accurate():
     # (here libm is only the judge, never part of the stream): a few ulps.
     t = np.linspace(0.0, 7.0, 10_001)
     exact = np.array([math.exp(-v) for v in t])
-    assert np.max(np.abs(counter.exp_neg(t) / exact - 1)) < 1e-15
+    assert np.max(np.abs(_reference.exp_neg(t) / exact - 1)) < 1e-15
     rng = np.random.default_rng(3)
     words = rng.integers(0, 2**64, size=20_000, dtype=np.uint64, endpoint=False)
     words = np.concatenate([words, np.array([0, 2**11 - 1, 2**64 - 1, 2**63], dtype=np.uint64)])
     u = ((words >> np.uint64(11)) + np.uint64(1)).astype(np.float64) * 2.0**-53
     exact = np.array([-math.log(v) for v in u])
-    mine = counter._neg_log_unit(words)
+    mine = _reference._neg_log_unit(words)
     assert np.all(np.abs(mine - exact) <= 1e-15 * exact)
     assert mine[-2] == 0.0  # U = 1 exactly
 
@@ -266,8 +257,8 @@ def test_thread_count_does_not_change_bytes(distribution, dtype, path, kernel, m
     kernel(path)
     # Small, odd pieces so that threads really split the range and float32
     # pairs straddle piece boundaries.
-    monkeypatch.setattr(counter, "THREAD_PIECE", 4_099)
-    monkeypatch.setattr(counter, "MIN_THREAD_PIECE", 4_099)
+    monkeypatch.setattr(_dispatch, "THREAD_PIECE", 4_099)
+    monkeypatch.setattr(_dispatch, "MIN_THREAD_PIECE", 4_099)
     single = draw(50_001, 3, distribution, dtype, start=7, threads=1)
     for threads in (2, 3):
         assert draw(50_001, 3, distribution, dtype, start=7, threads=threads).tobytes() == (
@@ -288,7 +279,7 @@ def test_numpy_path_memory_is_bounded(dtype, kernel):
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert peak < 48 * counter.NUMPY_CHUNK * 2  # two threads' chunks
+    assert peak < 48 * _reference.NUMPY_CHUNK * 2  # two threads' chunks
     assert peak < out.nbytes / 2
 
 
@@ -345,38 +336,16 @@ def test_unknown_kernel_choice_is_an_error(kernel):
         draw(8, 1, "uniform", np.float32)
 
 
-@needs_numba
-def test_auto_path_choice(monkeypatch):
-    monkeypatch.delenv("VSGEN_KERNEL", raising=False)
-    monkeypatch.setattr(counter, "_kernels_module", None)  # as in a fresh process
-    monkeypatch.setattr(counter, "_numpy_work", 0.0)
-    threshold = counter.NUMBA_MIN_COLD["truncated_normal"]
-    assert counter._choose_numba(10**6, 10**6, "truncated_normal") is None
-    assert counter._choose_numba(10**6, threshold, "truncated_normal") is not None
-    # Loaded now: from here on only tiny fills stay on NumPy.
-    assert counter._choose_numba(10**6, 10**6, "uniform") is not None
-    assert counter._choose_numba(100, 100, "uniform") is None
-    # Without a hint, a tensor arriving in chunks switches once the NumPy path
-    # has done about as much work as loading numba costs.
-    monkeypatch.setattr(counter, "_kernels_module", None)
-    monkeypatch.setattr(counter, "_numpy_work", 0.0)
-    chunk = threshold // 8
-    choices = [counter._choose_numba(chunk, chunk, "untruncated_normal") for _ in range(10)]
-    assert choices[:7] == [None] * 7 and all(c is not None for c in choices[8:])
-    with pytest.raises(ValueError, match="job_size"):
-        counter.fill(np.empty(4, np.float32), 0, 1, "uniform", 1.0, job_size=-1)
-
-
 @needs_native
 def test_auto_takes_the_native_kernels_at_the_best_level(kernel, monkeypatch):
     monkeypatch.delenv("VSGEN_KERNEL", raising=False)
     monkeypatch.delenv("VSGEN_NATIVE_LEVEL", raising=False)
     monkeypatch.setattr(_native, "_loaded", None)
-    monkeypatch.setattr(_native, "_failed", False)
-    chosen = counter._choose_path(10, 10, "uniform", np.dtype(np.float32))
-    assert chosen is not None and chosen == _native.load().fill
+    monkeypatch.setattr(_native, "_failed", None)
+    chosen = _dispatch.choose("uniform", 10)
+    assert chosen == _native.load().fill
     best = _native.load().level
-    for level in _native.LEVELS:
+    for level in _kernel_path.LEVELS:
         kernel(f"native{level}")
         assert _native.load().level == min(level, best)
 
@@ -389,55 +358,22 @@ def test_bad_native_level_is_an_error(kernel, monkeypatch):
             draw(8, 1, "uniform", np.float32)
 
 
-@needs_native
-def test_large_fills_with_native_kernels_do_not_import_numba(tmp_path):
-    code = """
-        import sys
-        import numpy as np
-        from vsgen.streams import counter
-        for distribution in counter.DISTRIBUTIONS:
-            counter.fill(np.empty(1 << 26, np.float32), 0, 1, distribution, 0.05, threads=2)
-        print("numba" in sys.modules)
-    """
-    result = run_python(code, {"PYTHONPATH": _package_root()}, tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "False"
-
-
-@needs_numba
-def test_a_disagreeing_kernel_is_not_used(kernel, monkeypatch):
-    # E.g. a numba cache left over from other tables: it must not leak bytes.
-    kernel("numpy")
-    expected = draw(5_000, 6, "truncated_normal", np.float32)
-
-    def broken(kernels, out, *args):
-        out[:] = 0.0
-
-    monkeypatch.setattr(counter, "_kernel_checks", {})
-    monkeypatch.setattr(counter, "_numba_fill", broken)
+def test_numba_is_refused_in_one_line_naming_the_choices(kernel):
+    # numba was retired: an old VSGEN_KERNEL=numba fails at once, saying so.
     kernel("numba")
-    with pytest.warns(RuntimeWarning, match="disagrees"):
-        got = draw(5_000, 6, "truncated_normal", np.float32)
-    assert got.tobytes() == expected.tobytes()
+    with pytest.raises(ValueError) as caught:
+        draw(5_001, 4, "untruncated_normal", np.float32, start=3)
+    assert str(caught.value) == (
+        "Environment variable `VSGEN_KERNEL` must be one of auto, native, numpy "
+        "(numba was retired: the C kernels replace it). Received: VSGEN_KERNEL='numba'"
+    )
+    assert "\n" not in str(caught.value)
 
 
-def test_without_numba_the_numba_choice_falls_back(kernel, monkeypatch):
-    kernel("numpy")
-    expected = draw(5_001, 4, "untruncated_normal", np.float32, start=3)
-    monkeypatch.setitem(sys.modules, "numba", None)  # makes `import numba` fail
-    monkeypatch.delitem(sys.modules, "vsgen.streams._kernels", raising=False)
-    monkeypatch.setattr(counter, "_kernels_module", None)
-    monkeypatch.setattr(counter, "_kernels_failed", False)
-    kernel("numba")
-    got = draw(5_001, 4, "untruncated_normal", np.float32, start=3)
-    assert got.tobytes() == expected.tobytes()
-
-
-def run_python(code: str, env_extra: dict[str, str], tmp_path) -> subprocess.CompletedProcess:
-    import os
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("VSGEN_", "NUMBA_"))}
-    env.update(env_extra)
+def run_python(code: str, tmp_path) -> subprocess.CompletedProcess:
+    """``code`` in a fresh interpreter of this tree (PYTHONPATH, set by
+    tests/conftest.py: the unmutated tree under mutation testing)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VSGEN_")}
     return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
         env=env,
@@ -447,51 +383,6 @@ def run_python(code: str, env_extra: dict[str, str], tmp_path) -> subprocess.Com
         timeout=300,
         check=False,
     )
-
-
-def test_small_fills_do_not_import_numba(tmp_path):
-    code = """
-        import sys
-        import numpy as np
-        from vsgen.streams import counter
-        counter.fill(np.empty(512 * 256, np.float32), 0, 1, "truncated_normal", 0.05)
-        print("numba" in sys.modules)
-    """
-    result = run_python(code, {"PYTHONPATH": _package_root()}, tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "False"
-
-
-@needs_numba
-def test_numba_cache_dir_is_respected_and_optional(tmp_path):
-    code = """
-        import hashlib
-        import numpy as np
-        from vsgen.streams import counter
-        out = np.empty(1001, np.float32)
-        counter.fill(out, 1, 5, "truncated_normal", 1.0)
-        print(hashlib.sha256(out.tobytes()).hexdigest())
-    """
-    cache = tmp_path / "cache"
-    env = {"PYTHONPATH": _package_root(), "VSGEN_KERNEL": "numba", "NUMBA_CACHE_DIR": str(cache)}
-    first = run_python(code, env, tmp_path)
-    assert first.returncode == 0, first.stderr
-    assert any(cache.rglob("*.nbi")), "numba did not write its cache under NUMBA_CACHE_DIR"
-    # A cache path that cannot be a directory and no other place to cache:
-    # the kernels compile in memory, with a warning, and give the same bytes.
-    from numba.core import config
-
-    if not hasattr(config, "CACHE_LOCATOR_CLASSES"):
-        pytest.skip("this numba version has no NUMBA_CACHE_LOCATOR_CLASSES setting")
-    blocker = tmp_path / "not-a-directory"
-    blocker.write_text("")
-    env.update(NUMBA_CACHE_DIR=str(blocker), NUMBA_CACHE_LOCATOR_CLASSES="UserProvidedCacheLocator")
-    second = run_python(code, env, tmp_path)
-    assert second.returncode == 0, second.stderr
-    assert "cannot cache" in second.stderr
-    assert second.stdout == first.stdout
-    env["VSGEN_KERNEL"] = "numpy"
-    assert run_python(code, env, tmp_path).stdout == first.stdout
 
 
 def _package_root() -> str:
@@ -561,9 +452,10 @@ def test_tables_match_their_generator():
 # --- golden bytes ------------------------------------------------------------------
 # SHA-256 of out.astype("<f4"/"<f8").tobytes() for fill(out, start, seed,
 # distribution, multiplier).  Derived once from the implementation after the
-# statistical tests above passed; checked with numpy 2.4.6 and numba 0.68.1
-# (both paths) on x86-64 (AVX-512, AVX2-only and SSE2-only builds, see
-# test_streams_portability.py).  A change here is a new stream version.
+# statistical tests above passed; checked with numpy 2.4.6 on the NumPy path,
+# the C kernels (and, until it was retired, numba 0.68.1) on x86-64 (AVX-512,
+# AVX2-only and SSE2-only builds, see test_portability.py).  A change here is
+# a new stream version.
 
 GOLDEN_CASES = [
     # (seed, distribution, dtype, size, start, multiplier)
@@ -656,12 +548,14 @@ def test_recycled_chunks_through_a_slow_writer():
     assert b"".join(output.parts) == expected.tobytes()
 
 
+@pytest.mark.parametrize("path", ["numpy", "auto"])  # scratch pieces, or the C kernels' one pass
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
-def test_narrow_outputs_round_float32_once_whatever_the_threads(dtype, monkeypatch):
+def test_narrow_outputs_round_float32_once_whatever_the_threads(dtype, path, kernel, monkeypatch):
     from vsgen.dtypes import resolve_dtype
     from vsgen.streams import Draw, VsgenStream
 
-    monkeypatch.setattr(counter, "NARROW_PIECE", 1_001)  # many pieces, odd boundaries
+    kernel(path)
+    monkeypatch.setattr(_dispatch, "NARROW_PIECE", 1_001)  # many pieces, odd boundaries
     resolved = resolve_dtype(dtype)
     reference = draw(50_003, 9, "truncated_normal", np.float32, start=3, multiplier=0.2)
     expected = reference.astype(resolved)  # numpy/ml_dtypes' own rounding
@@ -678,22 +572,31 @@ def test_narrow_outputs_round_float32_once_whatever_the_threads(dtype, monkeypat
         assert out.tobytes() == clamped.tobytes()
 
 
+def test_a_narrow_output_must_be_one_dimensional():
+    from vsgen.streams import Draw, VsgenStream
+
+    draw = Draw("uniform", 1.0, 1, np.dtype(np.float16))
+    with pytest.raises(ValueError) as caught:
+        VsgenStream().fill(np.empty((2, 3), np.float16), 0, draw)
+    assert str(caught.value) == "Argument `out` must be a 1-D numpy array."
+
+
 def test_an_error_in_a_helper_thread_reaches_the_caller(kernel, monkeypatch):
     kernel("numpy")
-    real = counter._numpy_fill
+    real = _reference.fill
 
     def failing(out, start, *args):
         if start >= 40_000:
             raise MemoryError("piece failed")
         real(out, start, *args)
 
-    monkeypatch.setattr(counter, "_numpy_fill", failing)
-    monkeypatch.setattr(counter, "THREAD_PIECE", 4_096)
-    monkeypatch.setattr(counter, "MIN_THREAD_PIECE", 4_096)
+    monkeypatch.setattr(_reference, "fill", failing)
+    monkeypatch.setattr(_dispatch, "THREAD_PIECE", 4_096)
+    monkeypatch.setattr(_dispatch, "MIN_THREAD_PIECE", 4_096)
     with pytest.raises(MemoryError, match="piece failed"):
         draw(100_000, 1, "uniform", np.float32, threads=2)
     # The helpers survive the error and serve the next fill.
-    monkeypatch.setattr(counter, "_numpy_fill", real)
+    monkeypatch.setattr(_reference, "fill", real)
     assert draw(100_000, 1, "uniform", np.float32, threads=2).tobytes() == (
         draw(100_000, 1, "uniform", np.float32, threads=1).tobytes()
     )
@@ -704,13 +607,11 @@ def test_without_the_native_library_auto_falls_back(kernel, monkeypatch):
     expected = draw(9_001, 12, "truncated_normal", np.float32, start=5)
     monkeypatch.delenv("VSGEN_KERNEL", raising=False)
     monkeypatch.setattr(_native, "_loaded", None)
-    monkeypatch.setattr(_native, "_failed", False)
-    monkeypatch.setattr(_native, "library_path", lambda: None)  # as if never built
-    monkeypatch.setattr(counter, "_kernels_module", None)  # a fresh process
-    monkeypatch.setattr(counter, "_numpy_work", 0.0)
+    monkeypatch.setattr(_native, "_failed", None)
+    monkeypatch.setattr(_kernel_path, "library_path", lambda: None)  # as if never built
     assert _native.load() is None
-    # A small fill then takes the NumPy path (numba only pays off for big jobs).
-    assert counter._choose_path(9_001, 9_001, "truncated_normal", np.dtype(np.float32)) is None
+    assert _native.unavailable() == "native kernels not built"
+    assert _dispatch.choose("truncated_normal", 9_001) is _reference.fill
     assert draw(9_001, 12, "truncated_normal", np.float32, start=5).tobytes() == (
         expected.tobytes()
     )
@@ -734,7 +635,7 @@ def test_threads_work_in_a_forked_child(tmp_path):
     """
     if not hasattr(os, "fork"):
         pytest.skip("no fork() on this platform")
-    result = run_python(code, {"PYTHONPATH": _package_root()}, tmp_path)
+    result = run_python(code, tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "0"
 
@@ -802,7 +703,7 @@ def test_an_unknown_kernel_choice_names_the_variable(kernel):
     with pytest.raises(ValueError) as caught:
         draw(8, 1, "uniform", np.float32)
     assert str(caught.value) == (
-        "Environment variable `VSGEN_KERNEL` must be one of auto, native, numba, numpy. "
+        "Environment variable `VSGEN_KERNEL` must be one of auto, native, numpy. "
         "Received: VSGEN_KERNEL='fortran'"
     )
 
@@ -825,15 +726,15 @@ def test_vsgen_stream_chunks_tile_the_range(dtype):
 
 def test_a_fresh_process_builds_its_thread_pool(monkeypatch, kernel):
     kernel("numpy")
-    size = 4 * counter.MIN_THREAD_PIECE + 3
+    size = 4 * _dispatch.MIN_THREAD_PIECE + 3
     expected = draw(size, 9, "uniform", np.float32, threads=1)
-    monkeypatch.setattr(counter, "_helpers", [])  # as in a new process
+    monkeypatch.setattr(_dispatch, "_helpers", [])  # as in a new process
     assert draw(size, 9, "uniform", np.float32, threads=2).tobytes() == expected.tobytes()
-    assert len(counter._helpers) == 1 and counter._helpers[0].is_alive()
+    assert len(_dispatch._helpers) == 1 and _dispatch._helpers[0].is_alive()
 
 
 def _fill_with_two_threads() -> None:
-    out = np.empty(4 * counter.MIN_THREAD_PIECE + 3, np.float32)
+    out = np.empty(4 * _dispatch.MIN_THREAD_PIECE + 3, np.float32)
     counter.fill(out, 0, 9, "uniform", 1.0, threads=2)
 
 

@@ -2,11 +2,12 @@
 definition (docs/stream-v1.md, sections 3 and 4) with Python integers, and
 its half-open range [-limit, limit) tested at the very words that reach the ends.
 
-Nothing here imports the stream's code: the words are computed from the
+Nothing here imports the stream's arithmetic: the words are computed from the
 document's constants, and seeds are *constructed* (by inverting splitmix64's
 finaliser, a bijection) so that a chosen index reads a chosen word, e.g. one
 whose 24-bit uniform is all ones (the largest value, 1 - 2**-23) or all zeros
-(exactly -1). Values go through the public API, on both code paths.
+(exactly -1). Values go through the public API, on both code paths (the
+NumPy reference and the C kernels, where built).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 
 import vsgen
+from vsgen.streams._kernel_path import library_path
 
 # docs/stream-v1.md, section 3.
 GAMMA = 0x9E3779B97F4A7C15
@@ -78,7 +80,13 @@ def expected_values(seed: int, start: int, count: int, limit: float, dtype: str)
     return z * typ(limit)
 
 
-@pytest.fixture(params=["numpy", "numba"])
+NATIVE = pytest.param(
+    "native",
+    marks=pytest.mark.skipif(library_path() is None, reason="native kernels not built"),
+)
+
+
+@pytest.fixture(params=["numpy", NATIVE])
 def code_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("VSGEN_KERNEL", request.param)
     return request.param
