@@ -35,7 +35,7 @@ from vsgen.cli._options import (
 from vsgen.cli._output import open_output, write_parallel, write_plans
 from vsgen.dtypes import DTYPE_ALIASES, DTYPE_NAMES
 from vsgen.fans import looks_channels_last, shard_rows
-from vsgen.initializer import VarianceScaling
+from vsgen.initializer import RandomInitializer
 from vsgen.names import describe_aliases
 from vsgen.streams import WRITER_CPUS, default_threads
 
@@ -287,7 +287,7 @@ def _refuse_name_without_names(output: str, fmt_option: str | None) -> None:
         )
 
 
-def _channels_last_warnings(initializer: VarianceScaling, shape: tuple[int, ...]) -> list[str]:
+def _channels_last_warnings(initializer: RandomInitializer, shape: tuple[int, ...]) -> list[str]:
     """A one-line hint when a torch-layout shape reads like Keras' (*kernel, in, out)."""
     if initializer.layout != "torch" or initializer.input_axes is not None:
         return []
