@@ -22,6 +22,7 @@ from vsgen.cli._errors import (
     user_errors,
 )
 from vsgen.cli._options import (
+    ARGUMENT_KEYS,
     SPELLING_NOTE,
     build_initializer,
     initializer_options,
@@ -91,6 +92,7 @@ _EXPECTATION_KEYS = (
     "layout",
     "in_axes",
     "out_axes",
+    *ARGUMENT_KEYS,
 )
 
 
