@@ -865,8 +865,9 @@ def _check_fits_dtype(
     or for the untruncated normal 10 stddevs) must be finite in double
     precision and in ``dtype``. Underflow: the stddev must be at least the
     smallest normal number of ``dtype``, or the values would be subnormal
-    (few significant bits) or zero. A range off 0 must hold a value of
-    ``dtype``. ``argument`` and ``value`` name what the message blames.
+    (few significant bits) or zero. Values around a mean other than 0 (or in
+    a stated range) need instead that the range holds a value of ``dtype``.
+    ``argument`` and ``value`` name what the message blames.
     """
     name = np.dtype(dtype).name
     if scaling.distribution == "untruncated_normal":
@@ -883,14 +884,16 @@ def _check_fits_dtype(
             f"{reach:.4g}, beyond its largest finite value {largest:.4g}. {received}"
         )
     tiny = _DTYPE_TINY[name]
+    centred = scaling.mean == 0.0 and scaling.interval is None
     # The variance is a double too; a subnormal one has lost its precision.
-    if not (scaling.stddev >= tiny and scaling.variance >= sys.float_info.min):
+    # (Around a mean the values are not small: the range check below applies.)
+    if centred and not (scaling.stddev >= tiny and scaling.variance >= sys.float_info.min):
         raise ValueError(
             f"Argument `{argument}` is too small for `dtype` {name}: the stddev "
             f"{scaling.stddev:.4g} is below its smallest normal number {tiny:.4g}, so "
             f"values would be subnormal or zero. {received}"
         )
-    if (scaling.mean != 0.0 or scaling.interval is not None) and not scaling.complex_valued:
+    if not centred and not scaling.complex_valued:
         from vsgen.streams._offset import offset_bounds
 
         draw = Draw(scaling.distribution, scaling.multiplier, 0, np.dtype(dtype), scaling.mean)

@@ -469,12 +469,13 @@ def parse_init(value: object, where: str = "init") -> Init:
         except ValueError as error:
             raise ValueError(f"{where}.preset: {error}") from None
         torch_arguments = set(getattr(cls, "_TORCH_DEFAULTS", ()))
-        keras_arguments = set(getattr(cls, "_KERAS_DEFAULTS", ()))
+        keras_order = list(getattr(cls, "_KERAS_DEFAULTS", ()))
+        keras_arguments = set(keras_order)
         if not cls.uses_fans:
             extra = sorted(set(config) - keras_arguments - {"stream"})
             if extra:
                 raise ValueError(
-                    f"{where}: preset {preset!r} takes {', '.join(keras_arguments)} and stream "
+                    f"{where}: preset {preset!r} takes {', '.join(keras_order)} and stream "
                     f"only (it has no fans); drop {', '.join(extra)}"
                 )
         fixed_keys = [k for k in ("scale", "mode", "distribution") if k not in torch_arguments]

@@ -544,6 +544,8 @@ def ks_test(sample: np.ndarray, scaling: Scaling, stride: int = 1) -> KSResult:
         with np.errstate(invalid="ignore"):
             upper = np.where(np.isfinite(up), (values + up) / 2, np.inf)
             lower = np.where(np.isfinite(down), (values + down) / 2, -np.inf)
+        if _offset(scaling):
+            upper, lower = _clamped_ends(scaling, dtype, values, upper, lower)
     cumulative = np.cumsum(counts)
     cdf_upper = expected_cdf(scaling, upper)
     cdf_lower = cdf_upper if lower is upper else expected_cdf(scaling, lower)
@@ -560,6 +562,34 @@ def ks_test(sample: np.ndarray, scaling: Scaling, stride: int = 1) -> KSResult:
         sample_size=m,
         stride=stride,
     )
+
+
+def _clamped_ends(
+    scaling: Scaling,
+    dtype: np.dtype,
+    values: np.ndarray,
+    upper: np.ndarray,
+    lower: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The vsgen stream clamps values off a mean into their range in the stored
+    type (docs/stream-v1.md, section 12): the range's end values then stand for
+    everything beyond them too, so their outer midpoints move to infinity.
+    Where the type's spacing is coarse next to the range (float16 values
+    around 1000 are 0.5 apart) that mass is visible. A tensor holding values
+    beyond an end was not clamped there (Keras rounds only), and that end keeps
+    its midpoint."""
+    from vsgen.dtypes import interval_bounds
+
+    value_range = scaling.value_range()
+    if value_range is None or values.size == 0:
+        return upper, lower
+    low, high = value_range
+    lo, hi = interval_bounds(dtype, low, high, open_high=scaling.distribution == "uniform")
+    if values.max() <= hi:
+        upper = np.where(values == hi, np.inf, upper)
+    if values.min() >= lo:
+        lower = np.where(values == lo, -np.inf, lower)
+    return upper, lower
 
 
 def _significand_bits(dtype: np.dtype) -> int:

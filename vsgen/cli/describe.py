@@ -31,8 +31,10 @@ from vsgen.cli._options import (
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def describe(**kwargs: Any) -> None:
     """Show what a configuration means for a shape: fans, n, variance, stddev,
-    the truncated normal's pre-truncation stddev and bounds, or the uniform limit
-    (the fixed-parameter initializers: mean, stddev, bounds or range).
+    the truncated normal's pre-truncation stddev and bounds, or the uniform limit.
+
+    The fixed-parameter initializers (random_normal, truncated_normal,
+    random_uniform) have no fans: their mean, stddev and bounds or range.
 
     The seed and the random stream do not change any of these, so describe
     takes neither --seed nor --stream.
