@@ -403,3 +403,29 @@ def test_torch_init_takes_keras_forms_tables_and_instances():
     vsgen.torch.init_(clone, {"class_name": "KaimingUniform", "config": {"a": 5**0.5}}, seed=1)
     ours = clone.weight.detach().numpy().ravel()
     assert stats.ks_2samp(ours[::3], theirs[::3]).pvalue > 1e-3
+
+
+def test_the_zero_element_warning_is_one_line_on_the_command_line(tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "empty.npy"
+    result = subprocess.run(
+        [sys.executable, "-m", "vsgen", "sample", "--shape", "0,4", "--preset",
+         "kaiming_normal", "--seed", "1", "-o", str(out)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0
+    assert result.stderr == "warning: Initializing zero-element tensors is a no-op\n"
+    assert np.load(out).shape == (0, 4)
+    rank_one = subprocess.run(
+        [sys.executable, "-m", "vsgen", "sample", "--shape", "5", "--preset",
+         "kaiming_normal", "--seed", "1", "-o", str(tmp_path / "bias.npy")],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert rank_one.returncode == 2
+    assert rank_one.stderr == (
+        "Error: Fan in and fan out can not be computed for tensor with fewer than 2 "
+        "dimensions. Received: shape=(5,)\n"
+    )
+    assert not (tmp_path / "bias.npy").exists()
