@@ -457,3 +457,23 @@ def test_spec_forms_round_trip_through_as_json(value):
     again = modelspec.parse_init(parsed.as_json())
     assert again.initializer(5).get_config() == parsed.initializer(5).get_config()
     assert again.label() == parsed.label()
+
+
+def test_like_with_a_layout_and_a_fixed_default(tmp_path):
+    # --layout is the model's (for the rules' variance-scaling tensors), not the
+    # fixed-parameter default's: it is not refused here, and applies elsewhere.
+    spec = tmp_path / "m.toml"
+    spec.write_text('[tensors]\n"a.weight" = [16, 8]\n"b.weight" = [8, 4]\n"a.bias" = [16]\n')
+    source = tmp_path / "m.safetensors"
+    assert run("sample", "--spec", str(spec), "--seed", "0", "-o", str(source)).exit_code == 0
+    rules = tmp_path / "rules.toml"
+    rules.write_text('[rules]\n"b.weight" = "he_normal"\n')
+    result = run(
+        "sample", "--like", str(source), "--spec", str(rules), "--layout", "torch",
+        "--preset", "random_normal", "--stddev", "0.02", "--seed", "1", "--plan", "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    rows = {row["name"]: row for row in json.loads(result.stdout)["tensors"]}
+    assert rows["a.weight"]["init"] == "random_normal(stddev=0.02)"
+    assert rows["a.weight"]["stddev"] == 0.02 and rows["a.weight"]["mean"] == 0.0
+    assert (rows["b.weight"]["fan_in"], rows["b.weight"]["fan_out"]) == (4, 8)  # torch layout

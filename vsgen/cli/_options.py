@@ -395,7 +395,9 @@ def _refuse_inapplicable(cls: type[RandomInitializer], given: list[str], what: s
     raise BadInput(f"{names} {verb} not apply to {what}; {hint}")
 
 
-def build_initializer(options: dict[str, Any]) -> RandomInitializer:
+def build_initializer(
+    options: dict[str, Any], *, layout_for_job: bool = False
+) -> RandomInitializer:
     """Combine --preset / --config / explicit options into one initializer.
 
     Explicit options override a --config file; --preset fixes what its class
@@ -403,12 +405,23 @@ def build_initializer(options: dict[str, Any]) -> RandomInitializer:
     scale and distribution, its arguments given by --mode, --a, --nonlinearity,
     --gain; a fixed-parameter initializer takes --mean/--stddev or
     --minval/--maxval and nothing about fans), so combining it with options it
-    does not take, or with --config, is an error.
+    does not take, or with --config, is an error. ``layout_for_job``: --layout
+    is the whole model's (``sample --spec/--like``), so an initializer without
+    fans leaves it to the other tensors instead of refusing it.
     """
     with user_errors(ARGUMENT_OPTIONS):
         options = _spelled(options)
     own_keys = ("scale", "mode", "distribution", "layout", "in_axes", *ARGUMENT_KEYS)
     given = [key for key in own_keys if options.get(key) is not None]
+    if layout_for_job and options.get("layout") is not None:
+        preset = options.get("preset")
+        try:
+            fanless = preset is not None and not get_preset(preset).uses_fans
+        except ValueError:
+            fanless = False  # reported below
+        if fanless:
+            given.remove("layout")
+            options = {**options, "layout": None}
     preset_cls: type[RandomInitializer] | None = None
     if options["preset"] is not None:
         try:

@@ -382,7 +382,7 @@ def _model_job(kwargs: dict[str, Any], options: dict[str, Any]) -> _Job:
     default_init = None
     if any(options[key] is not None for key in _DEFAULT_INIT_OPTIONS):
         # Seeds are derived per tensor; 0 only avoids drawing one here.
-        initializer = build_initializer({**options, "seed": 0})
+        initializer = build_initializer({**options, "seed": 0}, layout_for_job=True)
         default_init = modelspec.init_from_initializer(initializer)
     with user_errors():
         spec = modelspec.load_spec(kwargs["spec"]) if kwargs["spec"] is not None else None
