@@ -103,6 +103,24 @@ def test_sample_dtypes_and_distributions(client, dtype, distribution):
     assert client.compute(array).result().tobytes() == expected.tobytes()
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_fixed_parameter_initializers_on_the_cluster(client, dtype):
+    # Two tensors that differ only in their mean or range are different arrays:
+    # the block names include the draw's offset and interval.
+    for first, second in [
+        (vsgen.RandomNormal(0.0, 0.5, seed=3), vsgen.RandomNormal(2.0, 0.5, seed=3)),
+        (vsgen.RandomUniform(0.1, 0.7, seed=3), vsgen.RandomUniform(0.2, 0.7, seed=3)),
+        (vsgen.TruncatedNormal(-1.0, 0.1, seed=3), vsgen.TruncatedNormal(1.0, 0.1, seed=3)),
+    ]:
+        arrays = [
+            vsgen_dask.sample(init, (21, 34), dtype, chunks=(5, 7)) for init in (first, second)
+        ]
+        assert arrays[0].name != arrays[1].name
+        together = [future.result() for future in client.compute(arrays)]
+        for values, init in zip(together, (first, second), strict=True):
+            assert values.tobytes() == init((21, 34), dtype).tobytes()
+
+
 def test_sample_graph_has_one_small_task_per_block():
     import pickle
 

@@ -357,12 +357,14 @@ def _message_cases():
             ValueError,
             "Argument `preset` must be one of glorot_normal, glorot_uniform, he_normal, "
             "he_uniform, lecun_normal, lecun_uniform, kaiming_normal, kaiming_uniform, "
-            "xavier_normal, xavier_uniform (or GlorotNormal for glorot_normal; GlorotUniform "
+            "xavier_normal, xavier_uniform, random_normal, truncated_normal, random_uniform "
+            "(or GlorotNormal for glorot_normal; GlorotUniform "
             "for glorot_uniform; HeNormal for he_normal; HeUniform for he_uniform; LecunNormal "
             "for lecun_normal; LecunUniform for lecun_uniform; KaimingNormal, kaiming_normal_ "
             "for kaiming_normal; KaimingUniform, kaiming_uniform_ for kaiming_uniform; "
             "XavierNormal, xavier_normal_ for xavier_normal; XavierUniform, xavier_uniform_ "
-            "for xavier_uniform). Received: preset='he'",
+            "for xavier_uniform; RandomNormal for random_normal; TruncatedNormal for "
+            "truncated_normal; RandomUniform for random_uniform). Received: preset='he'",
         ),
         (
             lambda: deserialize(3),
@@ -375,7 +377,8 @@ def _message_cases():
             ValueError,
             "config class_name must be one of VarianceScaling, GlorotNormal, GlorotUniform, "
             "HeNormal, HeUniform, LecunNormal, LecunUniform, KaimingNormal, KaimingUniform, "
-            "XavierNormal, XavierUniform. Received: class_name='Orthogonal'",
+            "XavierNormal, XavierUniform, RandomNormal, TruncatedNormal, RandomUniform. "
+            "Received: class_name='Orthogonal'",
         ),
         (
             lambda: deserialize({"class_name": "HeNormal", "module": "torch.nn"}),

@@ -266,3 +266,181 @@ def test_samples_match_jax_samples(distribution, dtype):
     else:
         assert stats.ks_2samp(ours, theirs).pvalue > 1e-3
     assert ours.var() == pytest.approx(theirs.var(), rel=0.03)
+
+
+# --- normal, truncated_normal, uniform: JAX's fixed-parameter initializers ----------
+
+FIXED_CASES = [
+    ("normal", 0.02, "float32"),
+    ("normal", 3.0, "float64"),
+    ("normal", 0.5, "complex64"),
+    ("truncated_normal", 0.02, "float32"),
+    ("truncated_normal", 1.5, "bfloat16"),
+    ("uniform", 0.1, "float32"),
+    ("uniform", 4.0, "float16"),
+]
+
+
+def _core(name: str, parameter: float):
+    return {
+        "normal": lambda seed: vsgen.RandomNormal(0.0, parameter, seed),
+        "truncated_normal": lambda seed: vsgen.TruncatedNormal(0.0, parameter, seed),
+        "uniform": lambda seed: vsgen.RandomUniform(0.0, parameter, seed),
+    }[name]
+
+
+@pytest.mark.parametrize(("name", "parameter", "dtype"), FIXED_CASES)
+def test_fixed_initializers_are_the_core_classes_bytes(name, parameter, dtype):
+    if dtype in ("float64",) and not jax.config.jax_enable_x64:
+        dtype = "float32"
+    init = getattr(vj, name)(parameter)
+    for n in (0, 5, 2**32 - 1):
+        values = init(jax.random.key(n), (17, 9), dtype)
+        assert values.dtype == jnp.dtype(dtype)
+        assert np.asarray(values).tobytes() == _core(name, parameter)(n)((17, 9), dtype).tobytes()
+    jitted = jax.jit(lambda k: init(k, (17, 9), dtype))(jax.random.key(5))
+    assert (
+        np.asarray(jitted).tobytes()
+        == np.asarray(init(jax.random.key(5), (17, 9), dtype)).tobytes()
+    )
+
+
+@pytest.mark.parametrize(("name", "parameter", "dtype"), FIXED_CASES)
+def test_fixed_initializers_match_jax_samples(name, parameter, dtype):
+    """Two-sample KS against jax.nn.initializers' own function, same arguments."""
+    if dtype == "float64" and not jax.config.jax_enable_x64:
+        dtype = "float32"
+    shape = (400, 500)
+    # JAX computes narrow types in their own precision (the unit value rounded,
+    # then multiplied and rounded again); vsgen rounds its float32 value once.
+    # So a float16/bfloat16 reference is JAX's float32 sample rounded once.
+    wide = "float32" if dtype in ("float16", "bfloat16") else dtype
+    theirs = np.asarray(
+        getattr(jax.nn.initializers, name)(parameter)(jax.random.key(3), shape, wide)
+    )
+    theirs = theirs.astype(jnp.dtype(dtype))
+    ours = np.asarray(getattr(vj, name)(parameter)(jax.random.key(3), shape, dtype))
+    parts = (
+        [(ours.real, theirs.real), (ours.imag, theirs.imag)]
+        if ours.dtype.kind == "c"
+        else [(ours, theirs)]
+    )
+    for mine, jaxs in parts:
+        mine = mine.astype(np.float64).ravel()
+        jaxs = jaxs.astype(np.float64).ravel()
+        assert stats.ks_2samp(mine, jaxs).pvalue > 1e-3
+    if name == "uniform":
+        wide = ours.astype(np.float64)
+        assert wide.min() >= 0.0 and wide.max() < parameter  # JAX's U[0, scale)
+    if name == "truncated_normal":
+        assert np.abs(ours.astype(np.float64)).max() <= 2 * parameter
+
+
+def test_fixed_initializer_errors_follow_jax():
+    for name in ("truncated_normal", "uniform"):
+        with pytest.raises(ValueError):
+            getattr(jax.nn.initializers, name)()(jax.random.key(0), (2, 2), jnp.complex64)
+        with pytest.raises(ValueError, match="real tensors only"):
+            getattr(vj, name)()(jax.random.key(0), (2, 2), jnp.complex64)
+    with pytest.raises(ValueError, match="cut at 2 stddevs"):
+        vj.truncated_normal(0.1, lower=-3.0, upper=3.0)
+    with pytest.raises(ValueError, match="Argument `scale` must be a positive"):
+        vj.uniform(0.0)
+    with pytest.raises(ValueError, match="Argument `stddev` must be a positive"):
+        vj.normal(-1.0)
+
+
+_X64_SCRIPT = textwrap.dedent(
+    """
+    import json, warnings, jax, jax.numpy as jnp, numpy as np
+    import vsgen, vsgen.jax as vj
+    jax.config.update("jax_enable_x64", {x64})
+    key = jax.random.key(3)
+    out = {{}}
+    cases = {{
+        "he_normal": (lambda: vj.he_normal(), lambda: jax.nn.initializers.he_normal(), "float64"),
+        "normal": (lambda: vj.normal(0.5), lambda: jax.nn.initializers.normal(0.5), "complex128"),
+        "uniform": (lambda: vj.uniform(2.0), lambda: jax.nn.initializers.uniform(2.0), "float64"),
+    }}
+    for name, (ours, theirs, dtype) in cases.items():
+        row = {{}}
+        for label, make in (("vsgen", ours), ("jax", theirs)):
+            for mode in ("eager", "jit"):
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    init = make()
+                    call = lambda k: init(k, (4, 4), dtype)
+                    values = jax.jit(call)(key) if mode == "jit" else call(key)
+                row[f"{{label}}-{{mode}}"] = {{
+                    "dtype": str(values.dtype),
+                    "warnings": sorted(
+                        {{str(w.message) for w in caught if w.category is UserWarning}}
+                    ),
+                    "bytes": np.asarray(values).tobytes().hex(),
+                }}
+        out[name] = row
+    expected = vsgen.HeNormal(seed=3)((4, 4), "float32" if not {x64} else "float64")
+    out["core"] = expected.tobytes().hex()
+    print(json.dumps(out))
+    """
+)
+
+
+def _x64_run(x64: bool) -> dict:
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    result = subprocess.run(
+        [sys.executable, "-c", _X64_SCRIPT.format(x64=x64)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=180,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_x64_off_gives_32_bit_values_with_jaxs_warning_eagerly_and_under_jit():
+    found = _x64_run(False)
+    for name, narrow in (("he_normal", "float32"), ("normal", "complex64"), ("uniform", "float32")):
+        row = found[name]
+        wide = "float64" if narrow == "float32" else "complex128"
+        jax_messages = set(row["jax-eager"]["warnings"])
+        message = (
+            f"Explicitly requested dtype {wide} is not available, and will be truncated to "
+            f"dtype {narrow}."
+        )
+        assert any(m.startswith(message) for m in jax_messages)  # what jax.nn says
+        for mode in ("eager", "jit"):
+            ours = row[f"vsgen-{mode}"]
+            assert ours["dtype"] == narrow == row[f"jax-{mode}"]["dtype"]
+            assert ours["warnings"] and set(ours["warnings"]) <= jax_messages
+            assert any(m.startswith(message) for m in ours["warnings"])
+        assert row["vsgen-eager"]["bytes"] == row["vsgen-jit"]["bytes"]
+    # The float32 values are those of a float32 request.
+    assert found["he_normal"]["vsgen-eager"]["bytes"] == found["core"]
+
+
+def test_x64_on_keeps_64_bit_values_without_a_warning():
+    found = _x64_run(True)
+    for name, wide in (("he_normal", "float64"), ("normal", "complex128"), ("uniform", "float64")):
+        for mode in ("eager", "jit"):
+            ours = found[name][f"vsgen-{mode}"]
+            assert ours["dtype"] == wide and ours["warnings"] == []
+    assert found["he_normal"]["vsgen-eager"]["bytes"] == found["core"]
+
+
+def test_presets_are_the_initializer_modules_triples():
+    from vsgen.initializer import PRESETS
+
+    for name in (
+        "glorot_normal",
+        "glorot_uniform",
+        "he_normal",
+        "he_uniform",
+        "lecun_normal",
+        "lecun_uniform",
+    ):
+        values = getattr(vj, name)()(jax.random.key(4), (12, 10))
+        expected = PRESETS[name](seed=4)((12, 10))
+        assert np.asarray(values).tobytes() == expected.tobytes()

@@ -2,14 +2,15 @@
 
 The keras wheel ships ``keras/src/initializers/random_initializers_test.py``.
 This module imports that installed file (it is not copied here) and runs its
-VarianceScaling and preset tests with Keras's classes replaced by vsgen's: the
-names ``initializers.VarianceScaling``, ``initializers.GlorotNormal``, ...,
-the string lookups (``"lecun_normal"``) and the test module's
+VarianceScaling, preset, RandomNormal and RandomUniform tests with Keras's
+classes replaced by vsgen's: the names ``initializers.VarianceScaling``,
+``initializers.GlorotNormal``, ``initializers.RandomNormal``, ..., the string
+lookups (``"lecun_normal"``, ``"random_normal"``) and the test module's
 ``compute_fans`` point to vsgen for the duration of each test. A spy counts
 vsgen draws, so a test that should draw values cannot pass on Keras's code.
 
-Tests of other initializers (RandomNormal, RandomUniform, Orthogonal, tensors
-as initializers) do not apply; docs/frameworks.md lists them and why.
+Tests of other initializers (Orthogonal, tensors as initializers) do not
+apply; docs/frameworks.md lists them and why.
 """
 
 from __future__ import annotations
@@ -34,9 +35,12 @@ if not PEER_FILE.is_file():  # pragma: no cover - every keras 3 wheel has it
     pytest.skip(f"this keras wheel has no {PEER_FILE.name}", allow_module_level=True)
 
 PRESETS = ("GlorotNormal", "GlorotUniform", "HeNormal", "HeUniform", "LecunNormal", "LecunUniform")
+FIXED = ("RandomNormal", "TruncatedNormal", "RandomUniform")
 
 #: Keras's test name -> does it draw values (so vsgen must have drawn)?
 APPLICABLE = {
+    "test_random_normal": True,
+    "test_random_uniform": True,
     "test_variance_scaling": True,
     "test_variance_scaling_invalid_scale": False,
     "test_variance_scaling_invalid_mode": False,
@@ -50,8 +54,6 @@ APPLICABLE = {
 }
 #: Keras's tests of initializers vsgen does not provide.
 NOT_APPLICABLE = {
-    "test_random_normal": "RandomNormal is not a variance-scaling initializer",
-    "test_random_uniform": "RandomUniform is not a variance-scaling initializer",
     "test_orthogonal": "Orthogonal is not a variance-scaling initializer",
     "test_get_method_with_tensor": "tests initializers made from tensors",
 }
@@ -100,11 +102,11 @@ class _Substituted(peer.RandomInitializersTest):
             return original_call(initializer, shape, dtype)
 
         replacements = {"VarianceScaling": vk.VarianceScaling}
-        replacements.update({name: getattr(vk, name) for name in PRESETS})
+        replacements.update({name: getattr(vk, name) for name in (*PRESETS, *FIXED)})
         lookups = {}
         for name, cls in replacements.items():
             lookups[name] = cls
-            if name in PRESETS:
+            if name in (*PRESETS, *FIXED):
                 snake = "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_")
                 lookups[snake] = cls
         lookups["variance_scaling"] = vk.VarianceScaling
@@ -162,6 +164,8 @@ def test_substitution_reaches_layers_and_lookups():
         assert type(keras_initializers.get("lecun_normal")) is vk.LecunNormal
         assert type(keras_initializers.get("glorot_uniform")) is vk.GlorotUniform
         assert keras_initializers.VarianceScaling is vk.VarianceScaling
+        assert type(keras_initializers.get("random_normal")) is vk.RandomNormal
+        assert keras_initializers.RandomUniform is vk.RandomUniform
         layer = peer.MultiHeadAttention(num_heads=2, key_dim=4, kernel_initializer="he_normal")
         layer.build((None, 3, 8), (None, 3, 8))
         assert case.draws > 0

@@ -1,4 +1,4 @@
-"""vsgen: variance-scaling (Glorot/He/LeCun) weights, fast and bit-reproducible.
+"""vsgen: variance-scaling (Glorot/He/LeCun) and other random weights, fast and bit-reproducible.
 
 Public API only; see the submodules for the implementation. The names are
 imported on first use (PEP 562), so that ``import vsgen`` is instant and the
@@ -23,11 +23,16 @@ if TYPE_CHECKING:
         KaimingUniform,
         LecunNormal,
         LecunUniform,
+        RandomInitializer,
+        RandomNormal,
+        RandomUniform,
         SamplePlan,
         Scaling,
+        TruncatedNormal,
         VarianceScaling,
         XavierNormal,
         XavierUniform,
+        calculate_gain,
         deserialize,
         get_preset,
     )
@@ -48,11 +53,16 @@ _HOMES = {
             "KaimingUniform",
             "LecunNormal",
             "LecunUniform",
+            "RandomInitializer",
+            "RandomNormal",
+            "RandomUniform",
             "SamplePlan",
             "Scaling",
+            "TruncatedNormal",
             "VarianceScaling",
             "XavierNormal",
             "XavierUniform",
+            "calculate_gain",
             "deserialize",
             "get_preset",
         )

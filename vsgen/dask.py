@@ -105,7 +105,13 @@ def to_dask(source: BlockSource, chunks: Any = "auto") -> dask.array.Array:
         source.stream,
         None
         if source.draw is None
-        else (source.draw.distribution, source.draw.multiplier, source.draw.seed),
+        else (
+            source.draw.distribution,
+            source.draw.multiplier,
+            source.draw.seed,
+            source.draw.offset,
+            source.draw.interval,
+        ),
         source.constant,
         normalized,
     )

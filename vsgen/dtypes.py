@@ -146,6 +146,36 @@ def narrow_bounds(
     return low, high
 
 
+def largest_at_most(value: float, dtype: np.dtype, strictly: bool = False) -> float:
+    """The largest finite ``dtype`` value ``<= value`` (``< value`` if ``strictly``),
+    for a finite ``value`` of either sign and any real output type."""
+    dtype = np.dtype(dtype)
+    with np.errstate(over="ignore"):
+        nearest = np.array(value, dtype=np.float64).astype(dtype)
+    down = np.array(-np.inf, dtype=dtype)
+    while (
+        not np.isfinite(nearest) or float(nearest) > value or (strictly and float(nearest) == value)
+    ):
+        if np.isneginf(nearest) or not np.isfinite(value):
+            raise ValueError(f"no finite {dtype.name} value is at most {value!r}")
+        nearest = np.nextafter(nearest, down)
+    return float(nearest)
+
+
+def interval_bounds(
+    dtype: np.dtype, low: float, high: float, open_high: bool
+) -> tuple[float, float]:
+    """The ``dtype`` values closest to the ends of ``[low, high]`` (``[low, high)``
+    if ``open_high``) and inside it: ``(smallest >= low, largest <= high)`` (``<``).
+
+    Clamping a value of the working precision to these and then rounding it to
+    ``dtype`` gives the same bytes as rounding first: rounding is monotone and
+    keeps values of ``dtype``. The interval may hold no ``dtype`` value at all:
+    then the first is larger than the second.
+    """
+    return -largest_at_most(-low, dtype), largest_at_most(high, dtype, strictly=open_high)
+
+
 def round_into(out: np.ndarray, values: np.ndarray, bounds: tuple[float, float] | None) -> None:
     """``out[...] = values`` rounded to ``out.dtype``, then clamped to ``bounds``.
 

@@ -1,4 +1,10 @@
-"""The VarianceScaling initializer and its presets: what the numbers mean.
+"""The initializers: what the numbers mean.
+
+``VarianceScaling`` and its presets (Keras's Glorot/He/LeCun, PyTorch's
+Kaiming/Xavier with ``torch.nn.init``'s arguments) scale with the tensor's
+fans; ``RandomNormal``, ``TruncatedNormal`` and ``RandomUniform`` (Keras 3's
+siblings of VarianceScaling) have fixed parameters. All of them share
+:class:`RandomInitializer`: seeds, streams, plans and sampling.
 
 No I/O and no printing here; files are written by ``vsgen.formats`` and the
 command line lives in ``vsgen.cli``.
@@ -11,9 +17,10 @@ import json
 import math
 import numbers
 import sys
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeGuard
+from typing import Any, ClassVar, Protocol, TypeGuard
 
 import numpy as np
 
@@ -41,6 +48,9 @@ from vsgen.streams import (
 MODES = ("fan_in", "fan_out", "fan_avg", "fan_geo_avg")
 #: The modes Keras 3 knows (``fan_geo_avg`` is JAX's).
 KERAS_MODES = ("fan_in", "fan_out", "fan_avg")
+#: Seeds Keras 3 accepts for its initializers: its numpy and JAX backends
+#: turn the seed into ``uint32`` words and raise OverflowError outside [0, 2**32).
+KERAS_MAX_SEED = 2**32
 
 #: Standard deviation of a standard normal truncated to [-2, 2]:
 #: sqrt(1 - 4 phi(2) / (2 Phi(2) - 1)). Dividing by it makes the truncated
@@ -64,12 +74,18 @@ def _is_seed_sequence(value: object) -> TypeGuard[np.random.SeedSequence]:
 class Scaling:
     """What a configuration means for one shape.
 
-    ``n`` is fan_in, fan_out, (fan_in + fan_out) / 2 or sqrt(fan_in * fan_out)
-    by mode, floored at 1;
+    Variance scaling: ``n`` is fan_in, fan_out, (fan_in + fan_out) / 2 or
+    sqrt(fan_in * fan_out) by mode, floored at 1;
     ``variance = scale / n``; ``stddev = sqrt(variance)``. For truncated_normal
     the pre-truncation stddev is ``s = stddev / 0.87962566103423978`` and values
     lie in ``[-2s, 2s]``; for uniform ``limit = sqrt(3 * variance)`` and values
     lie in ``[-limit, limit)``.
+
+    Fixed parameters (``RandomNormal``, ``TruncatedNormal``, ``RandomUniform``):
+    no fans, ``n``, ``scale`` or ``mode`` (None); values are centred on
+    ``mean``: within ``[mean - bound, mean + bound]`` (``bound = 2s``) for the
+    truncated normal, within ``[minval, maxval)`` (``interval``; ``limit`` is
+    half its width) for the uniform. ``stddev`` is always the values' own.
 
     Complex dtypes follow JAX (variance split evenly between real and
     imaginary parts): truncated_normal is ``s * w`` with ``w`` a complex
@@ -80,11 +96,11 @@ class Scaling:
     """
 
     shape: tuple[int, ...]
-    fan_in: int
-    fan_out: int
-    n: float
-    scale: float
-    mode: str
+    fan_in: int | None
+    fan_out: int | None
+    n: float | None
+    scale: float | None
+    mode: str | None
     distribution: str
     variance: float
     stddev: float
@@ -93,6 +109,10 @@ class Scaling:
     limit: float | None
     #: Complex outputs (complex64/complex128): ``bound`` and ``limit`` bound |z|.
     complex_valued: bool = False
+    #: The values' centre: a normal's mean, a uniform range's midpoint.
+    mean: float = 0.0
+    #: Uniform only: the exact ``(minval, maxval)`` an initializer states.
+    interval: tuple[float, float] | None = None
 
     @property
     def multiplier(self) -> float:
@@ -105,8 +125,38 @@ class Scaling:
             return self.limit
         return self.stddev
 
+    @property
+    def fixed(self) -> bool:
+        """True for fixed-parameter initializers (no fans, n, scale or mode)."""
+        return self.n is None
+
+    def value_range(self) -> tuple[float, float] | None:
+        """The interval the values lie in (as ``vsgen.streams.Draw.value_range``):
+        ``(mean - 2s, mean + 2s)`` for truncated_normal, ``interval`` or ``(mean -
+        limit, mean + limit)`` for uniform, None for untruncated_normal and for
+        complex values."""
+        if self.complex_valued:
+            return None
+        draw = Draw(self.distribution, self.multiplier, 0, np.dtype(np.float64), self.mean)
+        return self.interval if self.interval is not None else draw.value_range()
+
     def as_dict(self) -> dict[str, Any]:
         """Plain JSON types; keys as printed by ``vsgen describe --json``."""
+        if self.fixed:
+            info: dict[str, Any] = {
+                "shape": list(self.shape),
+                "distribution": self.distribution,
+                "mean": self.mean,
+                "stddev": self.stddev,
+                "variance": self.variance,
+                "pre_truncation_std": self.pre_truncation_std,
+                "bound": self.bound,
+                "limit": self.limit,
+            }
+            if self.distribution == "uniform":
+                low, high = self.value_range() or (None, None)
+                info["minval"], info["maxval"] = low, high
+            return {**info, **({"complex": True} if self.complex_valued else {})}
         return {
             "shape": list(self.shape),
             "fan_in": self.fan_in,
@@ -124,20 +174,23 @@ class Scaling:
         }
 
 
-def _check_scale(scale: object) -> float:
-    if isinstance(scale, bool) or not isinstance(scale, numbers.Real):
-        raise TypeError(
-            f"Argument `scale` must be a positive finite float. Received: scale={scale!r}"
-        )
+def _check_real(value: object, argument: str, *, positive: bool = False) -> float:
+    """``value`` as a float: a finite real number (not a bool), > 0 if ``positive``."""
+    wording = "a positive finite float" if positive else "a finite float"
+    message = f"Argument `{argument}` must be {wording}. Received: {argument}={value!r}"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(message)
     try:
-        value = float(scale)
+        number = float(value)
     except OverflowError:  # an integer such as 10**400
-        value = math.inf
-    if not math.isfinite(value) or value <= 0.0:
-        raise ValueError(
-            f"Argument `scale` must be a positive finite float. Received: scale={scale!r}"
-        )
-    return value
+        number = math.inf
+    if not math.isfinite(number) or (positive and number <= 0.0):
+        raise ValueError(message)
+    return number
+
+
+def _check_scale(scale: object) -> float:
+    return _check_real(scale, "scale", positive=True)
 
 
 def _check_mode(mode: object) -> str:
@@ -206,75 +259,45 @@ def _check_jax_axis(axes: object, argument: str) -> int | tuple[int, ...] | None
     return checked
 
 
-class VarianceScaling:
-    """Initializer whose scale adapts to the shape of the weights.
+def check_keras_seed(seed: object) -> None:
+    """Refuse a seed Keras 3 cannot take: outside [0, 2**32) (its numpy and JAX
+    backends make ``uint32`` words of it and raise OverflowError when it is called).
+    None is fine: Keras then draws one."""
+    if seed is None:
+        return
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"Argument `seed` must be None or an integer. Received: seed={seed!r}")
+    if not 0 <= int(seed) < KERAS_MAX_SEED:
+        raise ValueError(
+            "Argument `seed` must be in [0, 2**32) for Keras 3, whose numpy and JAX backends "
+            f"raise OverflowError on larger seeds. Received: seed={seed!r}"
+        )
 
-    With fans from ``vsgen.compute_fans`` and
-    ``n = max(1, fan_in | fan_out | (fan_in + fan_out) / 2 | sqrt(fan_in * fan_out))``
-    by ``mode``, the target variance is ``v = scale / n``:
 
-    * ``truncated_normal``: N(0, s**2) truncated to [-2s, 2s] with
-      ``s = sqrt(v) / 0.87962566103423978``, so the result's stddev is sqrt(v);
-    * ``untruncated_normal``: N(0, v);
-    * ``uniform``: U(-limit, limit) with ``limit = sqrt(3 v)``.
+class RandomInitializer:
+    """What every vsgen initializer shares: its seed, its stream, plans and sampling.
 
-    complex64/complex128 outputs follow JAX's complex variance scaling (see
-    ``Scaling``).
-
-    Args:
-        scale: positive finite scaling factor.
-        mode: ``"fan_in"``, ``"fan_out"``, ``"fan_avg"`` or ``"fan_geo_avg"``
-            (JAX's geometric mean, ``n = sqrt(fan_in * fan_out)``).
-        distribution: ``"truncated_normal"`` (alias ``"normal"``),
-            ``"untruncated_normal"`` or ``"uniform"``; case-insensitive.
-        seed: None (draw a fresh seed now; see ``seed``), a non-negative int
-            (below 2**32 for the keras stream, 2**64 for the vsgen stream), or
-            a ``numpy.random.SeedSequence``, which gives fresh values per call.
-            A seed indexes one stream of numbers: the same seed with another
-            distribution, scale or shape gives related values (the same
-            underlying draws), so give each tensor its own seed (model specs
-            derive one per tensor name).
-        input_axes, output_axes: explicit fan axes (Keras 3.15); together.
-        in_axis, out_axis, batch_axis: JAX's fan axes (int or list); the axes
-            in none of them form the receptive field, ``batch_axis`` is left
-            out; unset in/out axes are the layout's. Not with input_axes.
-        layout: ``"keras"`` (channels-last) or ``"torch"`` (``(out, in, *k)``).
-        stream: ``"vsgen"`` (fast, parallel, default) or ``"keras"``
-            (bit-identical to Keras 3 with its numpy backend; the JAX and
-            TensorFlow backends draw from their own generators, so they give
-            other values from the same distribution).
-
-    Calling the initializer repeatedly returns the same values (Keras 3).
+    Subclasses say what the numbers mean (``_scaling``: a :class:`Scaling` for
+    a shape) and how they are configured (``get_config``/``from_config``,
+    ``keras_config``); drawing them is common. Calling an initializer again
+    returns the same values (Keras 3), unless its seed is a
+    ``numpy.random.SeedSequence``, which gives fresh values per call.
     """
 
-    def __init__(
-        self,
-        scale: float = 1.0,
-        mode: str = "fan_in",
-        distribution: str = "truncated_normal",
-        seed: int | np.random.SeedSequence | None = None,
-        *,
-        input_axes: Sequence[int] | None = None,
-        output_axes: Sequence[int] | None = None,
-        in_axis: AxisSpec | None = None,
-        out_axis: AxisSpec | None = None,
-        batch_axis: AxisSpec | None = None,
-        layout: str = "keras",
-        stream: str = DEFAULT_STREAM,
-    ) -> None:
-        self.scale = _check_scale(scale)
-        self.mode = _check_mode(mode)
-        self.distribution = _check_distribution(distribution)
+    #: The ``kind`` of the provenance records of tensors made with it.
+    kind: ClassVar[str] = ""
+    #: Whether the values depend on the tensor's fans (variance scaling).
+    uses_fans: ClassVar[bool] = True
+    # Fan conventions; fixed-parameter initializers have none and keep these.
+    layout: str = "keras"
+    input_axes: tuple[int, ...] | None = None
+    output_axes: tuple[int, ...] | None = None
+    in_axis: int | tuple[int, ...] | None = None
+    out_axis: int | tuple[int, ...] | None = None
+    batch_axis: int | tuple[int, ...] = ()
+
+    def _set_seed(self, seed: int | np.random.SeedSequence | None, stream: str) -> None:
         self._stream = get_stream(stream)
-        self.layout = check_layout(layout)
-        self.input_axes = _check_axes(input_axes, "input_axes")
-        self.output_axes = _check_axes(output_axes, "output_axes")
-        check_axes_pair(input_axes, output_axes)
-        self.in_axis = _check_jax_axis(in_axis, "in_axis")
-        self.out_axis = _check_jax_axis(out_axis, "out_axis")
-        checked_batch = _check_jax_axis(batch_axis, "batch_axis")
-        self.batch_axis: int | tuple[int, ...] = () if checked_batch is None else checked_batch
-        check_jax_axes_alone(input_axes, output_axes, self.in_axis, self.out_axis, self.batch_axis)
         self._seed_sequence: np.random.SeedSequence | None = None
         self.seed_was_drawn = False
         if _is_seed_sequence(seed):
@@ -315,6 +338,259 @@ class VarianceScaling:
             out_axis=self.out_axis,
             batch_axis=self.batch_axis,
         )
+
+    def scaling(self, shape: Sequence[int], dtype: object = None) -> Scaling:
+        """What the numbers mean for ``shape`` (and ``dtype``: complex dtypes have
+        their own parameters, see ``Scaling``)."""
+        return self._scaling(normalize_shape(shape), resolve_dtype(dtype).kind == "c")
+
+    def _scaling(self, shape: tuple[int, ...], complex_valued: bool = False) -> Scaling:
+        raise NotImplementedError
+
+    def _fit_argument(self) -> tuple[str, object]:
+        """The argument a dtype that cannot hold the numbers is blamed on."""
+        return "scale", getattr(self, "scale", None)
+
+    # --- sampling --------------------------------------------------------------
+
+    def _next_seed(self) -> int:
+        if self._seed_sequence is None:
+            assert self.seed is not None
+            return self.seed
+        child = self._seed_sequence.spawn(1)[0]
+        words = child.generate_state(2, np.uint32)
+        value = int(words[0]) | (int(words[1]) << 32)
+        self.last_seed = value % self._stream.max_seed
+        return self.last_seed
+
+    def plan(
+        self,
+        shape: Sequence[int],
+        dtype: object = None,
+        *,
+        rows: tuple[int | None, int | None] | None = None,
+        fan_shape: Sequence[int] | None = None,
+    ) -> SamplePlan:
+        """Resolve what a call would sample, without sampling.
+
+        ``rows=(a, b)`` selects rows a..b-1 along axis 0 of the full ``shape``
+        (``None`` for an open end: ``(100, None)`` is rows 100 to the end)
+        (bit-identical to slicing the full tensor); fans then still come from
+        the full shape. ``fan_shape`` computes fans from another shape (TF1's
+        ``partition_info``) while sampling ``shape``.
+        """
+        shape = normalize_shape(shape)
+        resolved = resolve_dtype(dtype)
+        if resolved.kind == "c" and not self._stream.random_access:
+            raise ValueError(
+                f"Argument `dtype` {resolved.name} needs the vsgen stream; the "
+                f"{self.stream!r} stream (Keras) has no complex values. Received: "
+                f"dtype={dtype!r}"
+            )
+        scaling = self._scaling(
+            shape if fan_shape is None else normalize_shape(fan_shape), resolved.kind == "c"
+        )
+        out_shape, start, stop = row_range(shape, rows)
+        argument, value = self._fit_argument()
+        _check_fits_dtype(scaling, resolved, argument, value)
+        interval = scaling.interval
+        if interval is not None and interval == (
+            scaling.mean - scaling.multiplier,
+            scaling.mean + scaling.multiplier,
+        ):
+            interval = None  # the same doubles: no need to state them
+        draw = Draw(
+            scaling.distribution,
+            scaling.multiplier,
+            self._next_seed(),
+            resolved,
+            scaling.mean,
+            interval,
+        )
+        return SamplePlan(
+            stream=self._stream,
+            draw=draw,
+            scaling=scaling,
+            full_shape=shape,
+            shape=out_shape,
+            start=start,
+            stop=stop,
+            rows=None if rows is None else resolve_rows(shape, rows),
+        )
+
+    def sample(
+        self,
+        shape: Sequence[int],
+        dtype: object = None,
+        *,
+        rows: tuple[int | None, int | None] | None = None,
+        fan_shape: Sequence[int] | None = None,
+        threads: int | None = None,
+        out: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Return the tensor (or rows ``a..b-1`` of it) as a NumPy array.
+
+        With ``out``, a writeable C-contiguous NumPy array of the sampled
+        shape, the values are written into it (no allocation) and ``out`` is
+        returned; its dtype is used when ``dtype`` is None. For torch tensors
+        and other buffers use ``vsgen.fill_``.
+        """
+        if out is None:
+            return self.plan(shape, dtype, rows=rows, fan_shape=fan_shape).array(threads)
+        if dtype is None and isinstance(out, np.ndarray):
+            dtype = out.dtype
+        self.plan(shape, dtype, rows=rows, fan_shape=fan_shape).fill(out, threads)
+        return out
+
+    def __call__(
+        self, shape: Sequence[int], dtype: object = None, *, out: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Return a ``shape`` array of ``dtype`` (default float32) drawn as documented,
+        or write it into ``out`` (see ``sample``) and return that."""
+        return self.sample(shape, dtype, out=out)
+
+    # --- configuration ---------------------------------------------------------
+
+    def get_config(self) -> dict[str, Any]:
+        """The plain JSON config, its seed included; ``from_config`` rebuilds it."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> RandomInitializer:
+        """Rebuild an initializer from ``get_config()`` output."""
+        raise NotImplementedError
+
+    def keras_config(self) -> dict[str, Any]:
+        """The Keras 3 serialized form, accepted by ``keras.initializers.deserialize``."""
+        raise NotImplementedError
+
+    def _keras_seed(self) -> int | None:
+        """The seed of the Keras form: the given seed, refused outside [0, 2**32)
+        (:func:`check_keras_seed`); a seed vsgen drew (``seed=None``) taken
+        modulo 2**32, itself a uniformly drawn seed Keras can take."""
+        if self.seed_was_drawn and self.seed is not None:
+            return self.seed % KERAS_MAX_SEED
+        check_keras_seed(self.seed)
+        return self.seed
+
+    def _keras_form(self, class_name: str, config: dict[str, Any]) -> dict[str, Any]:
+        """``{"module", "class_name", "config", "registered_name"}``, with the seed
+        Keras takes (``_keras_seed``)."""
+        if "seed" in config:
+            config["seed"] = self._keras_seed()
+        return {
+            "module": "keras.initializers",
+            "class_name": class_name,
+            "config": config,
+            "registered_name": None,
+        }
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RandomInitializer):
+            return NotImplemented
+        return type(self) is type(other) and self.get_config() == other.get_config()
+
+    def __hash__(self) -> int:
+        return hash(json.dumps(self.get_config(), sort_keys=True))
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{key}={value!r}" for key, value in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
+def _unknown_keys(
+    config: Mapping[str, Any], allowed: Sequence[str], shown: Sequence[str] | None = None
+) -> None:
+    unknown = sorted(set(config) - set(allowed))
+    if unknown:
+        raise ValueError(
+            f"Argument `config` has unknown key(s) {', '.join(map(repr, unknown))}; "
+            f"allowed: {', '.join(allowed if shown is None else shown)}"
+        )
+
+
+def _config_mapping(config: object) -> dict[str, Any]:
+    if not isinstance(config, Mapping):
+        raise TypeError(
+            f"Argument `config` must be a JSON object (a dict). Received: config={config!r}"
+        )
+    return dict(config)
+
+
+class VarianceScaling(RandomInitializer):
+    """Initializer whose scale adapts to the shape of the weights.
+
+    With fans from ``vsgen.compute_fans`` and
+    ``n = max(1, fan_in | fan_out | (fan_in + fan_out) / 2 | sqrt(fan_in * fan_out))``
+    by ``mode``, the target variance is ``v = scale / n``:
+
+    * ``truncated_normal``: N(0, s**2) truncated to [-2s, 2s] with
+      ``s = sqrt(v) / 0.87962566103423978``, so the result's stddev is sqrt(v);
+    * ``untruncated_normal``: N(0, v);
+    * ``uniform``: U(-limit, limit) with ``limit = sqrt(3 v)``.
+
+    complex64/complex128 outputs follow JAX's complex variance scaling (see
+    ``Scaling``).
+
+    Args:
+        scale: positive finite scaling factor.
+        mode: ``"fan_in"``, ``"fan_out"``, ``"fan_avg"`` or ``"fan_geo_avg"``
+            (JAX's geometric mean, ``n = sqrt(fan_in * fan_out)``).
+        distribution: ``"truncated_normal"`` (alias ``"normal"``),
+            ``"untruncated_normal"`` or ``"uniform"``; case-insensitive.
+        seed: None (draw a fresh seed now; see ``seed``), a non-negative int
+            (below 2**32 for the keras stream, 2**64 for the vsgen stream), or
+            a ``numpy.random.SeedSequence``, which gives fresh values per call.
+            A seed indexes one stream of numbers: the same seed with another
+            distribution, scale or shape gives related values (the same
+            underlying draws), so give each tensor its own seed (model specs
+            derive one per tensor name).
+        input_axes, output_axes: explicit fan axes (Keras 3.15); together.
+        in_axis, out_axis, batch_axis: JAX's fan axes (int or list); the axes
+            in none of them form the receptive field, ``batch_axis`` is left
+            out; unset in/out axes are the layout's. Not with input_axes.
+        layout: ``"keras"`` (channels-last) or ``"torch"`` (``(out, in, *k)``).
+        stream: ``"vsgen"`` (fast, parallel, default) or ``"keras"``
+            (bit-identical to Keras 3 with its numpy backend; the JAX and
+            TensorFlow backends draw from their own generators, so they give
+            other values from the same distribution).
+
+    Calling the initializer repeatedly returns the same values (Keras 3).
+    """
+
+    kind = "variance_scaling"
+
+    def __init__(
+        self,
+        scale: float = 1.0,
+        mode: str = "fan_in",
+        distribution: str = "truncated_normal",
+        seed: int | np.random.SeedSequence | None = None,
+        *,
+        input_axes: Sequence[int] | None = None,
+        output_axes: Sequence[int] | None = None,
+        in_axis: AxisSpec | None = None,
+        out_axis: AxisSpec | None = None,
+        batch_axis: AxisSpec | None = None,
+        layout: str = "keras",
+        stream: str = DEFAULT_STREAM,
+    ) -> None:
+        self.scale = _check_scale(scale)
+        self.mode = _check_mode(mode)
+        self.distribution = _check_distribution(distribution)
+        stream_name = get_stream(stream).name
+        self.layout = check_layout(layout)
+        self.input_axes = _check_axes(input_axes, "input_axes")
+        self.output_axes = _check_axes(output_axes, "output_axes")
+        check_axes_pair(input_axes, output_axes)
+        self.in_axis = _check_jax_axis(in_axis, "in_axis")
+        self.out_axis = _check_jax_axis(out_axis, "out_axis")
+        checked_batch = _check_jax_axis(batch_axis, "batch_axis")
+        self.batch_axis = () if checked_batch is None else checked_batch
+        check_jax_axes_alone(input_axes, output_axes, self.in_axis, self.out_axis, self.batch_axis)
+        self._set_seed(seed, stream_name)
+
+    # --- what the numbers mean -------------------------------------------------
 
     def scaling(self, shape: Sequence[int], dtype: object = None) -> Scaling:
         """Fans, n, variance, stddev and the distribution's parameters for ``shape``
@@ -363,90 +639,6 @@ class VarianceScaling:
             complex_valued=complex_valued,
         )
 
-    # --- sampling --------------------------------------------------------------
-
-    def _next_seed(self) -> int:
-        if self._seed_sequence is None:
-            assert self.seed is not None
-            return self.seed
-        child = self._seed_sequence.spawn(1)[0]
-        words = child.generate_state(2, np.uint32)
-        value = int(words[0]) | (int(words[1]) << 32)
-        self.last_seed = value % self._stream.max_seed
-        return self.last_seed
-
-    def plan(
-        self,
-        shape: Sequence[int],
-        dtype: object = None,
-        *,
-        rows: tuple[int | None, int | None] | None = None,
-        fan_shape: Sequence[int] | None = None,
-    ) -> SamplePlan:
-        """Resolve what a call would sample, without sampling.
-
-        ``rows=(a, b)`` selects rows a..b-1 along axis 0 of the full ``shape``
-        (``None`` for an open end: ``(100, None)`` is rows 100 to the end)
-        (bit-identical to slicing the full tensor); fans then still come from
-        the full shape. ``fan_shape`` computes fans from another shape (TF1's
-        ``partition_info``) while sampling ``shape``.
-        """
-        shape = normalize_shape(shape)
-        resolved = resolve_dtype(dtype)
-        if resolved.kind == "c" and not self._stream.random_access:
-            raise ValueError(
-                f"Argument `dtype` {resolved.name} needs the vsgen stream; the "
-                f"{self.stream!r} stream (Keras) has no complex values. Received: "
-                f"dtype={dtype!r}"
-            )
-        scaling = self._scaling(
-            shape if fan_shape is None else normalize_shape(fan_shape), resolved.kind == "c"
-        )
-        out_shape, start, stop = row_range(shape, rows)
-        _check_fits_dtype(scaling, resolved)
-        draw = Draw(self.distribution, scaling.multiplier, self._next_seed(), resolved)
-        return SamplePlan(
-            stream=self._stream,
-            draw=draw,
-            scaling=scaling,
-            full_shape=shape,
-            shape=out_shape,
-            start=start,
-            stop=stop,
-            rows=None if rows is None else resolve_rows(shape, rows),
-        )
-
-    def sample(
-        self,
-        shape: Sequence[int],
-        dtype: object = None,
-        *,
-        rows: tuple[int | None, int | None] | None = None,
-        fan_shape: Sequence[int] | None = None,
-        threads: int | None = None,
-        out: np.ndarray | None = None,
-    ) -> np.ndarray:
-        """Return the tensor (or rows ``a..b-1`` of it) as a NumPy array.
-
-        With ``out``, a writeable C-contiguous NumPy array of the sampled
-        shape, the values are written into it (no allocation) and ``out`` is
-        returned; its dtype is used when ``dtype`` is None. For torch tensors
-        and other buffers use ``vsgen.fill_``.
-        """
-        if out is None:
-            return self.plan(shape, dtype, rows=rows, fan_shape=fan_shape).array(threads)
-        if dtype is None and isinstance(out, np.ndarray):
-            dtype = out.dtype
-        self.plan(shape, dtype, rows=rows, fan_shape=fan_shape).fill(out, threads)
-        return out
-
-    def __call__(
-        self, shape: Sequence[int], dtype: object = None, *, out: np.ndarray | None = None
-    ) -> np.ndarray:
-        """Return a ``shape`` array of ``dtype`` (default float32) drawn as documented,
-        or write it into ``out`` (see ``sample``) and return that."""
-        return self.sample(shape, dtype, out=out)
-
     # --- configuration ---------------------------------------------------------
 
     def get_config(self) -> dict[str, Any]:
@@ -472,23 +664,19 @@ class VarianceScaling:
         return config
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> VarianceScaling:
-        """Rebuild an initializer from ``get_config()`` output (unknown keys are refused)."""
-        if not isinstance(config, Mapping):
-            raise TypeError(
-                f"Argument `config` must be a JSON object (a dict). Received: config={config!r}"
-            )
+    def from_config(cls, config: Mapping[str, Any]) -> RandomInitializer:
+        """Rebuild an initializer from ``get_config()`` output (unknown keys are refused).
+
+        ``VarianceScaling.from_config`` of a config naming a ``"preset"`` (the
+        PyTorch presets and the fixed-parameter initializers record theirs)
+        builds that class, so any plain config vsgen writes reads back here.
+        """
+        config = _config_mapping(config)
         if config.get("preset") is not None and cls is VarianceScaling:
-            # PyTorch's presets record their name: their stddev is computed their way.
-            return get_preset(config["preset"]).from_config(config)
-        allowed = set(_CONFIG_KEYS) - {"preset"}
-        unknown = sorted(set(config) - allowed)
-        if unknown:
-            raise ValueError(
-                f"Argument `config` has unknown key(s) {', '.join(map(repr, unknown))}; "
-                f"allowed: {', '.join(_CONFIG_KEYS)}"
-            )
-        return cls(**dict(config))
+            return from_config(config)
+        # (A "preset": null names nothing; the message lists every key a config may have.)
+        _unknown_keys(config, [key for key in _CONFIG_KEYS if key != "preset"], _CONFIG_KEYS)
+        return cls(**config)
 
     def keras_config(self) -> dict[str, Any]:
         """The Keras 3 serialized form, accepted by ``keras.initializers.deserialize``.
@@ -496,6 +684,8 @@ class VarianceScaling:
         Only keys Keras knows are emitted; the stream is not part of it (Keras
         always draws as vsgen's ``keras`` stream does). The ``torch`` layout has
         no rank-free Keras equivalent and is refused: give explicit axes instead.
+        So is a seed Keras cannot take (outside [0, 2**32), see
+        :func:`check_keras_seed`).
         """
         if self.layout != "keras":
             raise ValueError(
@@ -518,24 +708,7 @@ class VarianceScaling:
         if self.input_axes is not None:
             config["input_axes"] = list(self.input_axes)
             config["output_axes"] = list(self.output_axes or ())
-        return {
-            "module": "keras.initializers",
-            "class_name": "VarianceScaling",
-            "config": config,
-            "registered_name": None,
-        }
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, VarianceScaling):
-            return NotImplemented
-        return type(self) is type(other) and self.get_config() == other.get_config()
-
-    def __hash__(self) -> int:
-        return hash(json.dumps(self.get_config(), sort_keys=True))
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{key}={value!r}" for key, value in self.get_config().items())
-        return f"{type(self).__name__}({args})"
+        return self._keras_form("VarianceScaling", config)
 
 
 _CONFIG_KEYS = (
@@ -683,35 +856,53 @@ _DTYPE_TINY = {
 _NORMAL_REACH = 10.0
 
 
-def _check_fits_dtype(scaling: Scaling, dtype: np.dtype) -> None:
-    """Refuse a scale whose numbers ``dtype`` cannot represent.
+def _check_fits_dtype(
+    scaling: Scaling, dtype: np.dtype, argument: str = "scale", value: object = None
+) -> None:
+    """Refuse parameters whose numbers ``dtype`` cannot represent.
 
-    Overflow: the largest magnitude (the bound 2s, the limit, or for the
-    untruncated normal 10 stddevs) must be finite in double precision and
-    in ``dtype``. Underflow: the stddev must be at least the smallest normal
-    number of ``dtype``, or the values would be subnormal (few significant
-    bits) or zero.
+    Overflow: the largest magnitude (``|mean|`` plus the bound 2s, the limit,
+    or for the untruncated normal 10 stddevs) must be finite in double
+    precision and in ``dtype``. Underflow: the stddev must be at least the
+    smallest normal number of ``dtype``, or the values would be subnormal
+    (few significant bits) or zero. Values around a mean other than 0 (or in
+    a stated range) need instead that the range holds a value of ``dtype``.
+    ``argument`` and ``value`` name what the message blames.
     """
     name = np.dtype(dtype).name
     if scaling.distribution == "untruncated_normal":
         reach = _NORMAL_REACH * scaling.stddev
     else:
         reach = scaling.bound if scaling.bound is not None else scaling.multiplier
-    received = f"Received: scale={scaling.scale!r}, dtype={name}"
+    reach += abs(scaling.mean)
+    shown = scaling.scale if argument == "scale" else value
+    received = f"Received: {argument}={shown!r}, dtype={name}"
     largest = _DTYPE_MAX[name]
     if not math.isfinite(reach) or reach > largest:
         raise ValueError(
-            f"Argument `scale` is too large for `dtype` {name}: values would reach "
+            f"Argument `{argument}` is too large for `dtype` {name}: values would reach "
             f"{reach:.4g}, beyond its largest finite value {largest:.4g}. {received}"
         )
     tiny = _DTYPE_TINY[name]
+    centred = scaling.mean == 0.0 and scaling.interval is None
     # The variance is a double too; a subnormal one has lost its precision.
-    if not (scaling.stddev >= tiny and scaling.variance >= sys.float_info.min):
+    # (Around a mean the values are not small: the range check below applies.)
+    if centred and not (scaling.stddev >= tiny and scaling.variance >= sys.float_info.min):
         raise ValueError(
-            f"Argument `scale` is too small for `dtype` {name}: the stddev "
+            f"Argument `{argument}` is too small for `dtype` {name}: the stddev "
             f"{scaling.stddev:.4g} is below its smallest normal number {tiny:.4g}, so "
             f"values would be subnormal or zero. {received}"
         )
+    if not centred and not scaling.complex_valued:
+        from vsgen.streams._offset import offset_bounds
+
+        draw = Draw(scaling.distribution, scaling.multiplier, 0, np.dtype(dtype), scaling.mean)
+        if scaling.interval is not None:
+            draw = dataclasses.replace(draw, interval=scaling.interval)
+        try:
+            offset_bounds(draw, np.dtype(dtype))
+        except ValueError as error:
+            raise ValueError(f"Argument `{argument}`: {error}. {received}") from None
 
 
 class _Preset(VarianceScaling):
@@ -747,7 +938,7 @@ class _Preset(VarianceScaling):
         )
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> VarianceScaling:
+    def from_config(cls, config: Mapping[str, Any]) -> RandomInitializer:
         """Accept the preset's own config (``{"seed": ...}``) or a full one that
         matches the preset's fixed parameters."""
         if not isinstance(config, Mapping):
@@ -781,7 +972,7 @@ class _Preset(VarianceScaling):
     def keras_config(self) -> dict[str, Any]:
         """Keras' serialized form of the preset: its class name and ``{"seed"}``."""
         form = super().keras_config()
-        config = {"seed": self.seed}
+        config = {"seed": form["config"]["seed"]}
         if self.input_axes is not None:
             config["input_axes"] = form["config"]["input_axes"]
             config["output_axes"] = form["config"]["output_axes"]
@@ -826,18 +1017,101 @@ class LecunUniform(_Preset):
     _PARAMS = (1.0, "fan_in", "uniform")
 
 
+#: ``torch.nn.init.calculate_gain``'s nonlinearities: the linear ones (gain 1).
+LINEAR_NONLINEARITIES = (
+    "linear",
+    "conv1d",
+    "conv2d",
+    "conv3d",
+    "conv_transpose1d",
+    "conv_transpose2d",
+    "conv_transpose3d",
+)
+#: Every nonlinearity ``calculate_gain`` knows, in its order.
+NONLINEARITIES = (*LINEAR_NONLINEARITIES, "sigmoid", "tanh", "relu", "leaky_relu", "selu")
+
+
+def _check_nonlinearity(nonlinearity: object) -> str:
+    if nonlinearity not in NONLINEARITIES:
+        raise ValueError(
+            f"Argument `nonlinearity` must be one of {', '.join(NONLINEARITIES)} "
+            f"(torch.nn.init.calculate_gain's). Received: nonlinearity={nonlinearity!r}"
+        )
+    return str(nonlinearity)
+
+
+def _check_negative_slope(a: object) -> float | int:
+    """``a`` as torch takes it: an int or a float, not a bool; finite here."""
+    if isinstance(a, bool) or not isinstance(a, (int, float)):
+        raise TypeError(f"Argument `a` must be a finite number. Received: a={a!r}")
+    if not math.isfinite(a):
+        raise ValueError(f"Argument `a` must be a finite number. Received: a={a!r}")
+    return a
+
+
+def calculate_gain(nonlinearity: str, param: float | None = None) -> float:
+    """``torch.nn.init.calculate_gain``, with torch's arithmetic.
+
+    linear, conv*, conv_transpose*, sigmoid: 1; tanh: 5/3; relu: sqrt(2);
+    leaky_relu: sqrt(2 / (1 + negative_slope**2)), ``param`` the negative slope
+    (default 0.01); selu: 3/4.
+
+    Raises:
+        ValueError: an unknown nonlinearity, or a slope that is not a number.
+    """
+    nonlinearity = _check_nonlinearity(nonlinearity)
+    if nonlinearity in LINEAR_NONLINEARITIES or nonlinearity == "sigmoid":
+        return 1
+    if nonlinearity == "tanh":
+        return 5.0 / 3
+    if nonlinearity == "relu":
+        return math.sqrt(2.0)
+    if nonlinearity == "leaky_relu":
+        negative_slope = 0.01 if param is None else _check_negative_slope(param)
+        return math.sqrt(2.0 / (1 + negative_slope**2))
+    return 3.0 / 4
+
+
+def _gain_squared(nonlinearity: str, param: float | int) -> float:
+    """The variance scale of a gain, gain**2 without the square root's rounding:
+    2 for relu and leaky_relu with slope 0, so the default Kaiming presets keep
+    ``scale = 2.0`` in their configs."""
+    if nonlinearity in LINEAR_NONLINEARITIES or nonlinearity == "sigmoid":
+        return 1.0
+    if nonlinearity == "tanh":
+        return 25.0 / 9
+    if nonlinearity == "relu":
+        return 2.0
+    if nonlinearity == "leaky_relu":
+        return 2.0 / (1 + param**2)
+    return 9.0 / 16
+
+
+#: What ``torch.nn.init`` says for a rank-0 or rank-1 tensor.
+_TORCH_RANK_MESSAGE = (
+    "Fan in and fan out can not be computed for tensor with fewer than 2 dimensions"
+)
+#: What ``torch.nn.init`` warns for a tensor without elements.
+ZERO_ELEMENT_WARNING = "Initializing zero-element tensors is a no-op"
+
+
 class _TorchPreset(_Preset):
-    """A ``torch.nn.init`` function with its default arguments, bit for bit.
+    """A ``torch.nn.init`` function with its arguments, bit for bit.
 
     PyTorch computes the parameters in its own order (``gain / sqrt(fan)``,
     then ``sqrt(3) * std``), which can differ from ``sqrt(scale / n)`` in the
     last bit; these presets compute them as PyTorch does, so ``stddev`` and
     ``limit`` are the very doubles ``torch.nn.init`` uses. The layout is
-    PyTorch's ``(out, in, *kernel)`` unless another is given. Their configs
-    carry ``"preset"`` so that a file's record rebuilds the same numbers.
+    PyTorch's ``(out, in, *kernel)`` unless another is given. As in torch, a
+    tensor of rank below 2 is refused (ValueError) and one without elements
+    gets a UserWarning. Their configs carry ``"preset"`` and the arguments
+    that differ from torch's defaults, so that a file's record rebuilds the
+    same numbers.
     """
 
     _TORCH_NAME = ""
+    #: torch's keyword arguments of this function and their defaults.
+    _TORCH_DEFAULTS: ClassVar[dict[str, Any]] = {}
 
     def __init__(
         self,
@@ -847,33 +1121,126 @@ class _TorchPreset(_Preset):
         output_axes: Sequence[int] | None = None,
         layout: str = "torch",
         stream: str = DEFAULT_STREAM,
+        **torch_arguments: Any,
     ) -> None:
-        super().__init__(
-            seed, input_axes=input_axes, output_axes=output_axes, layout=layout, stream=stream
+        unknown = sorted(set(torch_arguments) - set(self._TORCH_DEFAULTS))
+        if unknown:
+            raise TypeError(
+                f"{type(self).__name__} got unexpected keyword argument(s) "
+                f"{', '.join(map(repr, unknown))}; its torch arguments are "
+                f"{', '.join(self._TORCH_DEFAULTS) or 'none'}"
+            )
+        self._set_torch_arguments({**self._TORCH_DEFAULTS, **torch_arguments})
+        scale, mode, distribution = self._PARAMS
+        VarianceScaling.__init__(
+            self,
+            scale,
+            mode,
+            distribution,
+            seed,
+            input_axes=input_axes,
+            output_axes=output_axes,
+            layout=layout,
+            stream=stream,
         )
+
+    def _set_torch_arguments(self, arguments: dict[str, Any]) -> None:
+        """Check torch's arguments, keep them, and set ``_PARAMS`` for this instance."""
+        raise NotImplementedError
 
     def _torch_std(self, fan_in: int, fan_out: int) -> float:
         raise NotImplementedError
 
-    def scaling(self, shape: Sequence[int], dtype: object = None) -> Scaling:
-        """As ``VarianceScaling.scaling``, with PyTorch's stddev and limit.
+    @property
+    def torch_arguments(self) -> dict[str, Any]:
+        """torch's keyword arguments of this initializer (``a``, ``mode``,
+        ``nonlinearity`` or ``gain``), as torch would receive them."""
+        return {key: getattr(self, key) for key in self._TORCH_DEFAULTS}
+
+    def plan(
+        self,
+        shape: Sequence[int],
+        dtype: object = None,
+        *,
+        rows: tuple[int | None, int | None] | None = None,
+        fan_shape: Sequence[int] | None = None,
+    ) -> SamplePlan:
+        """As ``VarianceScaling.plan``; a shape without elements warns as torch does."""
+        if 0 in normalize_shape(shape):
+            warnings.warn(ZERO_ELEMENT_WARNING, UserWarning, stacklevel=2)
+        return super().plan(shape, dtype, rows=rows, fan_shape=fan_shape)
+
+    def _scaling(self, shape: tuple[int, ...], complex_valued: bool = False) -> Scaling:
+        """As ``VarianceScaling``'s, with PyTorch's stddev and limit.
 
         Fans below 1 are floored at 1 (PyTorch divides by zero there). Real
-        dtypes only: ``torch.nn.init`` defines no complex variant.
+        dtypes and shapes of rank >= 2 only, as ``torch.nn.init`` (a shape
+        without elements, which torch leaves alone with a warning, passes).
         """
-        if dtype is not None and resolve_dtype(dtype).kind == "c":
-            raise ValueError(f"PyTorch presets make real tensors only. Received: dtype={dtype!r}")
-        base = super().scaling(shape)
+        if complex_valued:
+            raise ValueError(
+                "PyTorch presets make real tensors only (torch.nn.init defines no complex "
+                "variant). Received: a complex dtype"
+            )
+        if len(shape) < 2 and math.prod(shape) > 0:
+            raise ValueError(f"{_TORCH_RANK_MESSAGE}. Received: shape={shape}")
+        base = super()._scaling(shape)
+        assert base.fan_in is not None and base.fan_out is not None
         stddev = self._torch_std(max(1, base.fan_in), max(1, base.fan_out))
         limit = math.sqrt(3.0) * stddev if self.distribution == "uniform" else None
         return dataclasses.replace(base, stddev=stddev, limit=limit)
 
     def get_config(self) -> dict[str, Any]:
-        """The plain config, plus ``"preset"`` and ``"layout"`` (always given)."""
+        """The plain config, plus ``"preset"``, ``"layout"`` (always given) and the
+        torch arguments that are not torch's defaults."""
         config = super().get_config()
         config["preset"] = _preset_key(type(self))
         config["layout"] = self.layout
+        for key, default in self._TORCH_DEFAULTS.items():
+            if key != "mode" and getattr(self, key) != default:
+                config[key] = getattr(self, key)
         return config
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> RandomInitializer:
+        """Accept the preset's own config (``{"seed": ...}`` and torch's arguments) or
+        a full one whose scale, mode and distribution match those arguments."""
+        config = _config_mapping(config)
+        preset = config.pop("preset", None)
+        if preset is not None and get_preset(preset) is not cls:
+            raise ValueError(f"{cls.__name__} config names another preset: {preset!r}")
+        _unknown_keys(
+            config,
+            [
+                "scale",
+                "mode",
+                "distribution",
+                "seed",
+                "input_axes",
+                "output_axes",
+                "layout",
+                "stream",
+                *cls._TORCH_DEFAULTS,
+            ],
+        )
+        stated = {
+            key: config.pop(key) for key in ("scale", "mode", "distribution") if key in config
+        }
+        if "mode" in stated and "mode" in cls._TORCH_DEFAULTS:
+            config["mode"] = stated.pop("mode")
+        built = cls(**config)
+        for key, given in stated.items():
+            expected = getattr(built, key)
+            same = (
+                _check_distribution(given) == expected
+                if key == "distribution"
+                else given == expected
+            )
+            if not same:
+                raise ValueError(
+                    f"{cls.__name__} has {key}={expected!r}; the config says {given!r}"
+                )
+        return built
 
     def keras_config(self) -> dict[str, Any]:
         """Keras' ``VarianceScaling`` form (Keras has no class for PyTorch's presets;
@@ -881,46 +1248,296 @@ class _TorchPreset(_Preset):
         return VarianceScaling.keras_config(self)
 
 
-class KaimingNormal(_TorchPreset):
-    """PyTorch ``kaiming_normal_`` defaults (a=0, mode fan_in, leaky_relu): an
-    untruncated normal, stddev = gain / sqrt(fan_in), gain = sqrt(2)."""
+class _Kaiming(_TorchPreset):
+    """``kaiming_*_(w, a, mode, nonlinearity)``: std = gain / sqrt(fan), fan = fan_in
+    or fan_out by ``mode``, gain = ``calculate_gain(nonlinearity, a)``."""
 
+    _TORCH_DEFAULTS: ClassVar[dict[str, Any]] = {
+        "a": 0,
+        "mode": "fan_in",
+        "nonlinearity": "leaky_relu",
+    }
+    _DISTRIBUTION = ""
+
+    def _set_torch_arguments(self, arguments: dict[str, Any]) -> None:
+        self.a = _check_negative_slope(arguments["a"])
+        mode = arguments["mode"]
+        lowered = mode.lower() if isinstance(mode, str) else mode
+        if lowered not in ("fan_in", "fan_out"):
+            raise ValueError(
+                f"Argument `mode` must be fan_in or fan_out (torch.nn.init's kaiming modes). "
+                f"Received: mode={mode!r}"
+            )
+        self.nonlinearity = _check_nonlinearity(arguments["nonlinearity"])
+        self._PARAMS = (_gain_squared(self.nonlinearity, self.a), lowered, self._DISTRIBUTION)
+
+    def _torch_std(self, fan_in: int, fan_out: int) -> float:
+        fan = fan_in if self.mode == "fan_in" else fan_out
+        gain = calculate_gain(self.nonlinearity, self.a)
+        return gain / math.sqrt(fan)
+
+
+class KaimingNormal(_Kaiming):
+    """PyTorch ``kaiming_normal_(w, a=0, mode="fan_in", nonlinearity="leaky_relu")``:
+    an untruncated normal, stddev = gain / sqrt(fan), gain = calculate_gain(nonlinearity, a)
+    (sqrt(2) by default)."""
+
+    _DISTRIBUTION = "untruncated_normal"
     _PARAMS = (2.0, "fan_in", "untruncated_normal")
 
-    def _torch_std(self, fan_in: int, fan_out: int) -> float:
-        gain = math.sqrt(2.0 / (1 + 0**2))  # calculate_gain("leaky_relu", 0)
-        return gain / math.sqrt(fan_in)
 
+class KaimingUniform(_Kaiming):
+    """PyTorch ``kaiming_uniform_(w, a=0, mode="fan_in", nonlinearity="leaky_relu")``:
+    U(-limit, limit), limit = sqrt(3) * gain / sqrt(fan). ``nn.Linear``'s and
+    ``nn.Conv*``'s default is ``a=sqrt(5)``: limit = 1 / sqrt(fan_in)."""
 
-class KaimingUniform(_TorchPreset):
-    """PyTorch ``kaiming_uniform_`` defaults: U(-limit, limit),
-    limit = sqrt(3) * gain / sqrt(fan_in), gain = sqrt(2)."""
-
+    _DISTRIBUTION = "uniform"
     _PARAMS = (2.0, "fan_in", "uniform")
 
+
+class _Xavier(_TorchPreset):
+    """``xavier_*_(w, gain)``: std = gain * sqrt(2 / (fan_in + fan_out))."""
+
+    _TORCH_DEFAULTS: ClassVar[dict[str, Any]] = {"gain": 1.0}
+    _DISTRIBUTION = ""
+
+    def _set_torch_arguments(self, arguments: dict[str, Any]) -> None:
+        self.gain = _check_real(arguments["gain"], "gain", positive=True)
+        self._PARAMS = (self.gain**2, "fan_avg", self._DISTRIBUTION)
+
     def _torch_std(self, fan_in: int, fan_out: int) -> float:
-        gain = math.sqrt(2.0 / (1 + 0**2))
-        return gain / math.sqrt(fan_in)
+        return self.gain * math.sqrt(2.0 / float(fan_in + fan_out))
 
 
-class XavierNormal(_TorchPreset):
-    """PyTorch ``xavier_normal_`` (gain 1): an untruncated normal,
-    stddev = sqrt(2 / (fan_in + fan_out))."""
+class XavierNormal(_Xavier):
+    """PyTorch ``xavier_normal_(w, gain=1.0)``: an untruncated normal,
+    stddev = gain * sqrt(2 / (fan_in + fan_out))."""
 
+    _DISTRIBUTION = "untruncated_normal"
     _PARAMS = (1.0, "fan_avg", "untruncated_normal")
 
-    def _torch_std(self, fan_in: int, fan_out: int) -> float:
-        return 1.0 * math.sqrt(2.0 / float(fan_in + fan_out))
 
+class XavierUniform(_Xavier):
+    """PyTorch ``xavier_uniform_(w, gain=1.0)``: U(-limit, limit),
+    limit = sqrt(3) * gain * sqrt(2 / (fan_in + fan_out))."""
 
-class XavierUniform(_TorchPreset):
-    """PyTorch ``xavier_uniform_`` (gain 1): U(-limit, limit),
-    limit = sqrt(3) * sqrt(2 / (fan_in + fan_out))."""
-
+    _DISTRIBUTION = "uniform"
     _PARAMS = (1.0, "fan_avg", "uniform")
 
-    def _torch_std(self, fan_in: int, fan_out: int) -> float:
-        return 1.0 * math.sqrt(2.0 / float(fan_in + fan_out))
+
+# --- fixed parameters: Keras 3's RandomNormal, TruncatedNormal, RandomUniform ---------
+
+
+class _Fixed(RandomInitializer):
+    """An initializer whose parameters do not depend on the shape (no fans)."""
+
+    uses_fans = False
+    #: Keras's argument names, in Keras's order, with Keras's defaults.
+    _KERAS_DEFAULTS: ClassVar[dict[str, float]] = {}
+
+    def get_config(self) -> dict[str, Any]:
+        """``{"preset", <Keras's arguments>, "seed"}`` plus ``"stream"`` if not vsgen."""
+        config: dict[str, Any] = {"preset": _preset_key(type(self))}
+        config.update({key: getattr(self, key) for key in self._KERAS_DEFAULTS})
+        config["seed"] = self.seed
+        if self.stream != DEFAULT_STREAM:
+            config["stream"] = self.stream
+        return config
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> RandomInitializer:
+        """Accept ``get_config()`` output or Keras's own config of the class."""
+        config = _config_mapping(config)
+        preset = config.pop("preset", None)
+        if preset is not None and get_preset(preset) is not cls:
+            raise ValueError(f"{cls.__name__} config names another initializer: {preset!r}")
+        _unknown_keys(config, [*cls._KERAS_DEFAULTS, "seed", "stream"])
+        return cls(**config)
+
+    def keras_config(self) -> dict[str, Any]:
+        """Keras 3's serialized form: ``{"seed", <Keras's arguments>}``, which
+        ``keras.initializers.deserialize`` turns into Keras's own class."""
+        config: dict[str, Any] = {"seed": self.seed}
+        config.update({key: getattr(self, key) for key in self._KERAS_DEFAULTS})
+        return self._keras_form(type(self).__name__, config)
+
+    def _scaling(self, shape: tuple[int, ...], complex_valued: bool = False) -> Scaling:
+        if complex_valued:
+            raise ValueError(
+                f"{type(self).__name__} makes real tensors only (Keras has no complex "
+                "initializers). Received: a complex dtype"
+            )
+        return self._fixed_scaling(shape)
+
+    def _fixed_scaling(self, shape: tuple[int, ...]) -> Scaling:
+        raise NotImplementedError
+
+
+class RandomNormal(_Fixed):
+    """Keras 3's ``RandomNormal``: N(mean, stddev**2), untruncated.
+
+    Args:
+        mean: the values' mean, a finite float (Keras's default 0.0).
+        stddev: their standard deviation, a positive finite float (0.05).
+        seed: as for ``VarianceScaling``.
+        stream: ``"vsgen"`` (default) or ``"keras"`` (Keras 3's numpy backend, bit
+            for bit: ``rng.normal(loc=mean, scale=stddev)`` cast to the dtype).
+
+    complex64/complex128 (mean 0 only) follow ``jax.nn.initializers.normal``:
+    a complex normal with E|z|**2 = stddev**2, split evenly between the parts.
+    """
+
+    kind = "random_normal"
+    _KERAS_DEFAULTS: ClassVar[dict[str, float]] = {"mean": 0.0, "stddev": 0.05}
+
+    def __init__(
+        self,
+        mean: float = 0.0,
+        stddev: float = 0.05,
+        seed: int | np.random.SeedSequence | None = None,
+        *,
+        stream: str = DEFAULT_STREAM,
+    ) -> None:
+        self.mean = _check_real(mean, "mean")
+        self.stddev = _check_real(stddev, "stddev", positive=True)
+        self._set_seed(seed, stream)
+
+    def _fit_argument(self) -> tuple[str, object]:
+        return "stddev", self.stddev
+
+    def _scaling(self, shape: tuple[int, ...], complex_valued: bool = False) -> Scaling:
+        if complex_valued and self.mean != 0.0:
+            raise ValueError(
+                "RandomNormal makes complex values only with mean 0 (as "
+                f"jax.nn.initializers.normal). Received: mean={self.mean!r}"
+            )
+        return dataclasses.replace(self._fixed_scaling(shape), complex_valued=complex_valued)
+
+    def _fixed_scaling(self, shape: tuple[int, ...]) -> Scaling:
+        return _fixed(shape, "untruncated_normal", self.stddev, self.stddev, mean=self.mean)
+
+
+class TruncatedNormal(_Fixed):
+    """Keras 3's ``TruncatedNormal``: N(mean, stddev**2) with values more than two
+    standard deviations from the mean redrawn.
+
+    ``stddev`` is the normal's before truncation (Keras's meaning): values lie
+    in [mean - 2 stddev, mean + 2 stddev] and their own standard deviation is
+    ``0.87962566103423978 * stddev``.
+
+    Args:
+        mean: a finite float (Keras's default 0.0).
+        stddev: a positive finite float (0.05), before truncation.
+        seed, stream: as for ``RandomNormal``.
+    """
+
+    kind = "truncated_normal"
+    _KERAS_DEFAULTS: ClassVar[dict[str, float]] = {"mean": 0.0, "stddev": 0.05}
+
+    def __init__(
+        self,
+        mean: float = 0.0,
+        stddev: float = 0.05,
+        seed: int | np.random.SeedSequence | None = None,
+        *,
+        stream: str = DEFAULT_STREAM,
+    ) -> None:
+        self.mean = _check_real(mean, "mean")
+        self.stddev = _check_real(stddev, "stddev", positive=True)
+        self._set_seed(seed, stream)
+
+    def _fit_argument(self) -> tuple[str, object]:
+        return "stddev", self.stddev
+
+    def _fixed_scaling(self, shape: tuple[int, ...]) -> Scaling:
+        return _fixed(
+            shape,
+            "truncated_normal",
+            self.stddev * TRUNCATED_STD_FACTOR,
+            self.stddev,
+            mean=self.mean,
+        )
+
+
+class RandomUniform(_Fixed):
+    """Keras 3's ``RandomUniform``: U[minval, maxval).
+
+    The vsgen stream draws ``centre + half * u`` with ``u`` uniform in [-1, 1),
+    ``half = maxval / 2 - minval / 2`` and ``centre = minval / 2 + maxval / 2``
+    (docs/stream-v1.md, section 12), clamped into [minval, maxval) in the
+    output type; a symmetric range (-a, a) gives the bytes of a variance-scaling
+    uniform with limit a. The stddev of the values is ``(maxval - minval) / sqrt(12)``.
+
+    Args:
+        minval: the lower bound, inclusive, a finite float (Keras's default -0.05).
+        maxval: the upper bound, exclusive, a finite float above minval (0.05).
+        seed, stream: as for ``RandomNormal`` (the keras stream is
+            ``rng.uniform(low=minval, high=maxval)``).
+    """
+
+    kind = "random_uniform"
+    _KERAS_DEFAULTS: ClassVar[dict[str, float]] = {"minval": -0.05, "maxval": 0.05}
+
+    def __init__(
+        self,
+        minval: float = -0.05,
+        maxval: float = 0.05,
+        seed: int | np.random.SeedSequence | None = None,
+        *,
+        stream: str = DEFAULT_STREAM,
+    ) -> None:
+        self.minval = _check_real(minval, "minval")
+        self.maxval = _check_real(maxval, "maxval")
+        if not self.maxval > self.minval:
+            raise ValueError(
+                "Argument `maxval` must be greater than `minval`. Received: "
+                f"minval={minval!r}, maxval={maxval!r}"
+            )
+        self._set_seed(seed, stream)
+
+    def _fit_argument(self) -> tuple[str, object]:
+        return "maxval", self.maxval
+
+    def _fixed_scaling(self, shape: tuple[int, ...]) -> Scaling:
+        half = self.maxval / 2 - self.minval / 2
+        centre = self.minval / 2 + self.maxval / 2
+        return _fixed(
+            shape,
+            "uniform",
+            half / math.sqrt(3.0),
+            half,
+            mean=centre,
+            interval=(self.minval, self.maxval),
+        )
+
+
+def _fixed(
+    shape: tuple[int, ...],
+    distribution: str,
+    stddev: float,
+    multiplier: float,
+    *,
+    mean: float,
+    interval: tuple[float, float] | None = None,
+) -> Scaling:
+    """The Scaling of a fixed-parameter initializer: the multiplier is the stddev
+    (normal), the pre-truncation stddev (truncated normal) or the half-width (uniform)."""
+    return Scaling(
+        shape=shape,
+        fan_in=None,
+        fan_out=None,
+        n=None,
+        scale=None,
+        mode=None,
+        distribution=distribution,
+        variance=stddev * stddev,
+        stddev=stddev,
+        pre_truncation_std=multiplier if distribution == "truncated_normal" else None,
+        bound=2 * multiplier if distribution == "truncated_normal" else None,
+        limit=multiplier if distribution == "uniform" else None,
+        mean=mean,
+        interval=interval,
+    )
 
 
 #: Keras' presets (channels-last fans, truncated normals), then PyTorch's.
@@ -939,39 +1556,67 @@ PRESETS: dict[str, type[_Preset]] = {
 #: Names of the Keras presets and of PyTorch's, in PRESETS order.
 KERAS_PRESETS = tuple(key for key, cls in PRESETS.items() if not issubclass(cls, _TorchPreset))
 TORCH_PRESETS = tuple(key for key, cls in PRESETS.items() if issubclass(cls, _TorchPreset))
-#: Other spellings of preset names: class names, PyTorch's function names.
+#: The fixed-parameter initializers by Keras's string identifiers.
+FIXED: dict[str, type[_Fixed]] = {
+    "random_normal": RandomNormal,
+    "truncated_normal": TruncatedNormal,
+    "random_uniform": RandomUniform,
+}
+#: Every initializer a name selects (``--preset``, a spec's string): presets and fixed.
+INITIALIZERS: dict[str, type[RandomInitializer]] = {**PRESETS, **FIXED}
+#: Other spellings of those names: class names, PyTorch's function names.
 PRESET_ALIASES: dict[str, str] = {
-    **{cls.__name__: key for key, cls in PRESETS.items()},
+    **{cls.__name__: key for key, cls in INITIALIZERS.items()},
     **{f"{key}_": key for key, cls in PRESETS.items() if issubclass(cls, _TorchPreset)},
 }
-_CLASSES: dict[str, type[VarianceScaling]] = {
+_CLASSES: dict[str, type[RandomInitializer]] = {
     "VarianceScaling": VarianceScaling,
-    **{cls.__name__: cls for cls in PRESETS.values()},
+    **{cls.__name__: cls for cls in INITIALIZERS.values()},
 }
+#: Keras's own aliases, accepted where Keras's forms are (``deserialize``).
+_KERAS_ALIASES = {"normal": RandomNormal, "uniform": RandomUniform}
 
 
-def _preset_key(cls: type[VarianceScaling]) -> str:
-    return next(key for key, value in PRESETS.items() if value is cls)
+def _preset_key(cls: type[RandomInitializer]) -> str:
+    return next(key for key, value in INITIALIZERS.items() if value is cls)
 
 
-def get_preset(name: str) -> type[_Preset]:
-    """The preset class for a name: ``"he_normal"``, ``"HeNormal"``, ``"he-normal"``,
-    ``"kaiming_normal"``, ``"kaiming_normal_"``... (see ``vsgen.names``)."""
-    key = canonical(name, PRESETS, PRESET_ALIASES, argument="preset")
-    return PRESETS[key]
+def get_preset(name: str) -> type[RandomInitializer]:
+    """The class a name selects: a preset (``"he_normal"``, ``"HeNormal"``,
+    ``"he-normal"``, ``"kaiming_normal"``, ``"kaiming_normal_"``...) or a
+    fixed-parameter initializer (``"random_normal"``, ``"TruncatedNormal"``,
+    ``"random_uniform"``); see ``vsgen.names`` for the spelling rule."""
+    key = canonical(name, INITIALIZERS, PRESET_ALIASES, argument="preset")
+    return INITIALIZERS[key]
 
 
-def deserialize(obj: object) -> VarianceScaling:
+def from_config(config: Mapping[str, Any]) -> RandomInitializer:
+    """The initializer a plain config describes: the class its ``"preset"`` names,
+    else ``VarianceScaling``."""
+    config = _config_mapping(config)
+    preset = config.get("preset")
+    if preset is None:
+        return VarianceScaling.from_config(config)
+    if not isinstance(preset, str):
+        raise TypeError(f"config field 'preset' must be a name. Received: preset={preset!r}")
+    return get_preset(preset).from_config(config)
+
+
+def deserialize(obj: object) -> RandomInitializer:
     """Build an initializer from any of the accepted config forms.
 
-    * the plain config ``{"scale", "mode", "distribution", "seed", ...}``;
+    * the plain config ``{"scale", "mode", "distribution", "seed", ...}`` (with
+      ``"preset"`` for PyTorch's presets and the fixed-parameter initializers);
     * the Keras serialized form ``{"class_name": "VarianceScaling" | "HeNormal"
-      | ..., "config": {...}, "module": ..., "registered_name": ...}``;
-    * a preset or class name as a string (``"he_normal"``, ``"GlorotUniform"``).
+      | "RandomNormal" | ..., "config": {...}, "module": ..., "registered_name": ...}``
+      (Keras's aliases ``"normal"`` and ``"uniform"`` too);
+    * a name as a string (``"he_normal"``, ``"GlorotUniform"``, ``"random_normal"``).
     """
     if isinstance(obj, str):
         if obj in _CLASSES:
             return _CLASSES[obj]()
+        if obj in _KERAS_ALIASES:
+            return _KERAS_ALIASES[obj]()
         return get_preset(obj)()
     if not isinstance(obj, Mapping):
         raise TypeError(
@@ -980,7 +1625,15 @@ def deserialize(obj: object) -> VarianceScaling:
         )
     if "class_name" in obj:
         class_name = obj["class_name"]
-        cls = _CLASSES.get(class_name) if isinstance(class_name, str) else None
+        cls: type[RandomInitializer] | None = None
+        if isinstance(class_name, str):
+            # Class names, Keras's snake-case identifiers and its aliases.
+            cls = (
+                _CLASSES.get(class_name)
+                or INITIALIZERS.get(class_name)
+                or _KERAS_ALIASES.get(class_name)
+                or (VarianceScaling if class_name == "variance_scaling" else None)
+            )
         if cls is None:
             raise ValueError(
                 f"config class_name must be one of {', '.join(_CLASSES)}. Received: "
@@ -998,10 +1651,10 @@ def deserialize(obj: object) -> VarianceScaling:
             if key in inner and inner[key] is None:
                 del inner[key]
         return cls.from_config(inner)
-    return VarianceScaling.from_config(obj)
+    return from_config(obj)
 
 
-def loads(text: str | bytes, source: str = "config") -> VarianceScaling:
+def loads(text: str | bytes, source: str = "config") -> RandomInitializer:
     """Parse a JSON config (any form ``deserialize`` accepts).
 
     ``source`` names the document in errors. The text is parsed under

@@ -17,14 +17,14 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from vsgen.initializer import VarianceScaling
+from vsgen.initializer import RandomInitializer
 
 T = TypeVar("T")
 
 
 def fill_(
     tensor: T,
-    initializer: VarianceScaling,
+    initializer: RandomInitializer,
     *,
     fan_shape: Sequence[int] | None = None,
     threads: int | None = None,
@@ -41,7 +41,8 @@ def fill_(
             tensor (``requires_grad`` is fine: the write bypasses autograd, as
             ``torch.nn.init`` does under ``no_grad``); or any writeable object
             exporting DLPack or the buffer protocol.
-        initializer: a ``VarianceScaling`` (or preset).
+        initializer: any vsgen initializer (``VarianceScaling``, a preset,
+            ``RandomNormal``...).
         fan_shape: compute fans from this shape instead of ``tensor.shape``.
         threads: sampling threads (default: the usable CPUs).
 
@@ -49,9 +50,10 @@ def fill_(
         TypeError: an unsupported tensor type or dtype.
         ValueError: a read-only, non-contiguous or non-CPU tensor.
     """
-    if not isinstance(initializer, VarianceScaling):
+    if not isinstance(initializer, RandomInitializer):
         raise TypeError(
-            "Argument `initializer` must be a vsgen.VarianceScaling (or preset). "
+            "Argument `initializer` must be a vsgen initializer (VarianceScaling, a preset, "
+            "RandomNormal...). "
             f"Received: initializer={type(initializer).__name__}"
         )
     array = writable_view(tensor)

@@ -22,7 +22,7 @@ import numpy as np
 from vsgen import provenance
 from vsgen.dtypes import TensorInfo
 from vsgen.fans import normalize_shape
-from vsgen.initializer import Plan, VarianceScaling
+from vsgen.initializer import Plan, RandomInitializer
 
 __all__ = ["ModelJob", "PlanRow", "tensor_job"]
 
@@ -30,13 +30,16 @@ __all__ = ["ModelJob", "PlanRow", "tensor_job"]
 class PlanRow(NamedTuple):
     """One line of a job's plan: what a tensor will hold and why.
 
-    ``kind`` is ``"variance_scaling"``, ``"constant"`` or ``"copy"``;
-    ``init`` the initializer's short name (:meth:`vsgen.modelspec.Init.label`); ``origin``
-    where it came from (``tensor``, ``rule PATTERN``, ``default``,
-    ``builtin``) and ``reason`` why a built-in one was chosen. For
-    variance-scaling tensors ``stddev`` is the target stddev sqrt(scale / n),
-    ``bound`` the truncation bound 2 s (truncated_normal) or the ``limit``
-    sqrt(3) * stddev (uniform), None for untruncated_normal.
+    ``kind`` is ``"variance_scaling"``, a fixed-parameter initializer's
+    (``"random_normal"``, ``"truncated_normal"``, ``"random_uniform"``),
+    ``"constant"`` or ``"copy"``; ``init`` the initializer's short name
+    (:meth:`vsgen.modelspec.Init.label`); ``origin`` where it came from
+    (``tensor``, ``rule PATTERN``, ``default``, ``builtin``) and ``reason`` why a
+    built-in one was chosen. For sampled tensors ``stddev`` is the values' target
+    stddev (sqrt(scale / n) for variance scaling), ``bound`` the truncation bound
+    2 s (truncated_normal) or the ``limit`` (uniform: the half-width), None for
+    untruncated_normal; ``mean`` is the centre of a fixed-parameter
+    initializer's values (None for variance scaling, centred on 0).
     """
 
     name: str
@@ -53,6 +56,7 @@ class PlanRow(NamedTuple):
     fan_in: int | None = None
     fan_out: int | None = None
     seed: int | None = None
+    mean: float | None = None
 
     @property
     def size(self) -> int:
@@ -63,6 +67,8 @@ class PlanRow(NamedTuple):
         """Plain JSON types (the shape as a list), for ``--plan --json``."""
         row = self._asdict()
         row["shape"] = list(self.shape)
+        if self.mean is None:
+            del row["mean"]  # variance scaling: centred on 0
         return row
 
     def values_text(self) -> str:
@@ -72,6 +78,14 @@ class PlanRow(NamedTuple):
         if self.kind == "constant":
             return f"{self.value:g}"
         text = f"std {self.stddev:.4g}"
+        if self.mean is not None:
+            if self.distribution == "uniform" and self.bound is not None:
+                low, high = self.mean - self.bound, self.mean + self.bound
+                return f"{text}, x in [{low:.4g}, {high:.4g})"
+            text = f"mean {self.mean:.4g}, {text}"
+            if self.bound is None:
+                return text
+            return f"{text}, |x - mean| <= {self.bound:.4g}"
         if self.bound is None:
             return text
         # uniform values lie in [-limit, limit); truncated ones in [-2s, 2s].
@@ -127,7 +141,7 @@ class ModelJob:
 
 
 def tensor_job(
-    initializer: VarianceScaling,
+    initializer: RandomInitializer,
     shape: Sequence[int],
     dtype: object = "float32",
     name: str = "weight",

@@ -45,13 +45,16 @@ from vsgen import provenance
 from vsgen.dtypes import TensorInfo, resolve_dtype
 from vsgen.fans import LAYOUTS, check_layout, normalize_shape, parse_shape
 from vsgen.initializer import (
+    INITIALIZERS,
     PRESETS,
     Plan,
+    RandomInitializer,
     SamplePlan,
     VarianceScaling,
     deserialize,
     get_preset,
 )
+from vsgen.initializer import _TorchPreset as _TORCH_PRESET
 from vsgen.job import ModelJob, PlanRow, tensor_job
 from vsgen.streams import DEFAULT_CHUNK, DEFAULT_STREAM, JSON_SAFE_SEED_BITS, get_stream
 
@@ -94,6 +97,9 @@ SEED_RULE = "sha256(global_seed as u64le + utf8(name))[:8] as u64le mod 2**bits"
 
 _TOP_KEYS = ("seed", "dtype", "layout", "stream", "init", "rules", "tensors")
 _TENSOR_KEYS = ("shape", "dtype", "init", "seed")
+#: A preset's own arguments: PyTorch's (a, nonlinearity, gain; ``mode`` is a
+#: VarianceScaling key too) and the fixed-parameter initializers' (Keras's).
+_ARGUMENT_KEYS = ("a", "nonlinearity", "gain", "mean", "stddev", "minval", "maxval")
 _INIT_KEYS = (
     "preset",
     "scale",
@@ -106,6 +112,7 @@ _INIT_KEYS = (
     "in_axis",
     "out_axis",
     "batch_axis",
+    *_ARGUMENT_KEYS,
 )
 _VS_NAMES = ("variance_scaling", "VarianceScaling")
 
@@ -148,10 +155,13 @@ class Init:
 
     ``constant`` is set for constants (``zeros``, ``ones``, ``{constant = x}``);
     ``copy`` for ``"copy"`` (the values of the ``--like`` checkpoint, byte for
-    byte); otherwise ``class_name`` is ``"VarianceScaling"`` or a preset class name
-    and ``options`` holds the config keys given (scale, mode, distribution,
-    layout, stream, input_axes, output_axes, in_axis, out_axis, batch_axis), as
-    sorted ``(key, value)`` pairs.
+    byte); otherwise ``class_name`` is ``"VarianceScaling"``, a preset class
+    name (``"HeNormal"``, ``"KaimingUniform"``) or a fixed-parameter
+    initializer's (``"RandomNormal"``, ``"TruncatedNormal"``,
+    ``"RandomUniform"``) and ``options`` holds the config keys given (scale,
+    mode, distribution, layout, stream, axes; a PyTorch preset's a,
+    nonlinearity, gain; mean, stddev, minval, maxval), as sorted ``(key,
+    value)`` pairs.
     """
 
     constant: float | None = None
@@ -166,31 +176,37 @@ class Init:
 
     @property
     def is_random(self) -> bool:
-        """True for a variance-scaling initializer (neither constant nor copy)."""
+        """True for a random initializer (neither constant nor copy)."""
         return self.constant is None and not self.copy
+
+    def initializer_class(self) -> type[RandomInitializer]:
+        """The class the init builds (a random init only)."""
+        if self.class_name == "VarianceScaling":
+            return VarianceScaling
+        return get_preset(self.class_name)
 
     def initializer(
         self, seed: int | None, layout: str | None = "keras", stream: str = DEFAULT_STREAM
-    ) -> VarianceScaling:
-        """A ``VarianceScaling`` with ``seed``; ``layout``/``stream`` unless the init sets them.
+    ) -> RandomInitializer:
+        """The initializer with ``seed``; ``layout``/``stream`` unless the init sets them
+        (an initializer without fans, such as ``RandomNormal``, takes no layout).
 
         ``seed=None`` derives nothing: it only validates (seed 0 is used).
         """
         if not self.is_random:
-            raise ValueError(f"{self.label()!r} is not a VarianceScaling initializer")
+            raise ValueError(f"{self.label()!r} is not a random initializer")
+        cls = self.initializer_class()
         config = dict(self.options)
         # Explicit axes replace the layout; the layout still names the default.
         # No layout at all: the initializer's own default (torch for PyTorch's presets).
-        if layout is not None:
+        if layout is not None and cls.uses_fans:
             config.setdefault("layout", layout)
         config.setdefault("stream", stream)
         config["seed"] = 0 if seed is None else seed
         for key in ("input_axes", "output_axes"):
             if key in config:
                 config[key] = list(config[key])
-        if self.class_name == "VarianceScaling":
-            return VarianceScaling.from_config(config)
-        return get_preset(self.class_name).from_config(config)
+        return cls.from_config(config)
 
     def stream_name(self, stream: str = DEFAULT_STREAM) -> str:
         """The stream this init draws from, given the global default ``stream``."""
@@ -212,11 +228,14 @@ class Init:
 
     def label(self) -> str:
         """A short human-readable name: ``ones``, ``0.02``, ``copy``, ``he_normal``,
-        ``variance_scaling(scale=0.5, mode=fan_avg, distribution=uniform)``.
+        ``variance_scaling(scale=0.5, mode=fan_avg, distribution=uniform)``,
+        ``kaiming_uniform(a=2.236)``, ``random_normal(stddev=0.02)``.
 
         Options that match a preset's (scale, mode, distribution) are named
         after it; ``layout`` and ``stream`` are left out, explicit fan axes
-        are added (``he_normal[in=0, out=1]``).
+        are added (``he_normal[in=0, out=1]``); a PyTorch preset shows the
+        arguments that are not torch's defaults, a fixed-parameter initializer
+        its parameters (the mean only when it is not 0).
         """
         if self.copy:
             return COPY
@@ -224,8 +243,26 @@ class Init:
             form = self.as_json()
             return form if isinstance(form, str) else f"{self.constant:g}"
         options = dict(self.options)
+        cls = self.initializer_class()
+        if not cls.uses_fans:
+            built = self.initializer(None)
+            shown = {
+                key: getattr(built, key)
+                for key in getattr(cls, "_KERAS_DEFAULTS", ())
+                if not (key == "mean" and getattr(built, key) == 0.0)
+            }
+            arguments = ", ".join(f"{key}={value:g}" for key, value in shown.items())
+            return f"{_preset_key(self.class_name)}({arguments})"
         if self.class_name != "VarianceScaling":
             name = _preset_key(self.class_name)
+            torch_defaults = getattr(cls, "_TORCH_DEFAULTS", {})
+            changed = [
+                f"{key}={_short(options[key])}"
+                for key in torch_defaults
+                if key in options and options[key] != torch_defaults[key]
+            ]
+            if changed:
+                name += f"({', '.join(changed)})"
         elif not {"scale", "mode", "distribution"} & set(options):
             name = "variance_scaling"
         else:
@@ -252,13 +289,17 @@ class Init:
         return name
 
 
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
 def _canonical_distribution(value: object) -> str:
     text = str(value).lower()
     return "truncated_normal" if text == "normal" else text
 
 
 def _preset_key(class_name: str) -> str:
-    for key, cls in PRESETS.items():
+    for key, cls in INITIALIZERS.items():
         if cls.__name__ == class_name:
             return key
     return class_name
@@ -273,26 +314,82 @@ def _freeze(config: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
     return tuple(items)
 
 
-def init_from_initializer(initializer: VarianceScaling) -> Init:
+def init_from_initializer(initializer: RandomInitializer) -> Init:
     """The :class:`Init` of an existing initializer, dropping its seed."""
     config = initializer.get_config()
     config.pop("seed", None)
-    if config.pop("preset", None) is not None:  # PyTorch's presets keep their own formulas
-        for key in ("scale", "mode", "distribution"):
-            config.pop(key)
+    if config.pop("preset", None) is not None:
+        # PyTorch's presets keep their own formulas, fixed-parameter ones have no fans.
+        for key in ("scale", "distribution"):
+            config.pop(key, None)
+        if "mode" not in getattr(type(initializer), "_TORCH_DEFAULTS", {}):
+            config.pop("mode", None)
         return Init(class_name=type(initializer).__name__, options=_freeze(config))
     return Init(class_name="VarianceScaling", options=_freeze(config))
+
+
+#: The short forms of the fixed-parameter initializers: ``{ random_normal = 0.02 }``.
+_SHORT_FORMS = ("random_normal", "truncated_normal", "random_uniform")
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _parse_short_form(value: Mapping[str, Any], where: str) -> Init:
+    """``{ random_normal = STDDEV }``, ``{ truncated_normal = STDDEV }`` (with an
+    optional ``mean``), ``{ random_uniform = LIMIT }`` (``[-LIMIT, LIMIT)``) or
+    ``{ random_uniform = [MINVAL, MAXVAL] }``; ``stream`` may be added."""
+    keys = [key for key in _SHORT_FORMS if key in value]
+    if len(keys) > 1:
+        raise ValueError(f"{where}: give one of {', '.join(keys)}, not several")
+    key = keys[0]
+    allowed = {key, "stream", *(("mean",) if key != "random_uniform" else ())}
+    extra = sorted(set(value) - allowed)
+    if extra:
+        raise ValueError(
+            f"{where}: {{ {key} = ... }} takes {', '.join(sorted(allowed - {key})) or 'no'} "
+            f"other keys; got {', '.join(extra)} (use {{ preset = {key!r}, ... }} for the "
+            "general form)"
+        )
+    number = value[key]
+    options: dict[str, Any] = {}
+    if key == "random_uniform":
+        if _is_number(number):
+            options = {"minval": -float(number), "maxval": float(number)}
+        elif isinstance(number, list) and len(number) == 2 and all(_is_number(v) for v in number):
+            options = {"minval": float(number[0]), "maxval": float(number[1])}
+        else:
+            raise ValueError(
+                f"{where}.random_uniform: must be a limit (values in [-limit, limit)) or "
+                f"[minval, maxval], not {str(number)[:40]}"
+            )
+    else:
+        if not _is_number(number):
+            raise ValueError(f"{where}.{key}: must be the stddev, a number, not {str(number)[:40]}")
+        options = {"stddev": number}
+        if "mean" in value:
+            options["mean"] = value["mean"]
+    if "stream" in value:
+        options["stream"] = value["stream"]
+    return _checked(Init(class_name=get_preset(key).__name__, options=_freeze(options)), where)
 
 
 def parse_init(value: object, where: str = "init") -> Init:
     """Parse an initializer as written in a spec; ``where`` prefixes errors.
 
     Accepted: ``"zeros"``, ``"ones"``, ``"copy"`` (with ``--like`` only: the
-    checkpoint's own values), a preset name (``"he_normal"``,
-    ``"HeNormal"``), ``"variance_scaling"``; a table ``{constant = 0.02}``; a
-    table of VarianceScaling options with an optional ``preset`` (which fixes
-    scale, mode and distribution); a Keras serialized initializer
-    (``{class_name = ..., config = {...}}``). Seeds are not accepted here.
+    checkpoint's own values), a preset or initializer name (``"he_normal"``,
+    ``"HeNormal"``, ``"kaiming_uniform"``, ``"random_normal"``: Keras's
+    defaults), ``"variance_scaling"``; a table ``{constant = 0.02}``; the
+    short forms ``{random_normal = STDDEV}``, ``{truncated_normal = STDDEV}``
+    (with ``mean`` if not 0), ``{random_uniform = LIMIT}`` or
+    ``{random_uniform = [MINVAL, MAXVAL]}``; a table of VarianceScaling
+    options with an optional ``preset`` (which fixes scale, mode and
+    distribution; a PyTorch preset takes its arguments ``mode``, ``a``,
+    ``nonlinearity`` or ``gain``, a fixed-parameter one ``mean``/``stddev``
+    or ``minval``/``maxval``); a Keras serialized initializer (``{class_name
+    = ..., config = {...}}``). Seeds are not accepted here.
 
     Raises:
         ValueError: one line naming ``where``.
@@ -307,7 +404,7 @@ def parse_init(value: object, where: str = "init") -> Init:
         try:
             cls = get_preset(value)
         except ValueError:
-            known = ", ".join([*CONSTANTS, COPY, *PRESETS, "variance_scaling"])
+            known = ", ".join([*CONSTANTS, COPY, *INITIALIZERS, "variance_scaling"])
             raise ValueError(
                 f"{where}: unknown initializer {value!r}; use one of {known}, "
                 "or a table of VarianceScaling options"
@@ -336,37 +433,77 @@ def parse_init(value: object, where: str = "init") -> Init:
             f"{where}: an initializer takes no seed; each tensor's seed is derived from the "
             "global seed and its name (set `seed` on a tensor to fix one)"
         )
+    if any(key in value for key in _SHORT_FORMS):
+        return _parse_short_form(value, where)
     if "class_name" in value:
         try:
             built = deserialize(value)
         except (ValueError, TypeError) as error:
             raise ValueError(f"{where}: {error}") from None
-        config = built.get_config()
-        config.pop("seed", None)
         cls_name = type(built).__name__
-        if cls_name != "VarianceScaling":
-            for key in ("scale", "mode", "distribution"):
-                config.pop(key, None)
+        if isinstance(built, VarianceScaling) and not isinstance(built, _TORCH_PRESET):
+            config = built.get_config()
+            config.pop("seed", None)
+            if cls_name != "VarianceScaling":
+                for key in ("scale", "mode", "distribution"):
+                    config.pop(key, None)
+        else:
+            # PyTorch's presets and fixed parameters: the arguments the config gave.
+            inner = value.get("config") or {}
+            given = {key for key in inner if inner[key] is not None}
+            config = {
+                key: item
+                for key, item in built.get_config().items()
+                if key in given and key not in ("seed", "preset", "scale", "distribution")
+            }
         return _checked(Init(class_name=cls_name, options=_freeze(config)), where)
     unknown = sorted(set(value) - set(_INIT_KEYS))
     if unknown:
         raise ValueError(
-            f"{where}: unknown key {unknown[0]!r}; allowed: constant, {', '.join(_INIT_KEYS)}"
+            f"{where}: unknown key {unknown[0]!r}; allowed: constant, {', '.join(_INIT_KEYS)}, "
+            f"or one of {', '.join(_SHORT_FORMS)}"
         )
     config = dict(value)
     class_name = "VarianceScaling"
+    arguments = sorted(set(config) & set(_ARGUMENT_KEYS))
     if "preset" in config:
         preset = config.pop("preset")
-        fixed = sorted(set(config) & {"scale", "mode", "distribution"})
-        if fixed:
-            raise ValueError(
-                f"{where}: preset {preset!r} fixes scale, mode and distribution; "
-                f"drop {', '.join(fixed)}"
-            )
         try:
-            class_name = get_preset(str(preset)).__name__
+            cls = get_preset(str(preset))
         except ValueError as error:
             raise ValueError(f"{where}.preset: {error}") from None
+        torch_arguments = set(getattr(cls, "_TORCH_DEFAULTS", ()))
+        keras_order = list(getattr(cls, "_KERAS_DEFAULTS", ()))
+        keras_arguments = set(keras_order)
+        if not cls.uses_fans:
+            extra = sorted(set(config) - keras_arguments - {"stream"})
+            if extra:
+                raise ValueError(
+                    f"{where}: preset {preset!r} takes {', '.join(keras_order)} and stream "
+                    f"only (it has no fans); drop {', '.join(extra)}"
+                )
+        fixed_keys = [k for k in ("scale", "mode", "distribution") if k not in torch_arguments]
+        fixed = sorted(set(config) & set(fixed_keys))
+        if fixed and cls.uses_fans:
+            what = ", ".join(fixed_keys[:-1]) + f" and {fixed_keys[-1]}"
+            raise ValueError(f"{where}: preset {preset!r} fixes {what}; drop {', '.join(fixed)}")
+        wrong = sorted(set(arguments) - torch_arguments - keras_arguments)
+        if wrong:
+            raise ValueError(
+                f"{where}: preset {preset!r} takes no {', '.join(wrong)}"
+                + (
+                    f"; its arguments: {', '.join(sorted(torch_arguments | keras_arguments))}"
+                    if torch_arguments | keras_arguments
+                    else ""
+                )
+            )
+        class_name = cls.__name__
+    elif arguments:
+        raise ValueError(
+            f"{where}: {', '.join(arguments)} belong to a preset's table: "
+            '{ preset = "random_normal", stddev = 0.02 }, { preset = "kaiming_uniform", '
+            "a = 2.236 }, ...; or use a short form such as { truncated_normal = 0.02 }"
+        )
     return _checked(Init(class_name=class_name, options=_freeze(config)), where)
 
 
@@ -1027,6 +1164,7 @@ def _row(
             fan_in=scaling.fan_in,
             fan_out=scaling.fan_out,
             seed=plan.draw.seed,
+            mean=None if scaling.n is not None else scaling.mean,
         )
     if isinstance(plan, ConstantPlan):
         return PlanRow(**common, value=plan.value)
@@ -1181,7 +1319,7 @@ def _plan_from_record(record: Mapping[str, Any]) -> Plan:
             raise ValueError(f"field 'value' is {str(value)[:40]}, not a number")
         shape = provenance.record_shape(record, "shape")
         return ConstantPlan(float(value), resolve_dtype(record["dtype"]), shape)
-    if kind != "variance_scaling":
+    if not provenance.is_sampled(record):
         raise ValueError(
             f"field 'kind' is {str(kind)[:40]!r}; only sampled and constant tensors "
             "can be regenerated"

@@ -10,8 +10,12 @@ entry, key ``"vsgen"``, whose value is a JSON document::
                             "shape": [512, 256], "full_shape": [512, 256],
                             "rows": null, "fan_shape": null, "kind": "variance_scaling"}}}
 
-A constant tensor (``kind: "constant"``, whole models only) records its
-``value`` instead of a config. A tensor record is enough to regenerate the same
+A tensor made by a fixed-parameter initializer has ``kind`` ``"random_normal"``,
+``"truncated_normal"`` or ``"random_uniform"``, a config naming it
+(``{"preset": "random_normal", "mean": 0.0, "stddev": 0.02, "seed": ...}``),
+no fans (``fan_in``, ``fan_out`` and ``n`` are null) and its ``mean`` beside
+its ``stddev``. A constant tensor (``kind: "constant"``, whole models only)
+records its ``value`` instead of a config. A tensor record is enough to regenerate the same
 bytes (``vsgen sample --config-from FILE``, :func:`replay`).
 
 This module is the one place that builds records (:func:`tensor_record`,
@@ -32,14 +36,24 @@ import numpy as np
 from vsgen._version import __version__
 from vsgen.dtypes import dtype_name
 from vsgen.fans import Shape, normalize_shape
-from vsgen.initializer import SamplePlan, VarianceScaling
+from vsgen.initializer import RandomInitializer, SamplePlan, from_config
 
 METADATA_KEY = "vsgen"
 METADATA_FORMAT = 1
 
 
+#: The ``kind`` of records of sampled tensors (``RandomInitializer.kind``).
+SAMPLED_KINDS = ("variance_scaling", "random_normal", "truncated_normal", "random_uniform")
+
+
+def is_sampled(record: Mapping[str, Any]) -> bool:
+    """True for the record of a sampled tensor (a record without ``kind`` is one:
+    vsgen 0.1 wrote none)."""
+    return record.get("kind", "variance_scaling") in SAMPLED_KINDS
+
+
 def tensor_record(
-    initializer: VarianceScaling,
+    initializer: RandomInitializer,
     plan: SamplePlan,
     fan_shape: tuple[int, ...] | None = None,
 ) -> dict[str, Any]:
@@ -47,8 +61,8 @@ def tensor_record(
     config = initializer.get_config()
     config["seed"] = plan.draw.seed
     config["stream"] = initializer.stream
-    return {
-        "kind": "variance_scaling",
+    record: dict[str, Any] = {
+        "kind": initializer.kind,
         "config": config,
         "stream": initializer.stream_label,
         "layout": initializer.layout,
@@ -62,6 +76,9 @@ def tensor_record(
         "rows": list(plan.rows) if plan.rows is not None else None,
         "fan_shape": list(fan_shape) if fan_shape is not None else None,
     }
+    if not initializer.uses_fans:
+        record["mean"] = plan.scaling.mean
+    return record
 
 
 def constant_record(value: float, dtype: np.dtype, shape: Sequence[int]) -> dict[str, Any]:
@@ -132,14 +149,17 @@ def parse_metadata(
     return tensors
 
 
-def recorded_initializer(record: Mapping[str, Any]) -> VarianceScaling:
-    """The initializer a variance-scaling record describes, its seed included.
+def recorded_initializer(record: Mapping[str, Any]) -> RandomInitializer:
+    """The initializer a sampled tensor's record describes, its seed included.
 
     Raises:
         KeyError: the record has no ``config``.
         ValueError, TypeError: the config is not a valid initializer config.
     """
-    return VarianceScaling.from_config(record["config"])
+    config = record["config"]
+    if not isinstance(config, Mapping):
+        raise ValueError("field 'config' is not an object")
+    return from_config(config)
 
 
 def recorded_fan_shape(record: Mapping[str, Any]) -> Shape:
@@ -151,10 +171,10 @@ def recorded_fan_shape(record: Mapping[str, Any]) -> Shape:
 
 @dataclass(frozen=True)
 class Replay:
-    """What a variance-scaling record says to sample the same bytes again:
+    """What a sampled tensor's record says to sample the same bytes again:
     ``initializer.plan(full_shape, dtype, rows=rows, fan_shape=fan_shape)``."""
 
-    initializer: VarianceScaling
+    initializer: RandomInitializer
     full_shape: Shape
     fan_shape: Shape | None
     rows: tuple[int, int] | None
@@ -177,7 +197,7 @@ def record_shape(record: Mapping[str, Any], key: str) -> Shape:
 
 
 def replay(record: Mapping[str, Any]) -> Replay:
-    """Read a variance-scaling record back into the arguments that made it.
+    """Read a sampled tensor's record back into the arguments that made it.
 
     Every field is checked for its type (records come from files that may
     be hostile), so a malformed one raises naming the field.

@@ -41,7 +41,7 @@ import numpy as np
 
 from vsgen import modelspec
 from vsgen.dtypes import TensorInfo, normalize_dtype
-from vsgen.initializer import SamplePlan, VarianceScaling
+from vsgen.initializer import RandomInitializer, SamplePlan
 from vsgen.inplace import torch_array
 
 if TYPE_CHECKING:
@@ -70,7 +70,7 @@ _DTYPES = {
 def _default_init(preset: object) -> modelspec.Init | None:
     if preset is None or isinstance(preset, modelspec.Init):
         return preset
-    if isinstance(preset, VarianceScaling):
+    if isinstance(preset, RandomInitializer):
         return modelspec.init_from_initializer(preset)
     return modelspec.parse_init(preset, "Argument `preset`")
 
@@ -156,7 +156,7 @@ def _info(name: str, tensor: torch.Tensor) -> TensorInfo:
 
 def plan(
     module: torch.nn.Module,
-    preset: str | Mapping[str, Any] | VarianceScaling | modelspec.Init | None = None,
+    preset: str | Mapping[str, Any] | RandomInitializer | modelspec.Init | None = None,
     *,
     seed: int | None = None,
     rules: Mapping[str, Any] | None = None,
@@ -184,7 +184,7 @@ def plan(
 
 def init_(
     module: torch.nn.Module,
-    preset: str | Mapping[str, Any] | VarianceScaling | modelspec.Init | None = None,
+    preset: str | Mapping[str, Any] | RandomInitializer | modelspec.Init | None = None,
     *,
     seed: int | None = None,
     rules: Mapping[str, Any] | None = None,
@@ -199,11 +199,15 @@ def init_(
         module: a ``torch.nn.Module`` whose tensors have memory (CPU or any
             device; not ``meta``, not lazy).
         preset: the initializer of floating tensors of rank >= 2 that no rule
-            covers: a preset name (``"he_normal"``...), ``"variance_scaling"``,
-            a table of VarianceScaling options as in a spec, or a
-            ``vsgen.VarianceScaling`` (its seed is ignored). Default: the
-            spec's ``init``, else VarianceScaling(1, fan_in, truncated_normal),
-            i.e. stddev sqrt(1 / fan_in).
+            covers: a name (``"he_normal"``, ``"kaiming_uniform"``,
+            ``"random_normal"``...), ``"variance_scaling"``, a table as in a
+            spec (``{"preset": "kaiming_uniform", "a": 5**0.5}``,
+            ``{"truncated_normal": 0.02}``), Keras's form
+            (``{"class_name": "KaimingUniform", "config": {"a": 5**0.5}}``), or
+            a vsgen initializer (``vsgen.KaimingNormal(mode="fan_out")``; its
+            seed is ignored). Default: the spec's ``init``, else
+            VarianceScaling(1, fan_in, truncated_normal), i.e. stddev
+            sqrt(1 / fan_in).
         seed: the global seed; each tensor's seed is
             ``derive_seed(seed, name)`` (SHA-256 of the seed and the name).
             None draws one: it is ``job.seed`` of the result.

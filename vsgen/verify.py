@@ -1,4 +1,4 @@
-"""Verification: does a tensor file hold what a VarianceScaling config promises?
+"""Verification: does a tensor file hold what its initializer promises?
 
 Reads a ``.npy``, ``.h5`` or ``.safetensors`` tensor in bounded memory
 (fixed-size chunks: plain sequential reads at the data offset for npy and
@@ -35,6 +35,15 @@ of rounding to the dtype, through float32 for narrow dtypes):
   ``KS_ALPHA = 1e-3``, i.e. ``sqrt(ln(2 / alpha) / 2) = 1.9495``; run for
   ``m >= 5`` values.
 
+Around a mean (``RandomNormal``, ``TruncatedNormal``, ``RandomUniform``, whose
+values are centred on ``mu`` = the mean or the range's midpoint): ``bounds``
+asks min and max to lie in the range (``[mu - 2s, mu + 2s]`` or ``[minval,
+maxval)``) widened by ``rounding`` times its larger end plus half the smallest
+subnormal; ``mean`` compares ``|mean - mu|``, and ``mean`` and ``std`` allow
+``rounding * |mu|`` more (rounding moves a value by up to ``rounding * |v|``);
+the KS test compares at the midpoints for every dtype, since a type's spacing
+far from 0 may be a sizeable part of the stddev.
+
 Verdict: ``NOT consistent`` if any check fails; otherwise ``too few values to
 judge`` below ``MIN_VALUES`` values (the checks still ran and their false-alarm
 rates hold, but they have little power), else ``consistent``.
@@ -56,7 +65,7 @@ from vsgen.fans import normalize_shape
 from vsgen.formats import registry
 from vsgen.formats.pipeline import prefetched
 from vsgen.formats.readers import READ_CHUNK, StoredTensor, TensorFile, open_file, read_values
-from vsgen.initializer import TRUNCATED_STD_FACTOR, Scaling, VarianceScaling
+from vsgen.initializer import TRUNCATED_STD_FACTOR, RandomInitializer, Scaling
 
 #: Moments are computed over fixed blocks of this many values and merged in
 #: order, so the result does not depend on the read chunk size.
@@ -343,7 +352,7 @@ def _malformed_record(source: FileTensor) -> Iterator[None]:
 
 def recorded_expectation(
     source: FileTensor, record: dict[str, Any] | None = None
-) -> tuple[VarianceScaling, tuple[int, ...], dict]:
+) -> tuple[RandomInitializer, tuple[int, ...], dict]:
     """The initializer, fan shape and record that the file's provenance gives for the tensor
     (``record``, if given, is the tensor's record, already read).
 
@@ -457,23 +466,38 @@ def _normal_cdf(z: np.ndarray) -> np.ndarray:
     return 0.5 * np.asarray(erfc(-np.asarray(z, dtype=np.float64) / math.sqrt(2.0)), np.float64)
 
 
-def expected_cdf(scaling: Scaling, x: np.ndarray) -> np.ndarray:
-    """The exact CDF of the distribution ``scaling`` describes, at ``x``.
+def _offset(scaling: Scaling) -> bool:
+    """True when the values are not centred on 0 by construction (a mean, a
+    uniform range of its own): the fixed-parameter initializers."""
+    return scaling.mean != 0.0 or scaling.interval is not None
 
-    * untruncated_normal: ``Phi(x / stddev)``;
-    * truncated_normal: ``(Phi(x / s) - Phi(-2)) / (Phi(2) - Phi(-2))`` on [-2s, 2s];
-    * uniform: ``(x + limit) / (2 limit)`` on [-limit, limit].
+
+def expected_cdf(scaling: Scaling, x: np.ndarray) -> np.ndarray:
+    """The exact CDF of the distribution ``scaling`` describes, at ``x``
+    (``mean`` is 0 for variance scaling):
+
+    * untruncated_normal: ``Phi((x - mean) / stddev)``;
+    * truncated_normal: ``(Phi((x - mean) / s) - Phi(-2)) / (Phi(2) - Phi(-2))``
+      on [mean - 2s, mean + 2s];
+    * uniform: ``(x - low) / (high - low)`` on [low, high]: ``[-limit, limit]``,
+      or ``[minval, maxval]`` for ``RandomUniform``.
     """
     x = np.asarray(x, dtype=np.float64)
     if scaling.distribution == "uniform":
         assert scaling.limit is not None
-        return np.clip((x + scaling.limit) / (2 * scaling.limit), 0.0, 1.0)
+        if not _offset(scaling):
+            return np.clip((x + scaling.limit) / (2 * scaling.limit), 0.0, 1.0)
+        value_range = scaling.value_range()
+        assert value_range is not None
+        low, high = value_range
+        return np.clip((x - low) / (high - low), 0.0, 1.0)
+    centred = x - scaling.mean if _offset(scaling) else x
     if scaling.distribution == "truncated_normal":
         assert scaling.pre_truncation_std is not None
         low = 0.5 * math.erfc(_TRUNCATION / math.sqrt(2.0))
-        cdf = (_normal_cdf(x / scaling.pre_truncation_std) - low) / _MASS_INSIDE
+        cdf = (_normal_cdf(centred / scaling.pre_truncation_std) - low) / _MASS_INSIDE
         return np.clip(cdf, 0.0, 1.0)
-    return _normal_cdf(x / scaling.stddev)
+    return _normal_cdf(centred / scaling.stddev)
 
 
 def kolmogorov_sf(lam: float) -> float:
@@ -503,12 +527,15 @@ def ks_test(sample: np.ndarray, scaling: Scaling, stride: int = 1) -> KSResult:
     model CDF is evaluated at the midpoints to ``v``'s neighbours in the dtype:
     ``D = max(|F_n(v) - F(mid_up(v))|, |F_n(v-) - F(mid_down(v))|)`` over the
     distinct values ``v``. For float32 and float64 the midpoints are ``v`` itself
-    (they differ by at most 2**-24 relative: a CDF error below 1e-7).
+    (they differ by at most 2**-24 relative: a CDF error below 1e-7), unless
+    the values sit on a mean away from 0: there the type's spacing may be a
+    sizeable part of the stddev (float32 values around 1000 are 6e-5 apart), so
+    the midpoints are used for every type.
     """
     dtype = sample.dtype
     values, counts = np.unique(sample.astype(np.float64), return_counts=True)
     m = int(counts.sum())
-    if dtype.itemsize >= 4:
+    if dtype.itemsize >= 4 and not _offset(scaling):
         # float32/float64 neighbours lie within 2**-24 relative: a CDF error below 1e-7.
         upper = lower = values
     else:
@@ -518,6 +545,8 @@ def ks_test(sample: np.ndarray, scaling: Scaling, stride: int = 1) -> KSResult:
         with np.errstate(invalid="ignore"):
             upper = np.where(np.isfinite(up), (values + up) / 2, np.inf)
             lower = np.where(np.isfinite(down), (values + down) / 2, -np.inf)
+        if _offset(scaling):
+            upper, lower = _clamped_ends(scaling, dtype, values, upper, lower)
     cumulative = np.cumsum(counts)
     cdf_upper = expected_cdf(scaling, upper)
     cdf_lower = cdf_upper if lower is upper else expected_cdf(scaling, lower)
@@ -534,6 +563,34 @@ def ks_test(sample: np.ndarray, scaling: Scaling, stride: int = 1) -> KSResult:
         sample_size=m,
         stride=stride,
     )
+
+
+def _clamped_ends(
+    scaling: Scaling,
+    dtype: np.dtype,
+    values: np.ndarray,
+    upper: np.ndarray,
+    lower: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The vsgen stream clamps values off a mean into their range in the stored
+    type (docs/stream-v1.md, section 12): the range's end values then stand for
+    everything beyond them too, so their outer midpoints move to infinity.
+    Where the type's spacing is coarse next to the range (float16 values
+    around 1000 are 0.5 apart) that mass is visible. A tensor holding values
+    beyond an end was not clamped there (Keras rounds only), and that end keeps
+    its midpoint."""
+    from vsgen.dtypes import interval_bounds
+
+    value_range = scaling.value_range()
+    if value_range is None or values.size == 0:
+        return upper, lower
+    low, high = value_range
+    lo, hi = interval_bounds(dtype, low, high, open_high=scaling.distribution == "uniform")
+    if values.max() <= hi:
+        upper = np.where(values == hi, np.inf, upper)
+    if values.min() >= lo:
+        lower = np.where(values == lo, -np.inf, lower)
+    return upper, lower
 
 
 def _significand_bits(dtype: np.dtype) -> int:
@@ -601,7 +658,7 @@ def judge(
     if n_finite == 0:
         return checks, None
     bound = scaling.bound if scaling.distribution == "truncated_normal" else scaling.limit
-    if bound is not None:
+    if bound is not None and not _offset(scaling):
         allowed = bound * (1 + rounding) + absolute
         largest = max(abs(summary.min), abs(summary.max))
         what = "2s" if scaling.distribution == "truncated_normal" else "limit"
@@ -614,19 +671,28 @@ def judge(
                 f"max |x| = {_compared(largest, allowed)} ({what} = {bound:.6g} + dtype rounding)",
             )
         )
-    mean_tolerance = SIGMAS * sigma / math.sqrt(n_finite) + rounding * sigma + absolute
+    elif bound is not None:
+        checks.append(_range_check(summary, scaling, rounding, absolute))
+    # Rounding a value v moves it by at most rounding * |v|: around a mean, the
+    # mean's magnitude counts too.
+    offset_rounding = rounding * abs(scaling.mean)
+    mean_tolerance = (
+        SIGMAS * sigma / math.sqrt(n_finite) + rounding * sigma + absolute + offset_rounding
+    )
+    mean_error = abs(summary.mean - scaling.mean)
+    what = f"mean - {scaling.mean:.6g}" if _offset(scaling) else "mean"
     checks.append(
         Check(
             "mean",
-            abs(summary.mean) <= mean_tolerance,
-            abs(summary.mean),
+            mean_error <= mean_tolerance,
+            mean_error,
             mean_tolerance,
-            f"|mean| = {_compared(abs(summary.mean), mean_tolerance, 4)} "
+            f"|{what}| = {_compared(mean_error, mean_tolerance, 4)} "
             f"({SIGMAS:g} standard errors + dtype rounding)",
         )
     )
     standard_error = sigma * math.sqrt((KURTOSIS[scaling.distribution] - 1) / (4 * n_finite))
-    std_tolerance = SIGMAS * standard_error + rounding * sigma + absolute
+    std_tolerance = SIGMAS * standard_error + rounding * sigma + absolute + offset_rounding
     deviation = abs(summary.std - sigma)
     checks.append(
         Check(
@@ -653,6 +719,26 @@ def judge(
             )
         )
     return checks, ks
+
+
+def _range_check(summary: Summary, scaling: Scaling, rounding: float, absolute: float) -> Check:
+    """Values off a mean or in a range of their own: min and max inside the range
+    ``[low, high]`` widened by the dtype's rounding of its ends."""
+    value_range = scaling.value_range()
+    assert value_range is not None
+    low, high = value_range
+    slack = rounding * max(abs(low), abs(high)) + absolute
+    beyond = max(low - summary.min, summary.max - high, 0.0)
+    passed = beyond <= slack
+    interval = f"[{low:.6g}, {high:.6g}{')' if scaling.distribution == 'uniform' else ']'}"
+    return Check(
+        "bounds",
+        passed,
+        beyond,
+        slack,
+        f"min {summary.min:.6g}, max {summary.max:.6g} in {interval}: "
+        f"{_compared(beyond, slack)} beyond it (dtype rounding allowed)",
+    )
 
 
 def _histogram(sample: np.ndarray, summary: Summary) -> Histogram:
@@ -683,13 +769,16 @@ def _verdict(checks: Sequence[Check], count: int) -> str:
 
 
 def _expected_dict(
-    scaling: Scaling, initializer: VarianceScaling, fan_shape: Sequence[int]
+    scaling: Scaling, initializer: RandomInitializer, fan_shape: Sequence[int]
 ) -> dict[str, Any]:
     expected = scaling.as_dict()
-    expected["fan_shape"] = list(fan_shape)
-    expected["layout"] = initializer.layout
-    expected["input_axes"] = list(initializer.input_axes) if initializer.input_axes else None
-    expected["output_axes"] = list(initializer.output_axes) if initializer.output_axes else None
+    if initializer.uses_fans:
+        expected["fan_shape"] = list(fan_shape)
+        expected["layout"] = initializer.layout
+        expected["input_axes"] = list(initializer.input_axes) if initializer.input_axes else None
+        expected["output_axes"] = list(initializer.output_axes) if initializer.output_axes else None
+    else:
+        expected["initializer"] = type(initializer).__name__
     expected["kurtosis"] = KURTOSIS[scaling.distribution]
     return expected
 
@@ -724,7 +813,7 @@ def _report(
 
 def verify_source(
     source: FileTensor,
-    initializer: VarianceScaling | None = None,
+    initializer: RandomInitializer | None = None,
     fan_shape: Sequence[int] | None = None,
     *,
     chunk_size: int | None = None,
@@ -747,7 +836,7 @@ def verify_source(
         kind = record.get("kind", "variance_scaling")
         if kind == "constant":
             return _verify_constant(source, record, chunk_size, max_sample)
-        if kind != "variance_scaling":
+        if not provenance.is_sampled(record):
             raise NotJudgedError(
                 f"{source.path}: tensor {source.name!r} is recorded as {str(kind)[:40]!r}, "
                 "which has no distribution to check"
@@ -861,7 +950,7 @@ def _verify_constant(
 def verify_file(
     path: str | TensorFile,
     name: str | None = None,
-    initializer: VarianceScaling | None = None,
+    initializer: RandomInitializer | None = None,
     fan_shape: Sequence[int] | None = None,
     *,
     chunk_size: int | None = None,
@@ -929,7 +1018,7 @@ class FileReport:
 
 def verify_tensors(
     path: str | TensorFile,
-    initializer: VarianceScaling | None = None,
+    initializer: RandomInitializer | None = None,
     *,
     chunk_size: int | None = None,
     max_sample: int | None = None,
@@ -971,7 +1060,7 @@ def verify_tensors(
 
 def verify_array(
     values: np.ndarray,
-    initializer: VarianceScaling,
+    initializer: RandomInitializer,
     fan_shape: Sequence[int] | None = None,
     *,
     chunk_size: int | None = None,

@@ -12,6 +12,7 @@ outputs, progress, writing), and never import each other.
 
 from __future__ import annotations
 
+import warnings
 from typing import NoReturn
 
 import click
@@ -93,5 +94,14 @@ def main(argv: list[str] | None = None, *, own_process: bool = False) -> NoRetur
     never touched.
     """
     end_at_once_on_interrupt()
+    # A library warning (torch's "Initializing zero-element tensors is a no-op")
+    # is one line on stderr, as vsgen's own warnings are.
+    warnings.formatwarning = _one_line_warning
     cli.own_process = own_process
     cli.main(args=argv, prog_name="vsgen")
+
+
+def _one_line_warning(
+    message: Warning | str, category: type[Warning], *args: object, **kwargs: object
+) -> str:
+    return f"warning: {message}\n"

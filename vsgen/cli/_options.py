@@ -19,10 +19,14 @@ from vsgen.cli._errors import (
 from vsgen.fans import LAYOUTS, check_axes_pair, parse_axes, parse_integer, parse_shape
 from vsgen.initializer import (
     DISTRIBUTIONS,
+    FIXED,
     KERAS_PRESETS,
     MODES,
+    NONLINEARITIES,
     TORCH_PRESETS,
+    RandomInitializer,
     VarianceScaling,
+    from_config,
     get_preset,
     loads,
 )
@@ -154,9 +158,12 @@ def read_config_text(source: str) -> str:
 def _preset_help() -> str:
     return (
         f"Keras presets (truncated normal or uniform, channels-last fans): "
-        f"{', '.join(KERAS_PRESETS)}; PyTorch presets (torch.nn.init defaults: untruncated "
-        f"normal or uniform, (out, in, *kernel) fans): {', '.join(TORCH_PRESETS)}. Class names "
-        "(HeNormal, KaimingNormal) and PyTorch's function names (kaiming_normal_) work too."
+        f"{', '.join(KERAS_PRESETS)}; PyTorch presets (torch.nn.init: untruncated "
+        f"normal or uniform, (out, in, *kernel) fans; --mode, --a, --nonlinearity, --gain "
+        f"give its arguments): {', '.join(TORCH_PRESETS)}; fixed parameters (Keras's "
+        f"RandomNormal, TruncatedNormal, RandomUniform; --mean, --stddev, --minval, "
+        f"--maxval): {', '.join(FIXED)}. Class names (HeNormal, KaimingNormal, "
+        "RandomNormal) and PyTorch's function names (kaiming_normal_) work too."
     )
 
 
@@ -227,6 +234,53 @@ def initializer_options(
         "out_axes": click.option(
             "--out-axes", type=str, default=None, help="Explicit fan-out axes, e.g. 2."
         ),
+        "mean": click.option(
+            "--mean",
+            type=Real(),
+            default=None,
+            help="random_normal, truncated_normal: the values' mean. [0.0]",
+        ),
+        "stddev": click.option(
+            "--stddev",
+            type=Real(),
+            default=None,
+            help="random_normal, truncated_normal: the normal's stddev, > 0 (before "
+            "truncation, as Keras). [0.05]",
+        ),
+        "minval": click.option(
+            "--minval",
+            type=Real(),
+            default=None,
+            help="random_uniform: lower bound, inclusive. [-0.05]",
+        ),
+        "maxval": click.option(
+            "--maxval",
+            type=Real(),
+            default=None,
+            help="random_uniform: upper bound, exclusive. [0.05]",
+        ),
+        "a": click.option(
+            "--a",
+            "--negative-slope",
+            "a",
+            type=Real(),
+            default=None,
+            help="kaiming_*: torch's `a`, the negative slope of leaky_relu (sqrt(5) is "
+            "nn.Linear's default). [0]",
+        ),
+        "nonlinearity": click.option(
+            "--nonlinearity",
+            type=str,
+            default=None,
+            help=f"kaiming_*: one of {', '.join(NONLINEARITIES)} (torch's calculate_gain). "
+            "[leaky_relu]",
+        ),
+        "gain": click.option(
+            "--gain",
+            type=Real(),
+            default=None,
+            help="xavier_*: torch's gain, > 0. [1.0]",
+        ),
     }
 
     def decorate(function: Callable[..., Any]) -> Callable[..., Any]:
@@ -246,6 +300,20 @@ def initializer_options(
     return decorate(command) if command is not None else decorate
 
 
+#: Options that give an initializer's own arguments: Keras's fixed-parameter
+#: initializers and PyTorch's init functions.
+ARGUMENT_KEYS = ("mean", "stddev", "minval", "maxval", "a", "nonlinearity", "gain")
+#: Each argument's option, for messages.
+ARGUMENT_OPTIONS = {
+    "mean": "--mean",
+    "stddev": "--stddev",
+    "minval": "--minval",
+    "maxval": "--maxval",
+    "a": "--a",
+    "nonlinearity": "--nonlinearity",
+    "gain": "--gain",
+}
+
 INITIALIZER_KEYS = (
     "scale",
     "mode",
@@ -257,6 +325,7 @@ INITIALIZER_KEYS = (
     "layout",
     "in_axes",
     "out_axes",
+    *ARGUMENT_KEYS,
 )
 
 
@@ -271,6 +340,7 @@ def _spelled(options: dict[str, Any]) -> dict[str, Any]:
         "mode": (MODES, None),
         "distribution": (DISTRIBUTIONS, DISTRIBUTION_ALIASES),
         "layout": (LAYOUTS, LAYOUT_ALIASES),
+        "nonlinearity": (NONLINEARITIES, None),
     }
     spelled = dict(options)
     for key, (names, aliases) in choices.items():
@@ -279,26 +349,99 @@ def _spelled(options: dict[str, Any]) -> dict[str, Any]:
     return spelled
 
 
-def build_initializer(options: dict[str, Any]) -> VarianceScaling:
+def _option(key: str) -> str:
+    return ARGUMENT_OPTIONS.get(key, f"--{key.replace('_', '-')}")
+
+
+def _takes(cls: type[RandomInitializer]) -> tuple[str, ...]:
+    """The options (besides --seed, --stream) that ``cls`` takes."""
+    if not cls.uses_fans:
+        return tuple(getattr(cls, "_KERAS_DEFAULTS", ()))
+    fans = ("layout", "in_axes", "out_axes")
+    if cls is VarianceScaling:
+        return ("scale", "mode", "distribution", *fans)
+    torch_arguments = tuple(getattr(cls, "_TORCH_DEFAULTS", ()))
+    return (*fans, *torch_arguments)
+
+
+def _refuse_inapplicable(cls: type[RandomInitializer], given: list[str], what: str) -> None:
+    """One line naming the options ``cls`` does not take, and those it does."""
+    takes = _takes(cls)
+    refused = [key for key in given if key not in takes]
+    if not refused:
+        return
+    names = ", ".join(_option(key) for key in refused)
+    verb = "does" if len(refused) == 1 else "do"
+    arguments = [key for key in takes if key in ARGUMENT_KEYS or key == "mode"]
+    if cls is VarianceScaling:
+        hint = (
+            "they are the arguments of --preset random_normal, truncated_normal (--mean, "
+            "--stddev), random_uniform (--minval, --maxval) and of PyTorch's presets "
+            "(kaiming_*: --mode, --a, --nonlinearity; xavier_*: --gain)"
+        )
+    elif not cls.uses_fans:
+        hint = (
+            f"it takes {', '.join(_option(key) for key in arguments)} and has no fans "
+            "(no --scale, --mode, --distribution, --layout or axes)"
+        )
+    elif arguments:
+        fixed = [key for key in ("scale", "mode", "distribution") if key not in takes]
+        hint = (
+            f"its {', '.join(fixed[:-1])} and {fixed[-1]} are torch's; it takes "
+            f"{', '.join(_option(key) for key in arguments)}"
+        )
+    else:
+        hint = "it has no arguments of its own"
+    raise BadInput(f"{names} {verb} not apply to {what}; {hint}")
+
+
+def build_initializer(
+    options: dict[str, Any], *, layout_for_job: bool = False
+) -> RandomInitializer:
     """Combine --preset / --config / explicit options into one initializer.
 
-    Explicit options override a --config file; --preset fixes scale, mode and
-    distribution, so combining it with those (or with --config) is an error.
+    Explicit options override a --config file; --preset fixes what its class
+    fixes (a Keras preset: scale, mode and distribution; a PyTorch preset:
+    scale and distribution, its arguments given by --mode, --a, --nonlinearity,
+    --gain; a fixed-parameter initializer takes --mean/--stddev or
+    --minval/--maxval and nothing about fans), so combining it with options it
+    does not take, or with --config, is an error. ``layout_for_job``: --layout
+    is the whole model's (``sample --spec/--like``), so an initializer without
+    fans leaves it to the other tensors instead of refusing it.
     """
-    with user_errors():
+    with user_errors(ARGUMENT_OPTIONS):
         options = _spelled(options)
-    explicit = {
-        key: options[key] for key in ("scale", "mode", "distribution") if options[key] is not None
-    }
-    if options["preset"] is not None and explicit:
-        names = ", ".join(f"--{key}" for key in explicit)
-        raise BadInput(
-            f"--preset fixes scale, mode and distribution; do not combine it with {names}"
+    own_keys = ("scale", "mode", "distribution", "layout", "in_axes", *ARGUMENT_KEYS)
+    given = [key for key in own_keys if options.get(key) is not None]
+    if layout_for_job and options.get("layout") is not None:
+        preset = options.get("preset")
+        try:
+            fanless = preset is not None and not get_preset(preset).uses_fans
+        except ValueError:
+            fanless = False  # reported below
+        if fanless:
+            given.remove("layout")
+            options = {**options, "layout": None}
+    preset_cls: type[RandomInitializer] | None = None
+    if options["preset"] is not None:
+        try:
+            preset_cls = get_preset(options["preset"])
+        except ValueError:
+            preset_cls = None  # reported below, after the combinations
+        fixed_by_preset = [key for key in ("scale", "mode", "distribution") if key in given]
+        keras_preset = preset_cls is None or (
+            preset_cls.uses_fans and not getattr(preset_cls, "_TORCH_DEFAULTS", None)
         )
-    if options["preset"] is not None and options["config_source"] is not None:
-        raise BadInput("--preset and --config both say which initializer to use; give one")
+        if fixed_by_preset and keras_preset:
+            names = ", ".join(f"--{key}" for key in fixed_by_preset)
+            raise BadInput(
+                f"--preset fixes scale, mode and distribution; do not combine it with {names}"
+            )
+        if options["config_source"] is not None:
+            raise BadInput("--preset and --config both say which initializer to use; give one")
     config: dict[str, Any] = {}
-    preset_cls: type[VarianceScaling] = VarianceScaling
+    cls: type[RandomInitializer] = VarianceScaling
+    what = "VarianceScaling (no --preset)"
     if options["config_source"] is not None:
         source = options["config_source"]
         try:
@@ -310,11 +453,16 @@ def build_initializer(options: dict[str, Any]) -> VarianceScaling:
         config = base.get_config()
         if getattr(base, "seed_was_drawn", False):
             config["seed"] = None
+        if "preset" in config:  # PyTorch presets and fixed parameters say what they are
+            cls = type(base)
+            what = f"the {cls.__name__} of --config"
     elif options["preset"] is not None:
         with user_errors():
-            preset_cls = get_preset(options["preset"])
-    with user_errors():
-        config.update(explicit)
+            cls = get_preset(options["preset"])
+        what = f"--preset {options['preset']}"
+    _refuse_inapplicable(cls, given, what)
+    with user_errors(ARGUMENT_OPTIONS):
+        config.update({key: options[key] for key in given if key not in ("layout", "in_axes")})
         for key in ("seed", "stream", "layout"):
             if options[key] is not None:
                 config[key] = options[key]
@@ -326,6 +474,6 @@ def build_initializer(options: dict[str, Any]) -> VarianceScaling:
         if in_axes is not None:
             config["input_axes"] = list(parse_axes(in_axes, "--in-axes"))
             config["output_axes"] = list(parse_axes(out_axes, "--out-axes"))
-        if preset_cls is VarianceScaling:
-            return VarianceScaling.from_config(config)
-        return preset_cls.from_config(config)
+        if "preset" in config:
+            return from_config(config)
+        return cls.from_config(config)

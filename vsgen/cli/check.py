@@ -22,6 +22,7 @@ from vsgen.cli._errors import (
     user_errors,
 )
 from vsgen.cli._options import (
+    ARGUMENT_KEYS,
     SPELLING_NOTE,
     build_initializer,
     initializer_options,
@@ -91,6 +92,7 @@ _EXPECTATION_KEYS = (
     "layout",
     "in_axes",
     "out_axes",
+    *ARGUMENT_KEYS,
 )
 
 
@@ -202,6 +204,11 @@ def _print_file_report(report: Any) -> None:
         expected = item.expected
         if expected.get("kind") == "constant":
             what = f"constant {expected['value']:g}"
+        elif "initializer" in expected:  # fixed parameters: around a mean
+            what = (
+                f"{expected['distribution']} mean {expected['mean']:.4g} "
+                f"stddev {expected['stddev']:.4g}"
+            )
         else:
             what = f"{expected['distribution']} stddev {expected['stddev']:.4g}"
         shape = "x".join(str(d) for d in item.shape) or "()"
@@ -235,6 +242,16 @@ def _print_check_report(report: Any) -> None:
     where = "recorded provenance" if report.source == "provenance" else "options"
     if expected.get("kind") == "constant":
         echo(f"expected ({where}): every value {expected['value']:g}")
+    elif "initializer" in expected:  # fixed parameters: no fans
+        line = (
+            f"expected ({where}): {expected['initializer']}, {expected['distribution']}, "
+            f"mean {expected['mean']:.6g}, stddev {expected['stddev']:.6g}"
+        )
+        if expected["bound"] is not None:
+            line += f", bounds mean {plus_minus()}{expected['bound']:.6g}"
+        if expected.get("minval") is not None:
+            line += f", range [{expected['minval']:.6g}, {expected['maxval']:.6g})"
+        echo(line)
     else:
         fan_shape = tuple(expected["fan_shape"])
         shape_note = f"fans {expected['fan_in']}/{expected['fan_out']} of {fan_shape}"

@@ -34,7 +34,7 @@ from vsgen.cli._options import (
 from vsgen.cli._output import open_output, write_parallel, write_plans
 from vsgen.dtypes import DTYPE_ALIASES, DTYPE_NAMES
 from vsgen.fans import looks_channels_last, shard_rows
-from vsgen.initializer import VarianceScaling
+from vsgen.initializer import RandomInitializer
 from vsgen.names import describe_aliases
 from vsgen.streams import WRITER_CPUS, default_threads
 
@@ -269,7 +269,7 @@ def _refuse_name_without_names(output: str, fmt_option: str | None) -> None:
         )
 
 
-def _channels_last_warnings(initializer: VarianceScaling, shape: tuple[int, ...]) -> list[str]:
+def _channels_last_warnings(initializer: RandomInitializer, shape: tuple[int, ...]) -> list[str]:
     """A one-line hint when a torch-layout shape reads like Keras' (*kernel, in, out)."""
     if initializer.layout != "torch" or initializer.input_axes is not None:
         return []
@@ -357,7 +357,7 @@ def _model_job(kwargs: dict[str, Any], options: dict[str, Any]) -> ModelJob:
     default_init = None
     if any(options[key] is not None for key in _DEFAULT_INIT_OPTIONS):
         # Seeds are derived per tensor; 0 only avoids drawing one here.
-        initializer = build_initializer({**options, "seed": 0})
+        initializer = build_initializer({**options, "seed": 0}, layout_for_job=True)
         default_init = modelspec.init_from_initializer(initializer)
     with user_errors():
         spec = modelspec.load_spec(kwargs["spec"]) if kwargs["spec"] is not None else None

@@ -26,14 +26,36 @@ class Draw:
     """What a stream needs to know to produce numbers.
 
     ``multiplier`` is the pre-truncation stddev ``s`` for ``truncated_normal``
-    (values lie in [-2s, 2s]), the stddev for ``untruncated_normal`` and the
-    half-width ``limit`` for ``uniform`` (values lie in [-limit, limit)).
+    (values lie in [offset - 2s, offset + 2s]), the stddev for
+    ``untruncated_normal`` and the half-width ``limit`` for ``uniform``
+    (values lie in [offset - limit, offset + limit)).
+
+    ``offset`` is added to every value: a normal's mean, a uniform range's
+    centre. ``interval``, for ``uniform`` only, is the exact ``(low, high)``
+    an initializer states (Keras's ``minval``/``maxval``), when
+    ``offset -/+ multiplier`` would not reproduce those doubles. An offset of
+    0 and no interval leave the zero-centred values exactly as they were.
     """
 
     distribution: str
     multiplier: float
     seed: int
     dtype: np.dtype
+    offset: float = 0.0
+    interval: tuple[float, float] | None = None
+
+    def value_range(self) -> tuple[float, float] | None:
+        """The interval the values lie in, as doubles: ``(offset - 2s, offset + 2s)``
+        (closed) for truncated_normal, ``interval`` or ``(offset - limit, offset +
+        limit)`` (half-open) for uniform, None for untruncated_normal. Each end is
+        one double operation, in the order Keras computes its bounds."""
+        if self.distribution == "truncated_normal":
+            return self.offset - 2 * self.multiplier, self.offset + 2 * self.multiplier
+        if self.distribution == "uniform":
+            if self.interval is not None:
+                return self.interval
+            return self.offset - self.multiplier, self.offset + self.multiplier
+        return None
 
 
 def usable_cpus() -> int:

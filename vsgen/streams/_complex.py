@@ -63,6 +63,8 @@ def fill_complex(
     stream: Stream, out: np.ndarray, start: int, draw: Draw, threads: int | None = None
 ) -> None:
     """Fill the 1-D complex array ``out`` with elements [start, start + out.size)."""
+    if draw.offset != 0.0 or draw.interval is not None:
+        raise ValueError("complex values take no offset (a mean or an off-centre range)")
     part = real_dtype(out.dtype)
     multiplier = float(draw.multiplier)
     for offset in range(0, out.size, COMPLEX_CHUNK):

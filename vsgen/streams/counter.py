@@ -169,7 +169,15 @@ class VsgenStream(Stream):
             fill_complex(self, out, start, draw, threads)
             return
         job_size = out.size if job_size is None else job_size
-        if out.dtype == working_dtype(draw.dtype):
+        if draw.offset != 0.0 or draw.interval is not None:
+            # A mean or an off-centre range (docs/stream-v1.md, section 12): the
+            # zero-offset values below, shifted and clamped.
+            from vsgen.streams._offset import fill_offset
+
+            fill_offset(self, out, start, draw, threads, job_size)
+            return
+        work = working_dtype(draw.dtype)
+        if out.dtype == work:
             fill(
                 out,
                 start,

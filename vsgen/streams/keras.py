@@ -4,10 +4,16 @@ For an integer seed in [0, 2**32): ``rng = numpy.random.default_rng(numpy.array(
 0], dtype=uint32))``; values are drawn in float64 over the flat tensor and cast to
 the output dtype once (a direct float64 -> float16 rounding, not through float32):
 
-* uniform: ``rng.uniform(low=-limit, high=limit)``
-* untruncated_normal: ``rng.normal(loc=0, scale=stddev)``
+* uniform: ``rng.uniform(low=low, high=high)``, ``(low, high)`` the draw's
+  range (``(-limit, limit)`` for variance scaling, ``(minval, maxval)`` for
+  ``RandomUniform``);
+* untruncated_normal: ``rng.normal(loc=mean, scale=stddev)``;
 * truncated_normal: the first N values of the endless sequence
-  ``rng.normal(loc=0, scale=s)`` that satisfy ``-2s <= x <= 2s``.
+  ``rng.normal(loc=mean, scale=s)`` that satisfy ``mean - 2s <= x <= mean + 2s``.
+
+``mean`` is the draw's offset (0 for variance scaling), passed to NumPy as
+Keras passes it, so NumPy computes ``loc + scale * z`` in float64 as Keras's
+own call does.
 
 Sequential by nature: a slice is made by drawing (and dropping) everything
 before it. Its purpose is verifiable parity, not speed.
@@ -40,14 +46,16 @@ class KerasStream(Stream):
         on batch sizes; only ``wanted`` (>= 1) values are needed now, and for the
         truncated normal about 4.6 % of draws are rejected, hence the margin.
         """
+        value_range = draw.value_range()
         if draw.distribution == "uniform":
-            return rng.uniform(low=-draw.multiplier, high=draw.multiplier, size=wanted)
+            assert value_range is not None
+            return rng.uniform(low=value_range[0], high=value_range[1], size=wanted)
         if draw.distribution == "untruncated_normal":
-            return rng.normal(loc=0.0, scale=draw.multiplier, size=wanted)
-        # Keras computes its bounds as mean -/+ 2 * stddev with mean 0.0.
-        lower = 0.0 - 2 * draw.multiplier
-        upper = 0.0 + 2 * draw.multiplier
-        batch = rng.normal(loc=0.0, scale=draw.multiplier, size=wanted + wanted // 16 + 16)
+            return rng.normal(loc=draw.offset, scale=draw.multiplier, size=wanted)
+        # Keras computes its bounds as mean -/+ 2 * stddev (Draw.value_range).
+        assert value_range is not None
+        lower, upper = value_range
+        batch = rng.normal(loc=draw.offset, scale=draw.multiplier, size=wanted + wanted // 16 + 16)
         return batch[(batch >= lower) & (batch <= upper)]
 
     def chunks(
