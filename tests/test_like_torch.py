@@ -683,22 +683,24 @@ def test_plan_rows_name_initializers_and_origins():
 
 
 @pytest.mark.parametrize(
-    ("names", "layout", "warned"),
+    ("names", "layout", "fans"),
     [
-        ({"fc.weight": (4, 3), "fc.bias": (4,)}, [], True),
-        ({"fc.weight": (4, 3), "fc.bias": (4,)}, ["--layout", "torch"], False),
-        ({"fc.weight": (4, 3), "fc.bias": (4,)}, ["--layout", "keras"], False),
-        ({"dense/kernel": (3, 4), "dense/bias": (4,)}, [], False),
-        ({"norm.weight": (4,)}, [], False),  # no rank >= 2 weight: fans do not matter
+        # PyTorch's names: (out, in) -> fan_in = 3 by default, with no warning
+        ({"fc.weight": (4, 3), "fc.bias": (4,)}, [], (3, 4)),
+        ({"fc.weight": (4, 3), "fc.bias": (4,)}, ["--layout", "torch"], (3, 4)),
+        ({"fc.weight": (4, 3), "fc.bias": (4,)}, ["--layout", "keras"], (4, 3)),
+        # Keras's names keep the keras layout: (in, out)
+        ({"dense/kernel": (3, 4), "dense/bias": (4,)}, [], (3, 4)),
     ],
 )
-def test_torch_names_without_a_layout_get_a_warning(tmp_path, names, layout, warned):
+def test_torch_names_use_the_torch_layout_by_default(tmp_path, names, layout, fans):
     source = tmp_path / "names.safetensors"
     safetensors.numpy.save_file(
         {name: np.zeros(shape, np.float32) for name, shape in names.items()}, str(source)
     )
-    result = run("sample", "--like", str(source), "--seed", "0", *layout, "--plan")
+    result = run("sample", "--like", str(source), "--seed", "0", *layout, "--plan", "--json")
     assert result.exit_code == 0, result.stderr
-    warning = "warning: the checkpoint's names look like PyTorch's"
-    assert (warning in result.stderr) is warned, result.stderr
-    assert len(result.stderr.strip().splitlines()) == int(warned)
+    assert result.stderr == ""
+    weight = next(row for row in json.loads(result.stdout)["tensors"] if len(row["shape"]) == 2)
+    assert (weight["fan_in"], weight["fan_out"]) == fans
+    assert weight["stddev"] == pytest.approx(math.sqrt(1 / fans[0]), rel=1e-12)

@@ -1,53 +1,92 @@
-"""PyTorch: initialise every parameter and buffer of an ``nn.Module`` in place.
+"""PyTorch: a module's tensors initialised in place, or written to a file from
+its definition alone (the meta device: no memory for the model).
 
-``init_(module, preset, seed=..., rules=...)`` gives each tensor of
-``module.state_dict()`` exactly the bytes that ``vsgen sample --like`` writes
-for a checkpoint holding that state dict (same rules, same per-name seeds,
-``layout="torch"`` by default)::
+``init_(module, preset, seed=..., convention=...)`` gives every tensor of
+``module.state_dict()`` its values in place; ``save(module, path, ...)`` writes
+the same bytes into any format vsgen writes, block by block, without the
+module's memory (a module on the ``meta`` device works); ``plan(...)`` says what
+either would do::
+
+    with torch.device("meta"):
+        model = MyModel()                      # no memory
+    vsgen.torch.save(model, "model.safetensors", "he_normal", seed=0)
 
     model = MyModel()
-    vsgen.torch.init_(model, "he_normal", seed=0, rules={"*embed*.weight": "glorot_uniform"})
+    vsgen.torch.init_(model, "he_normal", seed=0)  # the same bytes, in memory
 
-    # the same bytes as
-    safetensors.torch.save_file(model.state_dict(), "model.safetensors")
-    # vsgen sample --like model.safetensors --layout torch --preset he_normal --seed 0 ...
+What each tensor gets is decided, first match wins, by a rule (``rules=``, a
+spec's ``[rules]``), then by the *convention* (:mod:`vsgen.conventions`) from
+the type of the module that owns the tensor, never from its name:
 
-How each tensor is chosen is the ``--like`` order (``docs/spec-files.md``):
-a rule, then the built-ins (integer and bool buffers such as
-``num_batches_tracked`` keep their values; rank-1 ``weight``/``scale`` and
-``running_var`` become ones; biases and ``running_mean`` zeros), then
-``preset`` for floating tensors of rank >= 2. Fans use PyTorch's layout
-``(out, in, *kernel)``: fan_in = in * prod(kernel), fan_out = out * prod(kernel).
+* ``"vsgen"`` (default): ``preset`` (default VarianceScaling(1, fan_in,
+  truncated_normal)) for the weights of ``Linear``, ``Bilinear``, the
+  convolutions and transposed convolutions, ``Embedding``/``EmbeddingBag``
+  (padding row zero), ``MultiheadAttention`` (``in_proj_weight``,
+  ``q/k/v_proj_weight``, ``bias_k``/``bias_v``), ``RNN``/``LSTM``/``GRU`` and their
+  cells; zeros for their biases; ones and zeros for the norms (``BatchNorm*``,
+  ``InstanceNorm*``, ``LayerNorm``, ``GroupNorm``, ``RMSNorm``: weight, bias,
+  running mean and variance); **every other parameter and buffer keeps its
+  values**, ``num_batches_tracked`` included (0 on the meta device).
+* ``"torch"``: what each module's own ``reset_parameters()`` (or
+  ``_reset_parameters()``) draws, recorded by running it on a meta copy of the
+  module under a ``torch.overrides.TorchFunctionMode`` (children before their
+  parent, as construction does): every ``torch.nn.init`` function and in-place
+  draw or fill (``uniform_``, ``normal_``, ``fill_``, ``zero_``, a row filled
+  through an index) becomes vsgen's initializer of the same distribution, drawn
+  from vsgen's stream. Custom modules with their own ``reset_parameters`` work
+  the same way. A tensor no reset touches keeps its values; one a reset changes
+  in a way vsgen cannot reproduce (``trunc_normal_``, ``orthogonal_``,
+  arithmetic on the values) keeps them too, and the plan says why.
 
-No copies: a CPU tensor that is contiguous is filled through its own memory
-(``Tensor.numpy()`` of the detached tensor, which shares it; bfloat16 through
-a 16-bit integer view seen as ``ml_dtypes.bfloat16``), by the stream's
-multi-threaded ``fill``. Other tensors (non-contiguous, or on a GPU) are
-filled into a contiguous CPU buffer of their size, then ``copy_``'d: one
-temporary per tensor. Tensors that share memory (tied weights) are filled
-once, under their first name in ``state_dict`` order. Non-persistent buffers
-are not in the state dict and are left as they are.
+Fans use PyTorch's layout ``(out, in, *kernel)``. Each drawn tensor's seed is
+``derive_seed(seed, name)``, so the bytes are those ``vsgen sample --like`` writes
+for the same choices. Tied weights (one tensor under several names) are drawn
+once and written once, under the name ``safetensors.torch.save_model`` keeps (the
+first in sorted order); ``safetensors.torch.load_model`` loads them tied.
+
+In place, no copies: a CPU tensor that is contiguous is filled through its own
+memory (bfloat16 through a 16-bit integer view seen as ``ml_dtypes.bfloat16``),
+by the stream's multi-threaded ``fill``; other tensors go through one CPU buffer
+each. Non-persistent buffers are not in the state dict and are left alone.
 
 ``torch`` is imported only when these functions are called.
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import importlib
+import inspect
+import math
 import os
-from collections.abc import Mapping
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from vsgen import modelspec
+from vsgen import conventions, modelspec
 from vsgen.dtypes import TensorInfo, normalize_dtype
 from vsgen.initializer import RandomInitializer, SamplePlan
 from vsgen.inplace import torch_array
+from vsgen.modelspec import KEEP, Choice, Init
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["init_", "plan"]
+__all__ = [
+    "TORCH",
+    "VSGEN",
+    "ModuleConvention",
+    "ModuleTensor",
+    "init_",
+    "meta_parameters",
+    "plan",
+    "record_init",
+    "save",
+]
 
 #: torch dtype name -> the dtype vsgen writes (or copies) for it.
 _DTYPES = {
@@ -66,19 +105,704 @@ _DTYPES = {
     "uint64": "uint64",
 }
 
+ZEROS = Init(constant=0.0)
+ONES = Init(constant=1.0)
+Preset = str | Mapping[str, Any] | RandomInitializer | Init | None
+SpecArgument = str | os.PathLike[str] | Mapping[str, Any] | modelspec.ModelSpec | None
 
-def _default_init(preset: object) -> modelspec.Init | None:
-    if preset is None or isinstance(preset, modelspec.Init):
+
+# --- the module's tensors ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModuleTensor:
+    """One tensor of a module's state dict, written once.
+
+    ``name`` is the name it is written under, ``aliases`` its other names (tied
+    weights), ``owners`` the ``(name, module, local name, is_parameter)`` of every
+    name (the module that holds it and what it calls it there; None for a name a
+    custom ``state_dict`` hook made).
+    """
+
+    name: str
+    tensor: torch.Tensor
+    aliases: tuple[str, ...] = ()
+    owners: tuple[tuple[str, torch.nn.Module | None, str, bool], ...] = ()
+
+    @property
+    def is_meta(self) -> bool:
+        """True on the meta device: a shape and dtype, no values."""
+        return self.tensor.device.type == "meta"
+
+
+def _check_module(module: object) -> None:
+    import torch
+
+    if not isinstance(module, torch.nn.Module):
+        raise TypeError(
+            f"Argument `module` must be a torch.nn.Module. Received: {type(module).__name__}"
+        )
+
+
+def _owners(module: torch.nn.Module) -> dict[str, tuple[torch.nn.Module, str, bool]]:
+    """Every parameter's and buffer's full name -> (owning module, local name, is_parameter)."""
+    owners: dict[str, tuple[torch.nn.Module, str, bool]] = {}
+    for prefix, sub in module.named_modules(remove_duplicate=False):
+        base = f"{prefix}." if prefix else ""
+        for local in sub._parameters:
+            owners[base + local] = (sub, local, True)
+        for local in sub._buffers:
+            owners[base + local] = (sub, local, False)
+    return owners
+
+
+def _tensor_key(tensor: torch.Tensor) -> tuple[Any, ...]:
+    """Two names with the same key are one tensor: the same object, or (with memory)
+    the same view of the same storage."""
+    if tensor.device.type == "meta":
+        return ("meta", id(tensor))
+    return (
+        tensor.device,
+        tensor.untyped_storage().data_ptr(),
+        tensor.storage_offset(),
+        tuple(tensor.shape),
+        tensor.stride(),
+        tensor.dtype,
+    )
+
+
+def _collect(
+    module: torch.nn.Module, kept_name: Callable[[Sequence[str]], str]
+) -> list[ModuleTensor]:
+    """The state dict's tensors in order, each once (tied weights under
+    ``kept_name(names)``, at that name's place)."""
+    import torch
+
+    _check_module(module)
+    state = module.state_dict(keep_vars=True)
+    groups: dict[tuple[Any, ...], list[str]] = {}
+    tensors: dict[str, torch.Tensor] = {}
+    for name, tensor in state.items():
+        if not isinstance(tensor, torch.Tensor):
+            continue  # `_extra_state` entries hold arbitrary objects
+        if torch.nn.parameter.is_lazy(tensor):
+            raise ValueError(
+                f"tensor {name!r} is not materialised yet (a lazy module): run a forward pass "
+                "first, or give the module its sizes"
+            )
+        dtype = str(tensor.dtype).removeprefix("torch.")
+        if dtype not in _DTYPES:
+            raise ValueError(
+                f"tensor {name!r} has dtype {dtype}; vsgen initialises float16, bfloat16, "
+                "float32 and float64 tensors and keeps integer and bool ones"
+            )
+        tensors[name] = tensor
+        # Tensors without elements share nothing worth tying.
+        key = _tensor_key(tensor) if tensor.numel() else ("empty", name)
+        groups.setdefault(key, []).append(name)
+    owners = _owners(module)
+    kept: dict[str, tuple[str, ...]] = {}
+    for names in groups.values():
+        chosen = kept_name(names) if len(names) > 1 else names[0]
+        kept[chosen] = tuple(name for name in names if name != chosen)
+    collected = []
+    for name, tensor in tensors.items():
+        if name not in kept:
+            continue
+        every = (name, *kept[name])
+        collected.append(
+            ModuleTensor(
+                name,
+                tensor,
+                kept[name],
+                tuple((n, *owners[n]) if n in owners else (n, None, n, False) for n in every),
+            )
+        )
+    return collected
+
+
+def _info(item: ModuleTensor) -> TensorInfo:
+    dtype = str(item.tensor.dtype).removeprefix("torch.")
+    return TensorInfo(item.name, tuple(item.tensor.shape), normalize_dtype(_DTYPES[dtype]))
+
+
+# --- conventions, decided from the module ------------------------------------------------
+
+
+class ModuleConvention:
+    """How a convention decides from a module (:mod:`vsgen.conventions` names it).
+
+    Subclasses give :meth:`choices`: a :class:`vsgen.modelspec.Choice` for every
+    tensor (by the name it is written under); rules still come first.
+    :meth:`kept_name` picks the name tied weights are written under;
+    :attr:`layout` is the fan layout of the weights.
+    """
+
+    name = ""
+    layout = "torch"
+
+    def choices(
+        self, module: torch.nn.Module, tensors: Sequence[ModuleTensor]
+    ) -> dict[str, Choice]:
+        raise NotImplementedError
+
+    def kept_name(self, names: Sequence[str]) -> str:
+        """``safetensors.torch.save_model``'s choice: the first name in sorted order."""
+        return sorted(names)[0]
+
+
+def _type_name(module: object) -> str:
+    return type(module).__name__
+
+
+def _norm_types() -> tuple[type, ...]:
+    import torch.nn as nn
+
+    types: list[type] = [nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm]
+    if hasattr(nn, "RMSNorm"):
+        types.append(nn.RMSNorm)
+    return tuple(types)
+
+
+def _vsgen_choice(owner: torch.nn.Module | None, local: str, is_parameter: bool) -> Choice:
+    """The vsgen convention for one tensor, from its owning module's type."""
+    import torch.nn as nn
+
+    if owner is None:
+        return Choice(KEEP, "not a parameter or buffer of a module (a state_dict hook)")
+    kind = _type_name(owner)
+    weight = Choice(None, f"{kind} weight")
+    bias = Choice(ZEROS, f"{kind} bias")
+    if isinstance(owner, (nn.Linear, nn.Bilinear, nn.modules.conv._ConvNd)):
+        if local == "weight":
+            return weight
+        if local == "bias":
+            return bias
+    elif isinstance(owner, (nn.Embedding, nn.EmbeddingBag)):
+        if local == "weight":
+            padding = owner.padding_idx
+            if padding is None:
+                return weight
+            return Choice(None, f"{kind} weight, padding row zero", rows=((padding, 0.0),))
+    elif isinstance(owner, nn.MultiheadAttention):
+        if local in ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight"):
+            return weight
+        if local in ("bias_k", "bias_v"):
+            return Choice(None, f"{kind} {local}")
+        if local == "in_proj_bias":
+            return bias
+    elif isinstance(owner, (nn.RNNBase, nn.RNNCellBase)):
+        if local.startswith("weight"):
+            return weight
+        if local.startswith("bias"):
+            return bias
+    elif isinstance(owner, _norm_types()):
+        if local == "weight":
+            return Choice(ONES, f"{kind} weight")
+        if local == "bias":
+            return Choice(ZEROS, f"{kind} bias")
+        if local == "running_mean":
+            return Choice(ZEROS, f"{kind} running mean")
+        if local == "running_var":
+            return Choice(ONES, f"{kind} running variance")
+        if local == "num_batches_tracked":
+            return Choice(KEEP, f"{kind} batch count", on_meta=ZEROS)
+    what = "parameter" if is_parameter else "buffer"
+    return Choice(KEEP, f"a {what} of {kind}")
+
+
+class _VsgenModules(ModuleConvention):
+    """The ``vsgen`` convention, from each tensor's module type (see the module doc)."""
+
+    name = "vsgen"
+
+    def choices(
+        self, module: torch.nn.Module, tensors: Sequence[ModuleTensor]
+    ) -> dict[str, Choice]:
+        decided = {}
+        for item in tensors:
+            # The written name's module decides; a tied alias that is a weight
+            # (an Embedding tied to an unrecognised head) wins over keeping.
+            options = [
+                _vsgen_choice(owner, local, is_param) for _, owner, local, is_param in item.owners
+            ]
+            decided[item.name] = next((c for c in options if not c.keeps), options[0])
+        return decided
+
+
+class _TorchModules(ModuleConvention):
+    """The ``torch`` convention: each module's own ``reset_parameters()``, recorded."""
+
+    name = "torch"
+
+    def choices(
+        self, module: torch.nn.Module, tensors: Sequence[ModuleTensor]
+    ) -> dict[str, Choice]:
+        recorded = record_init(module, origin="convention torch")
+        return {item.name: recorded[item.name] for item in tensors}
+
+
+VSGEN: ModuleConvention = _VsgenModules()
+TORCH: ModuleConvention = _TorchModules()
+
+
+def _module_convention(convention: object) -> tuple[str, ModuleConvention]:
+    if isinstance(convention, ModuleConvention):
+        return convention.name, convention
+    chosen = conventions.get_convention(convention)
+    path, _, attribute = chosen.module.partition(":")
+    return chosen.name, getattr(importlib.import_module(path), attribute)
+
+
+# --- recording what a module's reset_parameters does ---------------------------------------
+
+_FULL = "full"
+_PARTIAL = "partial"
+
+
+@dataclass
+class _State:
+    """What has been done to one tensor so far."""
+
+    init: Init | None = None
+    rows: dict[int, float] = field(default_factory=dict)
+    unknown: str | None = None
+    by: str = ""
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, (int, float)):
+        return float(value)
+    return None
+
+
+def _spec(form: Mapping[str, Any]) -> Init:
+    return modelspec.parse_init(dict(form), "a recorded init")
+
+
+def _is_floating(tensor: torch.Tensor) -> bool:
+    return bool(tensor.is_floating_point())
+
+
+class _Recorder:
+    """Records, per tensor, the draws and fills a module's reset makes (the body of
+    the ``TorchFunctionMode`` made by :func:`_recording_mode`)."""
+
+    def __init__(self) -> None:
+        import torch
+
+        self.torch = torch
+        self.alias: dict[int, tuple[int, object]] = {}
+        self.states: dict[int, _State] = {}
+        self.alive: list[Any] = []  # ids stay unique while these live
+        self.touched: set[int] = set()
+        self.method = ""
+        init = torch.nn.init
+        tensor = torch.Tensor
+        self.init_functions: dict[Any, Callable[..., Init | str]] = {
+            init.kaiming_uniform_: self._kaiming("kaiming_uniform"),
+            init.kaiming_normal_: self._kaiming("kaiming_normal"),
+            init.xavier_uniform_: self._xavier("xavier_uniform"),
+            init.xavier_normal_: self._xavier("xavier_normal"),
+            init.uniform_: lambda a=0.0, b=1.0, **_: self._uniform(a, b),
+            init.normal_: lambda mean=0.0, std=1.0, **_: self._normal(mean, std),
+            init.trunc_normal_: self._trunc_normal,
+            init.constant_: lambda val, **_: self._constant(val),
+            init.ones_: lambda **_: ONES,
+            init.zeros_: lambda **_: ZEROS,
+        }
+        self.methods: dict[Any, Callable[..., Init | str]] = {
+            tensor.uniform_: lambda low=0.0, high=1.0, *_, **kw: self._uniform(
+                kw.get("from", low), kw.get("to", high)
+            ),
+            tensor.normal_: lambda mean=0.0, std=1.0, *_, **kw: self._normal(
+                kw.get("mean", mean), kw.get("std", std)
+            ),
+            tensor.fill_: lambda value, **_: self._constant(value),
+            tensor.zero_: lambda *_, **__: ZEROS,
+        }
+
+    # -- what a call means -----------------------------------------------------------
+
+    @staticmethod
+    def _kaiming(preset: str) -> Callable[..., Init | str]:
+        def meaning(
+            a: float = 0.0, mode: str = "fan_in", nonlinearity: str = "leaky_relu", **_: Any
+        ) -> Init | str:
+            return _spec({"preset": preset, "a": a, "mode": mode, "nonlinearity": nonlinearity})
+
+        return meaning
+
+    @staticmethod
+    def _xavier(preset: str) -> Callable[..., Init | str]:
+        def meaning(gain: float = 1.0, **_: Any) -> Init | str:
+            return _spec({"preset": preset, "gain": gain})
+
+        return meaning
+
+    @staticmethod
+    def _uniform(low: object, high: object) -> Init | str:
+        low_value, high_value = _number(low), _number(high)
+        if low_value is None or high_value is None:
+            return "uniform_ with tensor bounds"
+        if low_value == high_value:
+            return Init(constant=low_value)
+        return _spec({"preset": "random_uniform", "minval": low_value, "maxval": high_value})
+
+    @staticmethod
+    def _normal(mean: object, std: object) -> Init | str:
+        mean_value, std_value = _number(mean), _number(std)
+        if mean_value is None or std_value is None:
+            return "normal_ with tensor arguments"
+        if std_value == 0.0:
+            return Init(constant=mean_value)
+        return _spec({"preset": "random_normal", "mean": mean_value, "stddev": std_value})
+
+    @staticmethod
+    def _trunc_normal(
+        mean: float = 0.0, std: float = 1.0, a: float = -2.0, b: float = 2.0, **_: Any
+    ) -> Init | str:
+        # vsgen's truncated normal is cut at 2 stddevs around the mean (Keras's).
+        if a == mean - 2 * std and b == mean + 2 * std:
+            return _spec({"preset": "truncated_normal", "mean": mean, "stddev": std})
+        return f"trunc_normal_(std={std:g}, a={a:g}, b={b:g})"
+
+    @staticmethod
+    def _constant(value: object) -> Init | str:
+        number = _number(value)
+        if number is None:
+            return "a fill with a tensor value"
+        if not math.isfinite(number):
+            return f"a fill with {number}"
+        return Init(constant=number)
+
+    # -- where a call writes -----------------------------------------------------------
+
+    def _root(self, tensor: torch.Tensor) -> tuple[int, object]:
+        found = self.alias.get(id(tensor))
+        if found is not None:
+            return found
+        self.alive.append(tensor)
+        return id(tensor), _FULL
+
+    def _region(self, tensor: torch.Tensor, index: object) -> tuple[int, object]:
+        """The part of its root a ``tensor[index]`` names: all, one row, or some."""
+        root, region = self._root(tensor)
+        if region != _FULL:
+            return root, _PARTIAL
+        if index is Ellipsis or index == slice(None):
+            return root, _FULL
+        if isinstance(index, tuple) and all(
+            part is Ellipsis or part == slice(None) for part in index
+        ):
+            return root, _FULL
+        if isinstance(index, int) and not isinstance(index, bool) and tensor.dim() >= 1:
+            rows = int(tensor.shape[0])
+            row = index + rows if index < 0 else index
+            if 0 <= row < rows:
+                return root, ("row", row)
+        return root, _PARTIAL
+
+    def _write(self, root: int, region: object, meaning: Init | str, tensor: torch.Tensor) -> None:
+        self.touched.add(root)
+        state = self.states.setdefault(root, _State())
+        if isinstance(meaning, Init) and meaning.is_random and not _is_floating(tensor):
+            meaning = f"a random draw into a {str(tensor.dtype).removeprefix('torch.')} tensor"
+        if isinstance(meaning, str):
+            self.states[root] = _State(unknown=meaning, by=self.method)
+            return
+        if region == _FULL:
+            self.states[root] = _State(init=meaning, by=self.method)
+        elif isinstance(region, tuple) and meaning.is_constant and state.init is not None:
+            assert meaning.constant is not None
+            if state.unknown is None:
+                state.rows[region[1]] = meaning.constant
+                state.by = self.method
+        else:
+            self.states[root] = _State(unknown="a write to part of the tensor", by=self.method)
+
+    def _unknown(self, tensor: torch.Tensor, what: str) -> None:
+        root, _ = self._root(tensor)
+        self.touched.add(root)
+        self.states[root] = _State(unknown=what, by=self.method)
+
+    # -- the mode's hook ---------------------------------------------------------------
+
+    def __call__(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        torch = self.torch
+        meaning_of = self.init_functions.get(func)
+        if meaning_of is not None:
+            bound = inspect.signature(func).bind(*args, **kwargs)
+            bound.apply_defaults()
+            arguments = dict(bound.arguments)
+            target = arguments.pop("tensor")
+            result = func(*args, **kwargs)
+            root, region = self._root(target)
+            self._write(root, region, meaning_of(**arguments), target)
+            return result
+        method_meaning = self.methods.get(func)
+        if method_meaning is not None:
+            target, *rest = args
+            result = func(*args, **kwargs)
+            root, region = self._root(target)
+            meaning = method_meaning(*rest, **{k: v for k, v in kwargs.items() if k != "generator"})
+            self._write(root, region, meaning, target)
+            return result
+        if func is torch.Tensor.__setitem__:
+            target, index, value = args
+            result = func(*args, **kwargs)
+            root, region = self._region(target, index)
+            self._write(root, region, self._constant(value), target)
+            return result
+        if func is torch.Tensor.copy_:
+            target, source = args[0], args[1]
+            result = func(*args, **kwargs)
+            self._copy(target, source)
+            return result
+        result = func(*args, **kwargs)
+        first = args[0] if args else None
+        if isinstance(first, torch.Tensor):
+            self._after(func, first, args, result)
+        if isinstance(kwargs.get("out"), torch.Tensor):
+            self._unknown(kwargs["out"], f"{_function_name(func)}(out=...)")
+        return result
+
+    def _copy(self, target: torch.Tensor, source: object) -> None:
+        root, region = self._root(target)
+        torch = self.torch
+        if isinstance(source, torch.Tensor):
+            source_root, source_region = self._root(source)
+            known = self.states.get(source_root)
+            if (
+                region == _FULL
+                and source_region == _FULL
+                and known is not None
+                and known.init is not None
+                and known.unknown is None
+                and tuple(source.shape) == tuple(target.shape)
+            ):
+                self.touched.add(root)
+                self.states[root] = _State(known.init, dict(known.rows), None, known.by)
+                return
+        self._unknown(target, "copy_")
+
+    def _after(self, func: Any, first: torch.Tensor, args: tuple[Any, ...], result: Any) -> None:
+        """Track views of the tensors (whole, one row, part); note other writes."""
+        torch = self.torch
+        name = _function_name(func)
+        descriptor = getattr(func, "__self__", None)
+        is_data = name == "__get__" and getattr(descriptor, "__name__", "") == "data"
+        if isinstance(result, torch.Tensor) and result is not first:
+            if func is torch.Tensor.__getitem__:
+                self.alias[id(result)] = self._region(first, args[1])
+                self.alive.append(result)
+            elif is_data or func is torch.Tensor.detach or _views(result, first):
+                root, region = self._root(first)
+                whole = region == _FULL and result.numel() == first.numel()
+                self.alias[id(result)] = (root, _FULL if whole else _PARTIAL)
+                self.alive.append(result)
+        if _writes_in_place(name):
+            self._unknown(first, name)
+
+
+def _function_name(func: Any) -> str:
+    return str(getattr(func, "__name__", type(func).__name__))
+
+
+def _views(result: torch.Tensor, base: torch.Tensor) -> bool:
+    """Is ``result`` a view of ``base`` (or of what ``base`` views)?"""
+    result_base = getattr(result, "_base", None)
+    return result_base is not None and (result_base is base or result_base is base._base)
+
+
+#: Methods ending in ``_`` that do not change values.
+_NOT_WRITES = frozenset({"requires_grad_", "share_memory_", "retain_grad", "record_stream"})
+_IN_PLACE_OPERATORS = frozenset(
+    {
+        "__iadd__",
+        "__isub__",
+        "__imul__",
+        "__itruediv__",
+        "__ifloordiv__",
+        "__imod__",
+        "__ipow__",
+        "__iand__",
+        "__ior__",
+        "__ixor__",
+        "__ilshift__",
+        "__irshift__",
+        "__set__",
+    }
+)
+
+
+def _writes_in_place(name: str) -> bool:
+    if name in _IN_PLACE_OPERATORS:
+        return True
+    return name.endswith("_") and not name.startswith("__") and name not in _NOT_WRITES
+
+
+@contextlib.contextmanager
+def _recording_mode(recorder: _Recorder) -> Iterator[None]:
+    from torch.overrides import TorchFunctionMode
+
+    class Mode(TorchFunctionMode):
+        def __torch_function__(
+            self,
+            func: Any,
+            types: Any,
+            args: tuple[Any, ...] = (),
+            kwargs: dict[str, Any] | None = None,
+        ) -> Any:
+            return recorder(func, args, kwargs or {})
+
+    with Mode():
+        yield
+
+
+def _meta_copy(module: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``module`` whose tensors are on the meta device (no memory): its
+    structure deep-copied, every parameter, buffer and tensor attribute replaced."""
+    import torch
+
+    memo: dict[int, Any] = {}
+    for sub in module.modules():
+        tensors = [*sub._parameters.values(), *sub._buffers.values(), *vars(sub).values()]
+        for tensor in tensors:
+            if not isinstance(tensor, torch.Tensor) or id(tensor) in memo:
+                continue
+            empty = torch.empty_like(tensor, device="meta")
+            if isinstance(tensor, torch.nn.Parameter):
+                empty = torch.nn.Parameter(empty, requires_grad=tensor.requires_grad)
+            memo[id(tensor)] = empty
+    return copy.deepcopy(module, memo)
+
+
+def _post_order(module: torch.nn.Module) -> list[torch.nn.Module]:
+    """Every submodule once, children before their parent, in registration order
+    (the order construction resets them in)."""
+    order: list[torch.nn.Module] = []
+    seen: set[int] = {id(module)}
+    stack: list[tuple[torch.nn.Module, Iterator[torch.nn.Module]]] = [
+        (module, iter(module.children()))
+    ]
+    while stack:
+        parent, children = stack[-1]
+        child = next(children, None)
+        if child is None:
+            stack.pop()
+            order.append(parent)
+        elif id(child) not in seen:
+            seen.add(id(child))
+            stack.append((child, iter(child.children())))
+    return order
+
+
+def _reset_all(module: torch.nn.Module, recorder: _Recorder) -> None:
+    """Run every submodule's ``reset_parameters`` (else ``_reset_parameters``),
+    children first; a reset that fails on the meta device marks what it touched
+    and its module's own tensors as not understood."""
+    for sub in _post_order(module):
+        for attribute in ("reset_parameters", "_reset_parameters"):
+            method = getattr(sub, attribute, None)
+            if callable(method):
+                break
+        else:
+            continue
+        recorder.method = f"{_type_name(sub)}.{attribute}"
+        recorder.touched = set()
+        try:
+            method()
+        except Exception as error:  # a custom reset may need values: keep, and say so
+            detail = " ".join(str(error).split())[:120]
+            reason = f"{recorder.method} failed on a meta copy ({type(error).__name__}: {detail})"
+            own = [*sub._parameters.values(), *sub._buffers.values()]
+            for root in {*recorder.touched, *(id(t) for t in own if t is not None)}:
+                recorder.states[root] = _State(unknown=reason, by=recorder.method)
+
+
+def record_init(
+    module: torch.nn.Module,
+    run: Callable[[torch.nn.Module], None] | None = None,
+    *,
+    origin: str = "convention torch",
+) -> dict[str, Choice]:
+    """What ``run`` does to each tensor of ``module``, as vsgen's choices, by name.
+
+    ``run(copy)`` is called on a copy of ``module`` on the meta device (no
+    memory; ``module`` itself is never touched) under a
+    ``torch.overrides.TorchFunctionMode`` that records every draw and fill:
+    ``torch.nn.init``'s functions and the in-place ``uniform_``, ``normal_``,
+    ``fill_``, ``zero_``, an index assignment, and ``copy_`` from a tensor so
+    drawn. Default ``run``: every submodule's ``reset_parameters()`` (else
+    ``_reset_parameters()``), children before their parent.
+
+    Each name of ``module.state_dict()`` gets a :class:`vsgen.modelspec.Choice`
+    of ``origin``: the distribution of its last full draw or fill (uniform_(a, b)
+    is ``RandomUniform(a, b)``, normal_(m, s) ``RandomNormal(m, s)``,
+    kaiming_uniform_(a, mode, nonlinearity) ``KaimingUniform`` with those
+    arguments...) with the rows filled afterwards (an embedding's padding row);
+    ``KEEP`` with the reason for a tensor nothing drew, or one changed in a way
+    vsgen cannot reproduce (arithmetic on the values, ``trunc_normal_`` beyond 2
+    stddevs, ``orthogonal_``, a reset that fails on the meta device, a tensor the
+    reset replaced). Nothing is guessed.
+    """
+    import torch
+
+    _check_module(module)
+    try:
+        clone = _meta_copy(module)
+    except Exception as error:  # an attribute deepcopy cannot copy: keep everything
+        reason = f"could not copy the module to the meta device ({type(error).__name__})"
+        return {
+            name: Choice(KEEP, reason, origin)
+            for name, tensor in module.state_dict(keep_vars=True).items()
+            if isinstance(tensor, torch.Tensor)
+        }
+    before = {
+        name: tensor
+        for name, tensor in clone.state_dict(keep_vars=True).items()
+        if isinstance(tensor, torch.Tensor)
+    }
+    recorder = _Recorder()
+    recorder.alive.extend(before.values())
+    with torch.no_grad(), _recording_mode(recorder):
+        if run is None:
+            _reset_all(clone, recorder)
+        else:
+            recorder.method = getattr(run, "__qualname__", "run")
+            run(clone)
+    after = clone.state_dict(keep_vars=True)
+    choices = {}
+    for name, tensor in before.items():
+        if after.get(name) is not tensor:
+            choices[name] = Choice(KEEP, "the reset replaces the tensor", origin)
+            continue
+        state = recorder.states.get(id(tensor))
+        if state is None:
+            choices[name] = Choice(KEEP, "no reset sets it", origin)
+        elif state.unknown is not None or state.init is None:
+            choices[name] = Choice(KEEP, f"{state.by}: {state.unknown} (not reproducible)", origin)
+        else:
+            rows = tuple(sorted(state.rows.items()))
+            choices[name] = Choice(state.init, state.by, origin, rows)
+    return choices
+
+
+# --- plans ---------------------------------------------------------------------------------
+
+
+def _default_init(preset: object) -> Init | None:
+    if preset is None or isinstance(preset, Init):
         return preset
     if isinstance(preset, RandomInitializer):
         return modelspec.init_from_initializer(preset)
     return modelspec.parse_init(preset, "Argument `preset`")
 
 
-def _spec(
-    spec: str | os.PathLike[str] | Mapping[str, Any] | modelspec.ModelSpec | None,
-    rules: Mapping[str, Any] | None,
-) -> modelspec.ModelSpec:
+def _spec_with_rules(spec: SpecArgument, rules: Mapping[str, Any] | None) -> modelspec.ModelSpec:
     if spec is None:
         parsed = modelspec.ModelSpec(source="Argument `spec`")
     elif isinstance(spec, modelspec.ModelSpec):
@@ -107,114 +831,180 @@ def _spec(
     )
 
 
-def _state(module: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:
-    """The state dict's tensors, in order, each storage once (tied weights)."""
-    import torch
-
-    if not isinstance(module, torch.nn.Module):
-        raise TypeError(
-            f"Argument `module` must be a torch.nn.Module. Received: {type(module).__name__}"
-        )
-    seen: dict[tuple[Any, ...], str] = {}
-    tensors = []
-    for name, tensor in module.state_dict(keep_vars=True).items():
-        if not isinstance(tensor, torch.Tensor):
-            continue  # `_extra_state` entries hold arbitrary objects
-        if torch.nn.parameter.is_lazy(tensor):
-            raise ValueError(
-                f"tensor {name!r} is not materialised yet (a lazy module): run a forward pass first"
-            )
-        if tensor.device.type == "meta":
-            raise ValueError(
-                f"tensor {name!r} is on the meta device and has no memory: materialise the "
-                "module first, e.g. module.to_empty(device='cpu')"
-            )
-        key = (
-            tensor.device,
-            tensor.untyped_storage().data_ptr(),
-            tensor.storage_offset(),
-            tuple(tensor.shape),
-            tensor.stride(),
-            tensor.dtype,
-        )
-        if tensor.numel() and key in seen:
-            continue  # tied to an earlier name
-        seen[key] = name
-        tensors.append((name, tensor))
-    return tensors
+def _resolve_meta(choices: dict[str, Choice], tensors: Sequence[ModuleTensor]) -> None:
+    """A kept tensor on the meta device takes the convention's value for it, if any."""
+    for item in tensors:
+        choice = choices.get(item.name)
+        if item.is_meta and choice is not None and choice.keeps and choice.on_meta is not None:
+            reason = f"{choice.reason}: {choice.on_meta.label()} on the meta device"
+            choices[item.name] = Choice(choice.on_meta, reason, choice.origin)
 
 
-def _info(name: str, tensor: torch.Tensor) -> TensorInfo:
-    dtype = str(tensor.dtype).removeprefix("torch.")
-    if dtype not in _DTYPES:
-        raise ValueError(
-            f"tensor {name!r} has dtype {dtype}; vsgen initialises float16, bfloat16, "
-            "float32 and float64 tensors and keeps integer and bool ones"
+def _refuse_meta_kept(
+    job: modelspec.ModelJob, tensors: Sequence[ModuleTensor], convention: str
+) -> None:
+    """One line naming the first meta tensor the plan would keep, and the way out."""
+    missing = [
+        (item, row)
+        for item, row, plan in zip(tensors, job.rows, job.plans, strict=True)
+        if item.is_meta and isinstance(plan, modelspec.CopyPlan)
+    ]
+    if not missing:
+        return
+    item, row = missing[0]
+    more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+    is_parameter = any(owner[3] for owner in item.owners)
+    what = "parameter" if is_parameter else "buffer"
+    why = f"convention {convention!r} keeps it: {row.reason}" if row.reason else "it is kept"
+    if is_parameter:
+        way_out = (
+            f"give it a rule (rules={{{item.name!r}: {{'constant': ...}}}}, or an initializer), "
+            "or build the module with its values"
         )
-    return TensorInfo(name, tuple(tensor.shape), normalize_dtype(_DTYPES[dtype]))
+    else:
+        way_out = (
+            "build the module under vsgen.torch.meta_parameters() (parameters on meta, buffers "
+            f"with their values), or give it a rule (rules={{{item.name!r}: ...}})"
+        )
+    raise ValueError(
+        f"{what} {item.name!r} is on the meta device and has no values{more} ({why}): {way_out}"
+    )
+
+
+def _kept_values(tensor: torch.Tensor) -> np.ndarray:
+    """The values of a kept tensor as a C-contiguous NumPy array: the tensor's own
+    memory when it is a contiguous CPU tensor, else one CPU copy."""
+    data = tensor.detach()
+    if data.device.type != "cpu" or not data.is_contiguous():
+        data = data.to("cpu").contiguous()
+    return torch_array(data, floating_only=False)
 
 
 def plan(
     module: torch.nn.Module,
-    preset: str | Mapping[str, Any] | RandomInitializer | modelspec.Init | None = None,
+    preset: Preset = None,
     *,
     seed: int | None = None,
     rules: Mapping[str, Any] | None = None,
-    spec: str | os.PathLike[str] | Mapping[str, Any] | modelspec.ModelSpec | None = None,
+    spec: SpecArgument = None,
+    convention: str | None = None,
     layout: str | None = None,
     stream: str | None = None,
+    dtype: object = None,
 ) -> modelspec.ModelJob:
-    """The plan :func:`init_` carries out, without touching the module.
+    """The plan :func:`init_` carries out and :func:`save` writes, without touching
+    the module. ``module`` may be on the meta device (no memory is needed).
 
     ``job.rows`` is the table ``vsgen sample --plan`` prints
-    (:func:`vsgen.modelspec.plan_table`). Arguments as :func:`init_`.
+    (:func:`vsgen.modelspec.plan_table`): every tensor's initializer, values and
+    why (``default: Linear weight``, ``builtin: LayerNorm weight``, ``kept``...), a
+    tied tensor's other names. ``dtype`` converts the floating tensors that are
+    drawn or set (kept ones keep theirs). Other arguments as :func:`init_`.
+
+    Raises:
+        ValueError: as :func:`init_`; and a meta tensor the plan would keep (it has
+            no values): the message names it and the way out.
     """
-    state = _state(module)
-    parsed = _spec(spec, rules)
-    infos = [_info(name, tensor) for name, tensor in state]
-    return modelspec.build_job(
+    name, module_convention = _module_convention(convention)
+    tensors = _collect(module, module_convention.kept_name)
+    parsed = _spec_with_rules(spec, rules)
+    choices = module_convention.choices(module, tensors)
+    _resolve_meta(choices, tensors)
+    job = modelspec.build_job(
         parsed,
-        infos,
+        [_info(item) for item in tensors],
         seed=seed,
-        layout=layout if layout is not None else parsed.layout or "torch",
+        dtype=dtype,
+        layout=layout if layout is not None else parsed.layout or module_convention.layout,
         stream=stream,
         init=_default_init(preset),
+        convention=name,
+        choices=choices,
+        aliases={item.name: item.aliases for item in tensors if item.aliases},
     )
+    _refuse_meta_kept(job, tensors, name)
+    for index, (item, tensor_plan) in enumerate(zip(tensors, job.plans, strict=True)):
+        if isinstance(tensor_plan, modelspec.CopyPlan):
+            job.plans[index] = modelspec.ArrayPlan(_kept_values(item.tensor), item.name)
+    return job
+
+
+# --- in place ------------------------------------------------------------------------------
+
+
+def _refuse_meta_module(tensors: Sequence[ModuleTensor]) -> None:
+    meta = next((item for item in tensors if item.is_meta), None)
+    if meta is not None:
+        raise ValueError(
+            f"tensor {meta.name!r} is on the meta device and has no memory to fill: write the "
+            "module to a file with vsgen.torch.save(module, path), which needs none, or "
+            "materialise it first (module.to_empty(device='cpu'), then init_ with "
+            "convention='torch' so that buffers a reset defines are recomputed)"
+        )
+
+
+def _check_kept(tensors: Sequence[ModuleTensor], job: modelspec.ModelJob) -> None:
+    """Refuse kept tensors that cannot hold what a module made (bool bytes other than
+    0 and 1: memory never written, as after ``to_empty``); warn of non-finite ones."""
+    import torch
+
+    for item, tensor_plan in zip(tensors, job.plans, strict=True):
+        if not isinstance(tensor_plan, modelspec.ArrayPlan) or not item.tensor.numel():
+            continue
+        values = item.tensor.detach()
+        if values.dtype == torch.bool:
+            if int(values.view(torch.uint8).max()) > 1:
+                raise ValueError(
+                    f"bool tensor {item.name!r}, which init_ keeps, holds bytes other than 0 "
+                    "and 1: memory never written (after module.to_empty?); rebuild the module "
+                    "so that its buffers are computed, or give it a rule"
+                )
+        elif values.is_floating_point() and not bool(torch.isfinite(values).all()):
+            warnings.warn(
+                f"tensor {item.name!r}, which init_ keeps, holds non-finite values "
+                "(uninitialised memory after module.to_empty?)",
+                UserWarning,
+                stacklevel=3,
+            )
 
 
 def init_(
     module: torch.nn.Module,
-    preset: str | Mapping[str, Any] | RandomInitializer | modelspec.Init | None = None,
+    preset: Preset = None,
     *,
     seed: int | None = None,
     rules: Mapping[str, Any] | None = None,
-    spec: str | os.PathLike[str] | Mapping[str, Any] | modelspec.ModelSpec | None = None,
+    spec: SpecArgument = None,
+    convention: str | None = None,
     layout: str | None = None,
     stream: str | None = None,
     threads: int | None = None,
 ) -> modelspec.ModelJob:
-    """Initialise every tensor of ``module.state_dict()`` in place, as ``sample --like``.
+    """Initialise every tensor of ``module.state_dict()`` in place.
 
     Args:
         module: a ``torch.nn.Module`` whose tensors have memory (CPU or any
             device; not ``meta``, not lazy).
-        preset: the initializer of floating tensors of rank >= 2 that no rule
-            covers: a name (``"he_normal"``, ``"kaiming_uniform"``,
-            ``"random_normal"``...), ``"variance_scaling"``, a table as in a
-            spec (``{"preset": "kaiming_uniform", "a": 5**0.5}``,
-            ``{"truncated_normal": 0.02}``), Keras's form
-            (``{"class_name": "KaimingUniform", "config": {"a": 5**0.5}}``), or
-            a vsgen initializer (``vsgen.KaimingNormal(mode="fan_out")``; its
-            seed is ignored). Default: the spec's ``init``, else
-            VarianceScaling(1, fan_in, truncated_normal), i.e. stddev
+        preset: the initializer of the weights the convention leaves to it
+            (``"vsgen"``: the weights of Linear, Conv, Embedding...): a name
+            (``"he_normal"``, ``"kaiming_uniform"``, ``"random_normal"``...),
+            ``"variance_scaling"``, a table as in a spec (``{"preset":
+            "kaiming_uniform", "a": 5**0.5}``, ``{"truncated_normal": 0.02}``),
+            Keras's form (``{"class_name": "KaimingUniform", "config": {"a":
+            5**0.5}}``), or a vsgen initializer (``vsgen.KaimingNormal(mode=
+            "fan_out")``; its seed is ignored). Default: the spec's ``init``,
+            else VarianceScaling(1, fan_in, truncated_normal), i.e. stddev
             sqrt(1 / fan_in).
-        seed: the global seed; each tensor's seed is
+        seed: the global seed; each drawn tensor's seed is
             ``derive_seed(seed, name)`` (SHA-256 of the seed and the name).
             None draws one: it is ``job.seed`` of the result.
         rules: ``{pattern: initializer}`` as a spec's ``[rules]``, tried
-            before the spec's own rules; first match wins.
+            before the spec's own rules and before the convention; first match
+            wins (``{"*.logit_scale": "copy"}`` keeps, ``"zeros"``...).
         spec: a spec file, dict or ``ModelSpec`` giving defaults and rules
             (not tensors).
+        convention: ``"vsgen"`` (default) or ``"torch"`` (PyTorch's own
+            ``reset_parameters``); see the module doc.
         layout: fan convention; default the spec's, else ``"torch"``.
         stream: ``"vsgen"`` (default) or ``"keras"``.
         threads: threads per tensor; default all usable CPUs.
@@ -225,7 +1015,8 @@ def init_(
 
     Raises:
         ValueError / TypeError: a bad argument or a tensor that cannot be
-            initialised (meta, lazy, complex...); nothing is changed then.
+            initialised (meta, lazy, complex, a kept bool tensor holding bytes
+            other than 0 and 1...); nothing is changed then.
     """
     import torch
 
@@ -234,18 +1025,36 @@ def init_(
     threads = usable_cpus() if threads is None else threads
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ValueError(f"Argument `threads` must be an integer >= 1. Received: {threads!r}")
-    state = _state(module)
-    job = plan(module, preset, seed=seed, rules=rules, spec=spec, layout=layout, stream=stream)
+    _check_module(module)
+    _, module_convention = _module_convention(convention)
+    tensors = _collect(module, module_convention.kept_name)
+    _refuse_meta_module(tensors)
+    job = plan(
+        module,
+        preset,
+        seed=seed,
+        rules=rules,
+        spec=spec,
+        convention=convention,
+        layout=layout,
+        stream=stream,
+    )
+    _check_kept(tensors, job)
     with torch.no_grad():
-        for (_, tensor), tensor_plan in zip(state, job.plans, strict=True):
-            if isinstance(tensor_plan, modelspec.CopyPlan):
-                continue  # the module's own values are what the file would copy
-            _fill_tensor(tensor.detach(), tensor_plan, threads)
+        for item, tensor_plan in zip(tensors, job.plans, strict=True):
+            if isinstance(tensor_plan, (modelspec.ArrayPlan, modelspec.CopyPlan)):
+                continue  # the module's own values are what the file would hold
+            _fill_tensor(item.tensor.detach(), tensor_plan, threads)
     return job
 
 
 def _fill_flat(out: np.ndarray, tensor_plan: Any, threads: int) -> None:
-    if isinstance(tensor_plan, SamplePlan):
+    if isinstance(tensor_plan, modelspec.FixedRowsPlan):
+        _fill_flat(out, tensor_plan.base, threads)
+        row_size = math.prod(tensor_plan.shape[1:])
+        for row, value in tensor_plan.set_rows:
+            out[row * row_size : (row + 1) * row_size] = value
+    elif isinstance(tensor_plan, SamplePlan):
         if out.size:
             tensor_plan.stream.fill(out, tensor_plan.start, tensor_plan.draw, threads)
     else:
@@ -262,3 +1071,179 @@ def _fill_tensor(tensor: torch.Tensor, tensor_plan: Any, threads: int) -> None:
     buffer = torch.empty(tuple(tensor.shape), dtype=tensor.dtype)
     _fill_flat(torch_array(buffer, floating_only=False).reshape(-1), tensor_plan, threads)
     tensor.copy_(buffer)
+
+
+# --- to a file -------------------------------------------------------------------------------
+
+
+def _runner(scheduler: object, threads: int | None) -> contextlib.AbstractContextManager[Any]:
+    """The block writer's runner: local threads (None), a Dask cluster by address or
+    ``local:N`` (a string), a ``distributed.Client``, or a runner itself."""
+    from vsgen import blockwrite
+
+    if scheduler is None:
+        return contextlib.nullcontext(blockwrite.LocalRunner(threads))
+    if isinstance(scheduler, str):
+        from vsgen import dask as vsgen_dask
+
+        vsgen_dask.parse_scheduler(scheduler)
+
+        @contextlib.contextmanager
+        def connected() -> Iterator[Any]:
+            with vsgen_dask.connect(scheduler) as client:
+                yield vsgen_dask.ClusterRunner(client)
+
+        return connected()
+    if all(hasattr(scheduler, name) for name in ("prepare", "run", "sync", "forget")):
+        return contextlib.nullcontext(scheduler)
+    if hasattr(scheduler, "submit") and hasattr(scheduler, "scheduler_info"):
+        from vsgen import dask as vsgen_dask
+
+        return contextlib.nullcontext(vsgen_dask.ClusterRunner(scheduler))  # type: ignore[arg-type]
+    raise TypeError(
+        "Argument `scheduler` must be None (local threads), a scheduler address or "
+        f"'local:N', a distributed.Client or a runner. Received: {type(scheduler).__name__}"
+    )
+
+
+def save(
+    module: torch.nn.Module,
+    path: str | os.PathLike[str],
+    preset: Preset = None,
+    *,
+    seed: int | None = None,
+    rules: Mapping[str, Any] | None = None,
+    spec: SpecArgument = None,
+    convention: str | None = None,
+    format: str | None = None,  # noqa: A002  (the command line's --format)
+    max_shard_size: int | str | None = None,
+    scheduler: object = None,
+    dtype: object = None,
+    force: bool = False,
+    threads: int | None = None,
+    layout: str | None = None,
+    stream: str | None = None,
+    chunks: Any = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> modelspec.ModelJob:
+    """Write every tensor of ``module.state_dict()`` to ``path``, as :func:`init_`
+    would make it, without the module's memory.
+
+    ``module`` may be on the meta device: nothing of its size is allocated, the
+    values are drawn block by block (about 64 MiB each, a few per thread) and
+    written in place, so memory stays at vsgen's bounded buffers whatever the
+    model's size. A kept tensor of a real module is written from the module's
+    memory; a kept tensor on the meta device has no values and is refused (the
+    message names it) unless the convention computes it (``num_batches_tracked``,
+    and under ``"torch"`` what a reset sets). The bytes equal those of
+    ``init_`` on the same module materialised (with the same arguments; ``dtype``
+    as ``module.to(dtype)`` for the drawn and set tensors, kept ones keep
+    theirs). Tied weights are written once (:class:`ModuleConvention`'s
+    ``kept_name``), the other names recorded in the file's metadata as
+    ``safetensors.torch.save_model`` does, so ``safetensors.torch.load_model``
+    loads them tied.
+
+    Args:
+        module, preset, seed, rules, spec, convention, layout, stream: as :func:`init_`.
+        path: the output: ``.safetensors``, ``.h5``, ``.zarr``, a directory with
+            ``format="npydir"`` or ``"safetensors-sharded"`` (Hugging Face shards
+            with ``model.safetensors.index.json``).
+        format: ``safetensors``, ``h5``, ``zarr``, ``npydir``,
+            ``safetensors-sharded`` (default: from ``path``).
+        max_shard_size: the largest shard of ``safetensors-sharded`` (bytes or
+            ``"5GB"``, the default).
+        scheduler: None (threads of this process), a Dask scheduler address or
+            ``"local:N"``, a ``distributed.Client``, or a ``vsgen.blockwrite`` runner.
+        dtype: convert the floating tensors that are drawn or set (``"bfloat16"``).
+        force: replace an existing output.
+        threads: local threads (default: the usable CPUs).
+        chunks: block shapes, as ``vsgen.blockwrite.write``.
+        on_progress: ``on_progress(values)`` as blocks complete.
+
+    Returns:
+        The :class:`vsgen.modelspec.ModelJob` written.
+
+    Raises:
+        ValueError / TypeError: bad arguments, a lazy module, a meta tensor without
+            values to keep, an existing output without ``force``; nothing is written.
+        OSError: the output could not be written (nothing is left behind).
+    """
+    from vsgen import blockwrite
+    from vsgen.formats.sharded import DEFAULT_MAX_SHARD_SIZE
+
+    job = plan(
+        module,
+        preset,
+        seed=seed,
+        rules=rules,
+        spec=spec,
+        convention=convention,
+        layout=layout,
+        stream=stream,
+        dtype=dtype,
+    )
+    blockwrite.check(job)
+    with _runner(scheduler, threads) as runner:
+        blockwrite.write(
+            job,
+            os.fspath(path),
+            format,
+            runner=runner,
+            chunks=chunks,
+            max_shard_size=DEFAULT_MAX_SHARD_SIZE if max_shard_size is None else max_shard_size,
+            force=force,
+            threads=threads,
+            on_progress=on_progress,
+        )
+    return job
+
+
+# --- building on the meta device -----------------------------------------------------------
+
+
+@contextlib.contextmanager
+def meta_parameters() -> Iterator[None]:
+    """Build modules whose parameters are on the meta device and whose buffers are real.
+
+    Inside the block, every parameter a module registers is moved to the meta
+    device as it is registered; buffers (masks, windows, position ids, rotary
+    frequencies, running statistics) keep the values the module computes. Then
+    :func:`save` (and :func:`plan`) can keep the buffers and draw the parameters::
+
+        with vsgen.torch.meta_parameters():
+            model = MyModel()
+        vsgen.torch.save(model, "model.safetensors", seed=0)
+
+    Each parameter is made by its module's code on the CPU (or the default
+    device) and moved at once: memory peaks at the largest single parameter,
+    not at the model. Nested use is allowed; the patch is undone on exit. Not
+    thread-safe: another thread building modules meanwhile gets meta parameters too.
+    """
+    import torch
+
+    original = torch.nn.Module.register_parameter
+
+    def register_parameter(
+        self: torch.nn.Module, name: str, param: torch.nn.Parameter | None
+    ) -> None:
+        original(self, name, param)
+        registered = self._parameters.get(name)
+        if (
+            registered is None
+            or registered.device.type == "meta"
+            or torch.nn.parameter.is_lazy(registered)
+        ):
+            return
+        moved = torch.nn.Parameter(registered.to("meta"), requires_grad=registered.requires_grad)
+        if type(registered) is not torch.nn.Parameter:
+            with contextlib.suppress(TypeError):  # a subclass built like Parameter
+                moved = type(registered)(moved, requires_grad=registered.requires_grad)
+        for key, value in vars(registered).items():  # attributes frameworks set on it
+            setattr(moved, key, value)
+        self._parameters[name] = moved
+
+    torch.nn.Module.register_parameter = register_parameter  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        torch.nn.Module.register_parameter = original  # type: ignore[method-assign]
