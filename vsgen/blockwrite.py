@@ -167,7 +167,8 @@ class BlockSource:
                 slice(o - first, o - first + e)
                 for o, first, e in zip(origin, self.values_origin, shape, strict=True)
             )
-            return np.ascontiguousarray(self.values[index])
+            # np.array, not ascontiguousarray: a scalar tensor stays 0-d.
+            return np.array(self.values[index], dtype=self.dtype, order="C")
         if self.copy_of is not None:
             return self._copied(origin, shape)
         if self.draw is None:

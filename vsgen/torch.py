@@ -542,6 +542,14 @@ class _Recorder:
             root, region = self._root(target)
             self._write(root, region, meaning_of(**arguments), target)
             return result
+        if getattr(func, "__module__", None) == "torch.nn.init":
+            # Another of torch.nn.init's functions (orthogonal_, eye_...): not drawable here.
+            bound = inspect.signature(func).bind(*args, **kwargs)
+            result = func(*args, **kwargs)
+            target = bound.arguments.get("tensor")
+            if isinstance(target, torch.Tensor):
+                self._unknown(target, _function_name(func))
+            return result
         method_meaning = self.methods.get(func)
         if method_meaning is not None:
             target, *rest = args
@@ -605,6 +613,10 @@ class _Recorder:
                 self.alive.append(result)
         if _writes_in_place(name):
             self._unknown(first, name)
+        elif name == "__get__" and getattr(descriptor, "__name__", "") == "is_meta":
+            # Code that asks is on the meta device does something else there:
+            # torch.nn.init's trunc_normal_, orthogonal_, dirac_ and sparse_ do nothing.
+            self._unknown(first, "code that skips meta tensors (trunc_normal_, orthogonal_...)")
 
 
 def _function_name(func: Any) -> str:
