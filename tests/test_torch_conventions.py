@@ -207,7 +207,9 @@ def test_rnn_cells_lstm_projections_and_separate_attention_projections():
         "mha.bias_v",
         "mha.out_proj.weight",
     }
-    biases = [row for name, row in rows.items() if name.split(".")[-1].startswith(("bias_i", "bias_h"))]
+    biases = [
+        row for name, row in rows.items() if name.split(".")[-1].startswith(("bias_i", "bias_h"))
+    ]
     biases += [rows["mha.in_proj_bias"], rows["mha.out_proj.bias"]]
     assert len(biases) == 2 + 8 + 2 and all(row.init == "zeros" for row in biases)
     assert not [row for row in rows.values() if row.kind == "copy"]
@@ -340,7 +342,9 @@ def test_torch_convention_constants_and_padding_rows_exactly():
     norm, _ = vsgen_reset(batch_norm_after_training, 3)
     assert torch.equal(norm["running_mean"], torch.zeros(12))
     assert torch.equal(norm["running_var"], torch.ones(12))
-    assert norm["num_batches_tracked"].item() == 0 and norm["num_batches_tracked"].dtype == torch.int64
+    assert (
+        norm["num_batches_tracked"].item() == 0 and norm["num_batches_tracked"].dtype == torch.int64
+    )
     prelu, rows = vsgen_reset(ZOO["prelu"], 3)
     assert torch.equal(prelu["weight"], torch.full((8,), 0.3))
     assert rows[0].origin_text() == "convention torch: PReLU.reset_parameters"
@@ -403,9 +407,7 @@ def dispatched(function, tensor, **arguments):
     """``function(tensor, **arguments)`` reaching the recorder whole, as torch.nn.init's
     functions that check ``has_torch_function`` do (kaiming_uniform_ in torch 2.x;
     others in other versions)."""
-    return torch.overrides.handle_torch_function(
-        function, (tensor,), tensor=tensor, **arguments
-    )
+    return torch.overrides.handle_torch_function(function, (tensor,), tensor=tensor, **arguments)
 
 
 def test_init_functions_that_reach_the_recorder_whole():

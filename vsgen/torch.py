@@ -843,13 +843,28 @@ def _spec_with_rules(spec: SpecArgument, rules: Mapping[str, Any] | None) -> mod
     )
 
 
-def _resolve_meta(choices: dict[str, Choice], tensors: Sequence[ModuleTensor]) -> None:
-    """A kept tensor on the meta device takes the convention's value for it, if any."""
+def _resolve_meta(
+    module: torch.nn.Module, choices: dict[str, Choice], tensors: Sequence[ModuleTensor]
+) -> None:
+    """A kept tensor on the meta device has no values: it takes the convention's
+    value for it (``on_meta``), else what its module's ``reset_parameters`` sets
+    (recorded, as the ``torch`` convention does): the value the module would hold
+    had it been built with memory. Others stay kept (and are refused later)."""
+    recorded: dict[str, Choice] | None = None
     for item in tensors:
         choice = choices.get(item.name)
-        if item.is_meta and choice is not None and choice.keeps and choice.on_meta is not None:
+        if not item.is_meta or choice is None or not choice.keeps:
+            continue
+        if choice.on_meta is not None:
             reason = f"{choice.reason}: {choice.on_meta.label()} on the meta device"
             choices[item.name] = Choice(choice.on_meta, reason, choice.origin)
+            continue
+        if recorded is None:
+            recorded = record_init(module)
+        reset = recorded.get(item.name)
+        if reset is not None and not reset.keeps:
+            reason = f"{choice.reason}: on the meta device, what {reset.reason} sets"
+            choices[item.name] = Choice(reset.init, reason, choice.origin, reset.rows)
 
 
 def _refuse_meta_kept(
@@ -921,7 +936,7 @@ def plan(
     tensors = _collect(module, module_convention.kept_name)
     parsed = _spec_with_rules(spec, rules)
     choices = module_convention.choices(module, tensors)
-    _resolve_meta(choices, tensors)
+    _resolve_meta(module, choices, tensors)
     job = modelspec.build_job(
         parsed,
         [_info(item) for item in tensors],
