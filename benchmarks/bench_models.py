@@ -135,7 +135,8 @@ def child(args: argparse.Namespace) -> None:
         size = sum(entry.stat().st_size for entry in Path(path).iterdir())
     else:
         size = os.path.getsize(path)
-    print(json.dumps({"seconds": seconds, "loaded_kib": loaded_kib, "bytes": size, "values": values}))
+    report = {"seconds": seconds, "loaded_kib": loaded_kib, "bytes": size, "values": values}
+    print(json.dumps(report))
 
 
 def measure(method: str, args: argparse.Namespace, nbytes: int = 0) -> dict:
@@ -197,7 +198,8 @@ def torch_part(args: argparse.Namespace) -> None:
     if not args.skip_torch:
         reports["torch"] = measure("torch", args)
     floor = reports["floor"]["seconds"]
-    print(f"{'method':<8} {'write s':>8} {'x floor':>8} {'peak RSS MiB':>13} {'above load MiB':>15}")
+    header = ("method", "write s", "x floor", "peak RSS MiB", "above load MiB")
+    print(f"{header[0]:<8} {header[1]:>8} {header[2]:>8} {header[3]:>13} {header[4]:>15}")
     for method, report in reports.items():
         peak = report["peak_kib"] / 1024
         above = (report["peak_kib"] - report["loaded_kib"]) / 1024

@@ -445,3 +445,17 @@ def test_a_padding_row_is_recorded_and_replayed(tmp_path):
     result = CliRunner().invoke(cli, ["sample", "--config-from", str(target), "-o", str(again)])
     assert result.exit_code == 0, result.stderr
     assert again.read_bytes() == target.read_bytes()
+
+
+def test_one_padded_tensor_is_replayed_whole(tmp_path):
+    model = nn.Sequential(nn.Embedding(30, 8, padding_idx=4), nn.Linear(8, 3))
+    target = tmp_path / "m.safetensors"
+    vsgen.torch.save(model, target, seed=5)
+    one = tmp_path / "embedding.npy"
+    args = ["sample", "--config-from", str(target), "--name", "0.weight"]
+    result = CliRunner().invoke(cli, [*args, "-o", str(one)])
+    assert result.exit_code == 0, result.stderr
+    written = safetensors.numpy.load_file(str(target))["0.weight"]
+    np.testing.assert_array_equal(np.load(one), written)
+    result = CliRunner().invoke(cli, [*args, "--rows", "0:3", "-o", str(tmp_path / "rows.npy")])
+    assert result.exit_code == 2 and "drop --rows, --shard and --dtype" in result.stderr

@@ -328,6 +328,8 @@ def _tensor_job(kwargs: dict[str, Any], options: dict[str, Any]) -> tuple[ModelJ
             return _whole_file_job(kwargs, rows is not None or shard is not None), True
         with _malformed_record(kwargs["config_from"]):
             record, name = _recorded_tensor(kwargs["config_from"], name if name_given else None)
+            if record.get("set_rows"):
+                return _fixed_rows_job(kwargs, name, rows is not None or shard is not None), False
             replayed = provenance.replay(record)
         initializer = replayed.initializer
         shape = replayed.full_shape
@@ -382,6 +384,22 @@ def _model_job(kwargs: dict[str, Any], options: dict[str, Any]) -> ModelJob:
             init=default_init,
             convention=kwargs["convention"],
         )
+
+
+def _fixed_rows_job(kwargs: dict[str, Any], name: str, rows_given: bool) -> ModelJob:
+    """``--config-from`` one tensor whose record sets rows after drawing (an
+    embedding's padding row): replayed whole, as the file holds it."""
+    from vsgen import modelspec
+
+    if rows_given or _given("dtype"):
+        raise BadInput(
+            f"--config-from: tensor {name!r} has rows set after drawing (a padding row); "
+            "it is replayed whole, in its own dtype: drop --rows, --shard and --dtype"
+        )
+    try:
+        return modelspec.job_from_file(kwargs["config_from"], [name])
+    except ValueError as error:
+        raise BadInput(f"--config-from: {error}") from None
 
 
 def _recorded_count(path: str) -> int:
