@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import math
 
@@ -363,7 +362,7 @@ def test_torch_convention_constants_and_padding_rows_exactly():
 def test_transformer_resets_its_children_with_xavier_uniform():
     """nn.Transformer's _reset_parameters runs after its children's resets and
     redraws every matrix with xavier_uniform_: the parent's wins, as in torch."""
-    model = nn.Transformer(16, 2, 1, 1, 32)
+    model = nn.Transformer(16, 2, 1, 1, 32, batch_first=True)
     rows = {row.name: row for row in vsgen.torch.plan(model, seed=0, convention="torch").rows}
     linear = rows["encoder.layers.0.linear1.weight"]
     assert linear.reason == "Transformer._reset_parameters"
@@ -454,9 +453,12 @@ def test_record_init_runs_any_function_on_a_meta_copy():
     assert model[0].weight.data_ptr() == pointer and torch.equal(model[0].weight, before)
 
 
-def test_deepcopy_of_the_structure_holds_no_copy_of_the_values():
+def test_the_meta_copy_holds_no_copy_of_the_values():
     model = nn.Linear(2000, 2000)  # 16 MB
-    copied = vsgen.torch._meta_copy(model)
-    assert copied.weight.device.type == "meta" and model.weight.device.type == "cpu"
-    assert copy.deepcopy is not None  # the real deepcopy ran: the structure is a new object
+    model.cache = torch.ones(1000)  # a plain tensor attribute
+    pointer = model.weight.data_ptr()
+    copied = vsgen._torch_record._meta_copy(model)
     assert copied is not model and copied.weight is not model.weight
+    assert copied.weight.is_meta and copied.bias.is_meta and copied.cache.is_meta
+    assert isinstance(copied.weight, nn.Parameter) and copied.weight.requires_grad
+    assert model.weight.data_ptr() == pointer and not model.weight.is_meta
