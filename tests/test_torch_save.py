@@ -459,3 +459,25 @@ def test_one_padded_tensor_is_replayed_whole(tmp_path):
     np.testing.assert_array_equal(np.load(one), written)
     result = CliRunner().invoke(cli, [*args, "--rows", "0:3", "-o", str(tmp_path / "rows.npy")])
     assert result.exit_code == 2 and "drop --rows, --shard and --dtype" in result.stderr
+
+
+def test_a_convention_of_ones_own():
+    class Zeros(vsgen.torch.ModuleConvention):
+        name = "zeros"
+
+        def choices(self, module, tensors):
+            return {
+                item.name: vsgen.modelspec.Choice(
+                    vsgen.conventions.ZEROS, "mine", "convention zeros"
+                )
+                for item in tensors
+            }
+
+        def kept_name(self, names):
+            return max(names)  # the last in sorted order
+
+    model = TiedLM()
+    job = vsgen.torch.init_(model, seed=0, convention=Zeros())
+    assert not any(tensor.any() for tensor in model.state_dict().values())
+    assert job.aliases == {"lm_head.weight": "transformer.wte.weight"}
+    assert {row.origin_text() for row in job.rows} == {"convention zeros: mine"}

@@ -450,7 +450,7 @@ def plan(
     seed: int | None = None,
     rules: Mapping[str, Any] | None = None,
     spec: SpecArgument = None,
-    convention: str | None = None,
+    convention: str | ModuleConvention | None = None,
     layout: str | None = None,
     stream: str | None = None,
     dtype: object = None,
@@ -481,8 +481,7 @@ def plan(
         layout=layout if layout is not None else parsed.layout or module_convention.layout,
         stream=stream,
         init=_default_init(preset),
-        convention=name,
-        choices=choices,
+        choices=choices,  # every tensor's: the convention decided from the module
         aliases={item.name: item.aliases for item in tensors if item.aliases},
     )
     _refuse_meta_kept(job, tensors, name)
@@ -538,7 +537,7 @@ def init_(
     seed: int | None = None,
     rules: Mapping[str, Any] | None = None,
     spec: SpecArgument = None,
-    convention: str | None = None,
+    convention: str | ModuleConvention | None = None,
     layout: str | None = None,
     stream: str | None = None,
     threads: int | None = None,
@@ -567,7 +566,8 @@ def init_(
         spec: a spec file, dict or ``ModelSpec`` giving defaults and rules
             (not tensors).
         convention: ``"vsgen"`` (default) or ``"torch"`` (PyTorch's own
-            ``reset_parameters``); see the module doc.
+            ``reset_parameters``), see the module doc; or a
+            :class:`ModuleConvention` of your own.
         layout: fan convention; default the spec's, else ``"torch"``.
         stream: ``"vsgen"`` (default) or ``"keras"``.
         threads: threads per tensor; default all usable CPUs.
@@ -677,7 +677,7 @@ def save(
     seed: int | None = None,
     rules: Mapping[str, Any] | None = None,
     spec: SpecArgument = None,
-    convention: str | None = None,
+    convention: str | ModuleConvention | None = None,
     format: str | None = None,  # noqa: A002  (the command line's --format)
     max_shard_size: int | str | None = None,
     scheduler: object = None,
