@@ -210,12 +210,12 @@ def test_copied_tensors_are_read_from_their_checkpoint(tmp_path):
     checkpoint = tmp_path / "blocks" / "c.safetensors"
     ids = np.arange(6 * 5, dtype=np.int64).reshape(6, 5)
     safetensors.numpy.save_file(
-        {"w": np.zeros((8, 4), np.float32), "ids": ids, "steps": np.array(7, np.int64)},
+        {"fc.weight": np.zeros((8, 4), np.float32), "ids": ids, "steps": np.array(7, np.int64)},
         str(checkpoint),
     )
     job = build_job(None, str(checkpoint), seed=1)
     kinds = {row.name: row.kind for row in job.rows}
-    assert kinds == {"w": "variance_scaling", "ids": "copy", "steps": "copy"}
+    assert kinds == {"fc.weight": "variance_scaling", "ids": "copy", "steps": "copy"}
     blockwrite.write(job, str(tmp_path / "blocks" / "m.safetensors"), chunks=(2, 2), threads=2)
     streamed(job, tmp_path / "stream" / "m.safetensors", "safetensors")
     written = tmp_path / "blocks" / "m.safetensors"

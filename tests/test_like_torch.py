@@ -683,22 +683,155 @@ def test_plan_rows_name_initializers_and_origins():
 
 
 @pytest.mark.parametrize(
-    ("names", "layout", "warned"),
+    ("names", "layout", "fans"),
     [
-        ({"fc.weight": (4, 3), "fc.bias": (4,)}, [], True),
-        ({"fc.weight": (4, 3), "fc.bias": (4,)}, ["--layout", "torch"], False),
-        ({"fc.weight": (4, 3), "fc.bias": (4,)}, ["--layout", "keras"], False),
-        ({"dense/kernel": (3, 4), "dense/bias": (4,)}, [], False),
-        ({"norm.weight": (4,)}, [], False),  # no rank >= 2 weight: fans do not matter
+        # PyTorch's names: (out, in) -> fan_in = 3 by default, with no warning
+        ({"fc.weight": (4, 3), "fc.bias": (4,)}, [], (3, 4)),
+        ({"fc.weight": (4, 3), "fc.bias": (4,)}, ["--layout", "torch"], (3, 4)),
+        ({"fc.weight": (4, 3), "fc.bias": (4,)}, ["--layout", "keras"], (4, 3)),
+        # Keras's names keep the keras layout: (in, out)
+        ({"dense/kernel": (3, 4), "dense/bias": (4,)}, [], (3, 4)),
     ],
 )
-def test_torch_names_without_a_layout_get_a_warning(tmp_path, names, layout, warned):
+def test_torch_names_use_the_torch_layout_by_default(tmp_path, names, layout, fans):
     source = tmp_path / "names.safetensors"
     safetensors.numpy.save_file(
         {name: np.zeros(shape, np.float32) for name, shape in names.items()}, str(source)
     )
-    result = run("sample", "--like", str(source), "--seed", "0", *layout, "--plan")
+    result = run("sample", "--like", str(source), "--seed", "0", *layout, "--plan", "--json")
     assert result.exit_code == 0, result.stderr
-    warning = "warning: the checkpoint's names look like PyTorch's"
-    assert (warning in result.stderr) is warned, result.stderr
-    assert len(result.stderr.strip().splitlines()) == int(warned)
+    assert result.stderr == ""
+    weight = next(row for row in json.loads(result.stdout)["tensors"] if len(row["shape"]) == 2)
+    assert (weight["fan_in"], weight["fan_out"]) == fans
+    assert weight["stddev"] == pytest.approx(math.sqrt(1 / fans[0]), rel=1e-12)
+
+
+# --- a checkpoint without its module: conservative by name ---------------------------------
+
+
+def gpt2_like_state(torch):
+    """A GPT-2-style checkpoint with every kind of tensor a name can hide."""
+    nn = torch.nn
+    torch.manual_seed(0)
+    model = nn.Module()
+    model.wte = nn.Embedding(64, 16)
+    model.ln_f = nn.LayerNorm(16)
+    model.encoder = nn.TransformerEncoderLayer(256, 4, 2048, dropout=0.0, batch_first=True)
+    state = {f"transformer.{k}": v for k, v in model.state_dict().items()}
+    for layer in range(3):
+        state[f"transformer.h.{layer}.attn.c_attn.weight"] = torch.randn(48, 16)
+        state[f"transformer.h.{layer}.attn.c_attn.bias"] = torch.randn(48)
+        state[f"transformer.h.{layer}.attn.bias"] = torch.tril(torch.ones(8, 8)).view(1, 1, 8, 8)
+        state[f"transformer.h.{layer}.attn.masked_bias"] = torch.tensor(-1e4)
+        state[f"transformer.h.{layer}.ln_1.weight"] = torch.rand(16)
+        state[f"transformer.h.{layer}.ln_1.bias"] = torch.rand(16)
+    state["logit_scale"] = torch.tensor(2.6592)  # CLIP
+    state["stages.0.gamma"] = torch.full((16,), 1e-6)  # ConvNeXt's layer scale
+    state["stages.0.dwconv.weight"] = torch.randn(16, 1, 7, 7)
+    state["stages.0.act.weight"] = torch.tensor([0.25])  # nn.PReLU
+    state["audio.window"] = torch.hann_window(32)
+    state["audio.mel_filters"] = torch.rand(10, 17)
+    state["bn.weight"] = torch.rand(16)  # a BatchNorm: rank-1 weight beside its bias
+    state["bn.bias"] = torch.rand(16)
+    state["bn.running_mean"] = torch.rand(16)
+    state["bn.running_var"] = torch.rand(16)
+    state["bn.num_batches_tracked"] = torch.tensor(140)
+    return state
+
+
+COPIED = (
+    "transformer.h.0.attn.bias",
+    "transformer.h.2.attn.bias",
+    "transformer.h.1.attn.masked_bias",
+    "logit_scale",
+    "stages.0.gamma",
+    "stages.0.act.weight",
+    "audio.window",
+    "audio.mel_filters",
+    "bn.num_batches_tracked",
+)
+
+
+def test_like_keeps_what_is_not_recognisably_a_weight_bias_or_norm(tmp_path):
+    torch = pytest.importorskip("torch")
+    import safetensors.torch
+
+    state = gpt2_like_state(torch)
+    source = tmp_path / "gpt2.safetensors"
+    safetensors.torch.save_file(state, str(source))
+    out = tmp_path / "fresh.safetensors"
+    result = run("sample", "--like", str(source), "--seed", "3", "-o", str(out))
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr == ""  # the torch layout by default: no warning
+    fresh = safetensors.torch.load_file(str(out))
+    for name in COPIED:
+        assert torch.equal(fresh[name], state[name]), name  # copied, never noised
+    # weights drawn, with PyTorch's fans: linear1 is (2048, 256), fan_in 256
+    linear1 = fresh["transformer.encoder.linear1.weight"].double()
+    assert abs(linear1.std().item() / math.sqrt(1 / 256) - 1) < 0.02
+    for name in ("transformer.h.1.attn.c_attn.weight", "stages.0.dwconv.weight"):
+        assert not torch.equal(fresh[name], state[name]) and fresh[name].std() > 0, name
+    # biases zero, norms one, running statistics reset
+    for name in ("transformer.h.0.attn.c_attn.bias", "transformer.h.0.ln_1.bias", "bn.bias"):
+        assert not fresh[name].any(), name
+    for name in ("transformer.h.0.ln_1.weight", "transformer.ln_f.weight", "bn.weight"):
+        assert fresh[name].eq(1).all(), name
+    assert not fresh["bn.running_mean"].any() and fresh["bn.running_var"].eq(1).all()
+
+
+def test_like_plan_lists_copied_tensors_by_name_when_summarised(tmp_path):
+    torch = pytest.importorskip("torch")
+    import safetensors.torch
+
+    source = tmp_path / "gpt2.safetensors"
+    safetensors.torch.save_file(gpt2_like_state(torch), str(source))
+    job = build_job(None, str(source), seed=0)
+    rows = {row.name: row for row in job.rows}
+    assert rows["transformer.h.0.attn.bias"].origin_text() == (
+        "builtin: not recognisably a weight, bias or norm"
+    )
+    assert rows["transformer.h.0.attn.masked_bias"].origin_text() == (
+        "builtin: fixed buffer (masked_bias)"
+    )
+    summary = plan_table(job.rows, max_rows=10)
+    text = "\n".join(summary)
+    for name in COPIED:
+        assert name in text, name
+    # every name of a copied group is listed under it, not only counted
+    group = next(i for i, line in enumerate(summary) if "not recognisably" in line)
+    listed = " ".join(summary[group + 1 : group + 4])
+    assert "transformer.h.1.attn.bias" in listed and "audio.mel_filters" in listed
+
+
+def test_like_with_the_torch_convention(tmp_path):
+    torch = pytest.importorskip("torch")
+    import safetensors.torch
+
+    state = gpt2_like_state(torch)
+    source = tmp_path / "gpt2.safetensors"
+    safetensors.torch.save_file(state, str(source))
+    out = tmp_path / "torch.safetensors"
+    result = run(
+        "sample", "--like", str(source), "--convention", "torch", "--seed", "4", "-o", str(out)
+    )
+    assert result.exit_code == 0, result.stderr
+    fresh = safetensors.torch.load_file(str(out))
+    # nn.Linear's reset: U(+-1/sqrt(fan_in)) for weight and bias
+    linear1 = fresh["transformer.encoder.linear1.weight"]
+    bound = 1 / math.sqrt(256)
+    assert linear1.abs().max() < bound and linear1.abs().max() > 0.99 * bound
+    reference = torch.nn.Linear(256, 2048).weight.detach().reshape(-1).numpy()
+    p_value = stats.ks_2samp(reference, linear1.reshape(-1).numpy()).pvalue
+    assert p_value > 1e-3, p_value
+    bias = fresh["transformer.encoder.linear1.bias"]
+    assert bias.abs().max() < bound and bias.std() > 0
+    # MultiheadAttention's: xavier_uniform_ in_proj, zero biases
+    in_proj = fresh["transformer.encoder.self_attn.in_proj_weight"]
+    assert in_proj.abs().max() < math.sqrt(6 / (256 + 768))
+    assert not fresh["transformer.encoder.self_attn.in_proj_bias"].any()
+    assert not fresh["transformer.encoder.self_attn.out_proj.bias"].any()
+    # an embedding, by name: N(0, 1)
+    assert abs(fresh["transformer.wte.weight"].std().item() - 1) < 0.1
+    assert fresh["bn.num_batches_tracked"].item() == 0  # reset_running_stats
+    for name in ("transformer.h.0.attn.bias", "logit_scale", "stages.0.gamma"):
+        assert torch.equal(fresh[name], state[name]), name

@@ -491,7 +491,8 @@ def test_like_safetensors_from_another_writer(tmp_path, foreign_safetensors):
     assert not made["encoder.layer.0.attention.query.bias"].any()
     assert (made["encoder.layer.0.LayerNorm.weight"] == 1).all()
     assert not made["encoder.layer.0.LayerNorm.bias"].any()
-    assert made["logit_scale"] == 0
+    # Not recognisably a weight, bias or norm: copied, as --plan says.
+    assert made["logit_scale"].dtype == np.float32 and made["logit_scale"] == 3.0
 
 
 def test_like_h5_from_h5py_with_spec_rules(tmp_path):
@@ -518,7 +519,7 @@ def test_like_h5_from_h5py_with_spec_rules(tmp_path):
     assert made["head/kernel"].dtype == np.float16 and (made["head/kernel"] == 0.5).all()
 
 
-def test_like_dtype_option_converts_every_tensor(tmp_path, foreign_safetensors):
+def test_like_dtype_option_converts_every_drawn_or_set_tensor(tmp_path, foreign_safetensors):
     out = tmp_path / "bf16.safetensors"
     result = run(
         "sample",
@@ -534,7 +535,9 @@ def test_like_dtype_option_converts_every_tensor(tmp_path, foreign_safetensors):
     assert result.exit_code == 0, result.stderr
     header_length = int.from_bytes(out.read_bytes()[:8], "little")
     header = json.loads(out.read_bytes()[8 : 8 + header_length])
-    assert {entry["dtype"] for key, entry in header.items() if key != "__metadata__"} == {"BF16"}
+    dtypes = {key: entry["dtype"] for key, entry in header.items() if key != "__metadata__"}
+    assert dtypes.pop("logit_scale") == "F32"  # copied: its own dtype
+    assert set(dtypes.values()) == {"BF16"}
 
 
 @pytest.mark.parametrize(

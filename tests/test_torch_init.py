@@ -135,15 +135,17 @@ def test_threads_do_not_change_the_bytes():
 
 def test_non_contiguous_tensors_are_filled_through_a_buffer(tmp_path):
     model = nn.Module()
-    model.w = nn.Parameter(torch.empty(6, 4).t())  # (4, 6), strides (1, 4)
-    model.v = nn.Parameter(torch.empty(5, 7))
-    assert not model.w.is_contiguous()
+    model.w = nn.Linear(6, 4)
+    model.w.weight = nn.Parameter(torch.zeros(6, 4).t())  # (4, 6), strides (1, 4)
+    model.v = nn.Linear(7, 5)
+    assert not model.w.weight.is_contiguous()
     expected = file_state(model, tmp_path, "--layout", "torch", "--seed", "2")
-    pointer = model.w.data_ptr()
+    pointer = model.w.weight.data_ptr()
     vsgen.torch.init_(model, seed=2)
-    assert model.w.data_ptr() == pointer and not model.w.is_contiguous()
-    assert same_bytes(model.w.detach(), expected["w"])
-    assert same_bytes(model.v.detach(), expected["v"])
+    assert model.w.weight.data_ptr() == pointer and not model.w.weight.is_contiguous()
+    assert model.w.weight.std() > 0
+    assert same_bytes(model.w.weight.detach(), expected["w.weight"])
+    assert same_bytes(model.v.weight.detach(), expected["v.weight"])
 
 
 def test_tied_weights_are_initialised_once_under_the_first_name():

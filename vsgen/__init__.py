@@ -76,6 +76,7 @@ __all__ = sorted([*_HOMES, "__version__"])
 #: Submodules reachable as attributes (``vsgen.formats.open_output``), imported on use.
 _SUBMODULES = (
     "blockwrite",
+    "conventions",
     "dtypes",
     "fans",
     "formats",

@@ -25,10 +25,11 @@ refused (:func:`check`).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -86,7 +87,11 @@ class BlockSource:
     tensor's name there; ``--like`` keeps integer tensors so). ``full_shape`` is the
     shape of the tensor the stream indexes; ``row_offset`` is where this tensor's
     first row lies in it (``--rows``/``--shard``); ``random_access`` is False for a
-    sequential stream (``keras``), whose blocks cannot be made apart.
+    sequential stream (``keras``), whose blocks cannot be made apart. ``set_rows``
+    are ``(row, value)`` pairs written over the drawn values (an embedding's
+    padding row). ``values`` holds a tensor already in memory (a module's kept
+    tensor), from ``values_origin`` on: :func:`plan_tasks` gives each block's
+    task only its own part, so that a task sent to a worker carries that part.
     """
 
     name: str
@@ -99,6 +104,9 @@ class BlockSource:
     constant: float | None = None
     random_access: bool = True
     copy_of: tuple[str | None, str] | None = None
+    set_rows: tuple[tuple[int, float], ...] = ()
+    values: np.ndarray | None = field(default=None, compare=False, repr=False)
+    values_origin: tuple[int, ...] = ()
 
     @property
     def size(self) -> int:
@@ -106,8 +114,16 @@ class BlockSource:
 
     @classmethod
     def from_plan(cls, name: str, plan: Any) -> BlockSource:
-        """From a ``SamplePlan`` (initializer), or a ``ConstantPlan`` or ``CopyPlan``
-        (model spec)."""
+        """From a ``SamplePlan`` (initializer), or a ``ConstantPlan``, ``CopyPlan``,
+        ``FixedRowsPlan`` or ``ArrayPlan`` (model jobs)."""
+        set_rows = getattr(plan, "set_rows", None)
+        if set_rows is not None:
+            return dataclasses.replace(cls.from_plan(name, plan.base), set_rows=tuple(set_rows))
+        values = getattr(plan, "values", None)
+        if isinstance(values, np.ndarray):
+            shape = tuple(values.shape)
+            origin = (0,) * len(shape)
+            return cls(name, shape, values.dtype, shape, values=values, values_origin=origin)
         draw = getattr(plan, "draw", None)
         if draw is None:
             shape = tuple(plan.shape)
@@ -146,17 +162,41 @@ class BlockSource:
         """The block of this tensor at ``origin`` with extent ``shape``."""
         shape = tuple(int(d) for d in shape)
         origin = tuple(int(o) for o in origin)
+        if self.values is not None:
+            index = tuple(
+                slice(o - first, o - first + e)
+                for o, first, e in zip(origin, self.values_origin, shape, strict=True)
+            )
+            # np.array, not ascontiguousarray: a scalar tensor stays 0-d.
+            return np.array(self.values[index], dtype=self.dtype, order="C")
         if self.copy_of is not None:
             return self._copied(origin, shape)
         if self.draw is None:
             return np.full(shape, self.constant, dtype=self.dtype)
         out = np.empty(shape, dtype=self.dtype)
+        stream_origin = origin
         if self.full_shape:
-            origin = (origin[0] + self.row_offset, *origin[1:])
+            stream_origin = (origin[0] + self.row_offset, *origin[1:])
         get_stream(self.stream or "vsgen").fill_block(
-            out, origin, self.full_shape, self.draw, threads
+            out, stream_origin, self.full_shape, self.draw, threads
         )
+        for row, value in self.set_rows:
+            if shape and origin[0] <= row < origin[0] + shape[0]:
+                out[row - origin[0]] = value
         return out
+
+    def part(self, origin: Sequence[int], shape: Sequence[int]) -> BlockSource:
+        """This source for one block only: a tensor in memory keeps just the block's
+        values (a view), every other source is itself."""
+        if self.values is None:
+            return self
+        index = tuple(
+            slice(o - first, o - first + e)
+            for o, first, e in zip(origin, self.values_origin, shape, strict=True)
+        )
+        return dataclasses.replace(
+            self, values=self.values[index], values_origin=tuple(int(o) for o in origin)
+        )
 
     def _copied(self, origin: tuple[int, ...], shape: tuple[int, ...]) -> np.ndarray:
         """A block of a copied tensor: the rows it spans, read as one flat range of
@@ -284,7 +324,7 @@ def plan_tasks(
     """The tasks that fill ``output``: one per block, or one per file (shards)."""
     per_tensor = [
         [
-            (source, place, origin, extent)
+            (source.part(origin, extent), place, origin, extent)
             for origin, extent in _grid(source.shape, _chunks_for(source, place, chunks))
         ]
         for source, place in zip(tensor_sources, output.places, strict=True)

@@ -39,7 +39,11 @@ class PlanRow(NamedTuple):
     stddev (sqrt(scale / n) for variance scaling), ``bound`` the truncation bound
     2 s (truncated_normal) or the ``limit`` (uniform: the half-width), None for
     untruncated_normal; ``mean`` is the centre of a fixed-parameter
-    initializer's values (None for variance scaling, centred on 0).
+    initializer's values (None for variance scaling, centred on 0). ``aliases`` are
+    the other names of the same tensor (tied weights: written once, under
+    ``name``); ``set_rows`` the ``(row, value)`` pairs set after drawing (an
+    embedding's padding row). ``kind`` ``"copy"`` with ``init`` ``"kept"`` is a
+    module's own values (``vsgen.torch``), ``"copy"`` a checkpoint's.
     """
 
     name: str
@@ -57,6 +61,8 @@ class PlanRow(NamedTuple):
     fan_out: int | None = None
     seed: int | None = None
     mean: float | None = None
+    aliases: tuple[str, ...] = ()
+    set_rows: tuple[tuple[int, float], ...] = ()
 
     @property
     def size(self) -> int:
@@ -69,14 +75,25 @@ class PlanRow(NamedTuple):
         row["shape"] = list(self.shape)
         if self.mean is None:
             del row["mean"]  # variance scaling: centred on 0
+        for key in ("aliases", "set_rows"):
+            if row[key]:
+                row[key] = [list(item) if isinstance(item, tuple) else item for item in row[key]]
+            else:
+                del row[key]
         return row
 
     def values_text(self) -> str:
         """What the values are: ``std 0.036, |x| <= 0.083``, ``1``, ``as source``."""
         if self.kind == "copy":
-            return "as source"
+            return "module's values" if self.init == "kept" else "as source"
         if self.kind == "constant":
             return f"{self.value:g}"
+        text = self._drawn_text()
+        for row, value in self.set_rows:
+            text += f"; row {row} = {value:g}"
+        return text
+
+    def _drawn_text(self) -> str:
         text = f"std {self.stddev:.4g}"
         if self.mean is not None:
             if self.distribution == "uniform" and self.bound is not None:
@@ -109,6 +126,8 @@ class ModelJob:
     ``warnings`` are one-line notes for the user (the command line prints them on
     stderr). ``seed`` is the global seed (one tensor's own seed for
     :func:`tensor_job`), ``seed_was_drawn`` whether it was drawn rather than given.
+    ``aliases`` maps the other names of tied tensors to the name each is written
+    under (``{"head.weight": "embed.weight"}``).
     """
 
     seed: int
@@ -118,6 +137,7 @@ class ModelJob:
     records: dict[str, dict[str, Any]] = field(default_factory=dict)
     rows: list[PlanRow] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    aliases: dict[str, str] = field(default_factory=dict)
 
     @property
     def total_values(self) -> int:
@@ -125,8 +145,13 @@ class ModelJob:
         return sum(plan.size for plan in self.plans)
 
     def metadata(self) -> dict[str, str]:
-        """File metadata (``provenance.file_metadata``) recording every tensor."""
-        return provenance.file_metadata(self.records)
+        """File metadata (``provenance.file_metadata``) recording every tensor, and
+        each tied alias's name mapped to the name it is written under (as
+        ``safetensors.torch.save_model`` records the names it drops)."""
+        metadata = provenance.file_metadata(self.records)
+        for alias, name in self.aliases.items():
+            metadata.setdefault(alias, name)
+        return metadata
 
     def tensor_metadata(self) -> dict[str, dict[str, str]]:
         """Per-tensor metadata (``provenance.tensor_metadata``): each tensor's own record."""

@@ -61,8 +61,12 @@ from vsgen.streams import DEFAULT_CHUNK, DEFAULT_STREAM, JSON_SAFE_SEED_BITS, ge
 __all__ = [
     "CONSTANTS",
     "COPY",
+    "KEEP",
+    "ArrayPlan",
+    "Choice",
     "ConstantPlan",
     "CopyPlan",
+    "FixedRowsPlan",
     "Init",
     "ModelJob",
     "ModelSpec",
@@ -618,6 +622,37 @@ def builtin_init(name: str, shape: Sequence[int], dtype: object) -> tuple[Init, 
     return Init(constant=value), reason
 
 
+#: The init of a tensor that keeps its values: a checkpoint's (``--like``), or a
+#: module's (``vsgen.torch``).
+KEEP = Init(copy=True)
+
+
+@dataclass(frozen=True)
+class Choice:
+    """What a convention gives a tensor that no tensor ``init`` and no rule covers.
+
+    ``init`` is the initializer (:data:`KEEP` keeps the values), or None for the
+    default initializer (the command line's preset, the spec's ``init``).
+    ``origin`` and ``reason`` say why (``builtin``/``LayerNorm weight``,
+    ``convention torch``/``Linear.reset_parameters``); they go into the plan and
+    into provenance (``init_from``). ``rows`` are ``(row, value)`` pairs set after
+    the values are drawn (an ``nn.Embedding``'s padding row: ``((padding_idx,
+    0.0),)``). ``on_meta`` is what a kept tensor gets when it has no values (a
+    module on PyTorch's meta device): None refuses it.
+    """
+
+    init: Init | None
+    reason: str | None = None
+    origin: str = "builtin"
+    rows: tuple[tuple[int, float], ...] = ()
+    on_meta: Init | None = None
+
+    @property
+    def keeps(self) -> bool:
+        """True when the tensor keeps its values."""
+        return self.init is not None and self.init.copy
+
+
 # --------------------------------------------------------------------------
 # Specs
 
@@ -933,6 +968,100 @@ class CopyPlan:
         return out
 
 
+@dataclass(frozen=True)
+class FixedRowsPlan:
+    """A drawn tensor some of whose rows are then set to constants: an
+    ``nn.Embedding``'s padding row, zero after the normal draw.
+
+    ``set_rows`` are ``(row, value)`` pairs, rows of axis 0. The other values are
+    ``base``'s, byte for byte; memory stays at ``base``'s chunks.
+    """
+
+    base: Plan
+    set_rows: tuple[tuple[int, float], ...]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Shape of the values produced."""
+        return self.base.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        """Output dtype of the values produced."""
+        return self.base.dtype
+
+    @property
+    def size(self) -> int:
+        """Number of values this plan produces."""
+        return self.base.size
+
+    def _row_size(self) -> int:
+        return math.prod(self.shape[1:])
+
+    def chunks(
+        self, chunk_size: int = DEFAULT_CHUNK, threads: int | None = None
+    ) -> Iterator[np.ndarray]:
+        """``base``'s flat chunks, with the fixed rows' values replaced."""
+        row_size = self._row_size()
+        position = 0
+        for chunk in self.base.chunks(chunk_size, threads):
+            end = position + chunk.size
+            for row, value in self.set_rows:
+                low, high = max(position, row * row_size), min(end, (row + 1) * row_size)
+                if low < high:
+                    if not chunk.flags.writeable:
+                        chunk = chunk.copy()
+                    chunk[low - position : high - position] = value
+            position = end
+            yield chunk
+
+    def array(self, threads: int | None = None) -> np.ndarray:
+        """The values as one array of ``shape``."""
+        out = self.base.array(threads)
+        for row, value in self.set_rows:
+            out[row] = value
+        return out
+
+
+@dataclass(frozen=True, eq=False)
+class ArrayPlan:
+    """A tensor whose values are already in memory, written as they are: a
+    module's kept tensor (``vsgen.torch.save``). ``values`` is C-contiguous; it is
+    read, never copied, until it is written."""
+
+    values: np.ndarray
+    name: str
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Shape of the values produced."""
+        return tuple(self.values.shape)
+
+    @property
+    def dtype(self) -> np.dtype:
+        """Dtype of the values produced."""
+        return self.values.dtype
+
+    @property
+    def size(self) -> int:
+        """Number of values this plan produces."""
+        return int(self.values.size)
+
+    def chunks(
+        self, chunk_size: int = DEFAULT_CHUNK, threads: int | None = None
+    ) -> Iterator[np.ndarray]:
+        """The values as consecutive flat read-only views of at most ``chunk_size``."""
+        flat = self.values.reshape(-1)
+        for offset in range(0, flat.size, chunk_size):
+            view = flat[offset : offset + chunk_size]
+            view.flags.writeable = False
+            yield view
+
+    def array(self, threads: int | None = None) -> np.ndarray:
+        """A copy of the values."""
+        return self.values.copy()
+
+
 # --------------------------------------------------------------------------
 # The plan as a table
 
@@ -952,12 +1081,37 @@ def _columns(lines: list[list[str]]) -> list[str]:
     ]
 
 
+def _shown_name(row: PlanRow) -> str:
+    """The tensor's name, with the other names of a tied tensor."""
+    if not row.aliases:
+        return row.name
+    return f"{row.name} (= {', '.join(row.aliases)})"
+
+
+def _name_lines(names: Sequence[str], width: int = 96) -> list[str]:
+    """Names, comma-separated, wrapped at ``width`` columns, indented."""
+    lines: list[str] = []
+    current = ""
+    for name in names:
+        piece = name if not current else f", {name}"
+        if current and len(current) + len(piece) > width:
+            lines.append(f"    {current},")
+            piece = name
+            current = ""
+        current += piece
+    if current:
+        lines.append(f"    {current}")
+    return lines
+
+
 def plan_table(rows: Sequence[PlanRow], max_rows: int | None = None) -> list[str]:
     """The plan as text lines: one per tensor, or summarised.
 
     With more than ``max_rows`` rows (None: never), tensors are grouped by
     dtype, initializer and origin, with their count, number of values and
-    the range of stddevs. A last line gives the totals. Pure: returns lines.
+    the range of stddevs; the tensors that keep or copy their values are
+    listed by name under their group (never folded away: a mask among them
+    must show). A last line gives the totals. Pure: returns lines.
     """
     total = sum(row.size for row in rows)
     footer = f"{len(rows)} tensors, {_count(total)} values"
@@ -966,13 +1120,14 @@ def plan_table(rows: Sequence[PlanRow], max_rows: int | None = None) -> list[str
         for row in rows:
             shape = "x".join(map(str, row.shape)) or "()"
             lines.append(
-                [row.name, shape, row.dtype, row.init, row.values_text(), row.origin_text()]
+                [_shown_name(row), shape, row.dtype, row.init, row.values_text(), row.origin_text()]
             )
         return [*_columns(lines), footer]
     groups: dict[tuple[str, str, str], list[PlanRow]] = {}
     for row in rows:
         groups.setdefault((row.dtype, row.init, row.origin_text()), []).append(row)
     lines = [["tensors", "values", "dtype", "init", "stddev", "from"]]
+    listed: dict[int, list[str]] = {}
     for (dtype, init, origin), members in groups.items():
         stddevs = [row.stddev for row in members if row.stddev is not None]
         if stddevs:
@@ -985,6 +1140,8 @@ def plan_table(rows: Sequence[PlanRow], max_rows: int | None = None) -> list[str
                 or all(row.values_text() == members[0].values_text() for row in members)
                 else "various"
             )
+        if members[0].kind == "copy":
+            listed[len(lines)] = [_shown_name(row) for row in members]
         lines.append(
             [
                 str(len(members)),
@@ -995,7 +1152,13 @@ def plan_table(rows: Sequence[PlanRow], max_rows: int | None = None) -> list[str
                 origin,
             ]
         )
-    return [*_columns(lines), footer]
+    table = _columns(lines)
+    out: list[str] = []
+    for index, line in enumerate(table):
+        out.append(line)
+        if index in listed:
+            out.extend(_name_lines(listed[index]))
+    return [*out, footer]
 
 
 # --------------------------------------------------------------------------
@@ -1006,17 +1169,24 @@ def _choose(
     entry: TensorEntry,
     rules: Sequence[tuple[str, Init]],
     default: Init | None,
-) -> tuple[Init, str, str | None]:
-    """The init for a tensor, where it came from (recorded in provenance) and why."""
+    choice: Choice | None,
+) -> tuple[Init, str, str | None, tuple[tuple[int, float], ...]]:
+    """The init for a tensor, where it came from (recorded in provenance), why,
+    and the rows its convention sets after drawing (none if a rule decides)."""
     if entry.init is not None:
-        return entry.init, "tensor", None
+        return entry.init, "tensor", None, ()
     for pattern, init in rules:
         if fnmatch.fnmatchcase(entry.name, pattern):
-            return init, f"rule {pattern}", None
+            return init, f"rule {pattern}", None, ()
+    if choice is not None:
+        if choice.init is None:
+            origin = "default" if choice.origin == "builtin" else choice.origin
+            return (default or Init()), origin, choice.reason, choice.rows
+        return choice.init, choice.origin, choice.reason, choice.rows
     builtin = builtin_init(entry.name, entry.shape, entry.dtype or resolve_dtype(None))
     if builtin is not None:
-        return builtin[0], "builtin", builtin[1]
-    return (default or Init()), "default", None
+        return builtin[0], "builtin", builtin[1], ()
+    return (default or Init()), "default", None, ()
 
 
 def _is_float(dtype: np.dtype) -> bool:
@@ -1032,25 +1202,42 @@ def build_job(
     layout: str | None = None,
     stream: str | None = None,
     init: Init | None = None,
+    convention: str | None = None,
+    choices: Mapping[str, Choice] | None = None,
+    aliases: Mapping[str, Sequence[str]] | None = None,
 ) -> ModelJob:
     """Plan every tensor of a model.
 
     Tensors come from ``spec.tensors`` or, with ``like``, from an existing
     checkpoint: its path (headers are read with :func:`like_tensors`; tensors
     that are copied are read from it when written) or its tensor list (then
-    copied tensors have no source: :class:`CopyPlan` with ``source=None``).
-    With ``like`` the spec only gives rules and defaults and must list no
-    tensors. Keyword arguments override the spec's top-level values (they are
-    the command line's ``--seed``, ``--dtype``, ``--layout``, ``--stream`` and
-    initializer options); ``dtype`` also replaces the dtypes of floating
-    ``like`` tensors, which otherwise keep their own; integer and bool
-    tensors, and every copied tensor, keep theirs. Without any seed a global
-    seed is drawn below 2**53 (``seed_was_drawn`` is then True).
+    copied tensors have no source: :class:`CopyPlan` with ``source=None``, shown
+    as ``kept``: a module's own values). With ``like`` the spec only gives rules
+    and defaults and must list no tensors. Keyword arguments override the spec's
+    top-level values (they are the command line's ``--seed``, ``--dtype``,
+    ``--layout``, ``--stream`` and initializer options); ``dtype`` also replaces
+    the dtypes of floating ``like`` tensors, which otherwise keep their own;
+    integer and bool tensors, and every copied tensor, keep theirs. Without any
+    seed a global seed is drawn below 2**53 (``seed_was_drawn`` is then True).
+
+    What a tensor gets that no tensor ``init`` and no rule covers is the
+    ``convention``'s choice (:mod:`vsgen.conventions`: ``"vsgen"``, the default,
+    or ``"torch"``), decided from the names, shapes and dtypes; ``choices`` (by
+    name) replace it where the caller knows better (``vsgen.torch`` knows each
+    tensor's module). Without ``layout`` a ``like`` checkpoint whose names look
+    like PyTorch's (rank >= 2 ``*.weight`` tensors, no ``kernel``) or a
+    convention of PyTorch's uses the ``torch`` layout. ``aliases`` (name ->
+    other names of the same tensor, tied weights) are recorded with the tensor
+    and shown in the plan.
 
     Raises:
-        ValueError: no tensors, tensors in both spec and ``like``, or a tensor
-            its initializer cannot serve (message names the tensor).
+        ValueError: no tensors, tensors in both spec and ``like``, an unknown
+            convention, or a tensor its initializer cannot serve (message names
+            the tensor).
     """
+    from vsgen import conventions
+
+    chosen_convention = conventions.get_convention(convention)
     prefix = "" if spec is None else f"{spec.source}: "
     spec = spec or ModelSpec()
     source = spec.source
@@ -1094,17 +1281,21 @@ def build_job(
     else:
         global_seed = _parse_seed(global_seed, "Argument `seed`", MAX_GLOBAL_SEED)
 
+    if like is not None and not layout_given:
+        if chosen_convention.layout is not None:
+            layout = chosen_convention.layout
+        elif _looks_like_torch(entries):
+            layout = "torch"
+    by_name = dict(chosen_convention.classify(entries, like is not None))
+    if choices is not None:
+        by_name.update(choices)
     job = ModelJob(seed=global_seed, seed_was_drawn=seed_was_drawn)
-    if like is not None and not layout_given and _looks_like_torch(entries):
-        job.warnings.append(
-            "the checkpoint's names look like PyTorch's (rank >= 2 '.weight' tensors, no "
-            "'kernel'), whose weights are (out, in, ...): pass --layout torch for their fans "
-            "(or --layout keras to keep the default and silence this)"
-        )
     for entry in entries:
         if entry.name in job.records:
             raise ValueError(f"tensor {entry.name!r} appears twice")
-        chosen, origin, reason = _choose(entry, spec.rules, default_init)
+        chosen, origin, reason, rows = _choose(
+            entry, spec.rules, default_init, by_name.get(entry.name)
+        )
         dtype_ = _first_dtype(entry.dtype, default_dtype)
         if (
             like is not None
@@ -1119,19 +1310,42 @@ def build_job(
             plan, record = _plan_tensor(
                 entry, chosen, dtype_, global_seed, layout, stream, like_path
             )
+            if rows:
+                plan = FixedRowsPlan(plan, _checked_rows(rows, entry.shape, dtype_))
+                record["set_rows"] = [[row, value] for row, value in plan.set_rows]
         except (ValueError, TypeError) as error:
             raise ValueError(f"{prefix}tensor {entry.name!r} ({origin}): {error}") from None
         record["init"] = chosen.as_json()
         record["init_from"] = origin
+        tied = tuple(aliases.get(entry.name, ())) if aliases is not None else ()
+        if tied:
+            record["aliases"] = list(tied)
+            job.aliases.update({alias: entry.name for alias in tied})
         job.infos.append(TensorInfo(entry.name, entry.shape, dtype_))
         job.plans.append(plan)
         job.records[entry.name] = record
-        job.rows.append(_row(entry, dtype_, chosen, origin, reason, plan, record))
+        label = "kept" if chosen.copy and like is not None and like_path is None else None
+        job.rows.append(
+            _row(entry, dtype_, chosen, origin, reason, plan, record, label=label, aliases=tied)
+        )
     return job
 
 
+def _checked_rows(
+    rows: Sequence[tuple[int, float]], shape: Sequence[int], dtype: np.dtype
+) -> tuple[tuple[int, float], ...]:
+    """Rows set to constants: indices of axis 0 of ``shape``, values the dtype can hold."""
+    checked = []
+    for row, value in rows:
+        if not shape or not 0 <= row < shape[0]:
+            raise ValueError(f"row {row} to set is outside the tensor's shape {tuple(shape)}")
+        checked.append((int(row), _constant_for(float(value), np.dtype(dtype))))
+    return tuple(checked)
+
+
 def _looks_like_torch(entries: Sequence[TensorEntry]) -> bool:
-    """PyTorch names weights ``*.weight``, Keras ``*/kernel``: a guess for a warning."""
+    """PyTorch names weights ``*.weight``, Keras ``*/kernel``: the names decide the
+    default layout of a ``like`` checkpoint."""
     leaves = [_name_parts(e.name)[-1] for e in entries if len(e.shape) >= 2]
     return "weight" in leaves and "kernel" not in leaves and "embeddings" not in leaves
 
@@ -1144,16 +1358,23 @@ def _row(
     reason: str | None,
     plan: Plan,
     record: Mapping[str, Any],
+    *,
+    label: str | None = None,
+    aliases: tuple[str, ...] = (),
 ) -> PlanRow:
     common = {
         "name": entry.name,
         "shape": tuple(entry.shape),
         "dtype": np.dtype(dtype).name,
         "kind": record["kind"],
-        "init": chosen.label(),
+        "init": label or chosen.label(),
         "origin": origin,
         "reason": reason,
+        "aliases": aliases,
+        "set_rows": tuple(getattr(plan, "set_rows", ())),
     }
+    if isinstance(plan, FixedRowsPlan):
+        plan = plan.base
     if isinstance(plan, SamplePlan):
         scaling = plan.scaling
         return PlanRow(
@@ -1325,9 +1546,27 @@ def _plan_from_record(record: Mapping[str, Any]) -> Plan:
             "can be regenerated"
         )
     replayed = provenance.replay(record)
-    return replayed.initializer.plan(
+    plan: Plan = replayed.initializer.plan(
         replayed.full_shape,
         record["dtype"],
         rows=replayed.rows,
         fan_shape=replayed.fan_shape,
     )
+    if record.get("set_rows"):
+        plan = FixedRowsPlan(plan, _recorded_rows(record["set_rows"], plan))
+    return plan
+
+
+def _recorded_rows(value: object, plan: Plan) -> tuple[tuple[int, float], ...]:
+    """A record's ``set_rows``: ``[[row, value], ...]`` within the tensor."""
+    if not isinstance(value, list) or not all(
+        isinstance(item, list)
+        and len(item) == 2
+        and isinstance(item[0], int)
+        and not isinstance(item[0], bool)
+        and isinstance(item[1], (int, float))
+        and not isinstance(item[1], bool)
+        for item in value
+    ):
+        raise ValueError("field 'set_rows' is not a list of [row, value] pairs")
+    return _checked_rows([(row, float(v)) for row, v in value], plan.shape, plan.dtype)

@@ -155,6 +155,14 @@ _DEFAULT_INIT_OPTIONS = ("scale", "mode", "distribution", "preset", "config_sour
     "e.g. 4096,1024. [~64 MiB of whole rows]",
 )
 @click.option(
+    "--convention",
+    type=str,
+    default=None,
+    help="With --spec/--like: what tensors no rule covers get. vsgen: the initializer for "
+    "weights, zeros for biases, ones/zeros for norms, every other tensor copied; torch: "
+    "PyTorch's reset_parameters() defaults (by name). [vsgen]",
+)
+@click.option(
     "--plan",
     is_flag=True,
     help="With --spec/--like: print every tensor's initializer and write nothing.",
@@ -178,6 +186,7 @@ def sample(**kwargs: Any) -> None:
       vsgen sample --spec examples/transformer_block.toml --preset he_normal --plan
       vsgen sample --shape 4096,1024 --seed 4 -o w.zarr --chunks 1024,1024
       vsgen sample --spec examples/transformer_block.toml -o ckpt --format safetensors-sharded
+      vsgen sample --spec examples/transformer_block.toml --convention torch --plan
     """
     options = pop_initializer_options(kwargs)
     whole_model = kwargs["spec"] is not None or kwargs["like"] is not None
@@ -185,6 +194,8 @@ def sample(**kwargs: Any) -> None:
         _refuse_single_tensor_options()
     if kwargs["plan"] and not whole_model:
         raise BadInput("--plan shows the plan of --spec/--like; for one tensor use vsgen describe")
+    if kwargs["convention"] is not None and not whole_model:
+        raise BadInput("--convention applies to whole models (--spec/--like)")
     if kwargs["as_json"] and not kwargs["plan"]:
         raise BadInput("--json goes with --plan")
     if kwargs["output"] is None and not kwargs["plan"]:
@@ -317,6 +328,8 @@ def _tensor_job(kwargs: dict[str, Any], options: dict[str, Any]) -> tuple[ModelJ
             return _whole_file_job(kwargs, rows is not None or shard is not None), True
         with _malformed_record(kwargs["config_from"]):
             record, name = _recorded_tensor(kwargs["config_from"], name if name_given else None)
+            if record.get("set_rows"):
+                return _fixed_rows_job(kwargs, name, rows is not None or shard is not None), False
             replayed = provenance.replay(record)
         initializer = replayed.initializer
         shape = replayed.full_shape
@@ -359,7 +372,7 @@ def _model_job(kwargs: dict[str, Any], options: dict[str, Any]) -> ModelJob:
         # Seeds are derived per tensor; 0 only avoids drawing one here.
         initializer = build_initializer({**options, "seed": 0}, layout_for_job=True)
         default_init = modelspec.init_from_initializer(initializer)
-    with user_errors():
+    with user_errors({"convention": "--convention"}):
         spec = modelspec.load_spec(kwargs["spec"]) if kwargs["spec"] is not None else None
         return modelspec.build_job(
             spec,
@@ -369,7 +382,24 @@ def _model_job(kwargs: dict[str, Any], options: dict[str, Any]) -> ModelJob:
             layout=options["layout"],
             stream=options["stream"],
             init=default_init,
+            convention=kwargs["convention"],
         )
+
+
+def _fixed_rows_job(kwargs: dict[str, Any], name: str, rows_given: bool) -> ModelJob:
+    """``--config-from`` one tensor whose record sets rows after drawing (an
+    embedding's padding row): replayed whole, as the file holds it."""
+    from vsgen import modelspec
+
+    if rows_given or _given("dtype"):
+        raise BadInput(
+            f"--config-from: tensor {name!r} has rows set after drawing (a padding row); "
+            "it is replayed whole, in its own dtype: drop --rows, --shard and --dtype"
+        )
+    try:
+        return modelspec.job_from_file(kwargs["config_from"], [name])
+    except ValueError as error:
+        raise BadInput(f"--config-from: {error}") from None
 
 
 def _recorded_count(path: str) -> int:
