@@ -89,13 +89,15 @@ def user_errors(renamed: Mapping[str, str] | None = None) -> Iterator[None]:
     """Turn the library's errors into one-line CLI errors at one boundary.
 
     ValueError/TypeError mean the input was wrong (exit 2), with argument
-    names as options (:func:`in_cli_terms`); OSError is a runtime failure
-    (exit 1).
+    names as options (:func:`in_cli_terms`; a message the library reworded
+    into its own words is shown as it was first written, in the command
+    line's: ``vsgen._wording``); OSError is a runtime failure (exit 1).
     """
     try:
         yield
     except (ValueError, TypeError) as error:
-        raise BadInput(in_cli_terms(str(error), renamed)) from error
+        message = getattr(error, "command_line_message", None) or str(error)
+        raise BadInput(in_cli_terms(message, renamed)) from error
     except BrokenPipeError:
         raise
     except OSError as error:

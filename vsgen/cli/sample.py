@@ -203,9 +203,9 @@ def sample(**kwargs: Any) -> None:
         _print_plan(job, kwargs)
         return
     fmt = _check_target(job, kwargs["output"], kwargs["fmt"], whole_model)
-    from vsgen.formats import registry
+    from vsgen import saving
 
-    if kwargs["scheduler"] is not None or not registry.get(fmt).streams:
+    if saving.writes_in_blocks(fmt, kwargs["scheduler"]):
         chunks = parse_shape_option(kwargs["chunks"], "--chunks")
         _say_warnings(job)
         write_parallel(job, kwargs["output"], fmt, kwargs, chunks)
@@ -413,38 +413,29 @@ def _whole_file_job(kwargs: dict[str, Any], rows_given: bool) -> ModelJob:
 def _check_target(job: ModelJob, output: str, fmt_option: str | None, whole_model: bool) -> str:
     """Resolve the format, refusing what must not be written.
 
-    A single tensor never goes to a directory unless --format npydir says so;
-    binary data never goes to a terminal. What --force may replace is checked
-    by ``formats.open_output`` itself (so API callers get the same rules).
+    A single tensor never goes to a directory unless --format npydir says so
+    (``vsgen.saving.resolve_target``); binary data never goes to a terminal.
+    What --force may replace is checked by ``formats.open_output`` itself (so
+    API callers get the same rules).
     """
-    from vsgen import formats
+    from vsgen import saving
 
     with user_errors():
-        fmt = formats.resolve_format(output, fmt_option, len(job.infos))
-        if fmt == "npydir" and fmt_option is None and not whole_model:
-            # Only an explicit --format npydir may write (or, with --force,
-            # replace) a whole directory; an existing one may hold other data.
-            example = os.path.join(output, f"{job.infos[0].name}.npy")
-            raise BadInput(f"-o {output!r} names a directory; give a file name, e.g. {example}")
-        if output == "-" and stdout_is_terminal():
-            raise BadInput(
-                "refusing to write binary data to a terminal; redirect stdout or use -o FILE"
-            )
-        return fmt
+        fmt = saving.resolve_target(job, output, fmt_option, whole_model=whole_model)
+    if output == "-" and stdout_is_terminal():
+        raise BadInput(
+            "refusing to write binary data to a terminal; redirect stdout or use -o FILE"
+        )
+    return fmt
 
 
 def _open_target(job: ModelJob, output: str, fmt: str, force: bool) -> Output:
     """Open the streaming output (``fmt`` checked by :func:`_check_target`)."""
+    from vsgen import saving
+
+    stdout = binary_stdout() if output == "-" else None
     with user_errors():
-        return open_output(
-            output,
-            fmt,
-            job.infos,
-            metadata=job.metadata(),
-            tensor_metadata=job.tensor_metadata(),
-            force=force,
-            stdout=binary_stdout() if output == "-" else None,
-        )
+        return open_output(lambda: saving.open_stream(job, output, fmt, force=force, stdout=stdout))
 
 
 @contextlib.contextmanager
