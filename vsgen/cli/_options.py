@@ -144,8 +144,10 @@ def read_config_text(source: str) -> str:
         except FileNotFoundError:
             raise BadInput(f"--config: file not found: {source}") from None
         except IsADirectoryError:
+            refuse_tensor_file(source)
             raise BadInput(f"--config: is a directory: {source}") from None
         except ValueError as error:
+            refuse_tensor_file(source)
             raise BadInput(str(error)) from None
         except OSError as error:
             raise RuntimeFailure(f"--config: {describe_os_error(error)}") from None
@@ -153,6 +155,85 @@ def read_config_text(source: str) -> str:
     if not text.strip():
         raise BadInput(f"--config: {where} is empty; expected a JSON object")
     return text
+
+
+def recorded_tensors(path: str, command: str) -> dict[str, dict[str, Any]]:
+    """The provenance records, by tensor name in the file's order, of the vsgen file
+    ``path`` (read through the hardened reader, ``vsgen.formats.readers``);
+    ``command`` (``--config-from``, ``describe``) starts the errors."""
+    import os
+
+    from vsgen import provenance
+    from vsgen.formats.readers import open_file
+
+    if not os.path.exists(path):
+        raise BadInput(f"{command}: file not found: {path}")
+    try:
+        tensor_file = open_file(path)
+        records = provenance.parse_metadata(tensor_file.metadata, path)
+        order = [name for name in tensor_file.names if name in records]
+        return {name: records[name] for name in [*order, *records]}
+    except ValueError as error:
+        raise BadInput(f"{command}: {error}") from None
+    except OSError as error:
+        raise RuntimeFailure(f"{command}: {describe_os_error(error)}") from None
+
+
+#: At most this many tensor names in a message.
+_NAMES_SHOWN = 12
+
+
+def listed_names(names: Collection[str]) -> str:
+    """``a, b, c`` or ``a, b, ... and 188 more``."""
+    shown = list(names)[:_NAMES_SHOWN]
+    more = len(names) - len(shown)
+    return ", ".join(shown) + (f" and {more} more" if more else "")
+
+
+def pick_record(
+    records: dict[str, dict[str, Any]], path: str, name: str | None, command: str
+) -> tuple[str, dict[str, Any]]:
+    """``(name, record)`` of tensor ``name`` (``--name``), or of the file's only tensor."""
+    if name is None and len(records) != 1:
+        raise BadInput(
+            f"{command}: {path} holds {len(records)} tensors ({listed_names(records)}); "
+            "choose one with --name"
+        )
+    if name is None:
+        name = next(iter(records))
+    if name not in records:
+        raise BadInput(
+            f"{command}: {path} records no tensor named {name!r}; it holds: {listed_names(records)}"
+        )
+    return name, records[name]
+
+
+def refuse_with_file(path: str, given: Collection[str], what: str) -> None:
+    """One line when options that describe an initializer come with a FILE,
+    whose record says it all (``describe FILE``, ``config FILE``)."""
+    if given:
+        options = ", ".join(f"--{key.replace('_', '-')}" for key in given)
+        raise BadInput(f"{path}: FILE {what}; drop {options}")
+
+
+def refuse_tensor_file(source: str) -> None:
+    """A tensor file given as ``--config`` (its bytes are not a JSON config): say
+    what it is and how to use what it records. Returns if it is no tensor file."""
+    if source == "-":
+        return
+    from vsgen.formats.readers import sniff
+
+    try:
+        fmt = sniff(source)
+    except (ValueError, OSError):
+        return
+    if fmt == "npydir":  # any directory; only a store or a shard directory says more
+        return
+    raise BadInput(
+        f"--config: {source} is a tensor file ({fmt}), not a JSON config; to use the "
+        f"initializer it records: vsgen config {source} > config.json (vsgen describe "
+        f"{source} shows it), or vsgen sample --config-from {source} to make it again"
+    )
 
 
 def _preset_help() -> str:
@@ -448,6 +529,7 @@ def build_initializer(
             base = loads(read_config_text(source))
         except (ValueError, TypeError) as error:
             # About the file's fields, not the options: no option names here.
+            refuse_tensor_file(source)
             where = "stdin" if source == "-" else source
             raise BadInput(f"--config {where}: {error}") from None
         config = base.get_config()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -29,7 +28,9 @@ from vsgen.cli._options import (
     parse_rows,
     parse_shape_option,
     parse_shard,
+    pick_record,
     pop_initializer_options,
+    recorded_tensors,
 )
 from vsgen.cli._output import open_output, write_parallel, write_plans
 from vsgen.dtypes import DTYPE_ALIASES, DTYPE_NAMES
@@ -313,10 +314,13 @@ def _tensor_job(kwargs: dict[str, Any], options: dict[str, Any]) -> tuple[ModelJ
             raise BadInput(f"--config-from reproduces a recorded tensor; drop {', '.join(given)}")
         source = click.get_current_context().get_parameter_source
         name_given = source("name") is ParameterSource.COMMANDLINE
-        if not name_given and _recorded_count(kwargs["config_from"]) > 1:
+        records = recorded_tensors(kwargs["config_from"], "--config-from")
+        if not name_given and len(records) > 1:
             return _whole_file_job(kwargs, rows is not None or shard is not None), True
+        name, record = pick_record(
+            records, kwargs["config_from"], name if name_given else None, "--config-from"
+        )
         with _malformed_record(kwargs["config_from"]):
-            record, name = _recorded_tensor(kwargs["config_from"], name if name_given else None)
             replayed = provenance.replay(record)
         initializer = replayed.initializer
         shape = replayed.full_shape
@@ -372,18 +376,6 @@ def _model_job(kwargs: dict[str, Any], options: dict[str, Any]) -> ModelJob:
         )
 
 
-def _recorded_count(path: str) -> int:
-    """How many tensors the vsgen file ``path`` records."""
-    from vsgen import formats, provenance
-
-    if not os.path.exists(path):
-        raise BadInput(f"--config-from: file not found: {path}")
-    try:
-        return len(provenance.parse_metadata(formats.read_metadata(path), path))
-    except ValueError as error:
-        raise BadInput(f"--config-from: {error}") from None
-
-
 def _whole_file_job(kwargs: dict[str, Any], rows_given: bool) -> ModelJob:
     """``--config-from`` a file of several tensors without ``--name``: all of them,
     in the file's order, with the file's dtypes and records."""
@@ -433,8 +425,8 @@ def _open_target(job: ModelJob, output: str, fmt: str, force: bool) -> Output:
     """Open the streaming output (``fmt`` checked by :func:`_check_target`)."""
     from vsgen import saving
 
-    stdout = binary_stdout() if output == "-" else None
     with user_errors():
+        stdout = binary_stdout() if output == "-" else None
         return open_output(lambda: saving.open_stream(job, output, fmt, force=force, stdout=stdout))
 
 
@@ -447,26 +439,3 @@ def _malformed_record(path: str) -> Iterator[None]:
         detail = f"missing {error}" if isinstance(error, KeyError) else one_line(str(error))
         message = f"--config-from: the vsgen record in {path} is malformed: {detail}"
         raise BadInput(message) from None
-
-
-def _recorded_tensor(path: str, name: str | None = None) -> tuple[dict[str, Any], str]:
-    """The record and name of tensor ``name`` (or of the only one) in a vsgen file."""
-    from vsgen import formats
-
-    with user_errors():
-        if not os.path.exists(path):
-            raise ValueError(f"--config-from: file not found: {path}")
-        records = provenance.parse_metadata(formats.read_metadata(path), path)
-        if name is None and len(records) != 1:
-            raise ValueError(
-                f"--config-from: {path} holds {len(records)} tensors "
-                f"({', '.join(records)}); choose one with --name"
-            )
-        if name is None:
-            name = next(iter(records))
-        if name not in records:
-            raise ValueError(
-                f"--config-from: {path} records no tensor named {name!r}; it holds: "
-                f"{', '.join(records)}"
-            )
-        return records[name], name
