@@ -152,6 +152,26 @@ class VsgenGroup(click.Group):
                 settle_after_imports()
         return super().get_command(ctx, cmd_name)
 
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        """Click's lookup, with the likeliest command named when there is no such
+        command (``vsgen smaple``: "did you mean sample?")."""
+        try:
+            return super().resolve_command(ctx, args)
+        except click.UsageError as error:
+            name = args[0] if args else ""
+            if name.startswith("-") or self.get_command(ctx, name) is not None:
+                raise
+            from vsgen.names import closest
+
+            guess = closest(name, self.list_commands(ctx))
+            if guess is None:
+                raise
+            raise click.UsageError(
+                f"No such command {name!r}; did you mean {guess}?", error.ctx
+            ) from None
+
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         names = self.list_commands(ctx)
         # The width click's own listing gives each summary.

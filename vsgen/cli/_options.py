@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, overload
 
 import click
@@ -20,9 +20,11 @@ from vsgen.fans import LAYOUTS, check_axes_pair, parse_axes, parse_integer, pars
 from vsgen.initializer import (
     DISTRIBUTIONS,
     FIXED,
+    INITIALIZERS,
     KERAS_PRESETS,
     MODES,
     NONLINEARITIES,
+    PRESET_ALIASES,
     TORCH_PRESETS,
     RandomInitializer,
     VarianceScaling,
@@ -30,7 +32,7 @@ from vsgen.initializer import (
     get_preset,
     loads,
 )
-from vsgen.names import canonical, describe_aliases
+from vsgen.names import canonical, closest, describe_aliases, spelling
 from vsgen.streams import DEFAULT_STREAM, STREAMS
 
 #: Other names the command line accepts (compared as ``vsgen.names.spelling``:
@@ -54,6 +56,77 @@ class Count(click.ParamType):
             return parse_integer(str(value), option)
         except ValueError:
             self.fail(f"{value!r} is not a non-negative integer (digits 0-9 only)", param, ctx)
+
+
+class Name(click.ParamType):
+    """One name among ``choices``, spelled as every name on the command line
+    (:mod:`vsgen.names`: any case, ``-`` for ``_``, ``aliases``), converted to
+    its canonical spelling.
+
+    Declaring an option's choices this way is all it takes for the shell to
+    complete its values and aliases (click's ``_VSGEN_COMPLETE``) and for a typo
+    to get one line with the likeliest name (``did you mean he_normal?``), or,
+    when none is close, the short list of names. ``choices`` and ``aliases``
+    may be callables, so that a list that costs imports is made only when used.
+    """
+
+    def __init__(
+        self,
+        choices: Sequence[str] | Callable[[], Sequence[str]],
+        aliases: Mapping[str, str] | Callable[[], Mapping[str, str]] | None = None,
+        metavar: str = "NAME",
+    ) -> None:
+        self._choices = choices
+        self._aliases = aliases
+        self.name = metavar.lower()
+        self._metavar = metavar
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        choices = self._choices() if callable(self._choices) else self._choices
+        return tuple(choices)
+
+    @property
+    def aliases(self) -> dict[str, str]:
+        aliases = self._aliases() if callable(self._aliases) else self._aliases
+        return dict(aliases or {})
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return self._metavar
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: Any) -> str:
+        choices, aliases = self.choices, self.aliases
+        try:
+            return canonical(value, choices, aliases)
+        except ValueError:
+            pass
+        option = param.opts[0] if param is not None and param.opts else "value"
+        guess = closest(str(value), [*choices, *aliases])
+        if guess is not None:
+            raise BadInput(f"{option}: unknown name {value!r}; did you mean {guess}?")
+        command = f"{ctx.command_path} --help" if ctx is not None else "--help"
+        raise BadInput(
+            f"{option}: unknown name {value!r}; use one of {', '.join(choices)} "
+            f"('{command}' lists the other spellings)"
+            if aliases
+            else f"{option}: unknown name {value!r}; use one of {', '.join(choices)}"
+        )
+
+    def shell_complete(
+        self, ctx: click.Context, param: click.Parameter, incomplete: str
+    ) -> list[Any]:
+        """The names and aliases that ``incomplete`` begins (by spelling); an
+        alias's help says what it names (zsh and fish show it)."""
+        from click.shell_completion import CompletionItem
+
+        start = spelling(incomplete)
+        items = [CompletionItem(name) for name in self.choices if spelling(name).startswith(start)]
+        items += [
+            CompletionItem(alias, help=f"= {target}")
+            for alias, target in self.aliases.items()
+            if spelling(alias).startswith(start)
+        ]
+        return items
 
 
 _REAL = re.compile(
@@ -236,6 +309,29 @@ def refuse_tensor_file(source: str) -> None:
     )
 
 
+def dtype_type() -> Name:
+    """``--dtype``: the output types and their aliases (``fp16``, ``bf16``, ...)."""
+    from vsgen.dtypes import DTYPE_ALIASES, DTYPE_NAMES
+
+    return Name(DTYPE_NAMES, DTYPE_ALIASES, metavar="DTYPE")
+
+
+def format_type() -> Name:
+    """``--format``: every format vsgen writes, and ``hdf5`` for h5."""
+
+    def names() -> tuple[str, ...]:
+        from vsgen.formats import registry
+
+        return registry._NAMES
+
+    def aliases() -> dict[str, str]:
+        from vsgen.formats import registry
+
+        return registry._ALIASES
+
+    return Name(names, aliases, metavar="FORMAT")
+
+
 def _preset_help() -> str:
     return (
         f"Keras presets (truncated normal or uniform, channels-last fans): "
@@ -270,11 +366,14 @@ def initializer_options(
             "--scale", type=Real(), default=None, help="Scale factor, finite and > 0. [1.0]"
         ),
         "mode": click.option(
-            "--mode", type=str, default=None, help=f"One of {', '.join(MODES)}. [fan_in]"
+            "--mode",
+            type=Name(MODES, metavar="MODE"),
+            default=None,
+            help=f"One of {', '.join(MODES)}. [fan_in]",
         ),
         "distribution": click.option(
             "--distribution",
-            type=str,
+            type=Name(DISTRIBUTIONS, DISTRIBUTION_ALIASES, metavar="DISTRIBUTION"),
             default=None,
             help=f"One of {', '.join(DISTRIBUTIONS)} (or "
             f"{describe_aliases(DISTRIBUTION_ALIASES)}). [truncated_normal]",
@@ -286,7 +385,12 @@ def initializer_options(
             help="Non-negative integer seed; drawn (and reported) if omitted. One seed is one "
             "stream of numbers: use different seeds for different tensors.",
         ),
-        "preset": click.option("--preset", type=str, default=None, help=_preset_help()),
+        "preset": click.option(
+            "--preset",
+            type=Name(tuple(INITIALIZERS), PRESET_ALIASES),
+            default=None,
+            help=_preset_help(),
+        ),
         "config_source": click.option(
             "--config",
             "config_source",
@@ -297,14 +401,14 @@ def initializer_options(
         ),
         "stream": click.option(
             "--stream",
-            type=str,
+            type=Name(tuple(STREAMS), metavar="STREAM"),
             default=None,
             help=f"Random stream: {', '.join(STREAMS)} (keras = bit-identical to Keras 3 with "
             f"its numpy backend). [{DEFAULT_STREAM}]",
         ),
         "layout": click.option(
             "--layout",
-            type=str,
+            type=Name(LAYOUTS, LAYOUT_ALIASES, metavar="LAYOUT"),
             default=None,
             help="Fan convention: keras ((*kernel, in, out), channels-last) or torch "
             f"((out, in, *kernel)); or {describe_aliases(LAYOUT_ALIASES)}. [keras]",
@@ -351,7 +455,7 @@ def initializer_options(
         ),
         "nonlinearity": click.option(
             "--nonlinearity",
-            type=str,
+            type=Name(NONLINEARITIES, metavar="NONLINEARITY"),
             default=None,
             help=f"kaiming_*: one of {', '.join(NONLINEARITIES)} (torch's calculate_gain). "
             "[leaky_relu]",
@@ -415,21 +519,6 @@ def pop_initializer_options(kwargs: dict[str, Any]) -> dict[str, Any]:
     return {key: kwargs.pop(key, None) for key in INITIALIZER_KEYS}
 
 
-def _spelled(options: dict[str, Any]) -> dict[str, Any]:
-    """The name options in their canonical spelling (``vsgen.names``)."""
-    choices = {
-        "mode": (MODES, None),
-        "distribution": (DISTRIBUTIONS, DISTRIBUTION_ALIASES),
-        "layout": (LAYOUTS, LAYOUT_ALIASES),
-        "nonlinearity": (NONLINEARITIES, None),
-    }
-    spelled = dict(options)
-    for key, (names, aliases) in choices.items():
-        if spelled.get(key) is not None:
-            spelled[key] = canonical(spelled[key], names, aliases, argument=key)
-    return spelled
-
-
 def _option(key: str) -> str:
     return ARGUMENT_OPTIONS.get(key, f"--{key.replace('_', '-')}")
 
@@ -490,8 +579,6 @@ def build_initializer(
     is the whole model's (``sample --spec/--like``), so an initializer without
     fans leaves it to the other tensors instead of refusing it.
     """
-    with user_errors(ARGUMENT_OPTIONS):
-        options = _spelled(options)
     own_keys = ("scale", "mode", "distribution", "layout", "in_axes", *ARGUMENT_KEYS)
     given = [key for key in own_keys if options.get(key) is not None]
     if layout_for_job and options.get("layout") is not None:

@@ -13,6 +13,7 @@ from vsgen.cli._errors import BadInput, plus_minus, user_errors
 from vsgen.cli._options import (
     SPELLING_NOTE,
     build_initializer,
+    dtype_type,
     initializer_options,
     parse_shape_option,
     pick_record,
@@ -33,7 +34,7 @@ _FULL_TABLES_UP_TO = 1
 @click.option("--fan-shape", type=str, default=None, help="Compute fans from this shape instead.")
 @click.option(
     "--dtype",
-    type=str,
+    type=dtype_type(),
     default="float32",
     show_default=True,
     help="Output type; complex64/complex128 have their own parameters.",

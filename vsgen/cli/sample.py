@@ -24,6 +24,8 @@ from vsgen.cli._options import (
     SPELLING_NOTE,
     Count,
     build_initializer,
+    dtype_type,
+    format_type,
     initializer_options,
     parse_rows,
     parse_shape_option,
@@ -56,7 +58,7 @@ _DEFAULT_INIT_OPTIONS = ("scale", "mode", "distribution", "preset", "config_sour
 @click.option("--shape", type=str, default=None, help="Tensor shape, e.g. 512,256 or 3x3x64x128.")
 @click.option(
     "--dtype",
-    type=str,
+    type=dtype_type(),
     default="float32",
     show_default=True,
     help=f"Output type: {', '.join(DTYPE_NAMES)} (or {describe_aliases(DTYPE_ALIASES)}).",
@@ -72,7 +74,7 @@ _DEFAULT_INIT_OPTIONS = ("scale", "mode", "distribution", "preset", "config_sour
 @click.option(
     "--format",
     "fmt",
-    type=str,
+    type=format_type(),
     default=None,
     help="npy, h5 (hdf5), safetensors, raw, npydir, zarr or safetensors-sharded "
     "(default: from the suffix; npy on stdout).",
