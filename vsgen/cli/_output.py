@@ -56,8 +56,8 @@ def _stderr_is_terminal() -> bool:
 def progress(total: int, label: str, quiet: bool) -> Iterator[Callable[[int], None] | None]:
     """A rich progress bar on stderr for long jobs, only on a terminal.
 
-    It appears at once, as "preparing" until the first values arrive (the
-    compiled kernels may take about half a second to load), and is cleared
+    It appears at once, as "preparing" until the first values arrive (rich
+    itself takes about 0.1 s to import), and is cleared
     when the job ends, so that an error or the summary line stands alone.
     """
     if quiet or total < PROGRESS_MIN_VALUES or not _stderr_is_terminal():
