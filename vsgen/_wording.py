@@ -15,24 +15,20 @@ thing; this is the one table of the two vocabularies.
 from __future__ import annotations
 
 import contextlib
-import re
 from collections.abc import Iterator
 
 #: (pattern, replacement) in order: the specific phrases before the bare option.
-_LIBRARY_TERMS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
-    (re.compile(pattern), replacement)
-    for pattern, replacement in (
-        (r"\buse --force to\b", "pass force=True to"),
-        (r"--force\b(?!-)", "force=True"),
-        (r"\bpass --format\b", "pass the `format` argument"),
-        (r"--format ([a-z0-9][a-z0-9-]*)", r'format="\1"'),
-        (r"--layout (\w+)", r'layout="\1"'),
-        (r"\bgive smaller --chunks\b", "give smaller chunks"),
-        (r"\bwithout --scheduler\b", "written by vsgen.save/vsgen.save_model without a scheduler"),
-        (r"\bwith --like\b", "with a checkpoint as the source"),
-        (r"\(--like\)", "(a checkpoint as the source)"),
-        (r"--like\b", "checkpoint"),
-    )
+_LIBRARY_TERMS = (
+    (r"\buse --force to\b", "pass force=True to"),
+    (r"--force\b(?!-)", "force=True"),
+    (r"\bpass --format\b", "pass the `format` argument"),
+    (r"--format ([a-z0-9][a-z0-9-]*)", r'format="\1"'),
+    (r"--layout (\w+)", r'layout="\1"'),
+    (r"\bgive smaller --chunks\b", "give smaller chunks"),
+    (r"\bwithout --scheduler\b", "written by vsgen.save/vsgen.save_model without a scheduler"),
+    (r"\bwith --like\b", "with a checkpoint as the source"),
+    (r"\(--like\)", "(a checkpoint as the source)"),
+    (r"--like\b", "checkpoint"),
 )
 
 #: The attribute of an exception that holds its message in command-line words.
@@ -45,8 +41,12 @@ def in_library_terms(message: str) -> str:
     >>> in_library_terms("output file 'w.npy' exists; use --force to overwrite")
     "output file 'w.npy' exists; pass force=True to overwrite"
     """
+    if "--" not in message:  # most messages: no need to compile the patterns
+        return message
+    import re
+
     for pattern, replacement in _LIBRARY_TERMS:
-        message = pattern.sub(replacement, message)
+        message = re.sub(pattern, replacement, message)
     return message
 
 

@@ -129,10 +129,8 @@ class Name(click.ParamType):
         return items
 
 
-_REAL = re.compile(
-    r"[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|inf|infinity|nan)",
-    re.IGNORECASE,
-)
+#: A real number as C or JSON writes it (compiled when first used: start-up).
+_REAL = r"(?i:[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|inf|infinity|nan))"
 
 
 class Real(click.ParamType):
@@ -144,7 +142,7 @@ class Real(click.ParamType):
         if isinstance(value, float):
             return value
         text = str(value).strip()
-        if not _REAL.fullmatch(text):
+        if not re.fullmatch(_REAL, text):
             self.fail(f"{value!r} is not a number (e.g. 2, 0.5 or 1e-3)", param, ctx)
         return float(text)
 
