@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
+import signal
 import sys
 from typing import NoReturn
 
@@ -32,7 +33,24 @@ def main(argv: list[str] | None = None) -> NoReturn:
     gc.disable()
     from vsgen.cli import main as run
 
-    run(argv, own_process=True)
+    try:
+        run(argv, own_process=True)
+    finally:
+        _ignore_late_signals()
+
+
+def _ignore_late_signals() -> None:
+    """Ignore Ctrl-C and SIGTERM once the command has ended (its output committed or
+    removed, its line printed, its exit code chosen).
+
+    Python's finalization resets the signal handlers it installed to the system's
+    default, so a signal arriving in the process's last moments would end it by
+    that signal (status -2 or -15) instead of with the command's exit code, after
+    a run that did its work.
+    """
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(ValueError, OSError):  # ValueError: not the main thread
+            signal.signal(signum, signal.SIG_IGN)
 
 
 def shadowing_folders() -> list[str]:
