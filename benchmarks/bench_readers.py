@@ -12,11 +12,12 @@ Prints, measured in one run on this machine:
    allows (100,000,000 bytes): wall and CPU seconds and peak RSS
    (``wait4``), as a user would run it.
 
-Run: ``python benchmarks/bench_readers.py`` (about a minute).
+Run: ``python benchmarks/bench_readers.py [--repeat 5]`` (about a minute).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import statistics
@@ -107,19 +108,22 @@ def whole_process(args: list[str], cwd: Path) -> tuple[float, float, int, int]:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=5, help="runs per header reading (median)")
+    repeat = parser.parse_args().repeat
     with tempfile.TemporaryDirectory() as name:
         folder = Path(name)
         st_path = many_tensor_safetensors(folder, 20_000)
-        ours = median_seconds(lambda: open_file(str(st_path)))
-        theirs = median_seconds(lambda: safetensors_own(st_path))
+        ours = median_seconds(lambda: open_file(str(st_path)), repeat)
+        theirs = median_seconds(lambda: safetensors_own(st_path), repeat)
         print(
             f"safetensors header, 20,000 tensors ({st_path.stat().st_size / 1e6:.1f} MB file): "
             f"vsgen {ours * 1e3:.0f} ms, safetensors {theirs * 1e3:.0f} ms, "
             f"ratio {ours / theirs:.2f}"
         )
         h5_path = many_dataset_h5(folder, 2_000)
-        ours = median_seconds(lambda: open_file(str(h5_path)))
-        theirs = median_seconds(lambda: h5py_own(h5_path))
+        ours = median_seconds(lambda: open_file(str(h5_path)), repeat)
+        theirs = median_seconds(lambda: h5py_own(h5_path), repeat)
         print(
             f"HDF5 walk, 2,000 datasets in 2,000 groups: vsgen {ours * 1e3:.0f} ms, "
             f"h5py visititems {theirs * 1e3:.0f} ms, ratio {ours / theirs:.2f}"

@@ -487,10 +487,7 @@ def bench_cli(repeat: int, places: list[tuple[str, str]]) -> None:
 
 # --- 4. start-up ----------------------------------------------------------------------
 
-NUMPY_ONE_LINER = (
-    "import numpy as np; np.save('n.npy', "
-    "np.random.default_rng(0).standard_normal((512, 256), dtype=np.float32))"
-)
+from bench_cli import NUMPY_SAVE as NUMPY_ONE_LINER  # noqa: E402 - one peer for both
 
 
 def bench_startup(repeat: int) -> None:

@@ -6,10 +6,10 @@ import json
 import tempfile
 from pathlib import Path
 
+import h5py
 import numpy as np
 
 import vsgen
-from vsgen import formats
 
 # An initializer and what it means for a conv kernel (kh, kw, in, out).
 init = vsgen.HeNormal(seed=0)
@@ -33,17 +33,21 @@ assert np.array_equal(again((3, 3, 64, 128)), kernel)
 # Any row range of the full tensor can be made on its own.
 assert np.array_equal(init.sample((3, 3, 64, 128), rows=(1, 2)), kernel[1:2])
 
-# Streaming a big tensor to a file without holding it in memory.
+# Writing files in one call, as `vsgen sample` does: streamed in chunks (never
+# the whole tensor in memory), atomically, with the provenance record.
 with tempfile.TemporaryDirectory() as tmp:
-    target = str(Path(tmp) / "big.safetensors")
-    plan = vsgen.GlorotUniform(seed=1).plan((4096, 1024), "float16")
-    info = formats.TensorInfo("dense.kernel", plan.shape, plan.draw.dtype)
-    with formats.open_output(target, formats.resolve_format(target, None), [info]) as output:
-        formats.write_chunks(output, plan.chunks(chunk_size=1 << 20))
-        output.commit()
-    from safetensors.numpy import load_file
+    target = Path(tmp) / "dense.h5"
+    job = vsgen.save(target, vsgen.GlorotUniform(seed=1), (4096, 1024), "float16", name="kernel")
+    with h5py.File(target, "r") as handle:
+        loaded = handle["kernel"][()]
+        record = json.loads(handle.attrs["vsgen"])["tensors"]["kernel"]
+    assert np.array_equal(loaded, vsgen.GlorotUniform(seed=1)((4096, 1024), "float16"))
+    assert record["config"]["seed"] == job.seed == 1
+    print("saved", loaded.shape, loaded.dtype, "to HDF5, recorded seed", record["config"]["seed"])
 
-    loaded = load_file(target)["dense.kernel"]
-    assert np.array_equal(loaded, plan.array())
-    print("streamed", loaded.shape, loaded.dtype, "to safetensors and read it back")
+    spec = Path(__file__).resolve().with_name("transformer_block.toml")
+    model = vsgen.save_model(Path(tmp) / "block.h5", spec, seed=2024)
+    with h5py.File(Path(tmp) / "block.h5", "r") as handle:
+        assert sorted(handle) == sorted(info.name for info in model.infos)
+    print("saved", len(model.infos), "tensors of", spec.name)
 print("python_api OK")

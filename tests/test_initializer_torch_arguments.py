@@ -321,7 +321,7 @@ def test_command_line_takes_torchs_arguments(tmp_path):
         ),
         (
             ["--preset", "kaiming_uniform", "--nonlinearity", "gelu"],
-            "Error: --nonlinearity must be one of linear,",
+            "Error: --nonlinearity: unknown name 'gelu'",
         ),
         (["--preset", "xavier_uniform", "--gain", "-1"], "Error: --gain must be a positive"),
     ],

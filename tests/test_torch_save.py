@@ -380,7 +380,7 @@ def test_bad_input_writes_nothing(tmp_path, make, kwargs, message):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--convention", "hf"], "Error: --convention must be one of vsgen, torch"),
+        (["--convention", "tensorflow"], "Error: --convention: unknown name 'tensorflow'"),
         (["--convention", "torch", "--shape", "3,3"], "--convention applies to whole models"),
     ],
 )

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
         get_preset,
     )
     from vsgen.inplace import fill_
+    from vsgen.saving import save, save_model
 
 #: Public name -> the module that defines it.
 _HOMES = {
@@ -68,6 +69,8 @@ _HOMES = {
         )
     },
     "fill_": "vsgen.inplace",
+    "save": "vsgen.saving",
+    "save_model": "vsgen.saving",
 }
 
 __all__ = sorted([*_HOMES, "__version__"])
@@ -86,6 +89,7 @@ _SUBMODULES = (
     "modelspec",
     "names",
     "provenance",
+    "saving",
     "streams",
     "verify",
 )

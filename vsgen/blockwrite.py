@@ -34,6 +34,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from vsgen._wording import library_errors
 from vsgen.dtypes import TensorInfo
 from vsgen.fans import auto_block_shape
 from vsgen.formats import parallel, registry
@@ -442,39 +443,41 @@ def write(
 
     The bytes do not depend on the runner, the chunks, the threads or retried
     tasks. On any failure or interrupt the temporary is removed and an existing
-    target left as it was; it is replaced only with ``force``.
+    target left as it was; it is replaced only with ``force``. Messages name the
+    arguments (``force=True``, ``format="npydir"``), not the command line's options.
 
     Raises:
         ValueError: bad arguments (exit 2 in the CLI), including the keras stream.
         OSError: I/O failure, or a runner that could not finish.
     """
-    tensor_sources = sources(job)
-    for source in tensor_sources:
-        source.check_parallel()
-    spec = registry.get(registry.resolve_format(target, fmt, len(tensor_sources)))
-    shard_bytes = parse_size(max_shard_size)
-    runner = runner if runner is not None else LocalRunner(threads)
-    given = None if chunks is None else [_given_chunks(s, chunks) for s in tensor_sources]
-    infos = [TensorInfo(s.name, s.shape, s.dtype) for s in tensor_sources]
-    output = parallel.open_parallel_output(
-        target,
-        spec.name,
-        infos,
-        metadata=job.metadata(),
-        tensor_metadata=job.tensor_metadata(),
-        force=force,
-        chunk_shapes=given,
-        max_shard_size=shard_bytes,
-    )
-    with output:
-        one_per_file = runner.one_task_per_file and spec.task_per_file
-        tasks = plan_tasks(output, tensor_sources, chunks, one_task_per_file=one_per_file)
-        try:
-            runner.prepare(output.temp)
-            runner.run(tasks, on_progress, cancelled)
-            # Each writer syncs the files it wrote, once, before the rename.
-            runner.sync(output.temp)
-        except BaseException:
-            runner.forget(output.temp)
-            raise
-        output.commit()
+    with library_errors():
+        tensor_sources = sources(job)
+        for source in tensor_sources:
+            source.check_parallel()
+        spec = registry.get(registry.resolve_format(target, fmt, len(tensor_sources)))
+        shard_bytes = parse_size(max_shard_size)
+        runner = runner if runner is not None else LocalRunner(threads)
+        given = None if chunks is None else [_given_chunks(s, chunks) for s in tensor_sources]
+        infos = [TensorInfo(s.name, s.shape, s.dtype) for s in tensor_sources]
+        output = parallel.open_parallel_output(
+            target,
+            spec.name,
+            infos,
+            metadata=job.metadata(),
+            tensor_metadata=job.tensor_metadata(),
+            force=force,
+            chunk_shapes=given,
+            max_shard_size=shard_bytes,
+        )
+        with output:
+            one_per_file = runner.one_task_per_file and spec.task_per_file
+            tasks = plan_tasks(output, tensor_sources, chunks, one_task_per_file=one_per_file)
+            try:
+                runner.prepare(output.temp)
+                runner.run(tasks, on_progress, cancelled)
+                # Each writer syncs the files it wrote, once, before the rename.
+                runner.sync(output.temp)
+            except BaseException:
+                runner.forget(output.temp)
+                raise
+            output.commit()

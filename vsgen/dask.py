@@ -33,7 +33,7 @@ from vsgen import blockwrite
 from vsgen.blockwrite import BlockSource, Cancelled, OnProgress, WriteTask, sources
 from vsgen.fans import auto_block_shape
 from vsgen.formats import parallel, sharded
-from vsgen.job import tensor_job
+from vsgen.job import model_job, tensor_job
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import dask.array
@@ -149,35 +149,6 @@ def sample(
     return to_dask(BlockSource.from_plan("weight", plan), chunks)
 
 
-def _model_job(
-    spec_or_checkpoint: Any,
-    *,
-    seed: int | None,
-    dtype: object,
-    layout: str | None,
-    stream: str | None,
-    init: Any,
-) -> Any:
-    from vsgen import modelspec
-
-    if hasattr(spec_or_checkpoint, "infos") and hasattr(spec_or_checkpoint, "plans"):
-        return spec_or_checkpoint
-    spec = like = None
-    if isinstance(spec_or_checkpoint, modelspec.ModelSpec):
-        spec = spec_or_checkpoint
-    elif isinstance(spec_or_checkpoint, Mapping):
-        spec = modelspec.parse_spec(spec_or_checkpoint)
-    else:
-        path = os.fspath(spec_or_checkpoint)
-        if path.lower().endswith((".toml", ".json")):
-            spec = modelspec.load_spec(path)
-        else:
-            like = modelspec.like_tensors(path)
-    return modelspec.build_job(
-        spec, like, seed=seed, dtype=dtype, layout=layout, stream=stream, init=init
-    )
-
-
 def model(
     spec_or_checkpoint: Any,
     *,
@@ -186,18 +157,26 @@ def model(
     layout: str | None = None,
     stream: str | None = None,
     init: Any = None,
+    rules: Mapping[str, Any] | None = None,
     chunks: Any = "auto",
 ) -> dict[str, dask.array.Array]:
     """Every tensor of a model as a Dask array, by name.
 
     ``spec_or_checkpoint`` is a model spec (a ``.toml``/``.json`` path, a parsed
     ``ModelSpec`` or its dict), a checkpoint path (``.safetensors``/``.h5``: the
-    ``--like`` rules), or a ``ModelJob`` from ``vsgen.modelspec.build_job``. The
-    keywords are those of ``build_job`` (``--seed``, ``--dtype``, ...), so each
-    tensor gets the same seed as ``vsgen sample --spec/--like`` gives it.
+    ``--like`` rules; its integer tensors are read from it), or a ``ModelJob``.
+    The keywords are those of :func:`vsgen.job.model_job` (the command line's
+    ``--seed``, ``--dtype``, ...), so each tensor gets the same seed as
+    ``vsgen sample --spec/--like`` gives it.
     """
-    job = _model_job(
-        spec_or_checkpoint, seed=seed, dtype=dtype, layout=layout, stream=stream, init=init
+    job = model_job(
+        spec_or_checkpoint,
+        seed=seed,
+        dtype=dtype,
+        layout=layout,
+        stream=stream,
+        init=init,
+        rules=rules,
     )
     return {source.name: to_dask(source, chunks) for source in sources(job)}
 

@@ -55,6 +55,20 @@ def canonical(
     )
 
 
+def closest(value: str, names: Iterable[str]) -> str | None:
+    """The name among ``names`` that ``value`` most likely misspells (compared by
+    :func:`spelling`), or None if none is close: ``closest("he_nromal", ...)``
+    is ``"he_normal"``. For suggestions ("did you mean ...?"), never to accept
+    a name."""
+    import difflib
+
+    by_spelling: dict[str, str] = {}
+    for name in names:
+        by_spelling.setdefault(spelling(name), name)
+    found = difflib.get_close_matches(spelling(value), list(by_spelling), n=1, cutoff=0.6)
+    return by_spelling[found[0]] if found else None
+
+
 def describe_aliases(aliases: Mapping[str, str]) -> str:
     """Aliases grouped by what they name, for help texts and errors:
     ``"half, fp16 for float16; bf16 for bfloat16"``."""

@@ -119,3 +119,43 @@ def test_check_bounds_line_holds_for_narrow_types(tmp_path, distribution):
 def test_check_help_documents_stdin():
     text = " ".join(CliRunner().invoke(cli, ["check", "--help"]).stdout.split())
     assert "FILE|-" in text and "'-' reads standard input" in text.replace("FILE '-'", "'-'")
+
+
+@pytest.mark.parametrize(
+    ("data", "args"),
+    [
+        (b"hello", ["--scale", "1"]),  # not a tensor file
+        (None, []),  # a .npy records nothing to expect
+        ("truncated", ["--scale", "1"]),  # a header cut short
+    ],
+)
+def test_check_stdin_errors_name_standard_input_not_the_buffer(tmp_path, data, args):
+    made = run_vsgen("sample", "--shape", "64,64", "--seed", "0", "-o", "-").stdout
+    if data is None:
+        data = made
+    elif data == "truncated":
+        data = made[:100]
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    done = run_vsgen("check", "-", *args, input=data, env=env)
+    assert done.returncode == 2
+    message = done.stderr.decode()
+    assert message.startswith("Error: - (standard input)"), message
+    assert len(message.splitlines()) == 1
+    assert str(tmp_path) not in message and "vsgen-check" not in message
+    assert os.listdir(tmp_path) == []
+
+
+def test_check_stdin_whole_file_report_names_standard_input(tmp_path):
+    source = tmp_path / "m.safetensors"
+    vsgen.save_model(source, {"seed": 1, "tensors": {"a.weight": [64, 32], "a.bias": [32]}})
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    done = run_vsgen("check", "-", "--json", input=source.read_bytes(), env=env)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["path"] == "-"
+    assert {item["path"] for item in report["tensors"]} == {"-"}
+    assert str(tmp_path) not in done.stdout.decode()
+    missing = run_vsgen("check", "-", "--name", "nope", input=source.read_bytes(), env=env)
+    assert missing.returncode == 2
+    assert missing.stderr.decode().startswith("Error: - (standard input) has no tensor named")
+    assert os.listdir(tmp_path) == ["m.safetensors"]

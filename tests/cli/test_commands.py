@@ -1,5 +1,5 @@
 """The command line: success paths, formats read back with real readers, and
-the examples in README.md and in every command's --help."""
+the examples in every command's --help (the documents': tests/test_docs.py)."""
 
 from __future__ import annotations
 
@@ -218,17 +218,6 @@ def test_small_sample_imports_nothing_heavy(tmp_path):
 # --- documentation examples -------------------------------------------------------
 
 
-def _readme_blocks() -> list[str]:
-    """Each ```console block of README.md as one script (its `$ vsgen` lines, in order)."""
-    text = (ROOT / "README.md").read_text()
-    blocks = []
-    for block in re.findall(r"```console\n(.*?)```", text, flags=re.S):
-        commands = [line[2:] for line in block.splitlines() if line.startswith("$ vsgen")]
-        if commands:
-            blocks.append("\n".join(commands))
-    return blocks
-
-
 def _help_examples() -> list[str]:
     commands = []
     for name in ("sample", "describe", "config"):
@@ -241,11 +230,11 @@ def _help_examples() -> list[str]:
 
 
 def test_there_are_documented_examples():
-    assert sum(block.count("\n") + 1 for block in _readme_blocks()) >= 8
     assert len(_help_examples()) >= 8
 
 
-@pytest.mark.parametrize("command", _readme_blocks() + _help_examples())
+# README.md and docs/*.md run as written in tests/test_docs.py.
+@pytest.mark.parametrize("command", _help_examples())
 def test_documented_example_runs(command, tmp_path):
     # Examples refer to files under examples/, as when run from the repository root.
     shutil.copytree(ROOT / "examples", tmp_path / "examples")

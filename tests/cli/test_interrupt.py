@@ -230,3 +230,24 @@ def test_interrupt_at_any_moment_never_prints_a_traceback(tmp_path, delay):
     else:
         assert_interrupted(code, stderr)
         assert leftovers(tmp_path) in (["blocked.release"], ["blocked.release", "w.h5"])
+
+
+def test_signals_are_ignored_once_the_command_has_ended(tmp_path):
+    """Python's finalization resets its signal handlers to the system's default, so
+    a Ctrl-C in a finished run's last moments ended it by SIGINT (status -2, no
+    line) after the file was written. The entry point ignores both signals once
+    the command has ended: what an exit handler sees is what finalization keeps."""
+    code = (
+        "import atexit, signal, sys\n"
+        "import vsgen.__main__ as entry\n"
+        "ignored = lambda: [signal.getsignal(s) is signal.SIG_IGN"
+        " for s in (signal.SIGINT, signal.SIGTERM)]\n"
+        "atexit.register(lambda: print(ignored(), file=sys.stderr))\n"
+        "entry.main(['sample', '--shape', '8,8', '--seed', '0', '-o', 'w.npy'])\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == "[True, True]\n"
+    assert (tmp_path / "w.npy").exists()

@@ -89,13 +89,15 @@ def user_errors(renamed: Mapping[str, str] | None = None) -> Iterator[None]:
     """Turn the library's errors into one-line CLI errors at one boundary.
 
     ValueError/TypeError mean the input was wrong (exit 2), with argument
-    names as options (:func:`in_cli_terms`); OSError is a runtime failure
-    (exit 1).
+    names as options (:func:`in_cli_terms`; a message the library reworded
+    into its own words is shown as it was first written, in the command
+    line's: ``vsgen._wording``); OSError is a runtime failure (exit 1).
     """
     try:
         yield
     except (ValueError, TypeError) as error:
-        raise BadInput(in_cli_terms(str(error), renamed)) from error
+        message = getattr(error, "command_line_message", None) or str(error)
+        raise BadInput(in_cli_terms(message, renamed)) from error
     except BrokenPipeError:
         raise
     except OSError as error:
@@ -149,6 +151,26 @@ class VsgenGroup(click.Group):
             if self.own_process:
                 settle_after_imports()
         return super().get_command(ctx, cmd_name)
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        """Click's lookup, with the likeliest command named when there is no such
+        command (``vsgen smaple``: "did you mean sample?")."""
+        try:
+            return super().resolve_command(ctx, args)
+        except click.UsageError as error:
+            name = args[0] if args else ""
+            if name.startswith("-") or self.get_command(ctx, name) is not None:
+                raise
+            from vsgen.names import closest
+
+            guess = closest(name, self.list_commands(ctx))
+            if guess is None:
+                raise
+            raise click.UsageError(
+                f"No such command {name!r}; did you mean {guess}?", error.ctx
+            ) from None
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         names = self.list_commands(ctx)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, overload
 
 import click
@@ -20,9 +20,11 @@ from vsgen.fans import LAYOUTS, check_axes_pair, parse_axes, parse_integer, pars
 from vsgen.initializer import (
     DISTRIBUTIONS,
     FIXED,
+    INITIALIZERS,
     KERAS_PRESETS,
     MODES,
     NONLINEARITIES,
+    PRESET_ALIASES,
     TORCH_PRESETS,
     RandomInitializer,
     VarianceScaling,
@@ -30,7 +32,7 @@ from vsgen.initializer import (
     get_preset,
     loads,
 )
-from vsgen.names import canonical, describe_aliases
+from vsgen.names import canonical, closest, describe_aliases, spelling
 from vsgen.streams import DEFAULT_STREAM, STREAMS
 
 #: Other names the command line accepts (compared as ``vsgen.names.spelling``:
@@ -56,10 +58,79 @@ class Count(click.ParamType):
             self.fail(f"{value!r} is not a non-negative integer (digits 0-9 only)", param, ctx)
 
 
-_REAL = re.compile(
-    r"[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|inf|infinity|nan)",
-    re.IGNORECASE,
-)
+class Name(click.ParamType):
+    """One name among ``choices``, spelled as every name on the command line
+    (:mod:`vsgen.names`: any case, ``-`` for ``_``, ``aliases``), converted to
+    its canonical spelling.
+
+    Declaring an option's choices this way is all it takes for the shell to
+    complete its values and aliases (click's ``_VSGEN_COMPLETE``) and for a typo
+    to get one line with the likeliest name (``did you mean he_normal?``), or,
+    when none is close, the short list of names. ``choices`` and ``aliases``
+    may be callables, so that a list that costs imports is made only when used.
+    """
+
+    def __init__(
+        self,
+        choices: Sequence[str] | Callable[[], Sequence[str]],
+        aliases: Mapping[str, str] | Callable[[], Mapping[str, str]] | None = None,
+        metavar: str = "NAME",
+    ) -> None:
+        self._choices = choices
+        self._aliases = aliases
+        self.name = metavar.lower()
+        self._metavar = metavar
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        choices = self._choices() if callable(self._choices) else self._choices
+        return tuple(choices)
+
+    @property
+    def aliases(self) -> dict[str, str]:
+        aliases = self._aliases() if callable(self._aliases) else self._aliases
+        return dict(aliases or {})
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return self._metavar
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: Any) -> str:
+        choices, aliases = self.choices, self.aliases
+        try:
+            return canonical(value, choices, aliases)
+        except ValueError:
+            pass
+        option = param.opts[0] if param is not None and param.opts else "value"
+        guess = closest(str(value), [*choices, *aliases])
+        if guess is not None:
+            raise BadInput(f"{option}: unknown name {value!r}; did you mean {guess}?")
+        command = f"{ctx.command_path} --help" if ctx is not None else "--help"
+        raise BadInput(
+            f"{option}: unknown name {value!r}; use one of {', '.join(choices)} "
+            f"('{command}' lists the other spellings)"
+            if aliases
+            else f"{option}: unknown name {value!r}; use one of {', '.join(choices)}"
+        )
+
+    def shell_complete(
+        self, ctx: click.Context, param: click.Parameter, incomplete: str
+    ) -> list[Any]:
+        """The names and aliases that ``incomplete`` begins (by spelling); an
+        alias's help says what it names (zsh and fish show it)."""
+        from click.shell_completion import CompletionItem
+
+        start = spelling(incomplete)
+        items = [CompletionItem(name) for name in self.choices if spelling(name).startswith(start)]
+        items += [
+            CompletionItem(alias, help=f"= {target}")
+            for alias, target in self.aliases.items()
+            if spelling(alias).startswith(start)
+        ]
+        return items
+
+
+#: A real number as C or JSON writes it (compiled when first used: start-up).
+_REAL = r"(?i:[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|inf|infinity|nan))"
 
 
 class Real(click.ParamType):
@@ -71,7 +142,7 @@ class Real(click.ParamType):
         if isinstance(value, float):
             return value
         text = str(value).strip()
-        if not _REAL.fullmatch(text):
+        if not re.fullmatch(_REAL, text):
             self.fail(f"{value!r} is not a number (e.g. 2, 0.5 or 1e-3)", param, ctx)
         return float(text)
 
@@ -144,8 +215,10 @@ def read_config_text(source: str) -> str:
         except FileNotFoundError:
             raise BadInput(f"--config: file not found: {source}") from None
         except IsADirectoryError:
+            refuse_tensor_file(source)
             raise BadInput(f"--config: is a directory: {source}") from None
         except ValueError as error:
+            refuse_tensor_file(source)
             raise BadInput(str(error)) from None
         except OSError as error:
             raise RuntimeFailure(f"--config: {describe_os_error(error)}") from None
@@ -153,6 +226,108 @@ def read_config_text(source: str) -> str:
     if not text.strip():
         raise BadInput(f"--config: {where} is empty; expected a JSON object")
     return text
+
+
+def recorded_tensors(path: str, command: str) -> dict[str, dict[str, Any]]:
+    """The provenance records, by tensor name in the file's order, of the vsgen file
+    ``path`` (read through the hardened reader, ``vsgen.formats.readers``);
+    ``command`` (``--config-from``, ``describe``) starts the errors."""
+    import os
+
+    from vsgen import provenance
+    from vsgen.formats.readers import open_file
+
+    if not os.path.exists(path):
+        raise BadInput(f"{command}: file not found: {path}")
+    try:
+        tensor_file = open_file(path)
+        records = provenance.parse_metadata(tensor_file.metadata, path)
+        order = [name for name in tensor_file.names if name in records]
+        return {name: records[name] for name in [*order, *records]}
+    except ValueError as error:
+        raise BadInput(f"{command}: {error}") from None
+    except OSError as error:
+        raise RuntimeFailure(f"{command}: {describe_os_error(error)}") from None
+
+
+#: At most this many tensor names in a message.
+_NAMES_SHOWN = 12
+
+
+def listed_names(names: Collection[str]) -> str:
+    """``a, b, c`` or ``a, b, ... and 188 more``."""
+    shown = list(names)[:_NAMES_SHOWN]
+    more = len(names) - len(shown)
+    return ", ".join(shown) + (f" and {more} more" if more else "")
+
+
+def pick_record(
+    records: dict[str, dict[str, Any]], path: str, name: str | None, command: str
+) -> tuple[str, dict[str, Any]]:
+    """``(name, record)`` of tensor ``name`` (``--name``), or of the file's only tensor."""
+    if name is None and len(records) != 1:
+        raise BadInput(
+            f"{command}: {path} holds {len(records)} tensors ({listed_names(records)}); "
+            "choose one with --name"
+        )
+    if name is None:
+        name = next(iter(records))
+    if name not in records:
+        raise BadInput(
+            f"{command}: {path} records no tensor named {name!r}; it holds: {listed_names(records)}"
+        )
+    return name, records[name]
+
+
+def refuse_with_file(path: str, given: Collection[str], what: str) -> None:
+    """One line when options that describe an initializer come with a FILE,
+    whose record says it all (``describe FILE``, ``config FILE``)."""
+    if given:
+        options = ", ".join(f"--{key.replace('_', '-')}" for key in given)
+        raise BadInput(f"{path}: FILE {what}; drop {options}")
+
+
+def refuse_tensor_file(source: str) -> None:
+    """A tensor file given as ``--config`` (its bytes are not a JSON config): say
+    what it is and how to use what it records. Returns if it is no tensor file."""
+    if source == "-":
+        return
+    from vsgen.formats.readers import sniff
+
+    try:
+        fmt = sniff(source)
+    except (ValueError, OSError):
+        return
+    if fmt == "npydir":  # any directory; only a store or a shard directory says more
+        return
+    raise BadInput(
+        f"--config: {source} is a tensor file ({fmt}), not a JSON config; to use the "
+        f"initializer it records: vsgen config {source} > config.json (vsgen describe "
+        f"{source} shows it), or vsgen sample --config-from {source} to make it again"
+    )
+
+
+def dtype_type() -> Name:
+    """``--dtype``: the output types and their aliases (``fp16``, ``bf16``, ...)."""
+    from vsgen.dtypes import DTYPE_ALIASES, DTYPE_NAMES
+
+    return Name(DTYPE_NAMES, DTYPE_ALIASES, metavar="DTYPE")
+
+
+def format_type() -> Name:
+    """``--format``: every format vsgen writes, and ``hdf5`` for h5."""
+
+    def names() -> tuple[str, ...]:
+        from vsgen.formats import registry
+
+        return registry._NAMES
+
+    def aliases() -> dict[str, str]:
+        from vsgen.formats import registry
+
+        return registry._ALIASES
+
+    return Name(names, aliases, metavar="FORMAT")
 
 
 def _preset_help() -> str:
@@ -189,11 +364,14 @@ def initializer_options(
             "--scale", type=Real(), default=None, help="Scale factor, finite and > 0. [1.0]"
         ),
         "mode": click.option(
-            "--mode", type=str, default=None, help=f"One of {', '.join(MODES)}. [fan_in]"
+            "--mode",
+            type=Name(MODES, metavar="MODE"),
+            default=None,
+            help=f"One of {', '.join(MODES)}. [fan_in]",
         ),
         "distribution": click.option(
             "--distribution",
-            type=str,
+            type=Name(DISTRIBUTIONS, DISTRIBUTION_ALIASES, metavar="DISTRIBUTION"),
             default=None,
             help=f"One of {', '.join(DISTRIBUTIONS)} (or "
             f"{describe_aliases(DISTRIBUTION_ALIASES)}). [truncated_normal]",
@@ -205,7 +383,12 @@ def initializer_options(
             help="Non-negative integer seed; drawn (and reported) if omitted. One seed is one "
             "stream of numbers: use different seeds for different tensors.",
         ),
-        "preset": click.option("--preset", type=str, default=None, help=_preset_help()),
+        "preset": click.option(
+            "--preset",
+            type=Name(tuple(INITIALIZERS), PRESET_ALIASES),
+            default=None,
+            help=_preset_help(),
+        ),
         "config_source": click.option(
             "--config",
             "config_source",
@@ -216,14 +399,14 @@ def initializer_options(
         ),
         "stream": click.option(
             "--stream",
-            type=str,
+            type=Name(tuple(STREAMS), metavar="STREAM"),
             default=None,
             help=f"Random stream: {', '.join(STREAMS)} (keras = bit-identical to Keras 3 with "
             f"its numpy backend). [{DEFAULT_STREAM}]",
         ),
         "layout": click.option(
             "--layout",
-            type=str,
+            type=Name(LAYOUTS, LAYOUT_ALIASES, metavar="LAYOUT"),
             default=None,
             help="Fan convention: keras ((*kernel, in, out), channels-last) or torch "
             f"((out, in, *kernel)); or {describe_aliases(LAYOUT_ALIASES)}. [keras]",
@@ -270,7 +453,7 @@ def initializer_options(
         ),
         "nonlinearity": click.option(
             "--nonlinearity",
-            type=str,
+            type=Name(NONLINEARITIES, metavar="NONLINEARITY"),
             default=None,
             help=f"kaiming_*: one of {', '.join(NONLINEARITIES)} (torch's calculate_gain). "
             "[leaky_relu]",
@@ -334,21 +517,6 @@ def pop_initializer_options(kwargs: dict[str, Any]) -> dict[str, Any]:
     return {key: kwargs.pop(key, None) for key in INITIALIZER_KEYS}
 
 
-def _spelled(options: dict[str, Any]) -> dict[str, Any]:
-    """The name options in their canonical spelling (``vsgen.names``)."""
-    choices = {
-        "mode": (MODES, None),
-        "distribution": (DISTRIBUTIONS, DISTRIBUTION_ALIASES),
-        "layout": (LAYOUTS, LAYOUT_ALIASES),
-        "nonlinearity": (NONLINEARITIES, None),
-    }
-    spelled = dict(options)
-    for key, (names, aliases) in choices.items():
-        if spelled.get(key) is not None:
-            spelled[key] = canonical(spelled[key], names, aliases, argument=key)
-    return spelled
-
-
 def _option(key: str) -> str:
     return ARGUMENT_OPTIONS.get(key, f"--{key.replace('_', '-')}")
 
@@ -409,8 +577,6 @@ def build_initializer(
     is the whole model's (``sample --spec/--like``), so an initializer without
     fans leaves it to the other tensors instead of refusing it.
     """
-    with user_errors(ARGUMENT_OPTIONS):
-        options = _spelled(options)
     own_keys = ("scale", "mode", "distribution", "layout", "in_axes", *ARGUMENT_KEYS)
     given = [key for key in own_keys if options.get(key) is not None]
     if layout_for_job and options.get("layout") is not None:
@@ -448,6 +614,7 @@ def build_initializer(
             base = loads(read_config_text(source))
         except (ValueError, TypeError) as error:
             # About the file's fields, not the options: no option names here.
+            refuse_tensor_file(source)
             where = "stdin" if source == "-" else source
             raise BadInput(f"--config {where}: {error}") from None
         config = base.get_config()

@@ -17,8 +17,6 @@ from vsgen.cli._errors import (
 )
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from vsgen.formats import Output
     from vsgen.initializer import Plan
     from vsgen.job import ModelJob
@@ -27,18 +25,17 @@ if TYPE_CHECKING:
 PROGRESS_MIN_VALUES = 1 << 24
 
 
-def open_output(*args: Any, **kwargs: Any) -> Output:
-    """``formats.open_output`` with Ctrl-C and SIGTERM held until the output exists.
+def open_output(opener: Callable[[], Output]) -> Output:
+    """``opener()`` (:func:`vsgen.saving.open_stream`) with Ctrl-C and SIGTERM held
+    until the output exists.
 
     A signal landing while the temporary file is being created (between
     open(2) and the code that registers it for removal, or during h5py's
     first import) could otherwise leave the file behind; held, it is acted
     on as soon as the Output can remove its temporary itself.
     """
-    from vsgen import formats
-
     with signals_held() as received:
-        target = formats.open_output(*args, **kwargs)
+        target = opener()
     if received:
         target.abort()
         raise KeyboardInterrupt
@@ -59,8 +56,8 @@ def _stderr_is_terminal() -> bool:
 def progress(total: int, label: str, quiet: bool) -> Iterator[Callable[[int], None] | None]:
     """A rich progress bar on stderr for long jobs, only on a terminal.
 
-    It appears at once, as "preparing" until the first values arrive (the
-    compiled kernels may take about half a second to load), and is cleared
+    It appears at once, as "preparing" until the first values arrive (rich
+    itself takes about 0.1 s to import), and is cleared
     when the job ends, so that an error or the summary line stands alone.
     """
     if quiet or total < PROGRESS_MIN_VALUES or not _stderr_is_terminal():
@@ -107,43 +104,20 @@ def summary_line(values: int, nbytes: int, seconds: float, target: str) -> str:
     return f"wrote {values:,} values ({format_bytes(nbytes)}) to {where} in {seconds:.2f} s{rate}"
 
 
-#: Chunks computed ahead of the writer. The chunks are views of PREFETCH + 2
-#: recycled buffers (write_chunks holds at most that many at once), so a long
-#: job page-faults in only its first few chunks.
-PREFETCH = 2
-#: Values per chunk: 2**22 (16 MiB of float32), bounding memory at
-#: (PREFETCH + 2) chunks while each write(2) stays large.
-WRITE_CHUNK = 1 << 22
-
-
 def write_plans(target: Output, plans: Sequence[Plan], threads: int | None, quiet: bool) -> None:
-    """Stream every plan's chunks into the opened output, then commit atomically.
+    """Stream every plan's chunks into the opened output, then commit atomically
+    (:func:`vsgen.saving.stream_job`, with a progress bar on a terminal).
 
     Without --threads, sampling leaves ``WRITER_CPUS`` to the writer
-    (``vsgen.streams.default_threads``). Chunks are computed ahead of the
-    writer, in recycled buffers. The bytes depend on neither. On a terminal
-    (and without --quiet) one summary line follows on stderr.
+    (``vsgen.streams.default_threads``). The bytes depend on neither. On a
+    terminal (and without --quiet) one summary line follows on stderr.
     """
-    from vsgen import formats
-    from vsgen.initializer import SamplePlan
-    from vsgen.streams import default_threads
-
-    if threads is None:
-        threads = default_threads(writing=True)
-
-    def chunks() -> Iterator[np.ndarray]:
-        for plan in plans:
-            if isinstance(plan, SamplePlan):
-                yield from plan.chunks(WRITE_CHUNK, threads=threads, recycle=PREFETCH + 2)
-            else:  # e.g. a whole model's constant tensors
-                yield from plan.chunks(WRITE_CHUNK, threads=threads)
+    from vsgen import saving
 
     started = time.monotonic()
     total = sum(plan.size for plan in plans)
-    with terminate_as_interrupt(), user_errors(), target:
-        with progress(total, "sampling", quiet) as advance:
-            formats.write_chunks(target, chunks(), on_progress=advance, prefetch=PREFETCH)
-        target.commit()
+    with terminate_as_interrupt(), user_errors(), progress(total, "sampling", quiet) as advance:
+        saving.stream_job(target, plans, threads=threads, on_progress=advance)
     if not quiet and _stderr_is_terminal():
         nbytes = sum(info.nbytes for info in target.tensors)
         say(summary_line(total, nbytes, time.monotonic() - started, target.target))
@@ -159,8 +133,7 @@ def write_parallel(
     """Write ``job`` block by block (:func:`vsgen.blockwrite.write`): by local threads,
     or with --scheduler by the workers of a Dask cluster, with the same progress bar
     and exit codes. A drawn seed is announced once the request is known to be valid."""
-    from vsgen import blockwrite
-    from vsgen.cli._cluster import cluster_runners
+    from vsgen import blockwrite, saving
     from vsgen.formats.sharded import parse_size
 
     scheduler = options["scheduler"]
@@ -173,7 +146,7 @@ def write_parallel(
     with signals_held() as received, user_errors(), _needs_extra(fmt, scheduler):
         blockwrite.check(job)
         parse_size(options["max_shard_size"])
-        runners = cluster_runners(scheduler)
+        runners = saving.runner_for(scheduler)
         if job.seed_was_drawn:
             say(f"seed: {job.seed}")
         with runners as runner:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import shutil
 import stat
 import sys
 import tempfile
@@ -36,33 +37,48 @@ STDIN_MAX_BYTES = 16 << 30
 _COPY_CHUNK = 1 << 20
 
 
+#: How errors name standard input (never the temporary file that holds it).
+STDIN_LABEL = "- (standard input)"
+
+
 @contextlib.contextmanager
 def _stdin_as_file() -> Iterator[str]:
     """Standard input copied, a chunk at a time, into a private temporary file
-    that is removed afterwards (also on Ctrl-C)."""
+    (``stdin`` in a private temporary directory, so a ``.npy`` tensor is named
+    ``stdin``), removed afterwards (also on Ctrl-C). Errors raised inside name
+    ``-`` (standard input), never the temporary file."""
     if sys.stdin is None:
         raise BadInput("check -: standard input is closed; give a FILE")
     if sys.stdin.isatty():
         raise BadInput("check -: standard input is a terminal; pipe a tensor file into it")
     source = sys.stdin.buffer
-    descriptor, name = tempfile.mkstemp(prefix="vsgen-check-", suffix=".stdin")
+    directory = tempfile.mkdtemp(prefix="vsgen-check-")
+    name = os.path.join(directory, "stdin")
     try:
-        with os.fdopen(descriptor, "wb") as handle:
-            copied = 0
-            while chunk := source.read(_COPY_CHUNK):
-                copied += len(chunk)
-                if copied > STDIN_MAX_BYTES:
-                    raise BadInput(
-                        f"check -: standard input holds more than {STDIN_MAX_BYTES >> 30} GiB; "
-                        "save it to a file and check that"
-                    )
-                handle.write(chunk)
-        yield name
-    except OSError as error:
-        raise RuntimeFailure(f"check -: cannot buffer standard input: {error}") from None
+        try:
+            with open(name, "xb") as handle:
+                copied = 0
+                while chunk := source.read(_COPY_CHUNK):
+                    copied += len(chunk)
+                    if copied > STDIN_MAX_BYTES:
+                        raise BadInput(
+                            f"check -: standard input holds more than {STDIN_MAX_BYTES >> 30} "
+                            "GiB; save it to a file and check that"
+                        )
+                    handle.write(chunk)
+        except OSError as error:
+            raise RuntimeFailure(f"check -: cannot buffer standard input: {error}") from None
+        try:
+            yield name
+        except RuntimeFailure as error:  # BadInput too
+            raise type(error)(_naming_stdin(error.format_message(), name)) from None
     finally:
-        with contextlib.suppress(OSError):
-            os.unlink(name)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _naming_stdin(message: str, path: str) -> str:
+    """``message`` with the temporary file holding standard input called ``-``."""
+    return message.replace(repr(path), repr("-")).replace(path, STDIN_LABEL)
 
 
 def _refuse_special_file(path: str) -> None:
@@ -161,12 +177,11 @@ def check(**kwargs: Any) -> None:
                     f"{error}; say what to expect with --preset NAME or --scale/--mode/"
                     "--distribution (and --layout if not keras)"
                 ) from None
-    if path == "-" and isinstance(report, verify.VerifyReport):
-        # A .npy file's tensor is named after the file: here, the temporary one.
-        stem = os.path.splitext(os.path.basename(file))[0]
-        name = "stdin" if report.name == stem else report.name
-        report = dataclasses.replace(report, path="-", name=name)
-    elif path == "-":
+    if path == "-":
+        # A .npy file's tensor is named after the file: "stdin" here.
+        if isinstance(report, verify.FileReport):
+            reports = [dataclasses.replace(item, path="-") for item in report.reports]
+            report = dataclasses.replace(report, reports=reports)
         report = dataclasses.replace(report, path="-")
     if kwargs["as_json"]:
         emit(report.to_json())

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -24,12 +23,17 @@ from vsgen.cli._errors import (
 from vsgen.cli._options import (
     SPELLING_NOTE,
     Count,
+    Name,
     build_initializer,
+    dtype_type,
+    format_type,
     initializer_options,
     parse_rows,
     parse_shape_option,
     parse_shard,
+    pick_record,
     pop_initializer_options,
+    recorded_tensors,
 )
 from vsgen.cli._output import open_output, write_parallel, write_plans
 from vsgen.dtypes import DTYPE_ALIASES, DTYPE_NAMES
@@ -50,12 +54,20 @@ _PLAN_MAX_ROWS = 40
 _DEFAULT_INIT_OPTIONS = ("scale", "mode", "distribution", "preset", "config_source", "in_axes")
 
 
+
+def _conventions() -> Any:
+    # Imported when completing or checking --convention, not at start-up.
+    from vsgen.conventions import CONVENTIONS
+
+    return CONVENTIONS
+
+
 @click.command(epilog=SPELLING_NOTE)
 @initializer_options
 @click.option("--shape", type=str, default=None, help="Tensor shape, e.g. 512,256 or 3x3x64x128.")
 @click.option(
     "--dtype",
-    type=str,
+    type=dtype_type(),
     default="float32",
     show_default=True,
     help=f"Output type: {', '.join(DTYPE_NAMES)} (or {describe_aliases(DTYPE_ALIASES)}).",
@@ -71,7 +83,7 @@ _DEFAULT_INIT_OPTIONS = ("scale", "mode", "distribution", "preset", "config_sour
 @click.option(
     "--format",
     "fmt",
-    type=str,
+    type=format_type(),
     default=None,
     help="npy, h5 (hdf5), safetensors, raw, npydir, zarr or safetensors-sharded "
     "(default: from the suffix; npy on stdout).",
@@ -156,7 +168,7 @@ _DEFAULT_INIT_OPTIONS = ("scale", "mode", "distribution", "preset", "config_sour
 )
 @click.option(
     "--convention",
-    type=str,
+    type=Name(lambda: tuple(_conventions()), metavar="CONVENTION"),
     default=None,
     help="With --spec/--like: what tensors no rule covers get. vsgen: the initializer for "
     "weights, zeros for biases, ones/zeros for norms, every other tensor copied; torch: "
@@ -214,9 +226,9 @@ def sample(**kwargs: Any) -> None:
         _print_plan(job, kwargs)
         return
     fmt = _check_target(job, kwargs["output"], kwargs["fmt"], whole_model)
-    from vsgen.formats import registry
+    from vsgen import saving
 
-    if kwargs["scheduler"] is not None or not registry.get(fmt).streams:
+    if saving.writes_in_blocks(fmt, kwargs["scheduler"]):
         chunks = parse_shape_option(kwargs["chunks"], "--chunks")
         _say_warnings(job)
         write_parallel(job, kwargs["output"], fmt, kwargs, chunks)
@@ -324,10 +336,13 @@ def _tensor_job(kwargs: dict[str, Any], options: dict[str, Any]) -> tuple[ModelJ
             raise BadInput(f"--config-from reproduces a recorded tensor; drop {', '.join(given)}")
         source = click.get_current_context().get_parameter_source
         name_given = source("name") is ParameterSource.COMMANDLINE
-        if not name_given and _recorded_count(kwargs["config_from"]) > 1:
+        records = recorded_tensors(kwargs["config_from"], "--config-from")
+        if not name_given and len(records) > 1:
             return _whole_file_job(kwargs, rows is not None or shard is not None), True
+        name, record = pick_record(
+            records, kwargs["config_from"], name if name_given else None, "--config-from"
+        )
         with _malformed_record(kwargs["config_from"]):
-            record, name = _recorded_tensor(kwargs["config_from"], name if name_given else None)
             if record.get("set_rows"):
                 return _fixed_rows_job(kwargs, name, rows is not None or shard is not None), False
             replayed = provenance.replay(record)
@@ -402,18 +417,6 @@ def _fixed_rows_job(kwargs: dict[str, Any], name: str, rows_given: bool) -> Mode
         raise BadInput(f"--config-from: {error}") from None
 
 
-def _recorded_count(path: str) -> int:
-    """How many tensors the vsgen file ``path`` records."""
-    from vsgen import formats, provenance
-
-    if not os.path.exists(path):
-        raise BadInput(f"--config-from: file not found: {path}")
-    try:
-        return len(provenance.parse_metadata(formats.read_metadata(path), path))
-    except ValueError as error:
-        raise BadInput(f"--config-from: {error}") from None
-
-
 def _whole_file_job(kwargs: dict[str, Any], rows_given: bool) -> ModelJob:
     """``--config-from`` a file of several tensors without ``--name``: all of them,
     in the file's order, with the file's dtypes and records."""
@@ -443,38 +446,29 @@ def _whole_file_job(kwargs: dict[str, Any], rows_given: bool) -> ModelJob:
 def _check_target(job: ModelJob, output: str, fmt_option: str | None, whole_model: bool) -> str:
     """Resolve the format, refusing what must not be written.
 
-    A single tensor never goes to a directory unless --format npydir says so;
-    binary data never goes to a terminal. What --force may replace is checked
-    by ``formats.open_output`` itself (so API callers get the same rules).
+    A single tensor never goes to a directory unless --format npydir says so
+    (``vsgen.saving.resolve_target``); binary data never goes to a terminal.
+    What --force may replace is checked by ``formats.open_output`` itself (so
+    API callers get the same rules).
     """
-    from vsgen import formats
+    from vsgen import saving
 
     with user_errors():
-        fmt = formats.resolve_format(output, fmt_option, len(job.infos))
-        if fmt == "npydir" and fmt_option is None and not whole_model:
-            # Only an explicit --format npydir may write (or, with --force,
-            # replace) a whole directory; an existing one may hold other data.
-            example = os.path.join(output, f"{job.infos[0].name}.npy")
-            raise BadInput(f"-o {output!r} names a directory; give a file name, e.g. {example}")
-        if output == "-" and stdout_is_terminal():
-            raise BadInput(
-                "refusing to write binary data to a terminal; redirect stdout or use -o FILE"
-            )
-        return fmt
+        fmt = saving.resolve_target(job, output, fmt_option, whole_model=whole_model)
+    if output == "-" and stdout_is_terminal():
+        raise BadInput(
+            "refusing to write binary data to a terminal; redirect stdout or use -o FILE"
+        )
+    return fmt
 
 
 def _open_target(job: ModelJob, output: str, fmt: str, force: bool) -> Output:
     """Open the streaming output (``fmt`` checked by :func:`_check_target`)."""
+    from vsgen import saving
+
     with user_errors():
-        return open_output(
-            output,
-            fmt,
-            job.infos,
-            metadata=job.metadata(),
-            tensor_metadata=job.tensor_metadata(),
-            force=force,
-            stdout=binary_stdout() if output == "-" else None,
-        )
+        stdout = binary_stdout() if output == "-" else None
+        return open_output(lambda: saving.open_stream(job, output, fmt, force=force, stdout=stdout))
 
 
 @contextlib.contextmanager
@@ -486,26 +480,3 @@ def _malformed_record(path: str) -> Iterator[None]:
         detail = f"missing {error}" if isinstance(error, KeyError) else one_line(str(error))
         message = f"--config-from: the vsgen record in {path} is malformed: {detail}"
         raise BadInput(message) from None
-
-
-def _recorded_tensor(path: str, name: str | None = None) -> tuple[dict[str, Any], str]:
-    """The record and name of tensor ``name`` (or of the only one) in a vsgen file."""
-    from vsgen import formats
-
-    with user_errors():
-        if not os.path.exists(path):
-            raise ValueError(f"--config-from: file not found: {path}")
-        records = provenance.parse_metadata(formats.read_metadata(path), path)
-        if name is None and len(records) != 1:
-            raise ValueError(
-                f"--config-from: {path} holds {len(records)} tensors "
-                f"({', '.join(records)}); choose one with --name"
-            )
-        if name is None:
-            name = next(iter(records))
-        if name not in records:
-            raise ValueError(
-                f"--config-from: {path} records no tensor named {name!r}; it holds: "
-                f"{', '.join(records)}"
-            )
-        return records[name], name
