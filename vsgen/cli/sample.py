@@ -54,7 +54,6 @@ _PLAN_MAX_ROWS = 40
 _DEFAULT_INIT_OPTIONS = ("scale", "mode", "distribution", "preset", "config_source", "in_axes")
 
 
-
 def _conventions() -> Any:
     # Imported when completing or checking --convention, not at start-up.
     from vsgen.conventions import CONVENTIONS
