@@ -19,6 +19,7 @@ from vsgen.cli._errors import (
     RuntimeFailure,
     emit,
     plus_minus,
+    signals_held,
     user_errors,
 )
 from vsgen.cli._options import (
@@ -45,8 +46,15 @@ def _stdin_as_file() -> Iterator[str]:
     if sys.stdin.isatty():
         raise BadInput("check -: standard input is a terminal; pipe a tensor file into it")
     source = sys.stdin.buffer
-    descriptor, name = tempfile.mkstemp(prefix="vsgen-check-", suffix=".stdin")
+    name = None
     try:
+        # Created with Ctrl-C held, inside the try: an interrupt right after mkstemp
+        # made the file (before `name` was known) left it behind.
+        with signals_held() as received:
+            descriptor, name = tempfile.mkstemp(prefix="vsgen-check-", suffix=".stdin")
+        if received:
+            os.close(descriptor)
+            raise KeyboardInterrupt
         with os.fdopen(descriptor, "wb") as handle:
             copied = 0
             while chunk := source.read(_COPY_CHUNK):
@@ -61,8 +69,9 @@ def _stdin_as_file() -> Iterator[str]:
     except OSError as error:
         raise RuntimeFailure(f"check -: cannot buffer standard input: {error}") from None
     finally:
-        with contextlib.suppress(OSError):
-            os.unlink(name)
+        if name is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(name)
 
 
 def _refuse_special_file(path: str) -> None:
@@ -185,7 +194,9 @@ def _run(path: str, name: str | None, initializer: Any, fan_shape: Any) -> Any:
 
     # The file's headers are read once (a header may be 100 MB).
     tensor_file = open_file(path)
-    if name is None and len(tensor_file.tensors) > 1:
+    # The file is judged against its whole record: a recorded tensor it lacks fails it.
+    whole = initializer is None and bool(verify.missing_tensors(tensor_file))
+    if name is None and (len(tensor_file.tensors) > 1 or whole):
         if fan_shape is not None:
             raise ValueError(
                 f"{path} holds {len(tensor_file.tensors)} tensors; --fan-shape applies to "
@@ -229,6 +240,8 @@ def _print_file_report(report: Any) -> None:
         echo("  ".join([*cells, row[4]]))
     for item in report.not_judged:
         echo(f"not judged: {item['name']}: {item['reason']}")
+    for missing in report.missing:
+        echo(f"missing: {missing}: recorded by the file's vsgen provenance, not in the file")
     echo(f"verdict: {report.verdict}")
 
 
