@@ -25,6 +25,7 @@ refused (:func:`check`).
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -33,9 +34,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from vsgen._limits import MAX_CHUNKS, MAX_THREADS
 from vsgen.dtypes import TensorInfo
 from vsgen.fans import auto_block_shape
-from vsgen.formats import parallel, registry
+from vsgen.formats import atomic, parallel, registry
+from vsgen.formats.atomic import cancellation, io_error
+from vsgen.formats.base import check_output
 from vsgen.formats.sharded import DEFAULT_MAX_SHARD_SIZE, parse_size
 from vsgen.streams import Draw, get_stream, usable_cpus
 
@@ -188,14 +192,60 @@ def sources(job: Job) -> list[BlockSource]:
     ]
 
 
-def check(job: Job) -> None:
-    """Refuse a job whose tensors cannot be made block by block.
+def check(
+    job: Job,
+    target: str | None = None,
+    fmt: str | None = None,
+    *,
+    chunks: Any = None,
+    max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE,
+    threads: int | None = None,
+) -> None:
+    """Refuse a job that :func:`write` would refuse before making anything (no I/O):
+    a tensor that cannot be made block by block, a bad ``max_shard_size`` or
+    ``threads``, ``chunks`` cutting the tensors into more than ``MAX_CHUNKS`` blocks,
+    and, given a ``target``, an output its format cannot hold or lay out (a Zarr
+    store of too many chunk files). The arguments are :func:`write`'s.
 
     Raises:
-        ValueError: a tensor uses the sequential ``keras`` stream (the message names it).
+        ValueError: the message names the tensor or the argument.
     """
-    for source in sources(job):
+    _planned(job, target, fmt, chunks, max_shard_size, threads)
+
+
+def _planned(
+    job: Job,
+    target: str | None,
+    fmt: str | None,
+    chunks: Any,
+    max_shard_size: int | str,
+    threads: int | None,
+) -> tuple[list[BlockSource], Any, list[Any] | None, int]:
+    """:func:`check`'s checks; the sources, the format, each tensor's given chunks and
+    the shard size in bytes."""
+    tensor_sources = sources(job)
+    for source in tensor_sources:
         source.check_parallel()
+    shard_bytes = parse_size(max_shard_size)
+    check_threads(threads)
+    given = None if chunks is None else [_given_chunks(s, chunks) for s in tensor_sources]
+    if given is not None:
+        check_block_count(tensor_sources, given)
+    spec = None
+    if target is not None:
+        spec = registry.get(registry.resolve_format(target, fmt, len(tensor_sources)))
+        infos = [TensorInfo(s.name, s.shape, s.dtype) for s in tensor_sources]
+        request = check_output(
+            target,
+            spec,
+            infos,
+            job.metadata(),
+            job.tensor_metadata(),
+            chunk_shapes=given,
+            max_shard_size=shard_bytes,
+        )
+        spec.plan(request)
+    return tensor_sources, spec, given, shard_bytes
 
 
 # --- the tasks ---------------------------------------------------------------------------
@@ -343,7 +393,8 @@ class LocalRunner:
     def run(
         self, tasks: Sequence[WriteTask], on_progress: OnProgress, cancelled: Cancelled
     ) -> None:
-        workers = usable_cpus() if self.threads is None else max(1, int(self.threads))
+        check_threads(self.threads)
+        workers = usable_cpus() if self.threads is None else self.threads
         pending = list(reversed(tasks))
         running: set[Future[int]] = set()
         with ThreadPoolExecutor(workers, thread_name_prefix="vsgen-write") as pool:
@@ -363,7 +414,7 @@ class LocalRunner:
                 raise
 
     def sync(self, temp: str) -> None:
-        parallel.sync_written(temp)
+        parallel.sync_written(temp, atomic.stop_if_cancelled)
 
     def forget(self, temp: str) -> None:
         parallel.forget_written(temp)
@@ -408,33 +459,86 @@ def write(
         ValueError: bad arguments (exit 2 in the CLI), including the keras stream.
         OSError: I/O failure, or a runner that could not finish.
     """
-    tensor_sources = sources(job)
-    for source in tensor_sources:
-        source.check_parallel()
-    spec = registry.get(registry.resolve_format(target, fmt, len(tensor_sources)))
-    shard_bytes = parse_size(max_shard_size)
-    runner = runner if runner is not None else LocalRunner(threads)
-    given = None if chunks is None else [_given_chunks(s, chunks) for s in tensor_sources]
-    infos = [TensorInfo(s.name, s.shape, s.dtype) for s in tensor_sources]
-    output = parallel.open_parallel_output(
-        target,
-        spec.name,
-        infos,
-        metadata=job.metadata(),
-        tensor_metadata=job.tensor_metadata(),
-        force=force,
-        chunk_shapes=given,
-        max_shard_size=shard_bytes,
+    tensor_sources, spec, given, shard_bytes = _planned(
+        job, target, fmt, chunks, max_shard_size, threads
     )
-    with output:
-        one_per_file = runner.one_task_per_file and spec.task_per_file
-        tasks = plan_tasks(output, tensor_sources, chunks, one_task_per_file=one_per_file)
-        try:
-            runner.prepare(output.temp)
-            runner.run(tasks, on_progress, cancelled)
-            # Each writer syncs the files it wrote, once, before the rename.
-            runner.sync(output.temp)
-        except BaseException:
-            runner.forget(output.temp)
+    runner = runner if runner is not None else LocalRunner(threads)
+    infos = [TensorInfo(s.name, s.shape, s.dtype) for s in tensor_sources]
+    # Laying out (a store's every chunk file), the writers and the commit's syncing
+    # all stop at the next file once cancelled() is true; never after the rename.
+    with cancellation(cancelled), _naming(target):
+        output = parallel.open_parallel_output(
+            target,
+            spec.name,
+            infos,
+            metadata=job.metadata(),
+            tensor_metadata=job.tensor_metadata(),
+            force=force,
+            chunk_shapes=given,
+            max_shard_size=shard_bytes,
+        )
+        with output:
+            one_per_file = runner.one_task_per_file and spec.task_per_file
+            tasks = plan_tasks(output, tensor_sources, chunks, one_task_per_file=one_per_file)
+            try:
+                runner.prepare(output.temp)
+                runner.run(tasks, on_progress, cancelled)
+                # Each writer syncs the files it wrote, once, before the rename.
+                runner.sync(output.temp)
+            except BaseException:
+                runner.forget(output.temp)
+                raise
+            output.commit()
+
+
+@contextlib.contextmanager
+def _naming(target: str) -> Iterator[None]:
+    """An OSError of a writer (it names a file in the hidden temporary) as one that
+    names the target, keeping its errno."""
+    try:
+        yield
+    except OSError as error:
+        if isinstance(error, FileExistsError) or not error.filename:
             raise
-        output.commit()
+        raise io_error(error, target) from error
+
+
+def check_threads(threads: int | None) -> None:
+    """``threads``: None, or a positive count of at most ``MAX_THREADS``.
+
+    Raises:
+        ValueError: naming the argument.
+    """
+    if threads is None:
+        return
+    if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= MAX_THREADS:
+        raise ValueError(
+            f"Argument `threads` must be an integer from 1 to {MAX_THREADS}. "
+            f"Received: threads={str(threads)[:40]}"
+        )
+
+
+def check_block_count(tensor_sources: Sequence[BlockSource], given: Sequence[Any]) -> None:
+    """The blocks the caller's chunks cut the tensors into: at most ``MAX_CHUNKS`` in all
+    (each is a task, and for Zarr a file), counted before anything is made.
+
+    Raises:
+        ValueError: naming the tensor and the count.
+    """
+    total = 0
+    for source, chunks in zip(tensor_sources, given, strict=True):
+        if chunks is None or not source.shape:
+            continue
+        count = 1
+        for length, spec in zip(source.shape, chunks, strict=True):
+            count *= (
+                len(spec) if isinstance(spec, (tuple, list)) else -(-length // max(1, int(spec)))
+            )
+        total += count
+        if total > MAX_CHUNKS:
+            shown = ",".join(str(c) for c in chunks)
+            raise ValueError(
+                f"Argument `chunks` cuts tensor {source.name!r} into {count:,} blocks; at most "
+                f"{MAX_CHUNKS:,} blocks (and Zarr chunk files) are written in all: give larger "
+                f"chunks. Received: chunks={shown}"
+            )
