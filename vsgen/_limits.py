@@ -269,13 +269,21 @@ def loads_json(
     overflow (``1e400``), integers of more than 4300 digits, duplicate keys
     (unless ``object_pairs_hook`` decides otherwise).
     """
-    items, depth = json_structure(text, max_items, max_depth)
-    if depth > max_depth:
-        raise ValueError(
-            f"{what}: nested too deeply ({depth} levels; at most {max_depth} are allowed)"
-        )
-    if items > max_items:
-        raise ValueError(f"{what}: holds over {max_items:,} values; refusing to parse it")
+    # A short text with few brackets can neither hold many values nor nest deeply:
+    # it needs no pre-scan (whose fixed cost would dominate the thousands of small
+    # documents of a store).
+    if isinstance(text, bytes):
+        opened = text.count(b"[") + text.count(b"{")
+    else:
+        opened = text.count("[") + text.count("{")
+    if len(text) > min(_SMALL_DOCUMENT, max_items) or opened > max_depth:
+        items, depth = json_structure(text, max_items, max_depth)
+        if depth > max_depth:
+            raise ValueError(
+                f"{what}: nested too deeply ({depth} levels; at most {max_depth} are allowed)"
+            )
+        if items > max_items:
+            raise ValueError(f"{what}: holds over {max_items:,} values; refusing to parse it")
     if isinstance(text, bytes):
         try:
             text = text.decode("utf-8")
@@ -316,6 +324,10 @@ def loads_json(
         field = _non_finite_path(document) or "a value"
         raise ValueError(f"{what}: field {field} is {non_finite[0]}, not a finite number")
     return document
+
+
+#: Texts up to this length with few brackets are parsed without the pre-scan.
+_SMALL_DOCUMENT = 1 << 16
 
 
 def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

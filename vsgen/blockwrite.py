@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -38,7 +39,7 @@ from vsgen._limits import MAX_CHUNKS, MAX_THREADS
 from vsgen.dtypes import TensorInfo
 from vsgen.fans import auto_block_shape
 from vsgen.formats import atomic, parallel, registry
-from vsgen.formats.atomic import cancellation, io_error
+from vsgen.formats.atomic import cancellation, io_error, preflight
 from vsgen.formats.base import check_output
 from vsgen.formats.sharded import DEFAULT_MAX_SHARD_SIZE, parse_size
 from vsgen.streams import Draw, get_stream, usable_cpus
@@ -200,17 +201,31 @@ def check(
     chunks: Any = None,
     max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE,
     threads: int | None = None,
+    force: bool = False,
 ) -> None:
-    """Refuse a job that :func:`write` would refuse before making anything (no I/O):
-    a tensor that cannot be made block by block, a bad ``max_shard_size`` or
-    ``threads``, ``chunks`` cutting the tensors into more than ``MAX_CHUNKS`` blocks,
-    and, given a ``target``, an output its format cannot hold or lay out (a Zarr
-    store of too many chunk files). The arguments are :func:`write`'s.
+    """Refuse a job that :func:`write` would refuse before making anything (nothing
+    is written): a tensor that cannot be made block by block, a bad
+    ``max_shard_size`` or ``threads``, ``chunks`` cutting the tensors into more than
+    ``MAX_CHUNKS`` blocks, and, given a ``target``, an output its format cannot hold
+    or lay out (a Zarr store of too many chunk files), an existing target without
+    ``force`` or one ``force`` may not replace, a directory without room. The
+    arguments are :func:`write`'s.
 
     Raises:
-        ValueError: the message names the tensor or the argument.
+        ValueError: the message names the tensor, the argument or the target.
+        OSError: the target's directory is not writable or too small.
     """
-    _planned(job, target, fmt, chunks, max_shard_size, threads)
+    _, spec, _, _, layout = _planned(job, target, fmt, chunks, max_shard_size, threads)
+    if target is not None:
+        preflight(
+            target,
+            os.path.abspath(target),
+            directory=spec.directory,
+            force=force,
+            needed=layout.needed,
+            refuse_replacing=spec.refuse_replacing,
+            clean=False,
+        )
 
 
 def _planned(
@@ -220,9 +235,10 @@ def _planned(
     chunks: Any,
     max_shard_size: int | str,
     threads: int | None,
-) -> tuple[list[BlockSource], Any, list[Any] | None, int]:
-    """:func:`check`'s checks; the sources, the format, each tensor's given chunks and
-    the shard size in bytes."""
+) -> tuple[list[BlockSource], Any, list[Any] | None, int, Any]:
+    """:func:`check`'s checks but the target's; the sources, the format, each
+    tensor's given chunks, the shard size in bytes and the layout (None without a
+    ``target``)."""
     tensor_sources = sources(job)
     for source in tensor_sources:
         source.check_parallel()
@@ -231,7 +247,7 @@ def _planned(
     given = None if chunks is None else [_given_chunks(s, chunks) for s in tensor_sources]
     if given is not None:
         check_block_count(tensor_sources, given)
-    spec = None
+    spec = layout = None
     if target is not None:
         spec = registry.get(registry.resolve_format(target, fmt, len(tensor_sources)))
         infos = [TensorInfo(s.name, s.shape, s.dtype) for s in tensor_sources]
@@ -244,8 +260,8 @@ def _planned(
             chunk_shapes=given,
             max_shard_size=shard_bytes,
         )
-        spec.plan(request)
-    return tensor_sources, spec, given, shard_bytes
+        layout = spec.plan(request)
+    return tensor_sources, spec, given, shard_bytes, layout
 
 
 # --- the tasks ---------------------------------------------------------------------------
@@ -459,7 +475,7 @@ def write(
         ValueError: bad arguments (exit 2 in the CLI), including the keras stream.
         OSError: I/O failure, or a runner that could not finish.
     """
-    tensor_sources, spec, given, shard_bytes = _planned(
+    tensor_sources, spec, given, shard_bytes, _ = _planned(
         job, target, fmt, chunks, max_shard_size, threads
     )
     runner = runner if runner is not None else LocalRunner(threads)

@@ -432,6 +432,11 @@ def start_paused(tmp_path: Path, moment: str, *args: str) -> tuple[subprocess.Po
 
 def wait_for(path: Path, process: subprocess.Popen, timeout: float = 60) -> None:
     """Until ``path`` exists (an event the child makes), or fail if the child ends."""
+    wait_for_marker(path, process, timeout)
+
+
+def wait_for_marker(path: Path, process: subprocess.Popen, timeout: float = 60) -> None:
+    """Until ``path`` exists (an event the child makes), or fail if the child ends."""
     deadline = time.monotonic() + timeout
     while not path.exists():
         if process.poll() is not None:
@@ -513,7 +518,6 @@ def test_signal_between_write_and_rename(
     target = out / f"w.{fmt}"
     if old_file:
         target.write_bytes(OLD_BYTES)
-    before = listing(out)
     process, marker = start_paused(
         tmp_path,
         "rename",

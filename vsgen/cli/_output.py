@@ -194,6 +194,7 @@ def write_parallel(
             chunks=chunks,
             max_shard_size=options["max_shard_size"],
             threads=options["threads"],
+            force=options["force"],
         )
         runners = cluster_runners(scheduler)
         if job.seed_was_drawn:

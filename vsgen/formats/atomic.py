@@ -477,9 +477,11 @@ def check_replaceable(
     try:
         found = survey(path, (judge or (lambda _: NpyJudge()))(path))
     except NotOwned as refused:
-        entry = os.path.join(display, refused.entry) if refused.entry else display
+        what = refused.reason
+        if refused.entry:
+            what = f"{os.path.join(display, refused.entry)}: {what}"
         raise NotOwned(
-            f"output {display!r} is not {words} ({entry}: {refused.reason}); --force only "
+            f"output {display!r} is not {words} ({what}); --force only "
             f"replaces {words}: choose another name",
             refused.entry,
             refused.reason,
@@ -596,11 +598,13 @@ def install_directory(
         try:
             judge, surveyed = (check or _npydir_check)(aside)
         except NotOwned as refused:
-            where = os.path.join(display, refused.entry) if refused.entry else display
+            what = refused.reason
+            if refused.entry:
+                what = f"{os.path.join(display, refused.entry)}: {what}"
             raise TargetChanged(
                 errno.EEXIST,
-                f"output {display!r} changed during the run: {where} is {refused.reason}, "
-                "not what vsgen wrote; it was left as it was",
+                f"output {display!r} changed during the run and holds what vsgen did not write "
+                f"({what}); it was left as it was",
             ) from None
         if modes[0] & ~surveyed.directory_mode or modes[1] & ~surveyed.file_mode:
             restrict_tree(temp, surveyed.directory_mode, surveyed.file_mode)
@@ -831,6 +835,7 @@ def preflight(
     force: bool,
     needed: int,
     refuse_replacing: Callable[[str, str], Survey | None],
+    clean: bool = True,
 ) -> Survey | None:
     """The checks before an output is created at ``path`` (``target`` as given).
 
@@ -838,9 +843,9 @@ def preflight(
     bytes; a file output must not name a directory; an existing target needs
     ``force``, and ``refuse_replacing(path, target)`` raises if ``--force`` may not
     replace it (in the library, not the CLI, so API callers get the same protection);
-    what it returns (the survey of an old directory output) is returned. The
-    temporaries that runs which died left for the same target are removed first
-    (:func:`clean_litter`).
+    what it returns (the survey of an old directory output) is returned. With
+    ``clean``, the temporaries that runs which died left for the same target are
+    removed first (:func:`clean_litter`); without, nothing is changed.
 
     Raises:
         ValueError: no such directory, a directory where a file goes, or an existing
@@ -859,7 +864,8 @@ def preflight(
         if not force:
             raise ValueError(exists_message(target, directory))
         old = refuse_replacing(path, target)
-    clean_litter(path, target)
+    if clean:
+        clean_litter(path, target)
     check_writable(target, parent, needed)
     return old
 

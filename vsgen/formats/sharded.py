@@ -448,12 +448,14 @@ def _judge(path: str, display: str) -> ShardJudge:
     # carry vsgen's provenance, and be exactly its header and tensors.
     files: dict[str, tuple[int, str | None]] = {}
     for file_name in dict.fromkeys(index.weight_map.values()):
+        if not os.path.lexists(os.path.join(path, file_name)):
+            raise NotOwned("", INDEX_NAME, "an index without vsgen's record or its shards")
         _, metadata = _read_shard(path, file_name, display)
         if "vsgen" not in metadata:
             raise NotOwned("", file_name, "a shard without vsgen's provenance")
         files[file_name] = (os.lstat(os.path.join(path, file_name)).st_size, None)
     if not files:
-        raise NotOwned("", INDEX_NAME, "an index without vsgen's record or shards")
+        raise NotOwned("", INDEX_NAME, "an index without vsgen's record or its shards")
     return ShardJudge(files)
 
 
@@ -482,9 +484,8 @@ class ShardedFormat(StoreFormat):
         try:
             return _judge(path, display)
         except UnreadableFile as error:
-            prefix = f"{os.path.join(display, INDEX_NAME)}: "
-            reason = str(error).removeprefix(prefix)
-            raise NotOwned(str(error), INDEX_NAME, reason) from None
+            # The reader's message names the file (as the user named the directory).
+            raise NotOwned(str(error), "", str(error)) from None
 
     def holds(self, directory: str) -> bool:
         """A directory with a ``model.safetensors.index.json`` (not through a link)."""
