@@ -591,3 +591,111 @@ def test_a_changed_constant_is_not_consistent(tmp_path):
     assert result.exit_code == NOT_CONSISTENT_EXIT
     assert "FAIL  constant" in result.stdout
     assert "verdict: NOT consistent" in result.stdout
+
+
+# --- the whole record -------------------------------------------------------------------
+
+
+def model_file(tmp_path, suffix: str) -> str:
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"seed": 3, "tensors": {"a": [64, 32], "b": [32, 16], "c": [8]}}))
+    target = tmp_path / f"m{suffix}"
+    extra = ["--format", "safetensors-sharded", "--max-shard-size", "9000"] if suffix == "" else []
+    result = run("sample", "--spec", str(spec), "-o", str(target), "-q", *extra)
+    assert result.exit_code == 0, result.output
+    return str(target)
+
+
+def remove_tensor(path: str, name: str) -> None:
+    """Delete tensor ``name`` from a vsgen output, leaving its record in place."""
+    import os
+
+    if path.endswith(".h5"):
+        import h5py
+
+        with h5py.File(path, "a") as h5:
+            del h5[name]
+    elif path.endswith(".zarr"):
+        import shutil
+
+        shutil.rmtree(os.path.join(path, name))
+    elif path.endswith(".safetensors"):
+        import safetensors.numpy
+        from safetensors import safe_open
+
+        with safe_open(path, "np") as handle:
+            metadata = handle.metadata()
+        tensors = safetensors.numpy.load_file(path)
+        del tensors[name]
+        safetensors.numpy.save_file(tensors, path, metadata=metadata)
+    else:  # a shard directory: the index entry goes
+        index_path = os.path.join(path, "model.safetensors.index.json")
+        with open(index_path) as handle:
+            index = json.load(handle)
+        del index["weight_map"][name]
+        with open(index_path, "w") as handle:
+            json.dump(index, handle)
+
+
+@pytest.mark.parametrize("suffix", [".h5", ".safetensors", ".zarr", ""])
+@pytest.mark.parametrize("removed", ["a", "c"])
+def test_a_recorded_tensor_that_is_gone_fails_the_file(tmp_path, suffix, removed):
+    path = model_file(tmp_path, suffix)
+    assert check(path).exit_code == 0
+    remove_tensor(path, removed)
+    result = check(path)
+    assert result.exit_code == NOT_CONSISTENT_EXIT
+    assert f"missing: {removed}: recorded by the file's vsgen provenance" in result.stdout
+    code, document = check_json(path)
+    assert code == NOT_CONSISTENT_EXIT and document["missing"] == [removed]
+    assert document["verdict"] == "NOT consistent"
+    # The library says the same.
+    assert verify.missing_tensors(formats.readers.open_file(path)) == [removed]
+
+
+def test_a_file_left_with_one_of_its_recorded_tensors_fails(tmp_path):
+    """One tensor left of two: not judged as a file of one tensor and passed."""
+    path = model_file(tmp_path, ".safetensors")
+    remove_tensor(path, "a")
+    remove_tensor(path, "b")
+    result = check(path)
+    assert result.exit_code == NOT_CONSISTENT_EXIT
+    assert "missing: a" in result.stdout and "missing: b" in result.stdout
+    # Judged against options instead, the record does not matter.
+    assert "missing" not in check(path, "--scale", "1").stdout
+
+
+def test_an_unrecorded_tensor_is_reported_not_judged(tmp_path):
+    import safetensors.numpy
+    from safetensors import safe_open
+
+    path = model_file(tmp_path, ".safetensors")
+    with safe_open(path, "np") as handle:
+        metadata = handle.metadata()
+    tensors = safetensors.numpy.load_file(path)
+    tensors["extra"] = np.zeros(4, np.float32)
+    safetensors.numpy.save_file(tensors, path, metadata=metadata)
+    result = check(path)
+    assert result.exit_code == 0
+    assert "not judged: extra:" in result.stdout and "vsgen did not write it" in result.stdout
+
+
+def test_a_malformed_record_in_a_file_of_several_tensors_is_refused(tmp_path):
+    """The other tensors' records are fine; one malformed record must not be skipped
+    (and the file called consistent): the whole check is refused, naming the tensor."""
+    import safetensors.numpy
+    from safetensors import safe_open
+
+    path = model_file(tmp_path, ".safetensors")
+    with safe_open(path, "np") as handle:
+        metadata = handle.metadata()
+    document = json.loads(metadata["vsgen"])
+    document["tensors"]["b"]["config"] = "not an object"
+    metadata["vsgen"] = json.dumps(document)
+    safetensors.numpy.save_file(safetensors.numpy.load_file(path), path, metadata=metadata)
+    result = check(path)
+    assert result.exit_code == 2
+    assert "the vsgen record of tensor 'b' is malformed" in result.stderr
+    assert len(result.stderr.splitlines()) == 1 and result.stdout == ""
+    with pytest.raises(ValueError, match="tensor 'b' is malformed"):
+        verify.verify_tensors(path)

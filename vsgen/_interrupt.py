@@ -11,8 +11,32 @@ import os
 import signal
 from typing import Any
 
+#: Set once the command's output is complete and in place: from then on an
+#: interrupt ends the process with 0, for the work it asked to stop is done.
+_output_in_place = False
+
+
+def output_in_place() -> None:
+    """The command's output has been renamed into place: a Ctrl-C or SIGTERM from now
+    on ends the process at once with exit code 0 (and no message), since saying
+    "interrupted" would make a script believe the old target is still there."""
+    global _output_in_place
+    _output_in_place = True
+
+
+def output_pending() -> None:
+    """A command starts: no output of it is in place yet."""
+    global _output_in_place
+    _output_in_place = False
+
+
+def is_output_in_place() -> bool:
+    return _output_in_place
+
 
 def _interrupted_at_once(signum: int, frame: Any) -> None:
+    if _output_in_place:
+        os._exit(0)
     with contextlib.suppress(OSError):
         os.write(2, b"Error: interrupted\n")
     os._exit(1)

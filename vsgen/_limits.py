@@ -15,8 +15,11 @@ one-line ``ValueError`` that names the document, instead of a
 
 from __future__ import annotations
 
+import errno
 import json
 import math
+import os
+import stat
 import sys
 from collections.abc import Callable, Iterator
 from typing import IO, Any
@@ -43,10 +46,56 @@ MAX_JSON_ITEMS = 1 << 20
 MAX_METADATA_BYTES = SAFETENSORS_MAX_HEADER
 #: Most dimensions of a stored tensor.
 MAX_RANK = 64
-#: Most tensors in one file (or npy directory). Real single-file checkpoints
-#: hold a few thousand; ``check`` spends about a millisecond per tiny tensor,
-#: so this also bounds the work a file of many empty tensors can ask for.
+#: Most tensors in one file (or npy directory, Zarr store, shard directory, model
+#: spec). Real single-file checkpoints hold a few thousand; ``check`` spends about
+#: a millisecond per tiny tensor, so this also bounds the work a file of many
+#: empty tensors can ask for.
 MAX_TENSORS = 1 << 16
+#: Most chunk files of one Zarr store, and blocks of one block-written output:
+#: vsgen makes one file (or task) per chunk, so a grid of 1x1 chunks of a
+#: 65536x65536 tensor (4.3e9 files) is refused before anything is made.
+MAX_CHUNKS = 1 << 20
+#: Most nodes (groups and arrays) a Zarr store may hold, and deepest nesting of
+#: its groups (a name of ``/``-separated parts).
+MAX_NODES = MAX_TENSORS + 1024
+MAX_NODE_DEPTH = MAX_NESTING
+#: Largest ``zarr.json`` (vsgen's hold the provenance of one tensor, or of the
+#: model at the root) and largest shard index (about 60 bytes per tensor).
+MAX_NODE_BYTES = 16 << 20
+MAX_INDEX_BYTES = 64 << 20
+#: Most threads a caller may ask for (``--threads``): more than any machine has.
+MAX_THREADS = 1 << 12
+
+
+def open_document(path: str, what: str) -> IO[bytes]:
+    """``path`` opened for reading as a document (a ``--config``, a ``--spec``).
+
+    Opened without blocking and judged on the descriptor (``fstat``): a FIFO or a
+    socket is refused (ValueError starting with ``what``) instead of waiting for a
+    writer forever; a regular file or a device (``/dev/zero``, read up to the
+    caller's cap) is returned, blocking again, as a binary file object.
+
+    Raises:
+        FileNotFoundError, IsADirectoryError, PermissionError: as ``open`` does.
+        ValueError: a FIFO or a socket.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    descriptor = os.open(path, flags)
+    try:
+        mode = os.fstat(descriptor).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+        if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
+            kind = "a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a socket"
+            raise ValueError(
+                f"{what} is {kind}, not a file; vsgen does not wait on it (pipe it into "
+                "standard input with '-' instead)"
+            )
+        os.set_blocking(descriptor, True)
+        return os.fdopen(descriptor, "rb")
+    except BaseException:
+        os.close(descriptor)
+        raise
 
 
 def read_text(handle: IO[bytes], limit: int, what: str) -> str:
@@ -220,13 +269,21 @@ def loads_json(
     overflow (``1e400``), integers of more than 4300 digits, duplicate keys
     (unless ``object_pairs_hook`` decides otherwise).
     """
-    items, depth = json_structure(text, max_items, max_depth)
-    if depth > max_depth:
-        raise ValueError(
-            f"{what}: nested too deeply ({depth} levels; at most {max_depth} are allowed)"
-        )
-    if items > max_items:
-        raise ValueError(f"{what}: holds over {max_items:,} values; refusing to parse it")
+    # A short text with few brackets can neither hold many values nor nest deeply:
+    # it needs no pre-scan (whose fixed cost would dominate the thousands of small
+    # documents of a store).
+    if isinstance(text, bytes):
+        opened = text.count(b"[") + text.count(b"{")
+    else:
+        opened = text.count("[") + text.count("{")
+    if len(text) > min(_SMALL_DOCUMENT, max_items) or opened > max_depth:
+        items, depth = json_structure(text, max_items, max_depth)
+        if depth > max_depth:
+            raise ValueError(
+                f"{what}: nested too deeply ({depth} levels; at most {max_depth} are allowed)"
+            )
+        if items > max_items:
+            raise ValueError(f"{what}: holds over {max_items:,} values; refusing to parse it")
     if isinstance(text, bytes):
         try:
             text = text.decode("utf-8")
@@ -267,6 +324,10 @@ def loads_json(
         field = _non_finite_path(document) or "a value"
         raise ValueError(f"{what}: field {field} is {non_finite[0]}, not a finite number")
     return document
+
+
+#: Texts up to this length with few brackets are parsed without the pre-scan.
+_SMALL_DOCUMENT = 1 << 16
 
 
 def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -25,8 +25,10 @@ refused (:func:`check`).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
+import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -34,10 +36,13 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from vsgen._limits import MAX_CHUNKS, MAX_THREADS
 from vsgen._wording import library_errors
 from vsgen.dtypes import TensorInfo
 from vsgen.fans import auto_block_shape
-from vsgen.formats import parallel, registry
+from vsgen.formats import atomic, parallel, registry
+from vsgen.formats.atomic import cancellation, io_error, preflight
+from vsgen.formats.base import check_output
 from vsgen.formats.sharded import DEFAULT_MAX_SHARD_SIZE, parse_size
 from vsgen.streams import Draw, get_stream, usable_cpus
 
@@ -229,14 +234,75 @@ def sources(job: Job) -> list[BlockSource]:
     ]
 
 
-def check(job: Job) -> None:
-    """Refuse a job whose tensors cannot be made block by block.
+def check(
+    job: Job,
+    target: str | None = None,
+    fmt: str | None = None,
+    *,
+    chunks: Any = None,
+    max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE,
+    threads: int | None = None,
+    force: bool = False,
+) -> None:
+    """Refuse a job that :func:`write` would refuse before making anything (nothing
+    is written): a tensor that cannot be made block by block, a bad
+    ``max_shard_size`` or ``threads``, ``chunks`` cutting the tensors into more than
+    ``MAX_CHUNKS`` blocks, and, given a ``target``, an output its format cannot hold
+    or lay out (a Zarr store of too many chunk files), an existing target without
+    ``force`` or one ``force`` may not replace, a directory without room. The
+    arguments are :func:`write`'s.
 
     Raises:
-        ValueError: a tensor uses the sequential ``keras`` stream (the message names it).
+        ValueError: the message names the tensor, the argument or the target.
+        OSError: the target's directory is not writable or too small.
     """
-    for source in sources(job):
+    _, spec, _, _, layout = _planned(job, target, fmt, chunks, max_shard_size, threads)
+    if target is not None:
+        preflight(
+            target,
+            os.path.abspath(target),
+            directory=spec.directory,
+            force=force,
+            needed=layout.needed,
+            refuse_replacing=spec.refuse_replacing,
+            clean=False,
+        )
+
+
+def _planned(
+    job: Job,
+    target: str | None,
+    fmt: str | None,
+    chunks: Any,
+    max_shard_size: int | str,
+    threads: int | None,
+) -> tuple[list[BlockSource], Any, list[Any] | None, int, Any]:
+    """:func:`check`'s checks but the target's; the sources, the format, each
+    tensor's given chunks, the shard size in bytes and the layout (None without a
+    ``target``)."""
+    tensor_sources = sources(job)
+    for source in tensor_sources:
         source.check_parallel()
+    shard_bytes = parse_size(max_shard_size)
+    check_threads(threads)
+    given = None if chunks is None else [_given_chunks(s, chunks) for s in tensor_sources]
+    if given is not None:
+        check_block_count(tensor_sources, given)
+    spec = layout = None
+    if target is not None:
+        spec = registry.get(registry.resolve_format(target, fmt, len(tensor_sources)))
+        infos = [TensorInfo(s.name, s.shape, s.dtype) for s in tensor_sources]
+        request = check_output(
+            target,
+            spec,
+            infos,
+            job.metadata(),
+            job.tensor_metadata(),
+            chunk_shapes=given,
+            max_shard_size=shard_bytes,
+        )
+        layout = spec.plan(request)
+    return tensor_sources, spec, given, shard_bytes, layout
 
 
 # --- the tasks ---------------------------------------------------------------------------
@@ -384,7 +450,8 @@ class LocalRunner:
     def run(
         self, tasks: Sequence[WriteTask], on_progress: OnProgress, cancelled: Cancelled
     ) -> None:
-        workers = usable_cpus() if self.threads is None else max(1, int(self.threads))
+        check_threads(self.threads)
+        workers = usable_cpus() if self.threads is None else self.threads
         pending = list(reversed(tasks))
         running: set[Future[int]] = set()
         with ThreadPoolExecutor(workers, thread_name_prefix="vsgen-write") as pool:
@@ -404,7 +471,7 @@ class LocalRunner:
                 raise
 
     def sync(self, temp: str) -> None:
-        parallel.sync_written(temp)
+        parallel.sync_written(temp, atomic.stop_if_cancelled)
 
     def forget(self, temp: str) -> None:
         parallel.forget_written(temp)
@@ -451,14 +518,14 @@ def write(
         OSError: I/O failure, or a runner that could not finish.
     """
     with library_errors():
-        tensor_sources = sources(job)
-        for source in tensor_sources:
-            source.check_parallel()
-        spec = registry.get(registry.resolve_format(target, fmt, len(tensor_sources)))
-        shard_bytes = parse_size(max_shard_size)
-        runner = runner if runner is not None else LocalRunner(threads)
-        given = None if chunks is None else [_given_chunks(s, chunks) for s in tensor_sources]
-        infos = [TensorInfo(s.name, s.shape, s.dtype) for s in tensor_sources]
+        tensor_sources, spec, given, shard_bytes, _ = _planned(
+            job, target, fmt, chunks, max_shard_size, threads
+        )
+    runner = runner if runner is not None else LocalRunner(threads)
+    infos = [TensorInfo(s.name, s.shape, s.dtype) for s in tensor_sources]
+    # Laying out (a store's every chunk file), the writers and the commit's syncing
+    # all stop at the next file once cancelled() is true; never after the rename.
+    with library_errors(), cancellation(cancelled), _naming(target):
         output = parallel.open_parallel_output(
             target,
             spec.name,
@@ -481,3 +548,56 @@ def write(
                 runner.forget(output.temp)
                 raise
             output.commit()
+
+
+@contextlib.contextmanager
+def _naming(target: str) -> Iterator[None]:
+    """An OSError of a writer (it names a file in the hidden temporary) as one that
+    names the target, keeping its errno."""
+    try:
+        yield
+    except OSError as error:
+        if isinstance(error, FileExistsError) or not error.filename:
+            raise
+        raise io_error(error, target) from error
+
+
+def check_threads(threads: int | None) -> None:
+    """``threads``: None, or a positive count of at most ``MAX_THREADS``.
+
+    Raises:
+        ValueError: naming the argument.
+    """
+    if threads is None:
+        return
+    if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= MAX_THREADS:
+        raise ValueError(
+            f"Argument `threads` must be an integer from 1 to {MAX_THREADS}. "
+            f"Received: threads={str(threads)[:40]}"
+        )
+
+
+def check_block_count(tensor_sources: Sequence[BlockSource], given: Sequence[Any]) -> None:
+    """The blocks the caller's chunks cut the tensors into: at most ``MAX_CHUNKS`` in all
+    (each is a task, and for Zarr a file), counted before anything is made.
+
+    Raises:
+        ValueError: naming the tensor and the count.
+    """
+    total = 0
+    for source, chunks in zip(tensor_sources, given, strict=True):
+        if chunks is None or not source.shape:
+            continue
+        count = 1
+        for length, spec in zip(source.shape, chunks, strict=True):
+            count *= (
+                len(spec) if isinstance(spec, (tuple, list)) else -(-length // max(1, int(spec)))
+            )
+        total += count
+        if total > MAX_CHUNKS:
+            shown = ",".join(str(c) for c in chunks)
+            raise ValueError(
+                f"Argument `chunks` cuts tensor {source.name!r} into {count:,} blocks; at most "
+                f"{MAX_CHUNKS:,} blocks (and Zarr chunk files) are written in all: give larger "
+                f"chunks. Received: chunks={shown}"
+            )

@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from vsgen import provenance
+from vsgen._limits import MAX_TENSORS
 from vsgen.dtypes import TensorInfo, resolve_dtype
 from vsgen.fans import LAYOUTS, check_layout, normalize_shape, parse_shape
 from vsgen.initializer import (
@@ -700,10 +701,10 @@ def load_spec(path: str) -> ModelSpec:
         raise ValueError(f"spec {path}: file not found")
     if os.path.isdir(path):
         raise ValueError(f"spec {path}: is a directory")
-    from vsgen._limits import MAX_SPEC_BYTES, MAX_TOML_BYTES, read_text
+    from vsgen._limits import MAX_SPEC_BYTES, MAX_TOML_BYTES, open_document, read_text
 
     limit = MAX_TOML_BYTES if suffix == ".toml" else MAX_SPEC_BYTES
-    with open(path, "rb") as handle:
+    with open_document(path, f"spec {path}") as handle:
         text = read_text(handle, limit, f"spec {path}")
     document = _parse_toml(text, path) if suffix == ".toml" else _parse_json(text, path)
     return parse_spec(document, source=f"spec {path}")
@@ -823,6 +824,11 @@ def parse_spec(document: object, source: str = "spec") -> ModelSpec:
         raise ValueError(
             f"{source}: tensors: must be a table of name = {{ shape = [...] }}, "
             f"not {_type_name(tensors_doc)}"
+        )
+    if len(tensors_doc) > MAX_TENSORS:
+        raise ValueError(
+            f"{source}: tensors: {len(tensors_doc):,} tensors, more than the {MAX_TENSORS:,} "
+            "one output may hold; split the model"
         )
     tensors = tuple(
         _parse_tensor(str(name), value, f"{source}: tensors.{_key_path(str(name))}")

@@ -332,8 +332,10 @@ def stream_job(
     *,
     threads: int | None = None,
     on_progress: OnProgress = None,
+    commit: Callable[[Output], None] | None = None,
 ) -> None:
-    """Write every plan's values into ``output`` in order, then commit it.
+    """Write every plan's values into ``output`` in order, then commit it
+    (``commit(output)`` when given: the command line's holds signals around it).
 
     Chunks of :data:`WRITE_CHUNK` values are computed :data:`PREFETCH` ahead of
     the writer in recycled buffers (``threads`` sampling threads; default: the
@@ -355,7 +357,10 @@ def stream_job(
 
     with output:
         formats.write_chunks(output, chunks(), on_progress=on_progress, prefetch=PREFETCH)
-        output.commit()
+        if commit is None:
+            output.commit()
+        else:
+            commit(output)
 
 
 def runner_for(scheduler: Any) -> contextlib.AbstractContextManager[Runner | None]:

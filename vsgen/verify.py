@@ -332,9 +332,24 @@ def recorded_record(source: FileTensor) -> dict[str, Any]:
     record = source.cache["records"].get(source.name)
     if record is None:
         raise NoExpectationError(
-            f"{source.path}: no vsgen provenance recorded for tensor {source.name!r}"
+            f"{source.path}: tensor {source.name[:200]!r} is not in the file's vsgen provenance "
+            "(vsgen did not write it)"
         )
     return record
+
+
+def missing_tensors(tensor_file: TensorFile) -> list[str]:
+    """The tensors the file's vsgen provenance records but the file does not hold
+    (deleted from it since), in the record's order; ``[]`` for a file without provenance.
+
+    Raises:
+        ValueError: the provenance is malformed.
+    """
+    if provenance.METADATA_KEY not in tensor_file.metadata:
+        return []
+    records = provenance.parse_metadata(tensor_file.metadata, tensor_file.path)
+    present = set(tensor_file.names)
+    return [name for name in records if name not in present]
 
 
 @contextlib.contextmanager
@@ -969,22 +984,26 @@ class FileReport:
 
     ``reports`` holds one :class:`VerifyReport` per judged tensor, in file
     order; ``not_judged`` the tensors that could not be judged and why
-    (not a float tensor, no record, a record without a distribution). They
-    do not change the verdict, which is ``NOT consistent`` if any judged
-    tensor is, ``too few values to judge`` if every judged tensor is, and
-    ``consistent`` otherwise.
+    (not a float tensor, no record (a tensor vsgen did not write), a record
+    without a distribution): they do not change the verdict. ``missing`` holds
+    the tensors the file's provenance records but the file lacks. The verdict is
+    ``NOT consistent`` if any judged tensor is or a recorded tensor is missing,
+    ``too few values to judge`` if every judged tensor is, and ``consistent``
+    otherwise.
     """
 
     path: str
     format: str
     reports: list[VerifyReport]
     not_judged: list[dict[str, str]] = field(default_factory=list)
+    #: Tensors the file's provenance records but the file no longer holds.
+    missing: list[str] = field(default_factory=list)
 
     @property
     def verdict(self) -> str:
         """The file's verdict (see the class docstring)."""
         verdicts = [report.verdict for report in self.reports]
-        if NOT_CONSISTENT in verdicts:
+        if NOT_CONSISTENT in verdicts or self.missing:
             return NOT_CONSISTENT
         if verdicts and all(verdict == TOO_FEW for verdict in verdicts):
             return TOO_FEW
@@ -1009,6 +1028,7 @@ class FileReport:
             "consistent": self.consistent,
             "tensors": [report.as_dict() for report in self.reports],
             "not_judged": list(self.not_judged),
+            "missing": list(self.missing),
         }
 
     def to_json(self) -> str:
@@ -1024,11 +1044,13 @@ def verify_tensors(
     max_sample: int | None = None,
 ) -> FileReport:
     """Judge every tensor of ``path`` (or of an opened file) against its own record
-    (or ``initializer``).
+    (or ``initializer``), and the file against its whole record: without an
+    ``initializer``, a tensor the provenance records but the file lacks makes it
+    ``NOT consistent`` (``missing``).
 
     Tensors that cannot be judged (not float, no record, a record without a
-    distribution) are listed in ``not_judged``; if none can be judged, the
-    reason for the first is raised.
+    distribution) are listed in ``not_judged``; if none can be judged and none is
+    missing, the reason for the first is raised.
 
     Raises:
         NoExpectationError: no tensor has a record and no initializer was given.
@@ -1036,7 +1058,8 @@ def verify_tensors(
     """
     tensor_file = path if isinstance(path, TensorFile) else open_file(path)
     path = tensor_file.path
-    if not tensor_file.tensors:
+    missing = missing_tensors(tensor_file) if initializer is None else []
+    if not tensor_file.tensors and not missing:
         raise ValueError(f"{path} holds no tensors")
     reports: list[VerifyReport] = []
     not_judged: list[dict[str, str]] = []
@@ -1053,9 +1076,9 @@ def verify_tensors(
         except (NoExpectationError, NotJudgedError) as error:
             errors.append(error)
             not_judged.append({"name": tensor.name, "reason": str(error)})
-    if not reports:
+    if not reports and not missing:
         raise errors[0]
-    return FileReport(path, tensor_file.format, reports, not_judged)
+    return FileReport(path, tensor_file.format, reports, not_judged, missing)
 
 
 def verify_array(

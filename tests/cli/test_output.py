@@ -360,9 +360,11 @@ def vsgen_command(*args: str) -> list[str]:
 
 #: Runs ``python -m vsgen ARGS`` in a child that pauses at a chosen moment and
 #: says so by creating MARKER: "write" (after the first chunk was written to the
-#: temporary) or "rename" (every byte written and synced, the temporary about to
-#: be moved into place). The pause is a sleep the test's signal interrupts, so
-#: each signal test writes a few MiB and never races the run.
+#: temporary), "sync" (while the commit syncs the temporary) or "rename" (every
+#: byte written and synced, the temporary about to be moved into place). The
+#: pause is a sleep the test's signal interrupts, or that ends when the test
+#: creates MARKER.release (a signal the commit holds), so each signal test writes a
+#: few MiB and never races the run.
 PAUSING_CHILD = r"""
 import os, runpy, sys, time
 
@@ -371,10 +373,13 @@ sys.argv = ["vsgen", *sys.argv[3:]]
 
 
 def pause():
+    # Until the signal raises here, or the test lets go (the file marker.release).
     with open(marker, "w"):
         pass
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
+        if os.path.exists(marker + ".release"):
+            return
         time.sleep(0.01)
     raise SystemExit("the test's signal never came")
 
@@ -392,6 +397,15 @@ if moment == "write":
             pause()
 
     output.Output.write = write_then_pause
+elif moment == "sync":
+    real_fsync = os.fsync
+
+    def fsync_then_pause(fd):
+        real_fsync(fd)
+        if ".vsgen-" in os.path.basename(os.readlink(f"/proc/self/fd/{fd}")):
+            pause()
+
+    os.fsync = fsync_then_pause
 else:
     def pause_before(real):
         def call(source, destination, *args, **kwargs):
@@ -418,6 +432,11 @@ def start_paused(tmp_path: Path, moment: str, *args: str) -> tuple[subprocess.Po
 
 def wait_for(path: Path, process: subprocess.Popen, timeout: float = 60) -> None:
     """Until ``path`` exists (an event the child makes), or fail if the child ends."""
+    wait_for_marker(path, process, timeout)
+
+
+def wait_for_marker(path: Path, process: subprocess.Popen, timeout: float = 60) -> None:
+    """Until ``path`` exists (an event the child makes), or fail if the child ends."""
     deadline = time.monotonic() + timeout
     while not path.exists():
         if process.poll() is not None:
@@ -428,9 +447,16 @@ def wait_for(path: Path, process: subprocess.Popen, timeout: float = 60) -> None
         time.sleep(0.005)
 
 
-def signal_and_collect(process: subprocess.Popen, signum: int) -> tuple[bytes, bytes]:
+def signal_and_collect(
+    process: subprocess.Popen, signum: int, release: Path | None = None
+) -> tuple[bytes, bytes]:
+    """Send ``signum``; then, if given, create ``release`` (the child goes on if the
+    signal was held); the child's output."""
     try:
         process.send_signal(signum)
+        if release is not None:
+            time.sleep(0.05)
+            release.touch()
         return process.communicate(timeout=60)
     finally:
         if process.poll() is None:
@@ -492,7 +518,6 @@ def test_signal_between_write_and_rename(
     target = out / f"w.{fmt}"
     if old_file:
         target.write_bytes(OLD_BYTES)
-    before = listing(out)
     process, marker = start_paused(
         tmp_path,
         "rename",
@@ -508,7 +533,41 @@ def test_signal_between_write_and_rename(
     wait_for(marker, process)
     [temporary] = temporaries(out)  # complete, synced, not yet in place
     assert temporary.stat().st_size >= 256 * 128 * 4
-    _, stderr = signal_and_collect(process, signum)
+    # The commit holds the signal from its last look on: the output goes into place,
+    # and the exit status says so.
+    _, stderr = signal_and_collect(process, signum, marker.with_name(marker.name + ".release"))
+    assert process.returncode == 0 and stderr == b""
+    assert [entry.name for entry in os.scandir(out)] == [target.name]
+    assert target.read_bytes() != OLD_BYTES and target.stat().st_size >= 256 * 128 * 4
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/fd"), reason="names descriptors by /proc")
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signal_while_the_commit_syncs_stops_it(
+    tmp_path: Path, signum: signal.Signals, fmt: str
+) -> None:
+    """A signal while the commit flushes the temporary to disk stops it before the
+    rename: the old file stays, exit 1 and one line."""
+    out = tmp_path / "out"
+    out.mkdir()
+    target = out / f"w.{fmt}"
+    target.write_bytes(OLD_BYTES)
+    before = listing(out)
+    process, marker = start_paused(
+        tmp_path,
+        "sync",
+        "sample",
+        "--shape",
+        "256,128",
+        "--seed",
+        "0",
+        "-o",
+        str(target),
+        "--force",
+    )
+    wait_for(marker, process)
+    _, stderr = signal_and_collect(process, signum, marker.with_name(marker.name + ".release"))
     assert process.returncode == 1 and stderr == b"Error: interrupted\n"
     assert listing(out) == before
 

@@ -23,7 +23,10 @@ import pytest
 
 from vsgen.formats import atomic
 
-TEMP_NAME = re.compile(r"^\.(?P<base>.*)\.vsgen-tmp-[0-9a-f]{12}$", re.DOTALL)
+#: ``.<target>.vsgen-tmp-<owner>-<pid>-<random>``: owner and pid name the run.
+TEMP_NAME = re.compile(
+    r"^\.(?P<base>.*)\.vsgen-tmp-(?P<owner>[0-9a-f]{8})-(?P<pid>[0-9]+)-[0-9a-f]{12}$", re.DOTALL
+)
 
 
 # --- names ---------------------------------------------------------------------------
@@ -35,18 +38,21 @@ def test_the_temporary_is_hidden_beside_the_target(tmp_path: Path) -> None:
     assert os.path.dirname(temp) == str(tmp_path / "sub")
     match = TEMP_NAME.match(os.path.basename(temp))
     assert match and match["base"] == "w.npy"
+    assert match["owner"] == atomic.owner_tag() and match["pid"] == str(os.getpid())
     assert atomic.temp_path(final) != temp  # random
     # A bare name stays a bare name (the current folder).
     assert os.path.dirname(atomic.temp_path("w.npy")) == ""
     aside = os.path.basename(atomic.temp_path(final, ".vsgen-old-"))
-    assert re.fullmatch(r"\.w\.npy\.vsgen-old-[0-9a-f]{12}", aside)
+    assert re.fullmatch(
+        rf"\.w\.npy\.vsgen-old-{atomic.owner_tag()}-{os.getpid()}-[0-9a-f]{{12}}", aside
+    )
 
 
 @pytest.mark.parametrize("length", [200, 232, 233, 255])
 def test_long_names_are_shortened_to_the_limit(tmp_path: Path, length: int) -> None:
     name = "w" * (length - 4) + ".npy"
     temp = os.path.basename(atomic.temp_path(str(tmp_path / name)))
-    suffix = len(".vsgen-tmp-") + 12
+    suffix = len(f".vsgen-tmp-{atomic.owner_tag()}-{os.getpid()}-") + 12
     assert len(temp.encode()) == min(1 + length + suffix, 255)
     assert name.startswith(TEMP_NAME.match(temp)["base"])
     (tmp_path / temp).write_bytes(b"")  # the file system accepts it
@@ -274,7 +280,9 @@ def test_force_swaps_directories_through_an_aside_name(
     (old, aside), (new, final) = calls
     assert old == final == str(tmp_path / "out") and new == str(temp)
     assert os.path.dirname(aside) == str(tmp_path)
-    assert re.fullmatch(r"\.out\.vsgen-old-[0-9a-f]{12}", os.path.basename(aside))
+    assert re.fullmatch(
+        r"\.out\.vsgen-old-[0-9a-f]{8}-[0-9]+-[0-9a-f]{12}", os.path.basename(aside)
+    )
 
 
 def test_a_failed_swap_puts_the_old_directory_back(

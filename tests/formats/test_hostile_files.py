@@ -1,18 +1,7 @@
 """Hostile input files: every one answered with one line, exit 2, bounded work.
 
-Each case builds its file inside the test (raw bytes or h5py; no binary
-fixtures) and runs a real ``vsgen`` command on it in its own process, under
-an address-space limit (``RLIMIT_AS``) and a CPU-time limit, with a wall-clock
-guard that kills a hung case. For every case the test checks the exit code,
-exactly one line on stderr (no ``internal error``, no traceback), nothing
-written or changed in the case's folder, no byte of a foreign file reaching
-stdout (foreign files hold the marker value 31337), and the peak resident
-memory of the process (``wait4``'s ``ru_maxrss``) below 300 MiB.
-
-The cases run in one worker process that imports vsgen once and forks a
-child per case, so a case costs milliseconds instead of an interpreter
-start; a forked child's peak RSS includes everything the worker imported, so
-it over-states a fresh ``vsgen`` process, never under-states it.
+How each case is run and judged (its own process, limits, one stderr line,
+nothing changed, no foreign byte, time and memory) is :mod:`hostile`'s.
 """
 
 from __future__ import annotations
@@ -20,12 +9,8 @@ from __future__ import annotations
 import json
 import os
 import struct
-import subprocess
-import sys
-import textwrap
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,84 +18,12 @@ import pytest
 
 h5py = pytest.importorskip("h5py")
 
+from hostile import MARKER, Case, check_outcome, marker_bytes, run_cases  # noqa: E402
+
 import vsgen  # noqa: E402
 from vsgen._limits import MAX_CONFIG_BYTES, MAX_TOML_BYTES  # noqa: E402
 
-#: Peak resident memory allowed for any hostile case.
-RSS_LIMIT_MIB = 300
-#: Address space of a case: the worker maps about 130 MB after its imports
-#: (measured with VmSize); 1 GiB leaves room for the allowed work and makes an
-#: unbounded allocation fail instead of swapping.
-ADDRESS_SPACE = 1 << 30
-#: A hung case is killed after this many seconds (a guard, not a timing test).
-WALL_LIMIT = 30
-#: A float32 value planted in every foreign file: it must never be reported.
-MARKER = 31337.0
-MARKER_TEXT = "31337"
-
-WORKER = textwrap.dedent(
-    """
-    import json, os, resource, sys, time, traceback
-    import numpy, h5py, ml_dtypes  # what check, --like and --config-from import
-    from vsgen.cli import main
-
-    cases = json.load(open(sys.argv[1]))
-    address_space, wall_limit = int(sys.argv[2]), float(sys.argv[3])
-    results = {}
-    for case in cases:
-        started = time.monotonic()
-        pid = os.fork()
-        if pid == 0:
-            code = 99
-            try:
-                os.chdir(case["cwd"])
-                resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
-                resource.setrlimit(resource.RLIMIT_CPU, (int(wall_limit), int(wall_limit)))
-                for fd, name, flags in ((1, "out", os.O_WRONLY), (2, "err", os.O_WRONLY)):
-                    target = os.open(case[name], flags | os.O_CREAT | os.O_TRUNC, 0o600)
-                    os.dup2(target, fd)
-                stdin = os.open(case["stdin"] or os.devnull, os.O_RDONLY)
-                os.dup2(stdin, 0)
-                try:
-                    main(case["args"])
-                except SystemExit as exit:
-                    code = exit.code if isinstance(exit.code, int) else 1
-            except BaseException:
-                traceback.print_exc()
-            finally:
-                try:
-                    sys.stdout.flush()
-                    sys.stderr.flush()
-                finally:
-                    os._exit(code)
-        timed_out = False
-        while True:
-            done, status, usage = os.wait4(pid, os.WNOHANG)
-            if done:
-                break
-            if time.monotonic() - started > wall_limit:
-                os.kill(pid, 9)
-                done, status, usage = os.wait4(pid, 0)
-                timed_out = True
-                break
-            time.sleep(0.002)
-        results[case["id"]] = {
-            "code": os.waitstatus_to_exitcode(status),
-            "rss_kib": usage.ru_maxrss,
-            "seconds": time.monotonic() - started,
-            "cpu_seconds": usage.ru_utime + usage.ru_stime,
-            "timed_out": timed_out,
-        }
-    print(json.dumps(results))
-    """
-)
-
-
 # --- building hostile files ------------------------------------------------------------
-
-
-def marker_bytes(count: int = 16) -> bytes:
-    return np.full(count, MARKER, dtype="<f4").tobytes()
 
 
 def foreign_h5(folder: Path) -> Path:
@@ -175,17 +88,6 @@ def record_document(**changes: object) -> str:
         else:
             record[key] = value
     return json.dumps({"format": 1, "vsgen_version": "0.1.0", "tensors": {"weight": record}})
-
-
-@dataclass(frozen=True)
-class Case:
-    """A hostile input: how to build it, the command, what must come out."""
-
-    id: str
-    build: Callable[[Path], list[str]]
-    words: str
-    code: int = 2
-    stdin: bytes | None = None
 
 
 def file_case(
@@ -739,105 +641,18 @@ CASES = [
 ]
 
 
-def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
-    return {
-        str(path.relative_to(folder)): (path.stat().st_size, path.stat().st_mtime_ns)
-        for path in sorted(folder.rglob("*"))
-        if not path.is_fifo()
-    }
-
-
 @pytest.fixture(scope="module")
 def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
     """Build every case's folder, run all cases in the worker, collect the results."""
-    root = tmp_path_factory.mktemp("hostile")
-    captures = root / "captures"
-    captures.mkdir()
-    cases, before = [], {}
-    for case in CASES:
-        folder = root / case.id
-        folder.mkdir()
-        args = case.build(folder)
-        stdin = None
-        if case.stdin is not None:
-            stdin = captures / f"{case.id}.in"
-            stdin.write_bytes(case.stdin)
-        before[case.id] = snapshot(folder)
-        cases.append(
-            {
-                "id": case.id,
-                "cwd": str(folder),
-                "args": args,
-                "out": str(captures / f"{case.id}.out"),
-                "err": str(captures / f"{case.id}.err"),
-                "stdin": None if stdin is None else str(stdin),
-            }
-        )
-    (root / "cases.json").write_text(json.dumps(cases))
-    package_root = str(Path(vsgen.__file__).resolve().parents[1])
-    env = {
-        **os.environ,
-        "PYTHONPATH": package_root,
-        "OPENBLAS_NUM_THREADS": "1",
-        "COLUMNS": "200",
-    }
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            WORKER,
-            str(root / "cases.json"),
-            str(ADDRESS_SPACE),
-            str(WALL_LIMIT),
-        ],
-        capture_output=True,
-        env=env,
-        timeout=WALL_LIMIT * len(CASES),
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr.decode(errors="replace")[-2000:]
-    results = json.loads(done.stdout)
-    for case in CASES:
-        result = results[case.id]
-        result["stdout"] = Path(captures / f"{case.id}.out").read_bytes()
-        result["stderr"] = Path(captures / f"{case.id}.err").read_text(errors="replace")
-        result["before"] = before[case.id]
-        result["after"] = snapshot(root / case.id)
-        result["folder"] = root / case.id
-    slowest = sorted(results, key=lambda key: -results[key]["cpu_seconds"])[:3]
-    largest = sorted(results, key=lambda key: -results[key]["rss_kib"])[:3]
-    print(f"\n{len(CASES)} hostile cases; most CPU time (wall time):", end="")
-    print(
-        ", ".join(
-            f" {key} {results[key]['cpu_seconds']:.2f} s ({results[key]['seconds']:.2f} s)"
-            for key in slowest
-        ),
-        end="",
-    )
-    print("; largest peak RSS:", end="")
-    print(", ".join(f" {key} {results[key]['rss_kib'] / 1024:.0f} MiB" for key in largest))
-    return results
+    return run_cases(tmp_path_factory.mktemp("hostile"), CASES)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
 def test_hostile_case(outcomes: dict[str, dict], case: Case) -> None:
-    result = outcomes[case.id]
-    stderr, stdout = result["stderr"], result["stdout"]
-    assert not result["timed_out"], f"killed after {WALL_LIMIT} s"
-    assert result["code"] == case.code, (result["code"], stderr)
-    assert "Traceback" not in stderr and "internal error" not in stderr, stderr
-    if case.code == 2:
-        assert len(stderr.splitlines()) == 1 and stderr.startswith("Error: "), stderr
-        assert case.words in stderr, stderr
-        assert stdout == b""
-        # Nothing written, nothing changed, no temporary left behind.
-        assert result["after"] == result["before"]
-    else:
-        assert stderr == ""
-        assert b"verdict: consistent" in stdout
-        assert stdout.count(b"weight") == 1, stdout  # each object once, aliases not listed
-    assert MARKER_TEXT not in stderr and MARKER_TEXT.encode() not in stdout
-    assert result["rss_kib"] < RSS_LIMIT_MIB * 1024, f"peak RSS {result['rss_kib'] // 1024} MiB"
+    check_outcome(outcomes[case.id], case)
+    if case.code == 0:
+        # Each object once, aliases not listed.
+        assert outcomes[case.id]["stdout"].count(b"weight") == 1
 
 
 def test_foreign_files_are_untouched(outcomes: dict[str, dict]) -> None:

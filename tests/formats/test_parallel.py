@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import subprocess
@@ -201,11 +202,11 @@ def _store(tmp_path, node_changes=None, chunk_bytes=None):
         (
             {"chunk_grid": {"name": "regular", "configuration": {"chunk_shape": [2**20, 2**20]}}},
             None,
-            "too large",
+            "over 2**27 values",
         ),
-        ({"data_type": "int64"}, None, "data type"),
+        ({"data_type": "complex64"}, None, "data type"),
         ({"shape": [4, -4]}, None, "shape"),
-        (None, b"\x00" * 3, "expected 16"),
+        (None, b"\x00" * 3, "the chunk holds 16"),
     ],
 )
 def test_hostile_stores_give_one_line_errors(tmp_path, changes, chunk_bytes, message):
@@ -222,7 +223,11 @@ def test_chunk_links_out_of_the_store_are_refused(tmp_path):
     os.unlink(store / "c" / "0" / "0")
     os.symlink(secret, store / "c" / "0" / "0")
     result = CliRunner().invoke(cli, ["check", str(store)])
-    assert result.exit_code == 2 and "leaves the store" in result.output
+    assert (
+        result.exit_code == 2
+        and "c/0/0: chunk of array 'weight' is a symbolic link" in result.output
+    )
+    assert len(result.output.strip().splitlines()) == 1
 
 
 def test_oversized_metadata_is_refused(tmp_path):
@@ -282,15 +287,122 @@ def test_parse_scheduler_refuses_bad_counts(text):
 
 
 def test_oversized_index_and_zarr_metadata_are_refused_unread(tmp_path, monkeypatch):
-    """Both JSON documents are read through the one capped reader: at most the
-    cap plus one byte, then refused with the file named."""
+    """Both JSON documents are capped before they are parsed: refused with the file named."""
     from vsgen.formats import zarr as zarr_format
 
-    monkeypatch.setattr(sharded, "_MAX_INDEX_BYTES", 100)
-    (tmp_path / sharded.INDEX_NAME).write_text('{"weight_map": {}, "pad": "' + "x" * 200 + '"}')
-    with pytest.raises(ValueError, match="the index is larger than 100 bytes"):
-        sharded.read_weight_map(str(tmp_path))
-    monkeypatch.setattr(zarr_format, "_MAX_METADATA_BYTES", 100)
-    (tmp_path / "zarr.json").write_text('{"pad": "' + "x" * 200 + '"}')
-    with pytest.raises(ValueError, match="zarr.json is larger than 100 bytes"):
-        zarr_format._load_node(str(tmp_path), "store")
+    monkeypatch.setattr(sharded, "MAX_INDEX_BYTES", 1 << 20)
+    (tmp_path / sharded.INDEX_NAME).write_text(
+        '{"weight_map": {}, "pad": "' + "x" * (2 << 20) + '"}'
+    )
+    with pytest.raises(ValueError, match="index.json is larger than 1 MiB"):
+        sharded.read_index(str(tmp_path), "shown")
+    monkeypatch.setattr(zarr_format, "MAX_NODE_BYTES", 1 << 20)
+    (tmp_path / "zarr.json").write_text('{"pad": "' + "x" * (2 << 20) + '"}')
+    with pytest.raises(ValueError, match="shown/zarr.json: is larger than 1 MiB"):
+        zarr_format.read_store(str(tmp_path), "shown")
+
+
+# --- what the mutation run found untested ------------------------------------------------
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/fd"), reason="names descriptors by /proc")
+@pytest.mark.parametrize(
+    ("target", "fmt"),
+    [("w.zarr", None), ("ckpt", "safetensors-sharded"), ("w.npy", None), ("d", "npydir")],
+)
+def test_every_file_written_is_synced_before_the_rename(tmp_path, monkeypatch, target, fmt):
+    """Each chunk file, shard or file the writers filled is fsync'ed (by the writer)
+    before the output is renamed into place; dropping the sync would lose data in a
+    power cut that the rename made look complete."""
+    synced: set[str] = set()
+    renamed: list[str] = []
+    real_fsync, real_rename = os.fsync, os.rename
+
+    def fsync(fd: int) -> None:
+        synced.add(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    def rename(source, destination, *args, **kwargs):
+        if ".vsgen-tmp-" in os.path.basename(os.fspath(source)):
+            renamed.append(os.fspath(source))
+        return real_rename(source, destination, *args, **kwargs)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "rename", rename)
+    monkeypatch.setattr(os, "replace", rename)
+    job = vsgen_dask.tensor_job(vsgen.VarianceScaling(seed=1), (32, 8))
+    from vsgen import blockwrite
+
+    blockwrite.write(job, str(tmp_path / target), fmt, chunks=(4, 8), threads=2)
+    final = tmp_path / target
+    if final.is_dir():
+        data = [p for p in final.rglob("*") if p.is_file() and p.suffix != ".json"]
+        temp = [r for r in renamed if ".vsgen-tmp-" in r]
+        assert temp, renamed
+        expected = {str(p).replace(str(final), temp[-1]) for p in data}
+        assert len(data) >= 1 and expected <= synced, sorted(expected - synced)[:3]
+    else:
+        assert any(".vsgen-tmp-" in path for path in synced)
+
+
+@pytest.mark.parametrize("target", ["w.zarr", "ckpt"])
+def test_a_layout_that_fails_leaves_no_temporary(tmp_path, monkeypatch, target):
+    """Laying out fails part way (the disk fills after some files): the temporary and
+    every file made so far are removed, and the error names the target."""
+    from vsgen.formats import base
+
+    made = []
+    real = base.sized_file if target == "ckpt" else zarr_module()._Maker.file
+
+    def fail_on_second(*args, **kwargs):
+        made.append(args)
+        if len(made) == 2:
+            raise OSError(errno.ENOSPC, "full")
+        return real(*args, **kwargs)
+
+    if target == "ckpt":
+        monkeypatch.setattr(sharded, "sized_file", fail_on_second)
+    else:
+        monkeypatch.setattr(zarr_module()._Maker, "file", fail_on_second)
+    job = vsgen_dask.tensor_job(vsgen.VarianceScaling(seed=1), (32, 8))
+    from vsgen import blockwrite
+
+    fmt = "safetensors-sharded" if target == "ckpt" else None
+    try:
+        blockwrite.write(job, str(tmp_path / target), fmt, chunks=(4, 8))
+    except OSError as error:
+        assert str(error) == f"[Errno 28] disk full while writing '{tmp_path / target}': full"
+        # Removed at once, not when the exception (and the temporary's finalizer) goes.
+        left = os.listdir(tmp_path)
+    assert len(made) == 2 and left == []
+
+
+def zarr_module():
+    from vsgen.formats import zarr
+
+    return zarr
+
+
+@pytest.mark.parametrize("selection", [("--rows", "3:11"), ("--shard", "2/5")])
+def test_rows_of_a_rank_3_tensor_on_the_block_writers(tmp_path, selection):
+    """A row of a (20, 6, 5) tensor is 30 values: the offset of the first row is
+    counted in whole rows of all trailing axes (a (100, 10) tensor hides a
+    mistake that counts only the second axis). The streamed .npy is the reference."""
+    from vsgen import blockwrite
+    from vsgen.fans import shard_rows
+    from vsgen.formats import readers
+    from vsgen.job import tensor_job
+
+    args = ["--shape", "20,6,5", "--seed", "9", *selection]
+    assert _sample(*args, "-o", str(tmp_path / "rows.npy")).exit_code == 0
+    expected = np.load(tmp_path / "rows.npy")
+    result = _sample(*args, "-o", str(tmp_path / "w.zarr"), "--chunks", "2,6,5")
+    assert result.exit_code == 0, result.output
+    [tensor] = readers.open_file(str(tmp_path / "w.zarr")).tensors
+    got = np.concatenate(list(readers.read_values(tensor))).reshape(tensor.shape)
+    assert got.tobytes() == expected.tobytes()
+    rows = (3, 11) if selection[0] == "--rows" else shard_rows((20, 6, 5), 2, 5)
+    job = tensor_job(vsgen.VarianceScaling(seed=9), (20, 6, 5), rows=rows)
+    blockwrite.write(job, str(tmp_path / "blocks.safetensors"), chunks=(1, 6, 5))
+    blocks = safetensors.numpy.load_file(str(tmp_path / "blocks.safetensors"))["weight"]
+    assert blocks.shape == expected.shape and blocks.tobytes() == expected.tobytes()

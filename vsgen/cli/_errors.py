@@ -23,6 +23,8 @@ from typing import Any, NoReturn
 import click
 from click.exceptions import NoArgsIsHelpError
 
+from vsgen import _interrupt
+
 
 class RuntimeFailure(click.ClickException):
     """A runtime failure (I/O, disk full, interrupted): exit code 1, one line."""
@@ -61,6 +63,8 @@ OPTION_NAMES = {
     "shard": "--shard",
     "fmt": "--format",
     "threads": "--threads",
+    "chunks": "--chunks",
+    "max_shard_size": "--max-shard-size",
 }
 
 
@@ -198,6 +202,7 @@ class VsgenGroup(click.Group):
         # prints an empty line to stderr and turns them into click.Abort.
         # Before and after the command, main's start-up handler (if any)
         # ends the process at once.
+        _interrupt.output_pending()
         try:
             with terminate_as_interrupt(), library_warnings_as_lines():
                 return super().invoke(ctx)
@@ -383,9 +388,13 @@ def library_warnings_as_lines() -> Iterator[None]:
 
 @contextlib.contextmanager
 def terminate_as_interrupt() -> Iterator[None]:
-    """Make SIGINT and SIGTERM raise KeyboardInterrupt, so temporary files are removed."""
+    """Make SIGINT and SIGTERM raise KeyboardInterrupt, so temporary files are removed;
+    once the output is in place (``vsgen._interrupt.output_in_place``), they end the
+    command with exit code 0 instead: the work is done."""
 
     def handler(signum: int, frame: Any) -> None:
+        if _interrupt.is_output_in_place():
+            raise SystemExit(0)
         raise KeyboardInterrupt
 
     previous: dict[int, Any] = {}

@@ -199,7 +199,7 @@ def parse_shard(value: str | None) -> tuple[int, int] | None:
 
 
 def read_config_text(source: str) -> str:
-    from vsgen._limits import MAX_CONFIG_BYTES, read_text
+    from vsgen._limits import MAX_CONFIG_BYTES, open_document, read_text
 
     if source == "-":
         if sys.stdin is None:
@@ -209,8 +209,9 @@ def read_config_text(source: str) -> str:
         where = "stdin"
     else:
         try:
-            # Binary and capped: `--config /dev/zero` must not read forever.
-            with open(source, "rb") as handle:
+            # Binary and capped: `--config /dev/zero` must not read forever; a FIFO
+            # is refused without waiting for a writer.
+            with open_document(source, f"--config: {source}") as handle:
                 text = read_text(handle, MAX_CONFIG_BYTES, f"--config: {source}")
         except FileNotFoundError:
             raise BadInput(f"--config: file not found: {source}") from None

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from vsgen._interrupt import is_output_in_place, output_in_place
 from vsgen.cli._errors import (
     BadInput,
     say,
@@ -34,12 +35,28 @@ def open_output(opener: Callable[[], Output]) -> Output:
     first import) could otherwise leave the file behind; held, it is acted
     on as soon as the Output can remove its temporary itself.
     """
-    with signals_held() as received:
+    from vsgen.formats.atomic import cancellation
+
+    # Laying out an npy directory, or removing what a dead run left, stops at the
+    # next file once a signal came.
+    with signals_held() as received, cancellation(lambda: bool(received)):
         target = opener()
     if received:
         target.abort()
         raise KeyboardInterrupt
     return target
+
+
+def commit(target: Output) -> None:
+    """Commit ``target`` with Ctrl-C and SIGTERM held: one that comes before the rename
+    stops the commit (KeyboardInterrupt: the temporary is removed, the old target
+    untouched); from the rename on the output is in place, and the command ends with
+    exit code 0 whatever signal comes (:func:`vsgen._interrupt.output_in_place`)."""
+    from vsgen.formats.atomic import cancellation
+
+    with signals_held() as received, cancellation(lambda: bool(received)):
+        target.commit()
+        output_in_place()
 
 
 def err_console() -> Any:
@@ -117,7 +134,7 @@ def write_plans(target: Output, plans: Sequence[Plan], threads: int | None, quie
     started = time.monotonic()
     total = sum(plan.size for plan in plans)
     with terminate_as_interrupt(), user_errors(), progress(total, "sampling", quiet) as advance:
-        saving.stream_job(target, plans, threads=threads, on_progress=advance)
+        saving.stream_job(target, plans, threads=threads, on_progress=advance, commit=commit)
     if not quiet and _stderr_is_terminal():
         nbytes = sum(info.nbytes for info in target.tensors)
         say(summary_line(total, nbytes, time.monotonic() - started, target.target))
@@ -134,18 +151,25 @@ def write_parallel(
     or with --scheduler by the workers of a Dask cluster, with the same progress bar
     and exit codes. A drawn seed is announced once the request is known to be valid."""
     from vsgen import blockwrite, saving
-    from vsgen.formats.sharded import parse_size
 
     scheduler = options["scheduler"]
     if output == "-":
         what = "--scheduler" if scheduler is not None else f"format {fmt!r}"
         raise BadInput(f"{what} cannot write to standard output; give -o FILE or DIR")
-    # Ctrl-C and SIGTERM are held and acted on between two polls of the job, never
-    # inside the cluster client or an output's layout, which do not survive an
-    # exception at an arbitrary point.
+    # Ctrl-C and SIGTERM are held and acted on at the next poll of the job (laying out
+    # a store's files, the writers, the commit's syncing), never inside the cluster
+    # client or an output's layout, which do not survive an exception at an
+    # arbitrary point, and never after the rename.
     with signals_held() as received, user_errors(), _needs_extra(fmt, scheduler):
-        blockwrite.check(job)
-        parse_size(options["max_shard_size"])
+        blockwrite.check(
+            job,
+            output,
+            fmt,
+            chunks=chunks,
+            max_shard_size=options["max_shard_size"],
+            threads=options["threads"],
+            force=options["force"],
+        )
         runners = saving.runner_for(scheduler)
         if job.seed_was_drawn:
             say(f"seed: {job.seed}")
@@ -165,7 +189,9 @@ def write_parallel(
                     on_progress=advance,
                     cancelled=lambda: bool(received),
                 )
-    if received:
+                # Renamed into place: a signal that came since changes nothing.
+                output_in_place()
+    if received and not is_output_in_place():
         raise KeyboardInterrupt
 
 

@@ -20,6 +20,7 @@ from vsgen.cli._errors import (
     RuntimeFailure,
     emit,
     plus_minus,
+    signals_held,
     user_errors,
 )
 from vsgen.cli._options import (
@@ -52,9 +53,15 @@ def _stdin_as_file() -> Iterator[str]:
     if sys.stdin.isatty():
         raise BadInput("check -: standard input is a terminal; pipe a tensor file into it")
     source = sys.stdin.buffer
-    directory = tempfile.mkdtemp(prefix="vsgen-check-")
-    name = os.path.join(directory, "stdin")
+    directory = None
     try:
+        # Made with Ctrl-C held, inside the try: an interrupt right after the
+        # directory was made (before `directory` was known) left it behind.
+        with signals_held() as received:
+            directory = tempfile.mkdtemp(prefix="vsgen-check-")
+        if received:
+            raise KeyboardInterrupt
+        name = os.path.join(directory, "stdin")
         try:
             with open(name, "xb") as handle:
                 copied = 0
@@ -73,7 +80,8 @@ def _stdin_as_file() -> Iterator[str]:
         except RuntimeFailure as error:  # BadInput too
             raise type(error)(_naming_stdin(error.format_message(), name)) from None
     finally:
-        shutil.rmtree(directory, ignore_errors=True)
+        if directory is not None:
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 def _naming_stdin(message: str, path: str) -> str:
@@ -200,7 +208,9 @@ def _run(path: str, name: str | None, initializer: Any, fan_shape: Any) -> Any:
 
     # The file's headers are read once (a header may be 100 MB).
     tensor_file = open_file(path)
-    if name is None and len(tensor_file.tensors) > 1:
+    # The file is judged against its whole record: a recorded tensor it lacks fails it.
+    whole = initializer is None and bool(verify.missing_tensors(tensor_file))
+    if name is None and (len(tensor_file.tensors) > 1 or whole):
         if fan_shape is not None:
             raise ValueError(
                 f"{path} holds {len(tensor_file.tensors)} tensors; --fan-shape applies to "
@@ -244,6 +254,8 @@ def _print_file_report(report: Any) -> None:
         echo("  ".join([*cells, row[4]]))
     for item in report.not_judged:
         echo(f"not judged: {item['name']}: {item['reason']}")
+    for missing in report.missing:
+        echo(f"missing: {missing}: recorded by the file's vsgen provenance, not in the file")
     echo(f"verdict: {report.verdict}")
 
 

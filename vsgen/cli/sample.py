@@ -12,6 +12,7 @@ import click
 from click.core import ParameterSource
 
 from vsgen import provenance
+from vsgen._limits import MAX_THREADS
 from vsgen.cli._errors import (
     BadInput,
     binary_stdout,
@@ -214,6 +215,8 @@ def sample(**kwargs: Any) -> None:
     threads = kwargs["threads"]
     if threads is not None and threads < 1:
         raise BadInput(f"--threads must be >= 1. Received: --threads={threads}")
+    if threads is not None and threads > MAX_THREADS:
+        raise BadInput(f"--threads must be at most {MAX_THREADS}. Received: --threads={threads}")
     if whole_model:
         job = _model_job(kwargs, options)
     else:

@@ -17,34 +17,98 @@ and leaves an existing target as it was.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import errno
 import os
+import re
 import shutil
 import stat
 import weakref
-from collections.abc import Callable, Sequence
-from typing import BinaryIO, TypeVar
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from typing import BinaryIO, NamedTuple, Protocol, TypeVar
 
 from vsgen.dtypes import TensorInfo
 
 _TEMP_MARK = ".vsgen-tmp-"
+_OLD_MARK = ".vsgen-old-"
 T = TypeVar("T")
 
 
 #: Longest file name most file systems accept (ext4, xfs, btrfs, tmpfs).
 _NAME_MAX = 255
+#: ``<mark><owner>-<pid>-<random>``: who made a temporary, so that the next run on
+#: the same target can tell the litter of a run that died (SIGKILL, power loss).
+_LITTER = re.compile(r"(?P<owner>[0-9a-f]{8})-(?P<pid>[0-9]{1,10})-[0-9a-f]{12}")
+
+
+# --- cancellation --------------------------------------------------------------------------
+
+_cancelled: contextvars.ContextVar[Callable[[], bool] | None] = contextvars.ContextVar(
+    "vsgen_cancelled", default=None
+)
+
+
+@contextlib.contextmanager
+def cancellation(cancelled: Callable[[], bool] | None) -> Iterator[None]:
+    """Within the block, the long loops of this module and of the layouts
+    (making chunk files, surveying a store, removing litter, syncing) call
+    ``cancelled()`` as they go and raise KeyboardInterrupt once it is true, so
+    that a caller holding signals is answered at once. Until the rename that
+    installs an output, never after it."""
+    token = _cancelled.set(cancelled)
+    try:
+        yield
+    finally:
+        _cancelled.reset(token)
+
+
+def stop_if_cancelled() -> None:
+    """Raise KeyboardInterrupt if the block's ``cancelled()`` (see :func:`cancellation`) is true."""
+    cancelled = _cancelled.get()
+    if cancelled is not None and cancelled():
+        raise KeyboardInterrupt
+
+
+# --- names -----------------------------------------------------------------------------
+
+
+def owner_tag() -> str:
+    """8 hex digits naming this process's PID namespace on this boot of this machine
+    (a hash of the kernel's boot id and the namespace; the host name where there is
+    no ``/proc``), so that a process id found in a temporary's name is only ever
+    judged where it means the same process."""
+    global _OWNER
+    if _OWNER is None:
+        parts = []
+        with contextlib.suppress(OSError), open("/proc/sys/kernel/random/boot_id", "rb") as boot:
+            parts.append(boot.read(64))
+        with contextlib.suppress(OSError):
+            parts.append(os.readlink("/proc/self/ns/pid").encode())
+        if len(parts) < 2:
+            import socket
+
+            parts = [socket.gethostname().encode("utf-8", "surrogateescape")]
+        _OWNER = f"{zlib.crc32(b'|'.join(parts)):08x}"
+    return _OWNER
+
+
+_OWNER: str | None = None
+
+
+def _short_base(base: str, suffix: str) -> str:
+    room = _NAME_MAX - 1 - len(suffix.encode())
+    encoded = base.encode("utf-8", "surrogateescape")[:room]
+    return encoded.decode("utf-8", "ignore")
 
 
 def temp_path(final_path: str, mark: str = _TEMP_MARK) -> str:
-    """A fresh hidden name beside ``final_path``; the target's name is shortened
-    if needed so that the temporary's name still fits ``_NAME_MAX`` bytes."""
+    """A fresh hidden name beside ``final_path``, ``.<name><mark><owner>-<pid>-<random>``;
+    the target's name is shortened if needed so that it fits ``_NAME_MAX`` bytes."""
     directory, base = os.path.split(final_path)
     # os.urandom, as secrets.token_hex uses, without importing secrets (start-up).
-    suffix = f"{mark}{os.urandom(6).hex()}"
-    room = _NAME_MAX - 1 - len(suffix.encode())
-    encoded = base.encode("utf-8", "surrogateescape")[:room]
-    base = encoded.decode("utf-8", "ignore")
-    return os.path.join(directory, f".{base}{suffix}")
+    suffix = f"{mark}{owner_tag()}-{os.getpid()}-{os.urandom(6).hex()}"
+    return os.path.join(directory, f".{_short_base(base, suffix)}{suffix}")
 
 
 def remove_quietly(path: str) -> None:
@@ -69,6 +133,119 @@ def fsync_directory(path: str) -> None:
         os.close(fd)
 
 
+# --- the litter of runs that died ----------------------------------------------------------
+
+
+class LeftoverWarning(UserWarning):
+    """An earlier run on the same target died and left something vsgen keeps (an old
+    output it had set aside, or a temporary holding more than vsgen writes)."""
+
+
+def _process_gone(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # EPERM: alive, someone else's
+        return False
+    return False
+
+
+def litter(final: str) -> list[tuple[str, str]]:
+    """``(path, mark)`` of the temporaries (``.vsgen-tmp-``) and set-aside outputs
+    (``.vsgen-old-``) of ``final`` left by runs of this machine whose process is gone."""
+    directory, base = os.path.split(final)
+    found = []
+    try:
+        entries = os.scandir(directory or ".")
+    except OSError:
+        return []
+    with entries:
+        for entry in entries:
+            stop_if_cancelled()
+            name = entry.name
+            for mark in (_TEMP_MARK, _OLD_MARK):
+                at = name.rfind(mark)
+                if at < 1 or not name.startswith("."):
+                    continue
+                suffix = name[at:]
+                parsed = _LITTER.fullmatch(suffix[len(mark) :])
+                if (
+                    parsed is None
+                    or parsed["owner"] != owner_tag()
+                    or name[1:at] != _short_base(base, suffix)
+                ):
+                    continue
+                if _process_gone(int(parsed["pid"])):
+                    found.append((os.path.join(directory, name), mark))
+    return found
+
+
+def clean_litter(final: str, display: str) -> None:
+    """Remove the temporaries that dead runs left beside ``final`` (regular files, or
+    directories of regular files and directories, all on this file system); warn
+    (:class:`LeftoverWarning`) about anything else they left: an old output set aside
+    (perhaps the only copy, if the run died between its two renames) or a temporary
+    holding a link, a special file or a mount."""
+    import warnings
+
+    for path, mark in litter(final):
+        name = os.path.basename(path)
+        if mark == _TEMP_MARK and _remove_owned_tree(path):
+            continue
+        what = (
+            "an earlier output that a run which stopped had set aside"
+            if mark == _OLD_MARK
+            else "a temporary of a run that stopped, holding more than vsgen writes"
+        )
+        warnings.warn(
+            f"{name} beside {display!r} is {what}; vsgen left it in place",
+            LeftoverWarning,
+            stacklevel=2,
+        )
+
+
+def _remove_owned_tree(path: str) -> bool:
+    """Remove ``path`` if it is a regular file, or a directory holding only regular files
+    and directories on its own file system; True if it is gone."""
+    try:
+        top = os.lstat(path)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    if stat.S_ISREG(top.st_mode):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        return True
+    if not stat.S_ISDIR(top.st_mode) or _mounts_within(path):
+        return False
+    # Check everything first: a tree holding anything else is left whole.
+    for directory, subdirectories, files in os.walk(path):
+        for name in subdirectories + files:
+            stop_if_cancelled()
+            try:
+                info = os.lstat(os.path.join(directory, name))
+            except OSError:
+                return False
+            kind = stat.S_IFMT(info.st_mode)
+            if info.st_dev != top.st_dev or kind not in (stat.S_IFREG, stat.S_IFDIR):
+                return False
+    for directory, subdirectories, files in os.walk(path, topdown=False):
+        for name in files:
+            stop_if_cancelled()
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(directory, name))
+        for name in subdirectories:
+            with contextlib.suppress(OSError):
+                os.rmdir(os.path.join(directory, name))
+    with contextlib.suppress(OSError):
+        os.rmdir(path)
+    return not os.path.lexists(path)
+
+
 #: First bytes of every NPY file (the format's magic string).
 _NPY_MAGIC = b"\x93NUMPY"
 
@@ -90,70 +267,234 @@ def describe_file_kind(mode: int) -> str:
     return "not a regular file"
 
 
-def _is_npy_file(path: str) -> bool:
-    # Only called on regular files (lstat first), so open() cannot block.
+def open_entry(path: str) -> int | None:
+    """A read-only descriptor of the regular file ``path``, never through a symbolic
+    link and never blocking (a FIFO or device is not opened for reading); None if
+    ``path`` is anything else."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
     try:
-        with open(path, "rb") as handle:
-            return handle.read(len(_NPY_MAGIC)) == _NPY_MAGIC
+        descriptor = os.open(path, flags | getattr(os, "O_CLOEXEC", 0))
     except OSError:
-        return False
+        return None
+    if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+        os.close(descriptor)
+        return None
+    os.set_blocking(descriptor, True)
+    return descriptor
 
 
-def _foreign_entry(directory: str) -> str | None:
-    """The first entry under ``directory`` (relative to it) that vsgen would not
-    have written there: anything but real subdirectories and regular NPY files
-    named ``*.npy``. None if there is none. Symbolic links are never followed."""
-    pending = [directory]
+def read_entry(path: str, limit: int) -> bytes | None:
+    """The first ``limit`` bytes of the regular file ``path`` (see :func:`open_entry`)."""
+    descriptor = open_entry(path)
+    if descriptor is None:
+        return None
+    with os.fdopen(descriptor, "rb") as handle:
+        return handle.read(limit)
+
+
+# --- what vsgen wrote ------------------------------------------------------------------------
+
+
+class Judge(Protocol):
+    """Says, entry by entry, whether a directory holds what vsgen wrote there: each
+    method returns None for an entry vsgen wrote, else why not (a few words)."""
+
+    def directory(self, parts: tuple[str, ...]) -> str | None:
+        """A directory at ``parts`` (path components below the output's root)."""
+
+    def file(self, parts: tuple[str, ...], size: int, path: str) -> str | None:
+        """A regular file at ``parts`` of ``size`` bytes (``path`` to read it, never
+        following a link: :func:`read_entry`)."""
+
+
+class NpyJudge:
+    """An npy directory: subdirectories and NPY files named ``*.npy``."""
+
+    def directory(self, parts: tuple[str, ...]) -> str | None:
+        return None
+
+    def file(self, parts: tuple[str, ...], size: int, path: str) -> str | None:
+        if parts[-1].endswith(".npy") and read_entry(path, len(_NPY_MAGIC)) == _NPY_MAGIC:
+            return None
+        return "not an NPY file"
+
+
+class Survey(NamedTuple):
+    """What :func:`survey` found under an output's root."""
+
+    #: The first entry vsgen did not write (relative path, ``None`` if there is
+    #: none) and why.
+    foreign: str | None
+    reason: str
+    #: Inode numbers of the files vsgen wrote (all on the root's file system).
+    inodes: frozenset[int]
+    #: The permission bits every directory (root included) and every file has.
+    directory_mode: int
+    file_mode: int
+
+
+def _mounts_within(root: str) -> list[str]:
+    """Mount points at or below ``root`` (bind mounts of the same file system too),
+    from ``/proc/self/mountinfo``; empty where there is none to read."""
+    real = os.path.realpath(root)
+    text = read_entry("/proc/self/mountinfo", 64 << 20)
+    if text is None:
+        return []
+    found = []
+    for line in text.decode("utf-8", "surrogateescape").splitlines():
+        fields = line.split(" ")
+        if len(fields) < 5:
+            continue
+        point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), fields[4])
+        if point == real or point.startswith(real.rstrip("/") + "/"):
+            found.append(point)
+    return found
+
+
+def survey(root: str, judge: Judge) -> Survey:
+    """Walk the directory ``root`` without following links and judge every entry.
+
+    Foreign: a symbolic link, FIFO, socket or device, anything on another file system
+    (a mount point, bind mounts included), and whatever ``judge`` says vsgen did not
+    write. Stops at the first foreign entry; the work is one ``lstat`` per entry.
+    """
+    top = os.lstat(root)
+    inodes: set[int] = set()
+    modes = [stat.S_IMODE(top.st_mode) & 0o777, 0o666]
+    mounts = sorted(_mounts_within(root))
+    if mounts:
+        real = os.path.realpath(root)
+        relative = os.path.relpath(mounts[0], real)
+        return Survey(relative, "a mount point", frozenset(), *modes)
+    pending: list[tuple[str, tuple[str, ...]]] = [(root, ())]
     while pending:
-        current = pending.pop()
-        with os.scandir(current) as entries:
+        directory, parts = pending.pop()
+        with os.scandir(directory) as entries:
             for entry in entries:
-                mode = entry.stat(follow_symlinks=False).st_mode
-                if stat.S_ISDIR(mode):
-                    pending.append(entry.path)
-                elif not (
-                    stat.S_ISREG(mode) and entry.name.endswith(".npy") and _is_npy_file(entry.path)
+                stop_if_cancelled()
+                here = (*parts, entry.name)
+                relative = os.path.join(*here)
+                info = entry.stat(follow_symlinks=False)
+                if info.st_dev != top.st_dev:
+                    return Survey(relative, "on another file system", frozenset(), *modes)
+                if stat.S_ISDIR(info.st_mode):
+                    reason = judge.directory(here)
+                    modes[0] &= stat.S_IMODE(info.st_mode)
+                    pending.append((entry.path, here))
+                elif stat.S_ISREG(info.st_mode):
+                    reason = judge.file(here, info.st_size, entry.path)
+                    modes[1] &= stat.S_IMODE(info.st_mode)
+                    inodes.add(info.st_ino)
+                else:
+                    reason = describe_file_kind(info.st_mode)
+                if reason is not None:
+                    return Survey(relative, reason, frozenset(), *modes)
+    return Survey(None, "", frozenset(inodes), modes[0] & 0o777, modes[1] & 0o666)
+
+
+def remove_surveyed(root: str, judge: Judge, surveyed: Survey) -> bool:
+    """Delete what :func:`survey` found vsgen wrote under ``root``: each file still the
+    same inode and still judged vsgen's, then the directories that are empty. Anything
+    that appeared since stays, with the directories holding it; True if ``root`` is gone."""
+    for directory, subdirectories, files in os.walk(root, topdown=False):
+        relative = os.path.relpath(directory, root)
+        parts = () if relative == "." else tuple(relative.split(os.sep))
+        for name in files:
+            path = os.path.join(directory, name)
+            with contextlib.suppress(OSError):
+                info = os.lstat(path)
+                if (
+                    stat.S_ISREG(info.st_mode)
+                    and info.st_ino in surveyed.inodes
+                    and judge.file((*parts, name), info.st_size, path) is None
                 ):
-                    return os.path.relpath(entry.path, directory)
-    return None
+                    os.unlink(path)
+        for name in subdirectories:
+            with contextlib.suppress(OSError):
+                os.rmdir(os.path.join(directory, name))
+    with contextlib.suppress(OSError):
+        os.rmdir(root)
+    return not os.path.lexists(root)
 
 
-def check_replaceable(path: str, display: str, is_dir: bool) -> None:
+class NotOwned(ValueError):
+    """An output vsgen may not replace; ``entry`` is the offending path (as the user
+    gave the target) and ``reason`` says what it is."""
+
+    def __init__(self, message: str, entry: str = "", reason: str = "") -> None:
+        super().__init__(message)
+        self.entry = entry
+        self.reason = reason
+
+
+def _is_mount_point(path: str, info: os.stat_result) -> bool:
+    parent = os.path.dirname(os.path.abspath(path)) or "."
+    if info.st_dev != os.stat(parent).st_dev:
+        return True
+    return os.path.realpath(path) in _mounts_within(path)
+
+
+def check_replaceable(
+    path: str,
+    display: str,
+    is_dir: bool,
+    judge: Callable[[str], Judge] | None = None,
+    words: str = "a directory of .npy files",
+) -> Survey | None:
     """Refuse to replace anything at ``path`` that vsgen would not write there.
 
-    ``--force`` replaces a regular file (file formats) or a directory that
-    holds nothing but ``.npy`` files and subdirectories of them (npydir) —
-    never a symbolic link, FIFO, device node, socket, mount point, a regular
-    file where a directory goes, or a directory holding anything else.
-    Raises ValueError (a usage error: the same command fails the same way).
+    ``--force`` replaces a regular file (file formats) or a directory that holds
+    nothing but what vsgen wrote there (directory formats: ``judge(path)`` says
+    what that is, by default NPY files and subdirectories of them; ``words`` says
+    it in messages) — never a symbolic link, FIFO, device node, socket, mount
+    point, a regular file where a directory goes, or a directory holding anything
+    else (:func:`survey`). Returns the survey of a directory (None otherwise).
+
+    Raises:
+        NotOwned: a ValueError (a usage error: the same command fails the same way)
+            naming the first foreign entry.
     """
     try:
-        mode = os.lstat(path).st_mode
+        info = os.lstat(path)
     except FileNotFoundError:
-        return
+        return None
+    mode = info.st_mode
     if not is_dir:
         if not stat.S_ISREG(mode):
-            raise ValueError(
+            raise NotOwned(
                 f"output {display!r} exists and is {describe_file_kind(mode)}, not a regular file; "
                 "--force only replaces regular files"
             )
-        return
+        return None
     if not stat.S_ISDIR(mode):
         what = "a regular file" if stat.S_ISREG(mode) else describe_file_kind(mode)
-        raise ValueError(
-            f"output {display!r} exists and is {what}; --format npydir writes a directory "
-            "and --force only replaces a directory of .npy files"
+        raise NotOwned(
+            f"output {display!r} exists and is {what}; the format writes a directory "
+            f"and --force only replaces {words}"
         )
-    parent = os.path.dirname(os.path.abspath(path)) or "."
-    if os.lstat(path).st_dev != os.stat(parent).st_dev:
-        raise ValueError(f"output {display!r} is a mount point; --force never replaces one")
-    foreign = _foreign_entry(path)
-    if foreign is not None:
-        raise ValueError(
+    if _is_mount_point(path, info):
+        raise NotOwned(f"output {display!r} is a mount point; --force never replaces one")
+    try:
+        found = survey(path, (judge or (lambda _: NpyJudge()))(path))
+    except NotOwned as refused:
+        what = refused.reason
+        if refused.entry:
+            what = f"{os.path.join(display, refused.entry)}: {what}"
+        raise NotOwned(
+            f"output {display!r} is not {words} ({what}); --force only "
+            f"replaces {words}: choose another name",
+            refused.entry,
+            refused.reason,
+        ) from None
+    if found.foreign is not None:
+        raise NotOwned(
             f"output {display!r} is a directory that holds other files "
-            f"(e.g. {os.path.join(display, foreign)}); "
-            "--force only replaces a directory of .npy files: choose another name"
+            f"(e.g. {os.path.join(display, found.foreign)}: {found.reason}); "
+            f"--force only replaces {words}: choose another name",
+            found.foreign,
+            found.reason,
         )
+    return found
 
 
 def new_file_mode(fresh_mode: int, old_mode: int) -> int:
@@ -202,43 +543,105 @@ def install_file(temp: str, final: str, display: str, force: bool) -> None:
         os.unlink(temp)
 
 
+class TargetChanged(FileExistsError):
+    """The target changed during the run so that it may not be replaced: something
+    appeared at a free name, or an old output holds what vsgen did not write. A
+    runtime failure (exit code 1): the old target is left as it was."""
+
+
+def _moved_aside(aside: str, final: str, display: str) -> None:
+    """Put the old output back at ``final``; if something took its place meanwhile, say
+    where the old output is (the only time a message names a hidden name)."""
+    try:
+        os.rename(aside, final)
+    except OSError:
+        raise TargetChanged(
+            errno.EEXIST,
+            f"output {display!r} was re-created during the run; the earlier output is "
+            f"kept as {os.path.basename(aside)} beside it",
+        ) from None
+
+
 def install_directory(
     temp: str,
     final: str,
     display: str,
     force: bool,
-    check: Callable[[str], None] | None = None,
+    check: Callable[[str], tuple[Judge, Survey]] | None = None,
+    modes: tuple[int, int] = (0o777, 0o666),
 ) -> None:
     """Move a finished temporary directory into place.
 
-    A directory cannot replace a non-empty one atomically; the old one is
-    renamed aside first and restored if the second rename fails. ``check``
-    raises if the directory set aside is not one ``force`` may replace
-    (default: a directory of .npy files, :func:`check_replaceable`).
+    A directory cannot replace a non-empty one atomically: the old one is renamed
+    aside (one atomic step, out of everyone's way), surveyed again by ``check(aside)``
+    (default: a directory of .npy files), and put back if it now holds anything
+    vsgen did not write (:class:`TargetChanged`) or if the second rename fails. The
+    new directory is given no wider permissions than the old one had. Once the new
+    one is in place, the old one's files are deleted one by one (each the one
+    surveyed), never a file added since: such a file stays, in the old directory.
+    ``modes``: the permission bits the temporary's directories and files were made
+    with (:class:`TemporaryDirectory`); they are narrowed only if the old output's are.
     """
     if not os.path.lexists(final):
-        os.rename(temp, final)
+        try:
+            os.rename(temp, final)
+        except OSError as error:
+            if error.errno in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR, errno.EISDIR):
+                raise TargetChanged(errno.EEXIST, exists_message(display, True)) from None
+            raise
         return
     if not force:
         raise FileExistsError(errno.EEXIST, exists_message(display, True))
-    aside = temp_path(final, ".vsgen-old-")
+    aside = temp_path(final, _OLD_MARK)
     os.rename(final, aside)
     try:
-        # Checked again now that it is out of everyone's way: whatever was
-        # added since the pre-flight check is never deleted.
-        if check is None:
-            check_replaceable(aside, display, True)
-        else:
-            check(aside)
-    except BaseException:
-        os.rename(aside, final)
-        raise
-    try:
+        try:
+            judge, surveyed = (check or _npydir_check)(aside)
+        except NotOwned as refused:
+            what = refused.reason
+            if refused.entry:
+                what = f"{os.path.join(display, refused.entry)}: {what}"
+            raise TargetChanged(
+                errno.EEXIST,
+                f"output {display!r} changed during the run and holds what vsgen did not write "
+                f"({what}); it was left as it was",
+            ) from None
+        if modes[0] & ~surveyed.directory_mode or modes[1] & ~surveyed.file_mode:
+            restrict_tree(temp, surveyed.directory_mode, surveyed.file_mode)
         os.rename(temp, final)
     except BaseException:
-        os.rename(aside, final)
+        _moved_aside(aside, final, display)
         raise
-    remove_quietly(aside)
+    remove_surveyed(aside, judge, surveyed)
+
+
+def _npydir_check(aside: str) -> tuple[Judge, Survey]:
+    judge = NpyJudge()
+    surveyed = survey(aside, judge)
+    if surveyed.foreign is not None:
+        raise NotOwned("", surveyed.foreign, surveyed.reason)
+    return judge, surveyed
+
+
+def restrict_tree(root: str, directory_mode: int, file_mode: int) -> None:
+    """Take from every directory and file under ``root`` (``root`` included) the
+    permission bits that ``directory_mode`` / ``file_mode`` lack."""
+    for path, is_file in _tree(root):
+        stop_if_cancelled()
+        mask = file_mode if is_file else directory_mode
+        current = stat.S_IMODE(os.lstat(path).st_mode)
+        if current & ~mask:
+            os.chmod(path, current & mask)
+
+
+def _tree(root: str) -> Iterator[tuple[str, bool]]:
+    """Every path under ``root`` (itself first), and whether it is a file."""
+    yield root, False
+    for directory, subdirectories, files in os.walk(root):
+        for name in subdirectories:
+            yield os.path.join(directory, name), False
+        for name in files:
+            yield os.path.join(directory, name), True
 
 
 def _fresh(final: str, display: str, kind: str, create: Callable[[str], T]) -> tuple[str, T]:
@@ -289,6 +692,7 @@ class AtomicFile:
         self.file.flush()
         os.fsync(self.file.fileno())
         self.file.close()
+        stop_if_cancelled()
         install_file(self.path, self.final, self.display, self.force)
         self._finalizer.detach()
         fsync_directory(os.path.dirname(self.final) or ".")
@@ -315,9 +719,12 @@ def pwrite_all(fd: int, data: memoryview, offset: int) -> None:
 class TemporaryDirectory:
     """A temporary directory beside ``final`` that becomes ``final`` on :meth:`install`.
 
-    ``check(aside)`` says whether an old ``final`` set aside at the install may be
-    replaced (:func:`install_directory`); ``sync`` names the suffixes of the files
-    :meth:`install` syncs (the writers sync the files they filled themselves).
+    ``check(aside)`` surveys an old ``final`` set aside at the install and raises
+    :class:`NotOwned` if it may not be replaced (:func:`install_directory`); ``sync``
+    names the suffixes of the files :meth:`install` syncs (the writers sync the files
+    they filled themselves). ``old``: the survey of the output to be replaced; the
+    layout makes directories with :attr:`directory_mode` and files with
+    :attr:`file_mode` (the umask applies too), so a private output stays private.
     """
 
     def __init__(
@@ -325,20 +732,38 @@ class TemporaryDirectory:
         final: str,
         display: str,
         force: bool,
-        check: Callable[[str], None] | None = None,
+        check: Callable[[str], tuple[Judge, Survey]] | None = None,
         sync: Sequence[str] = (),
+        old: Survey | None = None,
     ) -> None:
         self.final = final
         self.display = display
         self.force = force
         self._check = check
         self._sync = tuple(sync)
-        self.path, _ = _fresh(final, display, "directory", lambda path: os.mkdir(path, 0o777))
-        self._finalizer = weakref.finalize(self, remove_quietly, self.path)
+        #: Permission bits for what the layout makes (``mkdir``/``open`` modes).
+        self.directory_mode = 0o777 if old is None else old.directory_mode & 0o777
+        self.file_mode = 0o666 if old is None else old.file_mode & 0o666
+        self.path, _ = _fresh(
+            final, display, "directory", lambda path: os.mkdir(path, self.directory_mode)
+        )
+        try:
+            self._finalizer = weakref.finalize(self, remove_quietly, self.path)
+        except BaseException:
+            remove_quietly(self.path)
+            raise
 
     def install(self) -> None:
         sync_tree(self.path, self._sync)
-        install_directory(self.path, self.final, self.display, self.force, self._check)
+        stop_if_cancelled()
+        install_directory(
+            self.path,
+            self.final,
+            self.display,
+            self.force,
+            self._check,
+            (self.directory_mode, self.file_mode),
+        )
         self._finalizer.detach()
         fsync_directory(os.path.dirname(self.final) or ".")
 
@@ -351,6 +776,7 @@ def sync_tree(root: str, suffixes: Sequence[str]) -> None:
     then every directory."""
     for directory, _, files in os.walk(root):
         for name in files:
+            stop_if_cancelled()
             if name.endswith(tuple(suffixes)):
                 fd = os.open(os.path.join(directory, name), os.O_RDONLY)
                 try:
@@ -408,14 +834,18 @@ def preflight(
     directory: bool,
     force: bool,
     needed: int,
-    refuse_replacing: Callable[[str, str], None],
-) -> None:
+    refuse_replacing: Callable[[str, str], Survey | None],
+    clean: bool = True,
+) -> Survey | None:
     """The checks before an output is created at ``path`` (``target`` as given).
 
     The parent directory must exist, take new files and have room for ``needed``
     bytes; a file output must not name a directory; an existing target needs
     ``force``, and ``refuse_replacing(path, target)`` raises if ``--force`` may not
-    replace it (in the library, not the CLI, so API callers get the same protection).
+    replace it (in the library, not the CLI, so API callers get the same protection);
+    what it returns (the survey of an old directory output) is returned. With
+    ``clean``, the temporaries that runs which died left for the same target are
+    removed first (:func:`clean_litter`); without, nothing is changed.
 
     Raises:
         ValueError: no such directory, a directory where a file goes, or an existing
@@ -429,11 +859,15 @@ def preflight(
         )
     if not directory and os.path.isdir(path) and not os.path.islink(path):
         raise ValueError(f"output {target!r} is a directory; give a file name")
+    old = None
     if os.path.lexists(path):
         if not force:
             raise ValueError(exists_message(target, directory))
-        refuse_replacing(path, target)
+        old = refuse_replacing(path, target)
+    if clean:
+        clean_litter(path, target)
     check_writable(target, parent, needed)
+    return old
 
 
 def io_error(err: OSError, display: str) -> OSError:

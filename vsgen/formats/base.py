@@ -15,6 +15,7 @@ is hostile) sees it: :class:`StoredTensor`, :class:`TensorFile`, one refusal
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -29,12 +30,17 @@ from vsgen.dtypes import TensorInfo
 from vsgen.fans import block_runs, block_start, check_block
 from vsgen.formats.atomic import (
     AtomicFile,
+    Judge,
+    NotOwned,
+    NpyJudge,
+    Survey,
     TemporaryDirectory,
     check_replaceable,
     describe_file_kind,
     io_error,
     preflight,
     pwrite_all,
+    survey,
 )
 
 Temporary = AtomicFile | TemporaryDirectory
@@ -118,11 +124,11 @@ class FilePlace(NamedTuple):
         return self.path
 
 
-def sized_file(path: str, prefix: bytes, size: int) -> None:
-    """Create the new file ``path``: ``prefix``, then zeros up to ``size`` bytes
-    (a hole on file systems that have them; ``size`` 0: just the prefix), for
-    writers to fill in place."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+def sized_file(path: str, prefix: bytes, size: int, mode: int = 0o666) -> None:
+    """Create the new file ``path`` (permission bits ``mode``, less the umask):
+    ``prefix``, then zeros up to ``size`` bytes (a hole on file systems that have
+    them; ``size`` 0: just the prefix), for writers to fill in place."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), mode)
     try:
         pwrite_all(fd, memoryview(prefix), 0)
         if size:
@@ -325,24 +331,52 @@ class Format:
         """The output's layout, decided before anything exists (ValueError if it cannot be)."""
         raise NotImplementedError
 
-    def temporary(self, path: str, display: str, force: bool) -> Temporary:
-        """A new temporary beside ``path`` (a file, or a directory for directory formats)."""
+    def temporary(
+        self, path: str, display: str, force: bool, old: Survey | None = None
+    ) -> Temporary:
+        """A new temporary beside ``path`` (a file, or a directory for directory formats,
+        made no more permissive than ``old``, the survey of the output it replaces)."""
         if self.directory:
 
-            def check(aside: str) -> None:
-                self.refuse_replacing_aside(aside, display)
+            def check(aside: str) -> tuple[Judge, Survey]:
+                return self.survey_aside(aside, display)
 
-            return TemporaryDirectory(path, display, force, check=check, sync=self.commit_syncs)
+            return TemporaryDirectory(
+                path, display, force, check=check, sync=self.commit_syncs, old=old
+            )
         return AtomicFile(path, display, force)
 
-    def refuse_replacing(self, path: str, display: str) -> None:
-        """ValueError unless ``--force`` may replace what is at ``path``: a regular file,
-        or for a directory format a directory holding nothing but this format's files."""
-        check_replaceable(path, display, self.directory)
+    #: What ``--force`` replaces of a directory format, in messages.
+    replace_words = "a directory of .npy files"
 
-    def refuse_replacing_aside(self, aside: str, display: str) -> None:
-        """The same check on an old directory just set aside, at the commit."""
-        check_replaceable(aside, display, True)
+    def judge(self, path: str, display: str) -> Judge:
+        """What vsgen wrote in the output directory ``path`` (for ``--force``), from the
+        output's own metadata; NotOwned if that is not vsgen's. ``display`` names it."""
+        return NpyJudge()
+
+    def refuse_replacing(self, path: str, display: str) -> Survey | None:
+        """NotOwned (a ValueError) unless ``--force`` may replace what is at ``path``: a
+        regular file, or for a directory format a directory holding nothing but what
+        vsgen wrote there (:meth:`judge`). Returns the survey of such a directory."""
+        return check_replaceable(
+            path,
+            display,
+            self.directory,
+            lambda root: self.judge(root, display),
+            self.replace_words,
+        )
+
+    def survey_aside(self, aside: str, display: str) -> tuple[Judge, Survey]:
+        """The same check on an old output just set aside, at the commit: NotOwned
+        naming the first entry vsgen did not write (relative to the output)."""
+        info = os.lstat(aside)
+        if not stat.S_ISDIR(info.st_mode):
+            raise NotOwned("", "", describe_file_kind(info.st_mode))
+        judge = self.judge(aside, display)
+        found = survey(aside, judge)
+        if found.foreign is not None:
+            raise NotOwned("", found.foreign, found.reason)
+        return judge, found
 
     # --- reading
 
@@ -372,31 +406,11 @@ class Format:
 
 class StoreFormat(Format):
     """A directory format whose outputs are stores (Zarr, sharded safetensors),
-    written by block writers only: ``--force`` replaces only an earlier output of
-    the same kind."""
+    written by block writers only: ``--force`` replaces only what vsgen wrote there,
+    as the store's own metadata says (:meth:`Format.judge`)."""
 
     directory = True
     streams = False
-    #: What an earlier output is called in messages ("a Zarr store").
-    store_words = ""
-
-    def is_replaceable(self, path: str) -> bool:
-        """Whether ``path`` holds only what this format writes."""
-        raise NotImplementedError
-
-    def refuse_replacing(self, path: str, display: str) -> None:
-        if not self.is_replaceable(path):
-            raise ValueError(
-                f"output {display!r} exists and holds more than {self.store_words}; --force "
-                "only replaces an earlier output of the same kind: choose another name"
-            )
-
-    def refuse_replacing_aside(self, aside: str, display: str) -> None:
-        if not self.is_replaceable(aside):
-            raise ValueError(
-                f"output {aside!r} changed during the run and holds more than vsgen's "
-                "output; it was left in place"
-            )
 
 
 # --- opening an output ----------------------------------------------------------------
@@ -404,15 +418,19 @@ class StoreFormat(Format):
 
 class WriteRequest(NamedTuple):
     """What an output is to hold, checked (:func:`check_output`): the tensors in
-    order, the file's metadata and each tensor's, and two options of block writers
+    order, the file's metadata and each tensor's, and options of block writers
     (``chunk_shapes``: each tensor's Zarr chunk shape, None for automatic;
-    ``max_shard_size``: the largest shard of sharded safetensors, in bytes)."""
+    ``max_shard_size``: the largest shard of sharded safetensors, in bytes;
+    ``companions``: files written beside the shards)."""
 
     tensors: tuple[TensorInfo, ...]
     metadata: dict[str, str]
     tensor_metadata: dict[str, dict[str, str]]
     chunk_shapes: Sequence[Sequence[Any] | None] | None = None
     max_shard_size: int | None = None
+    #: Small files written beside the shards of sharded safetensors (name -> bytes,
+    #: e.g. ``config.json``), recorded in the index as vsgen's.
+    companions: Mapping[str, bytes] | None = None
 
 
 def check_output(
@@ -451,7 +469,7 @@ def lay_out(
     OSErrors name the target.
     """
     path = os.path.abspath(target)
-    preflight(
+    old = preflight(
         target,
         path,
         directory=fmt.directory,
@@ -460,7 +478,7 @@ def lay_out(
         refuse_replacing=fmt.refuse_replacing,
     )
     try:
-        temporary = fmt.temporary(path, target, force)
+        temporary = fmt.temporary(path, target, force, old)
     except OSError as error:
         raise io_error(error, target) from error
     try:
@@ -501,6 +519,9 @@ class StoredTensor(NamedTuple):
     byteorder: str = "<"
     fortran_order: bool = False
     reader: Format | None = None
+    #: What ``reader`` needs to read the values (a Zarr array's layout), found
+    #: when the file was opened: a store is read once, not once per tensor.
+    source: Any = None
 
     @property
     def size(self) -> int:
@@ -555,23 +576,35 @@ def _list(names: list[str], limit: int = 20) -> str:
     return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")
 
 
-def open_regular(path: str) -> int:
+def open_regular(path: str, follow: bool = True) -> int:
     """A read-only descriptor of ``path``, which must be a regular file.
 
     Opened without blocking and checked with ``fstat`` on the descriptor
     itself, so a FIFO or device (even one swapped in after a check) is
-    refused instead of hanging the reader.
+    refused instead of hanging the reader. ``follow=False``: a symbolic link is
+    refused too (files inside a store or shard directory).
 
     Raises:
-        UnreadableFile: missing, a directory, or not a regular file.
+        UnreadableFile: missing, a directory, a link (``follow=False``), or not a
+            regular file.
         OSError: the file exists but cannot be opened (e.g. permissions).
     """
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    if not follow:
+        flags |= getattr(os, "O_NOFOLLOW", 0)
     try:
-        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        descriptor = os.open(path, flags)
     except FileNotFoundError:
         raise UnreadableFile(f"file not found: {path}") from None
     except IsADirectoryError:
         raise UnreadableFile(f"{path} is a directory, not a tensor file") from None
+    except OSError as error:
+        if not follow and error.errno == errno.ELOOP:
+            raise UnreadableFile(
+                f"{path} is a symbolic link; vsgen does not follow links inside a store "
+                "or shard directory"
+            ) from None
+        raise
     mode = os.fstat(descriptor).st_mode
     if not stat.S_ISREG(mode):
         os.close(descriptor)
@@ -584,9 +617,9 @@ def open_regular(path: str) -> int:
     return descriptor
 
 
-def open_binary(path: str) -> BinaryIO:
+def open_binary(path: str, follow: bool = True) -> BinaryIO:
     """:func:`open_regular` as a binary file object."""
-    return os.fdopen(open_regular(path), "rb")
+    return os.fdopen(open_regular(path, follow), "rb")
 
 
 #: Values per piece of :func:`read_values`.

@@ -59,8 +59,11 @@ def npy_header(info: TensorInfo) -> bytes:
 # --- reading (untrusted) -----------------------------------------------------------------
 
 
-def read_npy_header(path: str) -> tuple[tuple[int, ...], bool, numpy.dtype, int]:
-    """``(shape, fortran_order, dtype, data_offset)`` of a .npy file, from its header.
+def read_npy_header(
+    path: str, follow: bool = True
+) -> tuple[tuple[int, ...], bool, numpy.dtype, int]:
+    """``(shape, fortran_order, dtype, data_offset)`` of a .npy file, from its header
+    (``follow=False``: a symbolic link is refused, as in an npy directory).
 
     The dtype is the stored one (its byte order included). Only numeric and
     bool dtypes are accepted: an object array would need unpickling.
@@ -69,7 +72,7 @@ def read_npy_header(path: str) -> tuple[tuple[int, ...], bool, numpy.dtype, int]
         UnreadableFile: a malformed, truncated or oversized header, or a
             dtype that is not numeric.
     """
-    with open_binary(path) as handle:
+    with open_binary(path, follow) as handle:
         size = os.fstat(handle.fileno()).st_size
         prefix = handle.read(8)
         if len(prefix) < 8 or not prefix.startswith(MAGIC):
@@ -130,9 +133,9 @@ def _parse_npy_header(
     return tuple(int(d) for d in shape), bool(fortran_order), dtype
 
 
-def npy_tensor(path: str, name: str) -> StoredTensor:
+def npy_tensor(path: str, name: str, follow: bool = True) -> StoredTensor:
     """The tensor of the .npy file ``path``, called ``name``."""
-    shape, fortran_order, dtype, offset = read_npy_header(path)
+    shape, fortran_order, dtype, offset = read_npy_header(path, follow)
     return StoredTensor(
         path,
         "npy",

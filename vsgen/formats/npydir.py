@@ -1,6 +1,6 @@
 """npydir: a directory holding one ``<name>.npy`` per tensor (``/`` in a name makes
 subdirectories). No metadata. ``--force`` replaces only a directory that holds
-nothing but ``.npy`` files (:func:`vsgen.formats.atomic.check_replaceable`).
+nothing but NPY files named ``*.npy`` (:class:`vsgen.formats.atomic.NpyJudge`).
 
 Written only when asked for (``--format npydir``, a target ending in ``/`` or
 naming a directory, or a model to a target without a suffix); read back by
@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 from vsgen._limits import MAX_TENSORS
 from vsgen.dtypes import TensorInfo
-from vsgen.formats.atomic import TemporaryDirectory
+from vsgen.formats.atomic import TemporaryDirectory, stop_if_cancelled
 from vsgen.formats.base import (
     FilePlace,
     Format,
@@ -80,12 +80,22 @@ class NpydirLayout(NamedTuple):
     def create(self, temporary: TemporaryDirectory, presize: bool) -> list[Place]:
         places: list[Place] = []
         for info in self.tensors:
+            stop_if_cancelled()
             file_path = os.path.join(temporary.path, *info.name.split("/")) + ".npy"
-            os.makedirs(os.path.dirname(file_path), exist_ok=True)
+            _directories(temporary.path, os.path.dirname(file_path), temporary.directory_mode)
             header = npy_header(info)
-            sized_file(file_path, header, len(header) + info.nbytes if presize else 0)
+            size = len(header) + info.nbytes if presize else 0
+            sized_file(file_path, header, size, temporary.file_mode)
             places.append(FilePlace(file_path, len(header), info.shape, info.dtype))
         return places
+
+
+def _directories(root: str, path: str, mode: int) -> None:
+    """``path`` and its parents below ``root``, made with ``mode`` (less the umask)."""
+    if path == root or os.path.isdir(path):
+        return
+    _directories(root, os.path.dirname(path), mode)
+    os.mkdir(path, mode)
 
 
 def _open_npydir(path: str) -> TensorFile:
@@ -100,7 +110,8 @@ def _open_npydir(path: str) -> TensorFile:
             if os.path.islink(full):
                 raise UnreadableFile(f"{full} is a symbolic link; npy directories hold files only")
             relative = os.path.relpath(os.path.join(root, file_name[:-4]), path)
-            tensors.append(npy_tensor(full, relative.replace(os.sep, "/")))
+            # Opened without following a link too: one swapped in after the check.
+            tensors.append(npy_tensor(full, relative.replace(os.sep, "/"), follow=False))
             if len(tensors) > MAX_TENSORS:
                 raise UnreadableFile(f"{path} holds over {MAX_TENSORS} .npy files")
     return TensorFile(path, "npydir", tuple(tensors), {})

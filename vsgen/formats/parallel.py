@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy
@@ -81,13 +81,16 @@ def _take_unsynced(root: str) -> list[str]:
     return paths
 
 
-def sync_written(root: str) -> int:
+def sync_written(root: str, between: Callable[[], None] | None = None) -> int:
     """``fsync`` every file under ``root`` that this process wrote; return how many.
 
-    Files that are gone (an abandoned job) are skipped.
+    Files that are gone (an abandoned job) are skipped. ``between()`` is called before
+    each file (it may raise to stop: a cancelled job).
     """
     paths = _take_unsynced(root)
     for path in sorted(paths):
+        if between is not None:
+            between()
         try:
             fd = os.open(path, os.O_WRONLY | getattr(os, "O_CLOEXEC", 0))
         except FileNotFoundError:
@@ -130,6 +133,7 @@ def open_parallel_output(
     tensor_metadata: Mapping[str, Mapping[str, str]] | None = None,
     chunk_shapes: Sequence[Sequence[Any] | None] | None = None,
     max_shard_size: int = DEFAULT_MAX_SHARD_SIZE,
+    companions: Mapping[str, bytes] | None = None,
 ) -> ParallelOutput:
     """Check ``target`` and lay out its temporary for parallel writers.
 
@@ -138,7 +142,9 @@ def open_parallel_output(
     attributes) and safetensors-sharded (per shard); ``tensor_metadata`` (by
     tensor name) becomes each HDF5 dataset's attributes. ``chunk_shapes`` gives the
     Zarr chunk shape of each tensor (None: about 64 MiB of whole trailing axes).
-    ``max_shard_size`` is in bytes.
+    ``max_shard_size`` is in bytes. ``companions`` (sharded safetensors only: name ->
+    bytes, e.g. ``config.json``) are written beside the shards and recorded in the index
+    as vsgen's, so ``--force`` may replace them later.
 
     Raises:
         ValueError: bad arguments, a dtype the format cannot hold, or an existing
@@ -157,6 +163,7 @@ def open_parallel_output(
         tensor_metadata,
         chunk_shapes=chunk_shapes,
         max_shard_size=max_shard_size,
+        companions=companions,
     )
     layout = spec.plan(request)
     temporary, places = lay_out(target, spec, layout, force, presize=True)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import os
 import stat
+import threading
 
 import numpy
 
@@ -141,19 +142,56 @@ def read_metadata(path: str) -> dict[str, str]:
     return _format_of(path).read_metadata(path)
 
 
+#: The file :func:`read_tensor_range` opened last, by its signature: a copied tensor
+#: is read block by block, and its file's headers (a store's every node, a shard
+#: directory's index and shards) are read once, not once per block.
+_opened: dict[str, tuple[tuple, TensorFile]] = {}
+_opened_lock = threading.Lock()
+
+
+def _signature(path: str) -> tuple:
+    """What changes when a file (or a store's root document) changes."""
+    signature = []
+    for part in (path, *(os.path.join(path, name) for name in _ROOT_DOCUMENTS)):
+        try:
+            info = os.lstat(part) if part != path else os.stat(part)
+        except OSError:
+            continue
+        signature.append((part, info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns))
+    return tuple(signature)
+
+
+#: The documents at a store's root whose change means the store changed.
+_ROOT_DOCUMENTS = ("zarr.json", "model.safetensors.index.json")
+
+
+def _open_cached(path: str) -> TensorFile:
+    signature = _signature(path)
+    with _opened_lock:
+        cached = _opened.get(path)
+    if cached is not None and cached[0] == signature:
+        return cached[1]
+    tensor_file = open_file(path)
+    with _opened_lock:
+        _opened.clear()
+        _opened[path] = (signature, tensor_file)
+    return tensor_file
+
+
 def read_tensor_range(path: str, name: str, start: int, stop: int) -> numpy.ndarray:
     """Flat C-order values ``[start, stop)`` of tensor ``name``, in its native-order dtype.
 
-    Goes through :func:`open_file`, so every check of this module applies.
-    npy and safetensors values are read at their byte offset (only
-    ``stop - start`` values); HDF5 values are read in order up to ``stop``
-    through :func:`read_values`, so copy whole tensors with that instead.
+    Goes through :func:`open_file` (once for consecutive calls on an unchanged file),
+    so every check of this module applies. npy and safetensors values are read at
+    their byte offset (only ``stop - start`` values); Zarr arrays chunked in whole
+    rows from the chunk holding ``start``; HDF5 values are read in order up to
+    ``stop`` through :func:`read_values`, so copy whole tensors with that instead.
 
     Raises:
         UnreadableFile: no such tensor, a range outside it, big-endian or
             Fortran-order data, or anything :func:`open_file` refuses.
     """
-    tensor_file = open_file(path)
+    tensor_file = _open_cached(path)
     found = [tensor for tensor in tensor_file.tensors if tensor.name == name]
     if not found:
         raise UnreadableFile(f"{path} has no readable tensor {name!r}")
@@ -177,7 +215,11 @@ def read_tensor_range(path: str, name: str, start: int, stop: int) -> numpy.ndar
         pieces.extend(read_values(part))
     else:
         position = 0
-        for piece in read_values(tensor):
+        values = read_values(tensor)
+        values_from = getattr(tensor.reader, "values_from", None)
+        if values_from is not None and getattr(tensor.source, "in_rows", False):
+            values, position = values_from(tensor, start), start
+        for piece in values:
             low, high = max(start, position), min(stop, position + piece.size)
             if low < high:
                 pieces.append(piece[low - position : high - position])

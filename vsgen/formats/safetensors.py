@@ -133,8 +133,12 @@ def safetensors_header(
 # --- reading (untrusted) -----------------------------------------------------------------
 
 
-def read_safetensors(path: str) -> tuple[tuple[StoredTensor, ...], dict[str, str]]:
-    with open_binary(path) as handle:
+def read_safetensors(
+    path: str, follow: bool = True
+) -> tuple[tuple[StoredTensor, ...], dict[str, str]]:
+    """The tensors and ``__metadata__`` of the safetensors file ``path`` (the module
+    docstring says what is checked); ``follow=False`` refuses a symbolic link."""
+    with open_binary(path, follow) as handle:
         size = os.fstat(handle.fileno()).st_size
         prefix = handle.read(8)
         if len(prefix) < 8:
