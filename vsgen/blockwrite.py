@@ -77,6 +77,8 @@ class Job(Protocol):
 
     def tensor_metadata(self) -> dict[str, dict[str, str]]: ...
 
+    # Optional: ``extra_files`` (file name -> bytes) go beside the tensors.
+
 
 @dataclass(frozen=True)
 class BlockSource:
@@ -436,7 +438,8 @@ def write(
     block shape (the Zarr chunk shape) for the tensors of its rank, per-axis block
     lists (not for Zarr), or a dict of those by name; other tensors get about
     64 MiB of whole trailing axes per block. ``max_shard_size`` (bytes, or ``"5GB"``)
-    bounds the shards of ``safetensors-sharded``. ``on_progress(n)`` is called in
+    bounds the shards of ``safetensors-sharded``; a job's ``extra_files`` (a Hugging
+    Face ``config.json``) are written beside them. ``on_progress(n)`` is called in
     this thread as blocks complete; ``cancelled()`` is polled about 20 times a
     second, and True stops the job (KeyboardInterrupt) as an interrupt would.
 
@@ -465,6 +468,7 @@ def write(
         force=force,
         chunk_shapes=given,
         max_shard_size=shard_bytes,
+        extra_files=getattr(job, "extra_files", None),
     )
     with output:
         one_per_file = runner.one_task_per_file and spec.task_per_file

@@ -265,6 +265,8 @@ class Format:
     task_per_file = False
     #: Directory formats: suffixes of the files the commit syncs (writers sync the rest).
     commit_syncs: tuple[str, ...] = ()
+    #: Holds files of the caller's beside the tensors (a Hugging Face ``config.json``).
+    holds_extra_files = False
 
     def __init__(self, name: str, suffixes: tuple[str, ...] = ()) -> None:
         #: The name ``--format`` takes.
@@ -293,6 +295,14 @@ class Format:
             raise ValueError(
                 f"a {self.label} file holds one tensor, got {count}; "
                 "use .safetensors, .h5 or a directory (--format npydir)"
+            )
+
+    def check_extra_files(self, extra_files: Mapping[str, bytes]) -> None:
+        """Refuse files beside the tensors this format does not hold (ValueError)."""
+        if extra_files and not self.holds_extra_files:
+            raise ValueError(
+                f"format {self.name!r} holds tensors only; {', '.join(sorted(extra_files))} "
+                "can be written beside them with safetensors-sharded"
             )
 
     def check_names(self, tensors: Sequence[TensorInfo], target: str = "-") -> None:
@@ -404,15 +414,18 @@ class StoreFormat(Format):
 
 class WriteRequest(NamedTuple):
     """What an output is to hold, checked (:func:`check_output`): the tensors in
-    order, the file's metadata and each tensor's, and two options of block writers
+    order, the file's metadata and each tensor's, and options of block writers
     (``chunk_shapes``: each tensor's Zarr chunk shape, None for automatic;
-    ``max_shard_size``: the largest shard of sharded safetensors, in bytes)."""
+    ``max_shard_size``: the largest shard of sharded safetensors, in bytes;
+    ``extra_files``: file name -> contents, written beside the tensors by the
+    formats that hold them, e.g. a Hugging Face ``config.json``)."""
 
     tensors: tuple[TensorInfo, ...]
     metadata: dict[str, str]
     tensor_metadata: dict[str, dict[str, str]]
     chunk_shapes: Sequence[Sequence[Any] | None] | None = None
     max_shard_size: int | None = None
+    extra_files: Mapping[str, bytes] | None = None
 
 
 def check_output(
@@ -435,6 +448,7 @@ def check_output(
         if not isinstance(info, TensorInfo):
             raise ValueError(f"Argument `tensors` must hold TensorInfo objects. Received: {info!r}")
     fmt.check(target, tensors)
+    fmt.check_extra_files(options.get("extra_files") or {})
     checked = check_metadata(metadata)
     per_tensor = {name: check_metadata(items) for name, items in (tensor_metadata or {}).items()}
     return WriteRequest(tensors, checked, per_tensor, **options)

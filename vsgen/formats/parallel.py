@@ -130,6 +130,7 @@ def open_parallel_output(
     tensor_metadata: Mapping[str, Mapping[str, str]] | None = None,
     chunk_shapes: Sequence[Sequence[Any] | None] | None = None,
     max_shard_size: int = DEFAULT_MAX_SHARD_SIZE,
+    extra_files: Mapping[str, bytes] | None = None,
 ) -> ParallelOutput:
     """Check ``target`` and lay out its temporary for parallel writers.
 
@@ -138,7 +139,9 @@ def open_parallel_output(
     attributes) and safetensors-sharded (per shard); ``tensor_metadata`` (by
     tensor name) becomes each HDF5 dataset's attributes. ``chunk_shapes`` gives the
     Zarr chunk shape of each tensor (None: about 64 MiB of whole trailing axes).
-    ``max_shard_size`` is in bytes.
+    ``max_shard_size`` is in bytes. ``extra_files`` (file name -> contents) are
+    written beside the tensors, inside the temporary, so that they are committed
+    with them (safetensors-sharded only: a Hugging Face ``config.json``).
 
     Raises:
         ValueError: bad arguments, a dtype the format cannot hold, or an existing
@@ -157,6 +160,7 @@ def open_parallel_output(
         tensor_metadata,
         chunk_shapes=chunk_shapes,
         max_shard_size=max_shard_size,
+        extra_files=extra_files,
     )
     layout = spec.plan(request)
     temporary, places = lay_out(target, spec, layout, force, presize=True)

@@ -18,16 +18,23 @@ written even for a single shard, so the layout never changes with the size.
 Written block by block (:mod:`vsgen.blockwrite`; on a cluster one task per shard),
 never streamed. Read back through the index: each shard's header is parsed once
 (:mod:`vsgen.formats.safetensors`), the tensors listed in the index's order and the
-shards' provenance merged. ``--force`` replaces only a directory holding an index
-and its shards.
+shards' provenance merged.
+
+Files of the caller's may go beside the shards (``WriteRequest.extra_files``: a
+Hugging Face model's ``config.json`` and ``generation_config.json``), written into
+the temporary directory with the shards and committed with them. The index records
+each one's size and SHA-256 in its metadata (``{"vsgen": {"files": {name: {"size",
+"sha256"}}}}``). ``--force`` replaces only a directory holding an index, its shards
+and such files unchanged (:func:`extra_files_are_vsgens`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from vsgen._limits import MAX_TENSORS, read_capped
@@ -121,16 +128,79 @@ def shard_name(number: int, count: int) -> str:
 
 
 def index_document(
-    tensors: Sequence[TensorInfo], shards: Sequence[Sequence[int]]
+    tensors: Sequence[TensorInfo],
+    shards: Sequence[Sequence[int]],
+    extra_files: Mapping[str, bytes] | None = None,
 ) -> dict[str, Any]:
+    """The index: ``total_size``, the record of the extra files, and the weight map."""
     weight_map = {}
     for number, members in enumerate(shards, start=1):
         for index in members:
             weight_map[tensors[index].name] = shard_name(number, len(shards))
-    return {
-        "metadata": {"total_size": sum(info.nbytes for info in tensors)},
-        "weight_map": weight_map,
-    }
+    metadata: dict[str, Any] = {"total_size": sum(info.nbytes for info in tensors)}
+    if extra_files:
+        metadata["vsgen"] = {
+            "files": {name: _file_record(data) for name, data in extra_files.items()}
+        }
+    return {"metadata": metadata, "weight_map": weight_map}
+
+
+def _file_record(data: bytes) -> dict[str, Any]:
+    return {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+#: The largest extra file :func:`extra_files_are_vsgens` reads to hash it.
+_MAX_EXTRA_FILE_BYTES = 16 << 20
+
+
+def check_extra_file_names(extra_files: Mapping[str, bytes]) -> None:
+    """Extra files are plain names in the directory, other than the index and the
+    shards' names, holding bytes (ValueError otherwise)."""
+    for name, data in extra_files.items():
+        if (
+            not isinstance(name, str)
+            or os.path.basename(name) != name
+            or name in ("", ".", "..", INDEX_NAME)
+            or name.startswith(".")
+            or _SHARD_PATTERN.match(name)
+        ):
+            raise ValueError(
+                "Argument `extra_files` must name plain files beside the shards, not the "
+                f"index or a shard. Received: {name!r}"
+            )
+        if not isinstance(data, bytes) or len(data) > _MAX_EXTRA_FILE_BYTES:
+            raise ValueError(
+                f"Argument `extra_files`: {name!r} must be bytes of at most "
+                f"{_MAX_EXTRA_FILE_BYTES >> 20} MiB"
+            )
+
+
+def extra_files_are_vsgens(directory: str, names: Collection[str]) -> bool:
+    """Whether every file of ``names`` (beside the index and the shards in
+    ``directory``) is one vsgen wrote there: the index's ``metadata.vsgen.files``
+    records it, and its size and SHA-256 are still the recorded ones. A file
+    changed or added since is not vsgen's, and ``--force`` keeps the directory."""
+    if not names:
+        return True
+    try:
+        with open(os.path.join(directory, INDEX_NAME), "rb") as handle:
+            document = json.loads(read_capped(handle, _MAX_INDEX_BYTES, INDEX_NAME))
+        recorded = document["metadata"]["vsgen"]["files"]
+        assert isinstance(recorded, dict)
+    except (OSError, ValueError, KeyError, TypeError, AssertionError):
+        return False
+    for name in names:
+        record = recorded.get(name)
+        if not isinstance(record, dict) or not isinstance(record.get("size"), int):
+            return False
+        path = os.path.join(directory, name)
+        if record["size"] > _MAX_EXTRA_FILE_BYTES or os.path.getsize(path) != record["size"]:
+            return False
+        with open(path, "rb") as handle:
+            data = handle.read(_MAX_EXTRA_FILE_BYTES + 1)
+        if _file_record(data) != record:
+            return False
+    return True
 
 
 def shard_metadata(document: Mapping[str, Any] | None, names: Sequence[str]) -> dict[str, str]:
@@ -152,9 +222,15 @@ class ShardedLayout(StoreLayout):
         size = request.max_shard_size
         members = split_shards(request.tensors, DEFAULT_MAX_SHARD_SIZE if size is None else size)
         self.shards = tuple(tuple(indices) for indices in members)
+        self.extra_files = dict(request.extra_files or {})
+
+    @property
+    def needed(self) -> int:
+        return super().needed + sum(map(len, self.extra_files.values()))
 
     def create(self, temporary: TemporaryDirectory, presize: bool) -> list[Place]:
-        """Every shard with its header (sized to its tensors), and the index."""
+        """Every shard with its header (sized to its tensors), the extra files, and the
+        index that records them."""
         document = self.document()
         places: list[Place | None] = [None] * len(self.tensors)
         for number, members in enumerate(self.shards, start=1):
@@ -168,8 +244,11 @@ class ShardedLayout(StoreLayout):
             for index, offset in zip(members, relative, strict=True):
                 info = self.tensors[index]
                 places[index] = FilePlace(file_path, len(prefix) + offset, info.shape, info.dtype)
+        for name, data in self.extra_files.items():
+            sized_file(os.path.join(temporary.path, name), data, 0)
         index_path = os.path.join(temporary.path, INDEX_NAME)
-        text = json.dumps(index_document(self.tensors, self.shards), indent=2) + "\n"
+        document = index_document(self.tensors, self.shards, self.extra_files)
+        text = json.dumps(document, indent=2) + "\n"
         sized_file(index_path, text.encode("utf-8"), 0)
         return [place for place in places if place is not None]
 
@@ -234,28 +313,35 @@ class ShardedFormat(StoreFormat):
     holds_complex = SafetensorsFormat.holds_complex
     task_per_file = True
     commit_syncs = (".safetensors", ".json")
-    store_words = "sharded safetensors and their index"
+    holds_extra_files = True
+    store_words = "sharded safetensors, their index and the files it records"
 
     def check_name(self, name: str) -> None:
         check_name(name)
+
+    def check_extra_files(self, extra_files: Mapping[str, bytes]) -> None:
+        check_extra_file_names(extra_files)
 
     def plan(self, request: WriteRequest) -> ShardedLayout:
         return ShardedLayout(request)
 
     def is_replaceable(self, path: str) -> bool:
-        """True for a directory holding only an index and shards: what ``--force`` replaces."""
+        """True for a directory holding only an index, shards and the extra files the
+        index records unchanged (:func:`extra_files_are_vsgens`): what ``--force``
+        replaces."""
         if os.path.islink(path) or not os.path.isdir(path):
             return False
         entries = os.listdir(path)
         if INDEX_NAME not in entries:
             return False
+        extra = []
         for entry in entries:
             full = os.path.join(path, entry)
             if os.path.islink(full) or not os.path.isfile(full):
                 return False
             if entry != INDEX_NAME and not _SHARD_PATTERN.match(entry):
-                return False
-        return True
+                extra.append(entry)
+        return extra_files_are_vsgens(path, extra)
 
     def holds(self, directory: str) -> bool:
         """A directory with a ``model.safetensors.index.json``."""
