@@ -35,6 +35,7 @@ from vsgen.formats.atomic import (
     io_error,
     preflight,
     pwrite_all,
+    start_writeback,
 )
 
 Temporary = AtomicFile | TemporaryDirectory
@@ -108,11 +109,14 @@ class FilePlace(NamedTuple):
             run, outer_shape, outer_strides = block_runs(values.shape, self.shape)
             base = self.offset + block_start(origin, self.shape) * itemsize
             run_bytes = run * itemsize
+            end = base
             for position, outer in enumerate(numpy.ndindex(*outer_shape)):
                 offset = (
                     base + sum(i * s for i, s in zip(outer, outer_strides, strict=True)) * itemsize
                 )
                 pwrite_all(fd, data[position * run_bytes : (position + 1) * run_bytes], offset)
+                end = max(end, offset + run_bytes)
+            start_writeback(fd, base, end - base)
         finally:
             os.close(fd)
         return self.path
