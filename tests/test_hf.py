@@ -699,3 +699,12 @@ def test_python_bad_arguments():
         ValueError, match=r"Argument `model_class` must be a transformers model class"
     ):
         vsgen.hf.plan(tiny("llama"), model_class="Dropout")
+
+
+def test_the_readme_block_runs_as_written(tmp_path):
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("### From a Hugging Face config", 1)[1]
+    found = re.search(r"```python\n(.*?)```", section, flags=re.S)
+    assert found is not None
+    exec(compile(found.group(1), "README.md", "exec"), {})  # in tmp_path (conftest)
+    assert (tmp_path / "tiny-llama" / "config.json").exists()
