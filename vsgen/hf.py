@@ -54,6 +54,7 @@ __all__ = [
     "CONFIG_NAME",
     "GENERATION_CONFIG_NAME",
     "HF",
+    "HFConvention",
     "build_meta_model",
     "config_file",
     "load_config",
