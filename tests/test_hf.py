@@ -571,6 +571,19 @@ def test_cli_config_to_one_file_says_the_configs_are_not_written(tmp_path):
     assert "lm_head.weight" in written and len(written) == 21
 
 
+def test_cli_initializer_options_the_hf_convention_leaves_unused_are_said(tmp_path):
+    path = write_config(tmp_path / "cfg", tiny("llama"))
+    result = invoke("--like", str(path), "--preset", "he_normal", "--plan", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert "the initializer options serve no tensor" in result.stderr
+    result = invoke(
+        "--like", str(path), "--preset", "he_normal", "--convention", "vsgen", "--plan", "--json"
+    )
+    assert result.exit_code == 0 and result.stderr == ""
+    rows = json.loads(result.stdout)["tensors"]
+    assert {row["init"] for row in rows if row["origin"] == "default"} == {"he_normal"}
+
+
 def test_cli_config_on_a_local_cluster(tmp_path):
     pytest.importorskip("distributed")
     path = write_config(tmp_path / "cfg", tiny("qwen2", tie_word_embeddings=True))

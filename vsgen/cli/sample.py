@@ -436,6 +436,11 @@ def _config_job(
             written = registry.resolve_format(output, fmt, len(job.infos)) if output else None
     except ImportError as error:
         raise BadInput(f"--like {config}: {error}") from None
+    if default_init is not None and not any(row.origin == "default" for row in job.rows):
+        job.warnings.append(
+            "the initializer options serve no tensor: the convention decides every one "
+            "(--convention vsgen gives the weights to them, or write rules)"
+        )
     if written is not None and written != hf.SHARDED:
         files = " and ".join(sorted(job.extra_files))
         job.extra_files.clear()
