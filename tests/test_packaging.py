@@ -116,7 +116,16 @@ def test_runtime_dependencies_are_what_vsgen_imports():
         spec.startswith("safetensors") for spec in project()["optional-dependencies"]["test"]
     )
     # The rest are optional: adapters and extras, each imported where it is used.
-    assert imported - declared <= {"torch", "keras", "jax", "dask", "distributed", "zarr"}
+    assert imported - declared <= {
+        "torch",
+        "keras",
+        "jax",
+        "dask",
+        "distributed",
+        "zarr",
+        "transformers",
+    }
+    assert project()["optional-dependencies"]["hf"] == ["transformers>=5"]
 
 
 def _copy_of_the_source(tmp_path: Path) -> Path:

@@ -434,6 +434,35 @@ def test_init_functions_that_reach_the_recorder_whole():
     assert choices["g"].init.constant == 1.0
 
 
+def test_init_functions_bound_in_torch_nn_init_by_wrappers_are_recorded(monkeypatch):
+    """A framework may bind wrappers of torch.nn.init's functions under their names
+    while it initialises (transformers does); torch.nn.init dispatches the name's
+    current function, which the recorder must know by its name."""
+    original = nn.init.normal_
+
+    def normal_(tensor, mean=0.0, std=1.0, generator=None):
+        return original(tensor, mean=mean, std=std, generator=generator)
+
+    model = nn.Linear(20, 30)
+
+    def run(copy: nn.Module) -> None:
+        monkeypatch.setattr(nn.init, "normal_", normal_)
+        try:
+            normal_(copy.weight, std=0.25)
+            normal_(copy.bias, std=0.5)
+        finally:
+            monkeypatch.setattr(nn.init, "normal_", original)
+        # an in-place function of someone else's, given its tensor by keyword
+        torch.overrides.handle_torch_function(scale_, (copy.bias,), tensor=copy.bias)
+
+    def scale_(tensor):
+        return tensor.mul_(2.0)
+
+    choices = vsgen.torch.record_init(model, run)
+    assert choices["weight"].init.label() == "random_normal(stddev=0.25)"
+    assert choices["bias"].keeps and "scale_" in choices["bias"].reason
+
+
 def test_record_init_runs_any_function_on_a_meta_copy():
     model = nn.Sequential(nn.Linear(4, 6), nn.Linear(6, 2))
     pointer = model[0].weight.data_ptr()

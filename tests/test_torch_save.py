@@ -363,7 +363,8 @@ def test_the_torch_convention_computes_what_a_reset_sets_on_meta(tmp_path):
     ("make", "kwargs", "message"),
     [
         (lambda: nn.LazyLinear(4), {}, "tensor 'weight' is not materialised yet"),
-        (lambda: nn.Linear(2, 2), {"convention": "hf"}, "Argument `convention` must be one of"),
+        (lambda: nn.Linear(2, 2), {"convention": "keras"}, "Argument `convention` must be one of"),
+        (lambda: nn.Linear(2, 2), {"convention": "hf"}, "Linear is not a transformers"),
         (lambda: nn.Linear(2, 2), {"scheduler": 3}, "Argument `scheduler` must be"),
         (lambda: nn.Linear(2, 2, dtype=torch.complex64), {}, "dtype complex64"),
         (lambda: nn.Linear(2, 2), {"stream": "keras"}, "sequential"),

@@ -100,6 +100,10 @@ class _Recorder:
             init.ones_: lambda **_: ONES,
             init.zeros_: lambda **_: ZEROS,
         }
+        # By name too: code that wraps torch.nn.init's functions and binds the
+        # wrappers in their place (transformers does while it initialises) reaches
+        # this mode with the wrapper, as torch.nn.init dispatches its current global.
+        self.init_names = {func.__name__: meaning for func, meaning in self.init_functions.items()}
         self.methods: dict[Any, Callable[..., Init | str]] = {
             tensor.uniform_: lambda low=0.0, high=1.0, *_, **kw: self._uniform(
                 kw.get("from", low), kw.get("to", high)
@@ -217,9 +221,17 @@ class _Recorder:
 
     # -- the mode's hook ---------------------------------------------------------------
 
+    def _bound_in_init(self, func: Any) -> bool:
+        """Is ``func`` what ``torch.nn.init`` binds under its name now (itself, or a
+        wrapper put in its place)?"""
+        name = getattr(func, "__name__", None)
+        return isinstance(name, str) and getattr(self.torch.nn.init, name, None) is func
+
     def __call__(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         torch = self.torch
         meaning_of = self.init_functions.get(func)
+        if meaning_of is None and self._bound_in_init(func):
+            meaning_of = self.init_names.get(func.__name__)
         if meaning_of is not None:
             bound = inspect.signature(func).bind(*args, **kwargs)
             bound.apply_defaults()
@@ -229,7 +241,7 @@ class _Recorder:
             root, region = self._root(target)
             self._write(root, region, meaning_of(**arguments), target)
             return result
-        if getattr(func, "__module__", None) == "torch.nn.init":
+        if getattr(func, "__module__", None) == "torch.nn.init" or self._bound_in_init(func):
             # Another of torch.nn.init's functions (orthogonal_, eye_...): not drawable here.
             bound = inspect.signature(func).bind(*args, **kwargs)
             result = func(*args, **kwargs)
@@ -257,7 +269,8 @@ class _Recorder:
             self._copy(target, source)
             return result
         result = func(*args, **kwargs)
-        first = args[0] if args else None
+        # The tensor a call acts on: its first argument, positional or named.
+        first = args[0] if args else next(iter(kwargs.values()), None)
         if isinstance(first, torch.Tensor):
             self._after(func, first, args, result)
         if isinstance(kwargs.get("out"), torch.Tensor):

@@ -83,6 +83,8 @@ class Job(Protocol):
 
     def tensor_metadata(self) -> dict[str, dict[str, str]]: ...
 
+    # Optional: ``companions`` (file name -> bytes) go beside the tensors.
+
 
 @dataclass(frozen=True)
 class BlockSource:
@@ -504,7 +506,8 @@ def write(
     block shape (the Zarr chunk shape) for the tensors of its rank, per-axis block
     lists (not for Zarr), or a dict of those by name; other tensors get about
     64 MiB of whole trailing axes per block. ``max_shard_size`` (bytes, or ``"5GB"``)
-    bounds the shards of ``safetensors-sharded``. ``on_progress(n)`` is called in
+    bounds the shards of ``safetensors-sharded``; a job's ``companions`` (a Hugging
+    Face ``config.json``) are written beside them. ``on_progress(n)`` is called in
     this thread as blocks complete; ``cancelled()`` is polled about 20 times a
     second, and True stops the job (KeyboardInterrupt) as an interrupt would.
 
@@ -535,6 +538,7 @@ def write(
             force=force,
             chunk_shapes=given,
             max_shard_size=shard_bytes,
+            companions=getattr(job, "companions", None),
         )
         with output:
             one_per_file = runner.one_task_per_file and spec.task_per_file

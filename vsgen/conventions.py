@@ -2,7 +2,7 @@
 
 A *convention* decides, for every tensor that has no ``init`` of its own and
 that no rule matches, whether it is drawn (and from what), set to a constant,
-or keeps its values. Two exist:
+or keeps its values. Three exist:
 
 * ``"vsgen"`` (the default): the chosen initializer (``--preset``, a spec's
   ``init``, ``vsgen.torch.init_``'s ``preset``) for the weights; zeros for the
@@ -12,6 +12,10 @@ or keeps its values. Two exist:
   draws: U(+-1/sqrt(fan_in)) for Linear and convolution weights (``kaiming_uniform_``
   with ``a = sqrt(5)``) and biases, N(0, 1) for embeddings, ones and zeros for
   norms with their running statistics and ``num_batches_tracked`` reset, ...
+* ``"hf"``: Hugging Face's, what a transformers model's ``_init_weights`` does:
+  N(0, initializer_range) for Linear and Embedding weights (the padding row
+  zero), zeros for biases, ones and zeros for norms, and each architecture's own
+  cases (GPT-2's residual projections N(0, initializer_range / sqrt(2 n_layer))).
 
 A convention decides in one of two ways:
 
@@ -300,6 +304,56 @@ def _torch_checkpoint(model: _Model, tensor: _Tensor) -> Choice:
     return _kept("not recognisably a weight, bias or norm")
 
 
+# --- the hf convention ---------------------------------------------------------------------
+
+_HF = "convention hf"
+#: transformers' initializer_range when a config does not say otherwise (a
+#: checkpoint known by names only has no config to read it from).
+HF_INITIALIZER_RANGE = 0.02
+
+
+def hf_normal(stddev: float = HF_INITIALIZER_RANGE) -> Init:
+    """``normal_(w, mean=0, std=stddev)``: transformers' weights."""
+    return parse_init({"preset": "random_normal", "mean": 0.0, "stddev": stddev})
+
+
+def _hf_checkpoint(model: _Model, tensor: _Tensor) -> Choice:
+    """The hf convention for one tensor of a checkpoint (names only): what
+    ``PreTrainedModel._init_weights`` does to the modules a name can tell. The
+    architectures' own special cases need the model (``vsgen.hf``)."""
+    entry, leaf = tensor.entry, tensor.leaf
+    if not tensor.floating:
+        if leaf == "num_batches_tracked":
+            return Choice(ZEROS, "_init_weights: BatchNorm batch count", _HF)
+        return _kept(f"{np.dtype(entry.dtype).name} tensor")
+    if leaf in _FIXED_BUFFERS:
+        return _kept(f"fixed buffer ({leaf})")
+    if tensor.rank == 1 and leaf in _RUNNING:
+        value, reason = _RUNNING[leaf]
+        return Choice(Init(constant=value), f"_init_weights: BatchNorm {reason}", _HF)
+    if _RNN_WEIGHT.fullmatch(leaf) or _RNN_BIAS.fullmatch(leaf):
+        # LSTM gets xavier_uniform_, GRU and RNN their own reset: a name cannot tell.
+        return _kept("a recurrent layer's tensor (LSTM, GRU and RNN differ)")
+    if leaf in ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight"):
+        return Choice(Init(class_name="XavierUniform"), "MultiheadAttention", _HF)
+    if leaf == "in_proj_bias" or (
+        leaf == "bias"
+        and tensor.prefix[-1:] == ("out_proj",)
+        and _is_attention(model, tensor.prefix[:-1])
+    ):
+        return Choice(ZEROS, "MultiheadAttention", _HF)
+    if tensor.rank >= 2 and is_weight_leaf(leaf):
+        reason = f"_init_weights: normal(0, initializer_range={HF_INITIALIZER_RANGE:g})"
+        return Choice(hf_normal(), reason, _HF)
+    if tensor.rank >= 1 and is_bias_leaf(leaf) and model.weight_sibling(tensor):
+        return Choice(ZEROS, "_init_weights: bias", _HF)
+    if model.is_norm_scale(tensor):
+        return Choice(ONES, f"_init_weights: norm ({leaf})", _HF)
+    if model.is_norm_shift(tensor):
+        return Choice(ZEROS, f"_init_weights: norm ({leaf})", _HF)
+    return _kept("not recognisably a weight, bias or norm")
+
+
 # --- the registry ----------------------------------------------------------------------------
 
 Rule = Callable[[_Model, _Tensor], Choice]
@@ -361,9 +415,17 @@ CONVENTIONS: dict[str, Convention] = {
         _torch_checkpoint,
         "vsgen.torch:TORCH",
     ),
+    "hf": Convention(
+        "hf",
+        "Hugging Face's defaults: what the model's _init_weights draws "
+        "(normal(0, initializer_range) for Linear and Embedding weights...)",
+        "torch",
+        _hf_checkpoint,
+        "vsgen.hf:HF",
+    ),
 }
 #: Other spellings of the conventions' names.
-CONVENTION_ALIASES = {"pytorch": "torch"}
+CONVENTION_ALIASES = {"pytorch": "torch", "huggingface": "hf", "transformers": "hf"}
 
 
 def get_convention(value: object = None) -> Convention:

@@ -133,7 +133,9 @@ class ModelJob:
     stderr). ``seed`` is the global seed (one tensor's own seed for
     :func:`tensor_job`), ``seed_was_drawn`` whether it was drawn rather than given.
     ``aliases`` maps the other names of tied tensors to the name each is written
-    under (``{"head.weight": "embed.weight"}``).
+    under (``{"head.weight": "embed.weight"}``). ``companions`` (file name ->
+    contents) are written beside the tensors by the formats that hold them
+    (safetensors-sharded: a Hugging Face model's ``config.json``).
     """
 
     seed: int
@@ -144,6 +146,7 @@ class ModelJob:
     rows: list[PlanRow] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     aliases: dict[str, str] = field(default_factory=dict)
+    companions: dict[str, bytes] = field(default_factory=dict)
 
     @property
     def total_values(self) -> int:

@@ -58,6 +58,7 @@ import contextlib
 import importlib
 import math
 import os
+import sys
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -331,12 +332,42 @@ VSGEN: ModuleConvention = _VsgenModules()
 TORCH: ModuleConvention = _TorchModules()
 
 
-def _module_convention(convention: object) -> tuple[str, ModuleConvention]:
+def is_transformers_model(module: object) -> bool:
+    """A Hugging Face transformers model (``PreTrainedModel``), told without importing
+    transformers: a model can only be one if transformers is imported already."""
+    transformers = sys.modules.get("transformers")
+    if transformers is None:
+        return False
+    try:
+        base = transformers.PreTrainedModel
+    except (AttributeError, ImportError):  # a transformers without torch
+        return False
+    return isinstance(module, base)
+
+
+def _module_convention(convention: object, module: object) -> tuple[str, ModuleConvention]:
+    """The convention object ``convention`` names; None means ``"hf"`` for a
+    transformers model (its own ``_init_weights``), else ``"vsgen"``."""
     if isinstance(convention, ModuleConvention):
         return convention.name, convention
+    if convention is None and is_transformers_model(module):
+        convention = "hf"
     chosen = conventions.get_convention(convention)
     path, _, attribute = chosen.module.partition(":")
     return chosen.name, getattr(importlib.import_module(path), attribute)
+
+
+def _kept_name(
+    module: torch.nn.Module, convention: ModuleConvention
+) -> Callable[[Sequence[str]], str]:
+    """How tied weights' written name is chosen: as the framework's loader expects
+    it (a transformers model: the name ``save_pretrained`` keeps, whatever the
+    convention), else by the convention (``safetensors.torch.save_model``'s)."""
+    if is_transformers_model(module):
+        from vsgen import hf
+
+        return lambda names: hf.saved_tied_name(module, names)
+    return convention.kept_name
 
 
 # --- plans ---------------------------------------------------------------------------------
@@ -383,9 +414,9 @@ def _resolve_meta(
     module: torch.nn.Module, choices: dict[str, Choice], tensors: Sequence[ModuleTensor]
 ) -> None:
     """A kept tensor on the meta device has no values: it takes the convention's
-    value for it (``on_meta``), else what its module's ``reset_parameters`` sets
-    (recorded, as the ``torch`` convention does): the value the module would hold
-    had it been built with memory. Others stay kept (and are refused later)."""
+    value for it (``on_meta``), else what the module's own initialisation sets
+    (:func:`_own_init`, recorded): the value the module would hold had it been built
+    with memory. Others stay kept (and are refused later)."""
     recorded: dict[str, Choice] | None = None
     for item in tensors:
         choice = choices.get(item.name)
@@ -396,11 +427,21 @@ def _resolve_meta(
             choices[item.name] = Choice(choice.on_meta, reason, choice.origin)
             continue
         if recorded is None:
-            recorded = record_init(module)
+            recorded = _own_init(module)
         reset = recorded.get(item.name)
         if reset is not None and not reset.keeps:
             reason = f"{choice.reason}: on the meta device, what {reset.reason} sets"
             choices[item.name] = Choice(reset.init, reason, choice.origin, reset.rows)
+
+
+def _own_init(module: torch.nn.Module) -> dict[str, Choice]:
+    """What the module's own initialisation sets, recorded: a transformers model's
+    ``_init_weights`` (what ``from_config`` gives it), else every ``reset_parameters``."""
+    if is_transformers_model(module):
+        from vsgen import hf
+
+        return hf.record_init_weights(module)
+    return record_init(module)
 
 
 def _refuse_meta_kept(
@@ -468,8 +509,8 @@ def plan(
         ValueError: as :func:`init_`; and a meta tensor the plan would keep (it has
             no values): the message names it and the way out.
     """
-    name, module_convention = _module_convention(convention)
-    tensors = _collect(module, module_convention.kept_name)
+    name, module_convention = _module_convention(convention, module)
+    tensors = _collect(module, _kept_name(module, module_convention))
     parsed = _spec_with_rules(spec, rules)
     choices = module_convention.choices(module, tensors)
     _resolve_meta(module, choices, tensors)
@@ -589,8 +630,8 @@ def init_(
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ValueError(f"Argument `threads` must be an integer >= 1. Received: {threads!r}")
     check_module(module)
-    _, module_convention = _module_convention(convention)
-    tensors = _collect(module, module_convention.kept_name)
+    _, module_convention = _module_convention(convention, module)
+    tensors = _collect(module, _kept_name(module, module_convention))
     _refuse_meta_module(tensors)
     job = plan(
         module,
@@ -746,6 +787,13 @@ def save(
         dtype=dtype,
     )
     blockwrite.check(job)
+    if is_transformers_model(module):
+        from vsgen import hf
+        from vsgen.formats import registry
+
+        if registry.resolve_format(os.fspath(path), format, len(job.infos)) == hf.SHARDED:
+            # A directory from_pretrained loads: the config beside the shards.
+            job.companions = hf.model_files(module, job)
     with _runner(scheduler, threads) as runner:
         blockwrite.write(
             job,

@@ -141,7 +141,8 @@ def _conventions() -> Any:
     default=None,
     metavar="FILE",
     help="Names, shapes and dtypes of a .safetensors/.h5/.zarr checkpoint or shard directory "
-    "(integer tensors copied).",
+    "(integer tensors copied); or a Hugging Face config.json (or its directory, without "
+    "weights): the model transformers builds from it (needs vsgen[hf]).",
 )
 @click.option(
     "--scheduler",
@@ -172,7 +173,8 @@ def _conventions() -> Any:
     default=None,
     help="With --spec/--like: what tensors no rule covers get. vsgen: the initializer for "
     "weights, zeros for biases, ones/zeros for norms, every other tensor copied; torch: "
-    "PyTorch's reset_parameters() defaults (by name). [vsgen]",
+    "PyTorch's reset_parameters() defaults (by name); hf: Hugging Face's _init_weights "
+    "(normal(0, initializer_range)...). [vsgen; hf for --like config.json]",
 )
 @click.option(
     "--plan",
@@ -199,6 +201,7 @@ def sample(**kwargs: Any) -> None:
       vsgen sample --shape 4096,1024 --seed 4 -o w.zarr --chunks 1024,1024
       vsgen sample --spec examples/transformer_block.toml -o ckpt --format safetensors-sharded
       vsgen sample --spec examples/transformer_block.toml --convention torch --plan
+      vsgen sample --like examples/llama_config.json --seed 0 -o llama --format safetensors-sharded
     """
     options = pop_initializer_options(kwargs)
     whole_model = kwargs["spec"] is not None or kwargs["like"] is not None
@@ -389,6 +392,9 @@ def _model_job(kwargs: dict[str, Any], options: dict[str, Any]) -> ModelJob:
         # Seeds are derived per tensor; 0 only avoids drawing one here.
         initializer = build_initializer({**options, "seed": 0}, layout_for_job=True)
         default_init = modelspec.init_from_initializer(initializer)
+    config = _hf_config(kwargs["like"])
+    if config is not None:
+        return _config_job(kwargs, options, config, default_init)
     with user_errors({"convention": "--convention"}):
         spec = modelspec.load_spec(kwargs["spec"]) if kwargs["spec"] is not None else None
         return modelspec.build_job(
@@ -401,6 +407,65 @@ def _model_job(kwargs: dict[str, Any], options: dict[str, Any]) -> ModelJob:
             init=default_init,
             convention=kwargs["convention"],
         )
+
+
+def _hf_config(like: str | None) -> str | None:
+    """The Hugging Face config.json ``--like`` names (a file, or a directory holding
+    one and no weights), else None."""
+    if like is None:
+        return None
+    from vsgen.hf import config_file
+
+    return config_file(like)
+
+
+def _config_job(
+    kwargs: dict[str, Any], options: dict[str, Any], config: str, default_init: Any
+) -> ModelJob:
+    """``--like config.json``: the model transformers builds from a Hugging Face config,
+    on the meta device, with the hf convention by default and the config's dtype
+    unless --dtype says otherwise. Written as safetensors-sharded (the default for a
+    directory), config.json and generation_config.json go beside the shards."""
+    from vsgen import hf, modelspec
+    from vsgen.formats import registry
+
+    output, fmt = kwargs["output"], kwargs["fmt"]
+    with user_errors():
+        if (
+            fmt is None
+            and output not in (None, "-")
+            and registry.resolve_format(output, None, 2) == "npydir"
+        ):
+            kwargs["fmt"] = fmt = hf.SHARDED  # a directory from_pretrained loads
+    try:
+        with user_errors({"convention": "--convention"}):
+            spec = modelspec.load_spec(kwargs["spec"]) if kwargs["spec"] is not None else None
+            job = hf.plan(
+                config,
+                default_init,
+                seed=options["seed"],
+                spec=spec,
+                convention=kwargs["convention"],
+                dtype=kwargs["dtype"] if _given("dtype") else None,
+                layout=options["layout"],
+                stream=options["stream"],
+            )
+            written = registry.resolve_format(output, fmt, len(job.infos)) if output else None
+    except ImportError as error:
+        raise BadInput(f"--like {config}: {error}") from None
+    if default_init is not None and not any(row.origin == "default" for row in job.rows):
+        job.warnings.append(
+            "the initializer options serve no tensor: the convention decides every one "
+            "(--convention vsgen gives the weights to them, or write rules)"
+        )
+    if written is not None and written != hf.SHARDED:
+        files = " and ".join(sorted(job.companions))
+        job.companions.clear()
+        job.warnings.append(
+            f"{files} are written only beside --format {hf.SHARDED}; {written} holds the "
+            "tensors alone"
+        )
+    return job
 
 
 def _fixed_rows_job(kwargs: dict[str, Any], name: str, rows_given: bool) -> ModelJob:

@@ -40,6 +40,7 @@ from vsgen.formats.atomic import (
     io_error,
     preflight,
     pwrite_all,
+    start_writeback,
     survey,
 )
 
@@ -114,11 +115,14 @@ class FilePlace(NamedTuple):
             run, outer_shape, outer_strides = block_runs(values.shape, self.shape)
             base = self.offset + block_start(origin, self.shape) * itemsize
             run_bytes = run * itemsize
+            end = base
             for position, outer in enumerate(numpy.ndindex(*outer_shape)):
                 offset = (
                     base + sum(i * s for i, s in zip(outer, outer_strides, strict=True)) * itemsize
                 )
                 pwrite_all(fd, data[position * run_bytes : (position + 1) * run_bytes], offset)
+                end = max(end, offset + run_bytes)
+            start_writeback(fd, base, end - base)
         finally:
             os.close(fd)
         return self.path
@@ -271,6 +275,8 @@ class Format:
     task_per_file = False
     #: Directory formats: suffixes of the files the commit syncs (writers sync the rest).
     commit_syncs: tuple[str, ...] = ()
+    #: Holds files of the caller's beside the tensors (a Hugging Face ``config.json``).
+    holds_companions = False
 
     def __init__(self, name: str, suffixes: tuple[str, ...] = ()) -> None:
         #: The name ``--format`` takes.
@@ -299,6 +305,14 @@ class Format:
             raise ValueError(
                 f"a {self.label} file holds one tensor, got {count}; "
                 "use .safetensors, .h5 or a directory (--format npydir)"
+            )
+
+    def check_companions_held(self, companions: Mapping[str, bytes]) -> None:
+        """Refuse files beside the tensors this format does not hold (ValueError)."""
+        if companions and not self.holds_companions:
+            raise ValueError(
+                f"format {self.name!r} holds tensors only; {', '.join(sorted(companions))} "
+                "can be written beside them with safetensors-sharded"
             )
 
     def check_names(self, tensors: Sequence[TensorInfo], target: str = "-") -> None:
@@ -453,6 +467,7 @@ def check_output(
         if not isinstance(info, TensorInfo):
             raise ValueError(f"Argument `tensors` must hold TensorInfo objects. Received: {info!r}")
     fmt.check(target, tensors)
+    fmt.check_companions_held(options.get("companions") or {})
     checked = check_metadata(metadata)
     per_tensor = {name: check_metadata(items) for name, items in (tensor_metadata or {}).items()}
     return WriteRequest(tensors, checked, per_tensor, **options)

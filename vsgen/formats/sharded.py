@@ -472,9 +472,13 @@ class ShardedFormat(StoreFormat):
     task_per_file = True
     commit_syncs = (".safetensors", ".json")
     replace_words = "sharded safetensors vsgen wrote"
+    holds_companions = True
 
     def check_name(self, name: str) -> None:
         check_name(name)
+
+    def check_companions_held(self, companions: Mapping[str, bytes]) -> None:
+        check_companions(companions)
 
     def plan(self, request: WriteRequest) -> ShardedLayout:
         return ShardedLayout(request)
