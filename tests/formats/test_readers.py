@@ -364,3 +364,127 @@ def run_in_child(action, seconds: float = 20.0) -> str:
     if os.WIFSIGNALED(status):
         return f"killed by signal {os.WTERMSIG(status)}"
     return pickle.loads(data) if data else "no result"
+
+
+# --- ranges of a tensor (what --like copies block by block) -------------------------------------
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".h5", ".safetensors", ".zarr"])
+def test_read_tensor_range_is_the_slice_of_the_flat_tensor(tmp_path, suffix):
+    values = np.arange(-30, 30, dtype=np.int32).reshape(6, 10)
+    path = tmp_path / f"m{suffix}"
+    if suffix == ".npy":
+        np.save(path, values)
+        name = "m"
+    elif suffix == ".h5":
+        with h5py.File(path, "w") as h5:
+            h5.create_dataset("w", data=values, chunks=(2, 10))
+        name = "w"
+    elif suffix == ".safetensors":
+        write_safetensors(path, {"w": values})
+        name = "w"
+    else:
+        from vsgen.formats import parallel
+
+        output = parallel.open_parallel_output(
+            str(path),
+            "zarr",
+            [formats.TensorInfo("w", (6, 10), values.dtype)],
+            chunk_shapes=[(4, 10)],
+        )
+        with output:
+            place = output.places[0]
+            for row in (0, 4):
+                parallel.write_block(place, (row, 0), values[row : row + 4])
+            parallel.sync_written(output.temp)
+            output.commit()
+        name = "m"  # a root array without provenance is named after the store
+    flat = values.reshape(-1)
+    for start, stop in [(0, 60), (0, 1), (7, 33), (39, 41), (59, 60), (25, 25), (0, 0), (60, 60)]:
+        got = readers.read_tensor_range(str(path), name, start, stop)
+        assert got.dtype == np.int32 and got.tobytes() == flat[start:stop].tobytes(), (start, stop)
+        if stop > start:
+            got[0] = 99  # a copy, never a view of a cached piece
+            assert readers.read_tensor_range(str(path), name, start, stop)[0] == flat[start]
+    for start, stop in [(-1, 3), (5, 4), (0, 61)]:
+        with pytest.raises(
+            readers.UnreadableFile,
+            match=rf"range \[{start}, {stop}\) is outside tensor '{name}' of 60 values",
+        ):
+            readers.read_tensor_range(str(path), name, start, stop)
+    with pytest.raises(readers.UnreadableFile, match=f"{path} has no readable tensor 'nope'"):
+        readers.read_tensor_range(str(path), "nope", 0, 1)
+
+
+def test_read_tensor_range_refuses_what_it_would_misread(tmp_path):
+    np.save(tmp_path / "big.npy", np.arange(6, dtype=">i4").reshape(2, 3))
+    np.save(tmp_path / "bytes.npy", np.arange(6, dtype=">i1").reshape(2, 3))  # one byte: no order
+    np.save(tmp_path / "fortran.npy", np.asfortranarray(np.arange(6, dtype="<i4").reshape(2, 3)))
+    np.save(tmp_path / "column.npy", np.asfortranarray(np.arange(6, dtype="<i4")))  # 1-D: no order
+    with pytest.raises(
+        readers.UnreadableFile, match=r"big.npy: tensor 'big' holds big-endian data"
+    ):
+        readers.read_tensor_range(str(tmp_path / "big.npy"), "big", 0, 6)
+    with pytest.raises(
+        readers.UnreadableFile, match=r"fortran.npy: tensor 'fortran' is in Fortran order"
+    ):
+        readers.read_tensor_range(str(tmp_path / "fortran.npy"), "fortran", 0, 6)
+    got = readers.read_tensor_range(str(tmp_path / "bytes.npy"), "bytes", 1, 5)
+    assert got.tolist() == [1, 2, 3, 4]
+    assert readers.read_tensor_range(str(tmp_path / "column.npy"), "column", 2, 6).tolist() == [
+        2,
+        3,
+        4,
+        5,
+    ]
+
+
+def test_read_tensor_infos_refuses_fortran_and_big_endian_by_name(tmp_path):
+    np.save(tmp_path / "big.npy", np.arange(6, dtype=">f4").reshape(2, 3))
+    np.save(tmp_path / "fortran.npy", np.asfortranarray(np.arange(6, dtype="<f4").reshape(2, 3)))
+    np.save(tmp_path / "bytes.npy", np.arange(6, dtype=">i1"))
+    with pytest.raises(readers.UnreadableFile, match=r"^'.*big.npy' holds big-endian data; vsgen"):
+        readers.read_tensor_infos(str(tmp_path / "big.npy"))
+    with pytest.raises(
+        readers.UnreadableFile, match=r"^'.*fortran.npy' is in Fortran order; vsgen"
+    ):
+        readers.read_tensor_infos(str(tmp_path / "fortran.npy"))
+    [info] = readers.read_tensor_infos(str(tmp_path / "bytes.npy"))
+    assert info == formats.TensorInfo("bytes", (6,), np.dtype("int8"))
+
+
+def test_a_file_read_by_ranges_is_opened_once_while_it_is_unchanged(tmp_path, monkeypatch):
+    """Its headers are read once for all the blocks copied from it, and again once it
+    (or a store's root document) changed."""
+    opened = []
+    real = readers.open_file
+    monkeypatch.setattr(readers, "open_file", lambda path: opened.append(path) or real(path))
+    path = tmp_path / "m.safetensors"
+    write_safetensors(path, {"w": np.arange(10, dtype=np.int64)})
+    for start in range(5):
+        assert readers.read_tensor_range(str(path), "w", start, start + 1).tolist() == [start]
+    assert opened == [str(path)]
+    other = tmp_path / "n.safetensors"
+    write_safetensors(other, {"w": np.arange(10, dtype=np.int64)})
+    readers.read_tensor_range(str(other), "w", 0, 1)
+    readers.read_tensor_range(str(path), "w", 0, 1)
+    assert opened == [str(path), str(other), str(path)]  # one file is kept, the last
+    time.sleep(0.01)
+    write_safetensors(path, {"w": np.arange(10, 20, dtype=np.int64)})
+    assert readers.read_tensor_range(str(path), "w", 0, 1).tolist() == [10]
+    assert len(opened) == 4
+    # A store: its root document's change is seen even when the directory's is not.
+    import vsgen
+    from vsgen import blockwrite
+    from vsgen.job import tensor_job
+
+    store = tmp_path / "s.zarr"
+    blockwrite.write(tensor_job(vsgen.VarianceScaling(seed=1), (4, 4)), str(store))
+    readers.read_tensor_range(str(store), "weight", 0, 1)
+    readers.read_tensor_range(str(store), "weight", 0, 1)
+    assert opened.count(str(store)) == 1
+    node = store / "zarr.json"
+    node.write_text(node.read_text().replace('"weight"', '"other"') + " ")
+    with pytest.raises(readers.UnreadableFile, match="no readable tensor 'weight'"):
+        readers.read_tensor_range(str(store), "weight", 0, 1)
+    assert opened.count(str(store)) == 2
