@@ -10,6 +10,7 @@ a temporary file appearing, or the process blocked reading stdin.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -270,6 +271,18 @@ MILLION_CHUNKS = [
 ]
 
 
+@contextlib.contextmanager
+def running(process: subprocess.Popen):
+    """The process, killed if it is still running when the block ends (a failed test
+    must not leave it making a million files)."""
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate(timeout=60)
+
+
 def temporaries(tmp_path: Path) -> list[Path]:
     return [p for p in tmp_path.iterdir() if ".vsgen-tmp-" in p.name]
 
@@ -279,26 +292,26 @@ def test_laying_out_a_million_chunk_files_stops_at_once(tmp_path, signum):
     """The layout polls for the signal at every file: the run ends within a second of
     it (measured here, on a machine shared with other work, with room to spare), one
     line, and the partly made store is gone."""
-    process = start(tmp_path, MILLION_CHUNKS)
-    wait_for(lambda: bool(temporaries(tmp_path)))
-    [temporary] = temporaries(tmp_path)
-    wait_for(lambda: (temporary / "c" / "3").exists())  # thousands of files made
-    sent = time.monotonic()
-    process.send_signal(signum)
-    code, stderr = finish(process)
-    answered = time.monotonic() - sent
+    with running(start(tmp_path, MILLION_CHUNKS)) as process:
+        wait_for(lambda: bool(temporaries(tmp_path)))
+        [temporary] = temporaries(tmp_path)
+        wait_for(lambda: (temporary / "c" / "3").exists())  # thousands of files made
+        sent = time.monotonic()
+        process.send_signal(signum)
+        code, stderr = finish(process)
+        answered = time.monotonic() - sent
     assert_interrupted(code, stderr)
     assert leftovers(tmp_path) == []
     assert answered < 1.0, f"{answered:.2f} s"
 
 
 def test_the_litter_of_a_killed_run_is_cleaned_by_the_next_run(tmp_path):
-    process = start(tmp_path, MILLION_CHUNKS)
-    wait_for(lambda: bool(temporaries(tmp_path)))
-    [temporary] = temporaries(tmp_path)
-    wait_for(lambda: (temporary / "c" / "1").exists())
-    process.kill()  # SIGKILL: nothing can be cleaned up now
-    process.communicate(timeout=60)
+    with running(start(tmp_path, MILLION_CHUNKS)) as process:
+        wait_for(lambda: bool(temporaries(tmp_path)))
+        [temporary] = temporaries(tmp_path)
+        wait_for(lambda: (temporary / "c" / "1").exists())
+        process.kill()  # SIGKILL: nothing can be cleaned up now
+        process.communicate(timeout=60)
     assert temporary.exists()
     done = subprocess.run(
         [
@@ -383,3 +396,45 @@ def test_a_signal_while_a_store_is_synced_keeps_the_old_one(tmp_path, signum):
     assert os.listdir(tmp_path / "out") == ["t.zarr"]
     expected = __import__("vsgen").VarianceScaling(seed=1).plan((64, 32)).array()
     assert _store_values(store) == np.ascontiguousarray(expected, "<f4").tobytes()
+
+
+def test_an_interrupt_python_cannot_raise_is_delivered_again(capfd):
+    """A KeyboardInterrupt raised inside a weakref callback or a __del__ (the import
+    system's module locks have one) is printed by Python as "Exception ignored" and
+    lost; the command's handler delivers the signal again, to be raised where it can."""
+    from vsgen.cli._errors import terminate_as_interrupt
+
+    class Dropped:
+        def __del__(self) -> None:
+            raise KeyboardInterrupt
+
+    deadline = time.monotonic() + 10
+    with pytest.raises(KeyboardInterrupt), terminate_as_interrupt():
+        Dropped()
+        while time.monotonic() < deadline:  # the interrupt lands in this loop
+            pass
+    assert time.monotonic() < deadline
+    assert "Exception ignored" not in capfd.readouterr().err
+
+
+def test_once_the_output_is_in_place_a_signal_changes_nothing(tmp_path):
+    """In a process vsgen owns, a signal after the rename (even while Python shuts
+    down, when it restores the default actions) ends nothing: exit 0."""
+    code = (
+        "import os, signal, time\n"
+        "from vsgen import _interrupt\n"
+        "_interrupt.end_at_once_on_interrupt()\n"
+        "_interrupt.own_process()\n"
+        "_interrupt.output_in_place()\n"
+        "os.kill(os.getpid(), signal.SIGINT)\n"
+        "os.kill(os.getpid(), signal.SIGTERM)\n"
+        "time.sleep(0.1)\n"
+        "print('finished')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        timeout=60,
+    )
+    assert done.returncode == 0 and done.stdout == b"finished\n" and done.stderr == b""

@@ -327,8 +327,13 @@ def test_litter_names_follow_the_temporary_names(tmp_path):
     for name in ("t.zarr", "é" * 120 + ".zarr", "x" * 250):
         final = str(tmp_path / name)
         made = atomic.temp_path(final)
+        assert atomic.litter(final) == []  # not made yet
         os.mkdir(made)
-        os.rename(made, made.replace(f"-{os.getpid()}-", f"-{dead_pid()}-"))
+        assert atomic.litter(final) == []  # this process is alive
+        os.rmdir(made)
+        # What a run with another (now dead) process id made: its name fits too.
+        suffix = f".vsgen-tmp-{atomic.owner_tag()}-{dead_pid()}-{os.urandom(6).hex()}"
+        os.mkdir(tmp_path / f".{atomic._short_base(name, suffix)}{suffix}")
         found = atomic.litter(final)
         assert len(found) == 1 and found[0][1] == ".vsgen-tmp-"
         os.rmdir(found[0][0])

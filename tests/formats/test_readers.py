@@ -364,3 +364,289 @@ def run_in_child(action, seconds: float = 20.0) -> str:
     if os.WIFSIGNALED(status):
         return f"killed by signal {os.WTERMSIG(status)}"
     return pickle.loads(data) if data else "no result"
+
+
+# --- ranges of a tensor (what --like copies block by block) -------------------------------------
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".h5", ".safetensors", ".zarr"])
+def test_read_tensor_range_is_the_slice_of_the_flat_tensor(tmp_path, suffix):
+    values = np.arange(-30, 30, dtype=np.int32).reshape(6, 10)
+    path = tmp_path / f"m{suffix}"
+    if suffix == ".npy":
+        np.save(path, values)
+        name = "m"
+    elif suffix == ".h5":
+        with h5py.File(path, "w") as h5:
+            h5.create_dataset("w", data=values, chunks=(2, 10))
+        name = "w"
+    elif suffix == ".safetensors":
+        write_safetensors(path, {"w": values})
+        name = "w"
+    else:
+        from vsgen.formats import parallel
+
+        output = parallel.open_parallel_output(
+            str(path),
+            "zarr",
+            [formats.TensorInfo("w", (6, 10), values.dtype)],
+            chunk_shapes=[(4, 10)],
+        )
+        with output:
+            place = output.places[0]
+            for row in (0, 4):
+                parallel.write_block(place, (row, 0), values[row : row + 4])
+            parallel.sync_written(output.temp)
+            output.commit()
+        name = "m"  # a root array without provenance is named after the store
+    flat = values.reshape(-1)
+    for start, stop in [(0, 60), (0, 1), (7, 33), (39, 41), (59, 60), (25, 25), (0, 0), (60, 60)]:
+        got = readers.read_tensor_range(str(path), name, start, stop)
+        assert got.dtype == np.int32 and got.tobytes() == flat[start:stop].tobytes(), (start, stop)
+        if stop > start:
+            got[0] = 99  # a copy, never a view of a cached piece
+            assert readers.read_tensor_range(str(path), name, start, stop)[0] == flat[start]
+    for start, stop in [(-1, 3), (5, 4), (0, 61)]:
+        with pytest.raises(
+            readers.UnreadableFile,
+            match=rf"range \[{start}, {stop}\) is outside tensor '{name}' of 60 values",
+        ):
+            readers.read_tensor_range(str(path), name, start, stop)
+    with pytest.raises(readers.UnreadableFile, match=f"{path} has no readable tensor 'nope'"):
+        readers.read_tensor_range(str(path), "nope", 0, 1)
+
+
+def test_read_tensor_range_refuses_what_it_would_misread(tmp_path):
+    np.save(tmp_path / "big.npy", np.arange(6, dtype=">i4").reshape(2, 3))
+    np.save(tmp_path / "bytes.npy", np.arange(6, dtype=">i1").reshape(2, 3))  # one byte: no order
+    np.save(tmp_path / "fortran.npy", np.asfortranarray(np.arange(6, dtype="<i4").reshape(2, 3)))
+    np.save(tmp_path / "column.npy", np.asfortranarray(np.arange(6, dtype="<i4")))  # 1-D: no order
+    with pytest.raises(
+        readers.UnreadableFile, match=r"big.npy: tensor 'big' holds big-endian data"
+    ):
+        readers.read_tensor_range(str(tmp_path / "big.npy"), "big", 0, 6)
+    with pytest.raises(
+        readers.UnreadableFile, match=r"fortran.npy: tensor 'fortran' is in Fortran order"
+    ):
+        readers.read_tensor_range(str(tmp_path / "fortran.npy"), "fortran", 0, 6)
+    got = readers.read_tensor_range(str(tmp_path / "bytes.npy"), "bytes", 1, 5)
+    assert got.tolist() == [1, 2, 3, 4]
+    assert readers.read_tensor_range(str(tmp_path / "column.npy"), "column", 2, 6).tolist() == [
+        2,
+        3,
+        4,
+        5,
+    ]
+
+
+def test_read_tensor_infos_refuses_fortran_and_big_endian_by_name(tmp_path):
+    np.save(tmp_path / "big.npy", np.arange(6, dtype=">f4").reshape(2, 3))
+    np.save(tmp_path / "fortran.npy", np.asfortranarray(np.arange(6, dtype="<f4").reshape(2, 3)))
+    np.save(tmp_path / "bytes.npy", np.arange(6, dtype=">i1"))
+    with pytest.raises(readers.UnreadableFile, match=r"^'.*big.npy' holds big-endian data; vsgen"):
+        readers.read_tensor_infos(str(tmp_path / "big.npy"))
+    with pytest.raises(
+        readers.UnreadableFile, match=r"^'.*fortran.npy' is in Fortran order; vsgen"
+    ):
+        readers.read_tensor_infos(str(tmp_path / "fortran.npy"))
+    [info] = readers.read_tensor_infos(str(tmp_path / "bytes.npy"))
+    assert info == formats.TensorInfo("bytes", (6,), np.dtype("int8"))
+
+
+def test_a_file_read_by_ranges_is_opened_once_while_it_is_unchanged(tmp_path, monkeypatch):
+    """Its headers are read once for all the blocks copied from it, and again once it
+    (or a store's root document) changed."""
+    opened = []
+    real = readers.open_file
+    monkeypatch.setattr(readers, "open_file", lambda path: opened.append(path) or real(path))
+    path = tmp_path / "m.safetensors"
+    write_safetensors(path, {"w": np.arange(10, dtype=np.int64)})
+    for start in range(5):
+        assert readers.read_tensor_range(str(path), "w", start, start + 1).tolist() == [start]
+    assert opened == [str(path)]
+    other = tmp_path / "n.safetensors"
+    write_safetensors(other, {"w": np.arange(10, dtype=np.int64)})
+    readers.read_tensor_range(str(other), "w", 0, 1)
+    readers.read_tensor_range(str(path), "w", 0, 1)
+    assert opened == [str(path), str(other), str(path)]  # one file is kept, the last
+    time.sleep(0.01)
+    write_safetensors(path, {"w": np.arange(10, 20, dtype=np.int64)})
+    assert readers.read_tensor_range(str(path), "w", 0, 1).tolist() == [10]
+    assert len(opened) == 4
+    # A store: its root document's change is seen even when the directory's is not.
+    import vsgen
+    from vsgen import blockwrite
+    from vsgen.job import tensor_job
+
+    store = tmp_path / "s.zarr"
+    blockwrite.write(tensor_job(vsgen.VarianceScaling(seed=1), (4, 4)), str(store))
+    readers.read_tensor_range(str(store), "weight", 0, 1)
+    readers.read_tensor_range(str(store), "weight", 0, 1)
+    assert opened.count(str(store)) == 1
+    node = store / "zarr.json"
+    node.write_text(node.read_text().replace('"weight"', '"other"') + " ")
+    with pytest.raises(readers.UnreadableFile, match="no readable tensor 'weight'"):
+        readers.read_tensor_range(str(store), "weight", 0, 1)
+    assert opened.count(str(store)) == 2
+
+
+def test_ranges_of_a_zarr_array_start_at_the_chunk_that_holds_them(tmp_path, monkeypatch):
+    """Work proportional to what is copied: the chunks before the range are not opened."""
+    from vsgen.formats import parallel
+    from vsgen.formats import zarr as zarr_format
+
+    values = np.arange(60, dtype=np.int64).reshape(10, 6)
+    path = tmp_path / "w.zarr"
+    output = parallel.open_parallel_output(
+        str(path), "zarr", [formats.TensorInfo("w", (10, 6), values.dtype)], chunk_shapes=[(2, 6)]
+    )
+    with output:
+        for row in range(0, 10, 2):
+            parallel.write_block(output.places[0], (row, 0), values[row : row + 2])
+        parallel.sync_written(output.temp)
+        output.commit()
+    opened = []
+    real = zarr_format.ZarrArray._open_chunk
+    monkeypatch.setattr(
+        zarr_format.ZarrArray,
+        "_open_chunk",
+        lambda self, index: opened.append(index) or real(self, index),
+    )
+    got = readers.read_tensor_range(str(path), "w", 40, 47)
+    assert got.tolist() == list(range(40, 47))
+    assert opened == [(3, 0)]  # values 36-47: no chunk before it is opened, none after
+
+
+def test_big_endian_refusals_start_at_two_bytes(tmp_path):
+    np.save(tmp_path / "half.npy", np.arange(4, dtype=">i2"))
+    with pytest.raises(
+        readers.UnreadableFile, match="half.npy: tensor 'half' holds big-endian data"
+    ):
+        readers.read_tensor_range(str(tmp_path / "half.npy"), "half", 0, 4)
+    np.save(tmp_path / "f2.npy", np.arange(4, dtype=">f2"))
+    with pytest.raises(readers.UnreadableFile, match="f2.npy' holds big-endian data"):
+        readers.read_tensor_infos(str(tmp_path / "f2.npy"))
+
+
+def test_an_unsupported_dtype_names_the_tensor_cut_to_200_characters(tmp_path):
+    name = "n" * 300
+    header = json.dumps({name: {"dtype": "F8_E5M2", "shape": [4], "data_offsets": [0, 4]}})
+    header += " " * (-len(header) % 8)
+    path = tmp_path / "m.safetensors"
+    path.write_bytes(struct.pack("<Q", len(header)) + header.encode() + bytes(4))
+    with pytest.raises(readers.UnreadableFile) as caught:
+        readers.read_tensor_infos(str(path))
+    assert str(caught.value) == f"{path}: tensor {'n' * 200!r} has an unsupported dtype float8_e5m2"
+
+
+def test_sniff_names_each_format(tmp_path):
+    np.save(tmp_path / "w.npy", np.zeros(2))
+    write_safetensors(tmp_path / "w.safetensors", {"w": np.zeros(2)})
+    (tmp_path / "d").mkdir()
+    assert readers.sniff(str(tmp_path / "w.npy")) == "npy"
+    assert readers.sniff(str(tmp_path / "w.safetensors")) == "safetensors"
+    assert readers.sniff(str(tmp_path / "d")) == "npydir"
+
+
+def test_the_cache_sees_a_changed_file_behind_a_link_and_a_changed_index(tmp_path):
+    target = tmp_path / "real.safetensors"
+    write_safetensors(target, {"w": np.arange(4, dtype=np.int64)})
+    link = tmp_path / "link.safetensors"
+    link.symlink_to(target)
+    assert readers.read_tensor_range(str(link), "w", 0, 1).tolist() == [0]
+    time.sleep(0.01)
+    write_safetensors(target, {"w": np.arange(10, 14, dtype=np.int64)})
+    assert readers.read_tensor_range(str(link), "w", 0, 1).tolist() == [10]
+    # A shard directory: its index changes in place (the directory itself does not).
+    from vsgen.formats import parallel
+
+    directory = tmp_path / "ckpt"
+    output = parallel.open_parallel_output(
+        str(directory), "safetensors-sharded", [formats.TensorInfo("w", (4,), np.dtype(np.int64))]
+    )
+    with output:
+        parallel.write_block(output.places[0], (0,), np.arange(4, dtype=np.int64))
+        parallel.sync_written(output.temp)
+        output.commit()
+    assert readers.read_tensor_range(str(directory), "w", 1, 2).tolist() == [1]
+    index = directory / "model.safetensors.index.json"
+    document = json.loads(index.read_text())
+    document["weight_map"]["v"] = document["weight_map"].pop("w")
+    time.sleep(0.01)
+    index.write_text(json.dumps(document))
+    with pytest.raises(readers.UnreadableFile):
+        readers.read_tensor_range(str(directory), "w", 1, 2)
+
+
+# --- what every format shares (vsgen.formats.base) ----------------------------------------------
+
+
+def test_sized_file_creates_a_new_file_only(tmp_path):
+    from vsgen.formats.base import sized_file
+
+    umask = os.umask(0)
+    try:
+        sized_file(str(tmp_path / "a"), b"head", 10)
+        sized_file(str(tmp_path / "b"), b"head", 0, 0o600)
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "a").read_bytes() == b"head" + bytes(6)
+    assert os.stat(tmp_path / "a").st_mode & 0o777 == 0o666
+    assert (tmp_path / "b").read_bytes() == b"head" and os.stat(
+        tmp_path / "b"
+    ).st_mode & 0o777 == 0o600
+    with pytest.raises(FileExistsError):
+        sized_file(str(tmp_path / "a"), b"x", 0)
+    assert (tmp_path / "a").read_bytes() == b"head" + bytes(6)
+
+
+def test_the_base_format_and_stored_tensors(tmp_path):
+    from vsgen.formats.base import Format, StoredTensor, TensorFile, UnreadableFile
+
+    fmt = Format("x", (".a", ".b"))
+    assert (fmt.name, fmt.suffixes, repr(fmt)) == ("x", (".a", ".b"), "<format x>")
+    with pytest.raises(UnreadableFile) as caught:
+        fmt.open("p")
+    assert str(caught.value) == "p: x files are not read"
+    np.save(tmp_path / "w.npy", np.arange(10, dtype=np.float32))
+    [tensor] = readers.open_file(str(tmp_path / "w.npy")).tensors
+    pieces = list(tensor.chunks(3))
+    assert [p.size for p in pieces] == [3, 3, 3, 1]
+    assert [p.size for p in tensor.chunks()] == [10]
+    names = [f"t{i}" for i in range(25)]
+    listing = TensorFile(
+        "f", "x", tuple(StoredTensor("f", "x", n, (1,), "float32", 4) for n in names), {}
+    )
+    with pytest.raises(UnreadableFile) as caught:
+        listing.tensor("nope")
+    shown = ", ".join(names[:20])
+    assert str(caught.value) == f"f has no tensor named 'nope'; it holds: {shown}, ... (25 in all)"
+    few = TensorFile("f", "x", listing.tensors[:20], {})
+    with pytest.raises(UnreadableFile) as caught:
+        few.tensor("nope")
+    assert str(caught.value) == f"f has no tensor named 'nope'; it holds: {shown}"
+    with pytest.raises(UnreadableFile) as caught:
+        TensorFile("f", "x", (), {}).tensor("nope")
+    assert str(caught.value) == "f has no tensor named 'nope'; it holds: nothing"
+
+
+def test_refusing_to_replace_names_the_target_as_given(tmp_path):
+    from vsgen.formats import atomic
+    from vsgen.formats.registry import get
+
+    directory = tmp_path / "ckpt"
+    directory.mkdir()
+    (directory / "model.safetensors.index.json").write_text("{nope")
+    with pytest.raises(atomic.NotOwned) as caught:
+        get("safetensors-sharded").refuse_replacing(str(directory), "shown")
+    assert "(shown/model.safetensors.index.json: invalid JSON" in str(caught.value)
+    (tmp_path / "file").write_bytes(b"")
+    with pytest.raises(atomic.NotOwned) as caught:
+        get("zarr").survey_aside(str(tmp_path / "file"), "shown")
+    assert (caught.value.entry, caught.value.reason) == ("", "not a regular file")
+    store = tmp_path / "s.zarr"
+    store.mkdir()
+    (store / "zarr.json").write_text("{nope")
+    with pytest.raises(atomic.NotOwned) as caught:
+        get("zarr").survey_aside(str(store), "shown")
+    assert caught.value.reason.startswith("invalid JSON")

@@ -17,6 +17,7 @@ from typing import NoReturn
 
 import click
 
+from vsgen import _interrupt
 from vsgen._interrupt import end_at_once_on_interrupt
 from vsgen._version import DEFAULT_STREAM_LABEL, __version__
 from vsgen.cli._errors import VsgenGroup
@@ -98,6 +99,8 @@ def main(argv: list[str] | None = None, *, own_process: bool = False) -> NoRetur
     # is one line on stderr, as vsgen's own warnings are.
     warnings.formatwarning = _one_line_warning
     cli.own_process = own_process
+    if own_process:
+        _interrupt.own_process()
     cli.main(args=argv, prog_name="vsgen")
 
 

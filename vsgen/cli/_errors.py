@@ -389,13 +389,13 @@ def library_warnings_as_lines() -> Iterator[None]:
 @contextlib.contextmanager
 def terminate_as_interrupt() -> Iterator[None]:
     """Make SIGINT and SIGTERM raise KeyboardInterrupt, so temporary files are removed;
-    once the output is in place (``vsgen._interrupt.output_in_place``), they end the
-    command with exit code 0 instead: the work is done."""
+    once the output is in place (``vsgen._interrupt.output_in_place``) they change
+    nothing: the work is done and the command ends with exit code 0. (Raising then
+    could land in a callback Python cannot unwind, which prints "Exception ignored".)"""
 
     def handler(signum: int, frame: Any) -> None:
-        if _interrupt.is_output_in_place():
-            raise SystemExit(0)
-        raise KeyboardInterrupt
+        if not _interrupt.is_output_in_place():
+            raise KeyboardInterrupt
 
     previous: dict[int, Any] = {}
     try:
@@ -405,11 +405,30 @@ def terminate_as_interrupt() -> Iterator[None]:
     except ValueError:  # not the main thread (e.g. some test runners)
         yield
         return
+    python_hook = sys.unraisablehook
+
+    def unraisable(report: Any) -> None:
+        # A KeyboardInterrupt raised where Python cannot propagate it (a weakref
+        # callback of the import system, a __del__) would be printed as "Exception
+        # ignored" and lost: deliver the interrupt again a moment later, from a
+        # thread, once this hook has returned, to be raised where it can.
+        if isinstance(report.exc_value, KeyboardInterrupt):
+            import _thread
+            import threading
+
+            again = threading.Timer(0.005, _thread.interrupt_main, (signal.SIGINT,))
+            again.daemon = True
+            again.start()
+            return
+        python_hook(report)
+
+    sys.unraisablehook = unraisable
     try:
         yield
     finally:
+        sys.unraisablehook = python_hook
         for caught, old in previous.items():
-            signal.signal(caught, old)
+            _interrupt.restore(caught, old)
 
 
 @contextlib.contextmanager
@@ -432,4 +451,4 @@ def signals_held() -> Iterator[list[int]]:
         yield received
     finally:
         for held, handler in previous.items():
-            signal.signal(held, handler)
+            _interrupt.restore(held, handler)
