@@ -267,8 +267,6 @@ class Format:
     one_tensor = False
     #: Stores the tensors' names (a .npy or raw file holds values only).
     named = True
-    #: Block writers on a cluster give each file one task (one worker per shard).
-    task_per_file = False
     #: Directory formats: suffixes of the files the commit syncs (writers sync the rest).
     commit_syncs: tuple[str, ...] = ()
 
@@ -332,19 +330,33 @@ class Format:
         raise NotImplementedError
 
     def temporary(
-        self, path: str, display: str, force: bool, old: Survey | None = None
+        self,
+        path: str,
+        display: str,
+        force: bool,
+        old: Survey | None = None,
+        at: str | None = None,
+        reopen: bool = False,
     ) -> Temporary:
         """A new temporary beside ``path`` (a file, or a directory for directory formats,
-        made no more permissive than ``old``, the survey of the output it replaces)."""
+        made no more permissive than ``old``, the survey of the output it replaces);
+        ``at`` names it (a resumable job's, known in advance; ``reopen``: it exists)."""
         if self.directory:
 
             def check(aside: str) -> tuple[Judge, Survey]:
                 return self.survey_aside(aside, display)
 
             return TemporaryDirectory(
-                path, display, force, check=check, sync=self.commit_syncs, old=old
+                path,
+                display,
+                force,
+                check=check,
+                sync=self.commit_syncs,
+                old=old,
+                at=at,
+                reopen=reopen,
             )
-        return AtomicFile(path, display, force)
+        return AtomicFile(path, display, force, at=at, reopen=reopen)
 
     #: What ``--force`` replaces of a directory format, in messages.
     replace_words = "a directory of .npy files"
@@ -459,14 +471,19 @@ def check_output(
 
 
 def lay_out(
-    target: str, fmt: Format, layout: Layout, force: bool, presize: bool
+    target: str,
+    fmt: Format,
+    layout: Layout,
+    force: bool,
+    presize: bool,
+    at: str | None = None,
 ) -> tuple[Temporary, list[Place]]:
     """The output's temporary beside ``target``, laid out.
 
     :func:`~vsgen.formats.atomic.preflight` first (``layout.needed`` bytes, what
-    ``fmt`` lets ``force`` replace), then a new temporary and ``layout.create``
-    (``presize`` as there); if laying out fails the temporary is removed.
-    OSErrors name the target.
+    ``fmt`` lets ``force`` replace), then a new temporary (named ``at`` if given:
+    a resumable job's) and ``layout.create`` (``presize`` as there); if laying out
+    fails the temporary is removed. OSErrors name the target.
     """
     path = os.path.abspath(target)
     old = preflight(
@@ -478,7 +495,7 @@ def lay_out(
         refuse_replacing=fmt.refuse_replacing,
     )
     try:
-        temporary = fmt.temporary(path, target, force, old)
+        temporary = fmt.temporary(path, target, force, old, at=at)
     except OSError as error:
         raise io_error(error, target) from error
     try:

@@ -22,14 +22,14 @@ every file but the index itself: the shards (size only) and any small companion
 file written with them (``config.json``, ``generation_config.json``: size and
 SHA-256 of the bytes). Loaders read only ``total_size`` of the metadata.
 
-Written block by block (:mod:`vsgen.blockwrite`; on a cluster one task per shard),
-never streamed. Read back through the index (every directory is untrusted): the
-index through the bounded JSON parser, no lies (``total_size`` a non-negative
-integer equal to the bytes of the shards' tensors, a tensor in one shard only and
-in the shard the index names, shard names plain file names), every shard a regular
-file in the directory (never a symbolic link, FIFO or device), each shard's header
-parsed once (:mod:`vsgen.formats.safetensors`), the tensors listed in the index's
-order and the shards' provenance merged.
+Written block by block (:mod:`vsgen.blockwrite`: tasks of about 64 MiB, so a large
+shard is written by many workers), never streamed. Read back through the index
+(every directory is untrusted): the index through the bounded JSON parser, no lies
+(``total_size`` a non-negative integer equal to the bytes of the shards' tensors, a
+tensor in one shard only and in the shard the index names, shard names plain file
+names), every shard a regular file in the directory (never a symbolic link, FIFO or
+device), each shard's header parsed once (:mod:`vsgen.formats.safetensors`), the
+tensors listed in the index's order and the shards' provenance merged.
 """
 
 from __future__ import annotations
@@ -469,7 +469,6 @@ class ShardedFormat(StoreFormat):
     keeps_metadata = True
     holds_bfloat16 = SafetensorsFormat.holds_bfloat16
     holds_complex = SafetensorsFormat.holds_complex
-    task_per_file = True
     commit_syncs = (".safetensors", ".json")
     replace_words = "sharded safetensors vsgen wrote"
 
