@@ -537,13 +537,21 @@ class LocalRunner:
                         index = pending.pop()
                         running[pool.submit(tasks[index], 1)] = index
                     done, _ = wait(running, timeout=POLL_SECONDS, return_when=FIRST_COMPLETED)
-                    for future in done:
+                    failed = None
+                    # The tasks that finished are reported before a failure among them is
+                    # raised, so that a resumable job keeps all of them.
+                    for future in sorted(done, key=running.__getitem__):
                         index = running.pop(future)
+                        if future.exception() is not None:
+                            failed = failed or future
+                            continue
                         result = future.result()
                         if on_done is not None:
                             on_done(index, result)
                         if on_progress is not None:
                             on_progress(result.values)
+                    if failed is not None:
+                        failed.result()
                     stop_if_cancelled(cancelled)
             except BaseException:
                 for future in running:
@@ -701,8 +709,8 @@ def _mention_kept(target: str) -> None:
         import warnings
 
         warnings.warn(
-            f"{kept[0]} beside {target!r} holds an unfinished job kept for --resume; "
-            "run that job again with --resume to finish it, or delete it",
+            f"{kept[0]} beside {target!r} holds an unfinished job kept to be resumed "
+            "(--resume, resume=True): run that job again that way to finish it, or delete it",
             atomic.LeftoverWarning,
             stacklevel=3,
         )

@@ -1095,6 +1095,13 @@ def _wait_for_workers(
     question: Any = None
     while True:
         _stop_if_cancelled(cancelled)
+        if time.monotonic() >= deadline:
+            joined = "no worker" if count == 1 else f"not {count} workers"
+            raise ClusterError(
+                errno.ETIMEDOUT,
+                f"{joined} joined the Dask scheduler {address} within {cluster_timeout:g} s "
+                "(the cluster timeout)",
+            )
         health.check()
         if question is None:
             scheduler: Any = client.scheduler
@@ -1107,11 +1114,4 @@ def _wait_for_workers(
                 if int(question.result()["n_workers"]) >= count:
                     return
             question = None
-        if time.monotonic() >= deadline:
-            joined = "no worker" if count == 1 else f"not {count} workers"
-            raise ClusterError(
-                errno.ETIMEDOUT,
-                f"{joined} joined the Dask scheduler {address} within {cluster_timeout:g} s "
-                "(the cluster timeout)",
-            )
         time.sleep(POLL_SECONDS)

@@ -1,0 +1,679 @@
+"""vsgen.dask's parts, in this process: addresses and timeouts, the probe of what
+answers at an address, waiting without holding a signal, the cluster's health, task
+results and progress, the default client, connecting.
+
+Fast (no worker processes but an in-process cluster for the few tests that need
+one), so that the mutation run of vsgen/dask.py can use them (docs/testing.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import struct
+import threading
+import time
+
+import pytest
+
+pytest.importorskip("dask")
+distributed = pytest.importorskip("distributed")
+msgpack = pytest.importorskip("msgpack")
+
+from dask_processes import Listener, free_port  # noqa: E402
+
+import vsgen  # noqa: E402
+from vsgen import dask as vsgen_dask  # noqa: E402
+from vsgen.blockwrite import TaskResult  # noqa: E402
+from vsgen.dask import ClusterError  # noqa: E402
+
+
+def handshake(message: object = None, frames: list[bytes] | None = None) -> bytes:
+    """Bytes shaped as a Dask scheduler's first message (what the probe reads)."""
+    if frames is None:
+        payload = {"compression": None, "python": [3, 11, 7], "pickle-protocol": 5}
+        frames = [msgpack.packb(payload if message is None else message)]
+    body = struct.pack("<Q", len(frames)) + b"".join(struct.pack("<Q", len(f)) for f in frames)
+    body += b"".join(frames)
+    return struct.pack("<Q", len(body)) + body
+
+
+# --- addresses and numbers ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("local:3", ("local", 3)),
+        ("LOCAL:2", ("local", 2)),
+        (" local:0001 ", ("local", 1)),
+        ("local:256", ("local", 256)),
+        ("tcp://127.0.0.1:8786", ("tcp://127.0.0.1:8786", None)),
+        ("127.0.0.1:8786", ("127.0.0.1:8786", None)),
+        ("tls://scheduler:8786", ("tls://scheduler:8786", None)),
+        ("tcp://[::1]:8786", ("tcp://[::1]:8786", None)),
+    ],
+)
+def test_scheduler_addresses(text, expected):
+    assert vsgen_dask.parse_scheduler(text) == expected
+
+
+def test_local_alone_is_one_worker_per_usable_cpu():
+    from vsgen.streams import usable_cpus
+
+    assert vsgen_dask.parse_scheduler("local") == ("local", usable_cpus())
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("", "needs an address"),
+        ("   ", "needs an address"),
+        ("local:0", "from 1 to 256"),
+        ("local:257", "from 1 to 256"),
+        ("local:100000000000000000000", "from 1 to 256"),
+        ("local:٣", "from 1 to 256"),
+        ("local:-1", "from 1 to 256"),
+        ("local:1.5", "from 1 to 256"),
+        ("tcp://host", "not a scheduler address"),
+        ("tcp://host:", "not a scheduler address"),
+        ("tcp://:8786", "not a scheduler address"),
+        ("tcp://host:65536", "not a scheduler address"),
+        ("tcp://host:99999999999999999999", "not a scheduler address"),
+        ("tcp://host:８７８６", "not a scheduler address"),
+        ("host", "not a scheduler address"),
+    ],
+)
+def test_malformed_schedulers_are_refused_before_anything_is_made(text, says):
+    with pytest.raises(ValueError, match=says) as raised:
+        vsgen_dask.parse_scheduler(text)
+    assert len(str(raised.value)) < 200
+
+
+def test_tcp_addresses_give_host_and_port():
+    assert vsgen_dask._tcp_address("tcp://example.org:8786") == ("example.org", 8786)
+    assert vsgen_dask._tcp_address("TCP://example.org:1") == ("example.org", 1)
+    assert vsgen_dask._tcp_address("example.org:65535") == ("example.org", 65535)
+    assert vsgen_dask._tcp_address("tcp://[::1]:0") == ("::1", 0)
+    assert vsgen_dask._tcp_address("ucx://example.org:8786") is None
+
+
+@pytest.mark.parametrize("value", [0.001, 1, 2.5, 86400])
+def test_timeouts_within_range(value):
+    assert vsgen_dask.check_timeout("connect_timeout", value) == float(value)
+    assert isinstance(vsgen_dask.check_timeout("connect_timeout", value), float)
+
+
+@pytest.mark.parametrize("value", [0, -1, 86400.5, float("inf"), float("nan"), True, "3", None])
+def test_timeouts_out_of_range_name_the_argument(value):
+    with pytest.raises(ValueError, match=r"^Argument `cluster_timeout` must be a number") as raised:
+        vsgen_dask.check_timeout("cluster_timeout", value)
+    assert f"Received: cluster_timeout={str(value)[:40]}" in str(raised.value)
+
+
+def test_the_defaults_are_documented_in_the_help():
+    from click.testing import CliRunner
+
+    from vsgen.cli import cli
+
+    text = " ".join(CliRunner().invoke(cli, ["sample", "--help"]).output.split())
+    assert vsgen_dask.CONNECT_TIMEOUT == 10 and "handshake; also how long" in text
+    assert "stopped answering. [10]" in text
+    assert vsgen_dask.CLUSTER_TIMEOUT == 60 and "before it fails. [60]" in text
+
+
+# --- the probe ---------------------------------------------------------------------------
+
+
+def test_the_probe_accepts_what_a_dask_scheduler_sends(client):
+    vsgen_dask.probe(client.scheduler.address, 5)
+
+
+def test_the_probe_leaves_other_transports_to_dask():
+    vsgen_dask.probe("inproc://nowhere", 0.1)
+
+
+def test_a_refused_connection():
+    address = f"tcp://127.0.0.1:{free_port()}"
+    with pytest.raises(ClusterError) as raised:
+        vsgen_dask.probe(address, 5)
+    assert raised.value.errno == errno.ECONNREFUSED
+    assert str(raised.value) == (
+        f"[Errno {errno.ECONNREFUSED}] cannot reach the Dask scheduler {address}: "
+        "connection refused"
+    )
+
+
+@pytest.mark.parametrize(
+    ("data", "says"),
+    [
+        (handshake(), None),
+        (handshake(frames=[msgpack.packb({"pickle-protocol": 5}), b"more"]), None),
+        (b"HTTP/1.1 400 Bad Request\r\nServer: x\r\n\r\n", "answered 'HTTP/1.1 400 Bad Request'"),
+        (b"\xff" * 8, "answered b'\\xff\\xff\\xff\\xff\\xff\\xff\\xff\\xff'"),
+        (struct.pack("<Q", 15) + b"x" * 15, "answered b'\\x0f"),
+        (struct.pack("<Q", 16) + b"\x00" * 16, "answered b'\\x10"),
+        (struct.pack("<Q", 70000) + b"x" * 8, "answered b'p\\x11\\x01"),
+        (handshake(frames=[]), "answered"),
+        (handshake(frames=[b"x"] * 17), "answered"),
+        (handshake(message=["not", "a", "map"]), "answered"),
+        (handshake(message={"python": [3]}), "answered"),
+        (handshake(frames=[b"\xc1"]), "answered"),
+        (handshake(message={"pickle_protocol": 5}), "answered"),
+    ],
+)
+def test_the_probe_reads_only_a_dask_handshake(data, says):
+    with Listener("banner", data) as listener:
+        if says is None:
+            vsgen_dask.probe(listener.address, 5)
+            return
+        with pytest.raises(ClusterError) as raised:
+            vsgen_dask.probe(listener.address, 5)
+    assert says in str(raised.value)
+    assert raised.value.errno == errno.EPROTO
+    assert str(raised.value).startswith(
+        f"[Errno {errno.EPROTO}] {listener.address} is not a Dask scheduler: "
+    )
+
+
+def test_frame_lengths_must_add_up():
+    good = handshake()
+    body = bytearray(good[8:])
+    struct.pack_into("<Q", body, 8, struct.unpack_from("<Q", body, 8)[0] + 1)
+    with pytest.raises(ClusterError, match="is not a Dask scheduler"):
+        vsgen_dask._check_handshake("tcp://x:1", good[:8] + bytes(body))
+    vsgen_dask._check_handshake("tcp://x:1", good)
+
+
+def test_a_handshake_that_announces_more_frames_than_it_holds():
+    body = struct.pack("<QQ", 3, 5)
+    with pytest.raises(ClusterError):
+        vsgen_dask._check_handshake("tcp://x:1", struct.pack("<Q", len(body)) + body)
+
+
+@pytest.mark.parametrize("kind", ["silent", "echo", "http"])
+def test_a_silent_peer_is_reported_within_the_timeout(kind):
+    with Listener(kind) as listener:
+        started = time.monotonic()
+        with pytest.raises(ClusterError, match="sent no Dask handshake within 0.3 s") as raised:
+            vsgen_dask.probe(listener.address, 0.3)
+        elapsed = time.monotonic() - started
+    assert 0.3 <= elapsed < 3
+    assert raised.value.errno == errno.EPROTO
+
+
+def test_a_peer_that_closes_at_once():
+    with (
+        Listener("closing") as listener,
+        pytest.raises(ClusterError, match="closed the connection"),
+    ):
+        vsgen_dask.probe(listener.address, 5)
+
+
+def test_a_handshake_sent_in_pieces_is_read_whole():
+    data = handshake()
+
+    class Trickle(Listener):
+        def _talk(self, connection):
+            for byte in data:
+                connection.sendall(bytes([byte]))
+                time.sleep(0.001)
+            time.sleep(1)
+
+    with Trickle("banner") as listener:
+        vsgen_dask.probe(listener.address, 5)
+
+
+def test_the_probe_answers_a_cancellation_at_once():
+    with Listener("silent") as listener:
+        started = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            vsgen_dask.probe(
+                listener.address, 60, cancelled=lambda: time.monotonic() > started + 0.2
+            )
+        assert time.monotonic() - started < 1
+
+
+def test_an_unresolvable_name():
+    with pytest.raises(ClusterError, match="cannot resolve 'no-such-host.invalid'"):
+        vsgen_dask.probe("tcp://no-such-host.invalid:8786", 5)
+
+
+def test_shown_bytes():
+    assert vsgen_dask._shown(b"SSH-2.0-OpenSSH\r\nrest") == "'SSH-2.0-OpenSSH'"
+    assert vsgen_dask._shown(b"\x00abc") == "b'\\x00abc'"
+    assert vsgen_dask._shown(b"") == "b''"
+    assert vsgen_dask._shown(b"x" * 40) == repr("x" * 32)
+    assert vsgen_dask._shown(b"caf\xc3\xa9 au lait") == "b'caf\\xc3\\xa9 au lait'"
+
+
+# --- waiting -----------------------------------------------------------------------------
+
+
+def test_polled_returns_what_the_call_returns_and_raises_what_it_raises():
+    assert vsgen_dask._polled(lambda: 42, 5) == 42
+    with pytest.raises(ZeroDivisionError):
+        vsgen_dask._polled(lambda: 1 / 0, 5)
+
+
+def test_polled_gives_up_after_the_timeout_and_disposes_of_a_late_result():
+    late: list[str] = []
+    release = threading.Event()
+
+    def slow() -> str:
+        release.wait(10)
+        return "made"
+
+    started = time.monotonic()
+    with pytest.raises(TimeoutError, match="no answer within 0.2 s"):
+        vsgen_dask._polled(slow, 0.2, on_late=late.append)
+    assert 0.2 <= time.monotonic() - started < 2
+    release.set()
+    deadline = time.monotonic() + 5
+    while not late and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert late == ["made"]
+
+
+def test_polled_stops_when_cancelled():
+    release = threading.Event()
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        vsgen_dask._polled(lambda: release.wait(10), None, cancelled=lambda: True)
+    assert time.monotonic() - started < 1
+    release.set()
+
+
+def test_polled_answers_the_callers_cancellation_block():
+    from vsgen.formats.atomic import cancellation
+
+    release = threading.Event()
+    with cancellation(lambda: True), pytest.raises(KeyboardInterrupt):
+        vsgen_dask._polled(lambda: release.wait(10), None)
+    release.set()
+
+
+def test_a_result_that_comes_just_as_the_wait_gives_up_is_disposed_of():
+    late: list[int] = []
+    with pytest.raises(KeyboardInterrupt):
+        vsgen_dask._polled(lambda: time.sleep(0.1) or 7, None, lambda: True, late.append)
+    time.sleep(0.3)
+    assert late == [7]
+
+
+# --- the cluster's health ------------------------------------------------------------------
+
+
+class FakeScheduler:
+    def __init__(self, answers: list, address: str = "tcp://10.0.0.1:8786") -> None:
+        self.answers = answers
+        self.address = address
+        self.asked = 0
+
+    async def identity(self, n_workers: int = -1) -> dict:
+        self.asked += 1
+        answer = self.answers.pop(0) if self.answers else None
+        if answer == "hang":
+            await asyncio.sleep(3600)
+        if isinstance(answer, Exception):
+            raise answer
+        return {"n_workers": answer}
+
+
+class FakeLoop:
+    def __init__(self) -> None:
+        self.asyncio_loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.asyncio_loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.asyncio_loop.call_soon_threadsafe(self.asyncio_loop.stop)
+        self.thread.join(5)
+
+
+class FakeClient:
+    def __init__(self, answers: list) -> None:
+        self.status = "running"
+        self.scheduler = FakeScheduler(answers)
+        self.loop = FakeLoop()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def settle(health) -> None:
+    """Wait until the question in flight is answered."""
+    deadline = time.monotonic() + 5
+    while health._question is not None and not health._question.done():
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+
+
+@pytest.fixture
+def fake():
+    made: list[FakeClient] = []
+
+    def make(answers):
+        client = FakeClient(answers)
+        made.append(client)
+        return client
+
+    yield make
+    for client in made:
+        client.loop.stop()
+
+
+def test_health_fails_after_the_cluster_timeout_without_workers(fake):
+    client, clock = fake([2, 0, 0, 0, 0]), Clock()
+    health = vsgen_dask._Health(client, 3, 10, clock)
+    health.check()  # asks
+    settle(health)
+    clock.now += 0.5
+    health.check()  # 2 workers; asks again
+    settle(health)
+    clock.now += 0.5
+    health.check()  # 0 workers since the question of 1000.5
+    assert health._without_workers == 1000.5
+    for _ in range(2):
+        settle(health)
+        clock.now += 0.5
+        health.check()
+    settle(health)
+    clock.now = 1000.5 + 2.99
+    health.check()
+    clock.now = 1000.5 + 3
+    with pytest.raises(ClusterError) as raised:
+        health.check()
+    assert raised.value.errno == errno.ETIMEDOUT
+    assert str(raised.value).endswith(
+        "the Dask cluster tcp://10.0.0.1:8786 has had no live worker for 3 s (the cluster timeout)"
+    )
+
+
+def test_health_forgives_a_cluster_whose_workers_come_back(fake):
+    client, clock = fake([0, 0, 1, 0]), Clock()
+    health = vsgen_dask._Health(client, 3, 10, clock)
+    for _ in range(4):
+        health.check()
+        settle(health)
+        clock.now += 1
+    health.check()
+    assert health._without_workers == 1003  # since the last zero, not the first
+    clock.now = 1005.9
+    health.check()
+    clock.now = 1006.0
+    with pytest.raises(ClusterError):
+        health.check()
+
+
+def test_health_asks_at_most_every_half_second(fake):
+    client, clock = fake([1, 1, 1, 1]), Clock()
+    health = vsgen_dask._Health(client, 60, 10, clock)
+    health.check()
+    settle(health)
+    for _ in range(5):
+        clock.now += 0.1
+        health.check()
+        settle(health)
+    assert client.scheduler.asked == 2
+
+
+def test_a_scheduler_whose_connection_closed_is_lost(fake):
+    client = fake([1])
+    health = vsgen_dask._Health(client, 60, 10, Clock())
+    client.status = "connecting"
+    with pytest.raises(ClusterError) as raised:
+        health.check()
+    assert raised.value.errno == errno.ECONNRESET
+    assert str(raised.value).endswith(
+        "lost the Dask scheduler tcp://10.0.0.1:8786: its connection closed"
+    )
+
+
+def test_a_scheduler_that_stops_answering_is_lost(fake):
+    client, clock = fake(["hang"]), Clock()
+    health = vsgen_dask._Health(client, 60, 10, clock)
+    health.check()
+    clock.now += 9.9
+    health.check()
+    clock.now += 0.1
+    with pytest.raises(ClusterError, match="it has not answered for 10 s"):
+        health.check()
+
+
+def test_a_failed_question_is_asked_again(fake):
+    client, clock = fake([OSError("busy"), 0]), Clock()
+    health = vsgen_dask._Health(client, 60, 10, clock)
+    health.check()
+    settle(health)
+    clock.now += 0.5
+    health.check()
+    assert health._without_workers is None
+    settle(health)
+    clock.now += 0.5
+    health.check()
+    assert health._without_workers == 1000.5
+
+
+# --- results and progress ---------------------------------------------------------------
+
+
+class FakeFuture:
+    def __init__(self, status: str, outcome: object) -> None:
+        self.status = status
+        self.outcome = outcome
+
+    def result(self):
+        if isinstance(self.outcome, BaseException):
+            raise self.outcome
+        return self.outcome
+
+
+class Healthy:
+    def __init__(self, lost: bool = False) -> None:
+        self.checked = 0
+        self.is_lost = lost
+
+    def check(self) -> None:
+        self.checked += 1
+        if self.is_lost:
+            raise ClusterError(errno.ECONNRESET, "lost")
+
+
+def test_a_finished_tasks_result():
+    result = TaskResult(5, 7)
+    assert vsgen_dask._result(FakeFuture("finished", result), Healthy()) is result
+
+
+@pytest.mark.parametrize(
+    "error", [OSError(28, "full"), FileNotFoundError(2, "gone"), ValueError("v")]
+)
+def test_a_workers_io_and_argument_errors_come_as_they_are(error):
+    with pytest.raises(type(error)) as raised:
+        vsgen_dask._result(FakeFuture("error", error), Healthy())
+    assert raised.value is error
+
+
+def test_other_task_errors_are_cluster_errors():
+    health = Healthy()
+    with pytest.raises(ClusterError) as raised:
+        vsgen_dask._result(FakeFuture("error", RuntimeError("worker died")), health)
+    assert str(raised.value) == (
+        "[Errno 5] the cluster could not finish the job: RuntimeError: worker died"
+    )
+    assert health.checked == 1
+    with pytest.raises(ClusterError, match="lost$"):
+        vsgen_dask._result(FakeFuture("error", RuntimeError("x")), Healthy(lost=True))
+
+
+def test_a_cancelled_task():
+    health = Healthy()
+    with pytest.raises(ClusterError, match="the cluster cancelled a task of the job"):
+        vsgen_dask._result(FakeFuture("cancelled", None), health)
+    assert health.checked == 1
+    with pytest.raises(ClusterError, match="lost$"):
+        vsgen_dask._result(FakeFuture("cancelled", None), Healthy(lost=True))
+
+
+class Sized:
+    def __init__(self, values: int) -> None:
+        self.values = values
+
+
+def test_progress_within_tasks_never_passes_a_tasks_size():
+    progress = vsgen_dask._Progress([Sized(10), Sized(5)])
+    progress.event((0.0, [0, 4]))
+    progress.event((0.0, [0, 4]))
+    progress.event((0.0, [0, 4]))  # 12 > 10: only 2 more
+    assert progress.take() == 10
+    assert progress.take() == 0
+    progress.finish(0)
+    progress.add(1, 3)
+    progress.finish(1)
+    assert progress.take() == 5
+    for bad in ((0.0, [7, 1]), (0.0, "x"), (0.0, [0]), None, (0.0, [0, "a"])):
+        progress.event(bad)
+    assert progress.take() == 0
+
+
+# --- on a cluster --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def client():
+    """An in-process cluster (threads): fast to start, enough for these tests."""
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0"
+        ) as cluster,
+        distributed.Client(cluster) as dask_client,
+    ):
+        yield dask_client
+
+
+def test_the_runner_reports_every_task_and_its_progress(client, tmp_path):
+    job = vsgen_dask.tensor_job(vsgen.HeNormal(seed=1), (24, 6))
+    progress: list[int] = []
+    vsgen.blockwrite.write(
+        job,
+        str(tmp_path / "w.npy"),
+        runner=vsgen_dask.ClusterRunner(client),
+        chunks=(4, 6),
+        on_progress=progress.append,
+        resume=True,
+    )
+    assert sum(progress) == 24 * 6
+    expected = job.arrays()["weight"]
+    import numpy as np
+
+    assert np.load(tmp_path / "w.npy").tobytes() == expected.tobytes()
+
+
+def test_the_runner_hands_on_task_results(client):
+    from vsgen.blockwrite import WriteTask
+
+    class Constant:
+        name = "c"
+
+        def block(self, origin, shape, threads=1):
+            import numpy as np
+
+            return np.zeros(shape, np.float32)
+
+    class Nowhere:
+        block_shape = None
+        path = "/nowhere"
+
+        def write(self, origin, values):
+            return None
+
+    tasks = [WriteTask(((Constant(), Nowhere(), (i,), (3,)),), checksum=True) for i in range(4)]
+    done: list = []
+    vsgen_dask.ClusterRunner(client).run(tasks, None, None, lambda i, r: done.append((i, r)))
+    assert sorted(i for i, _ in done) == [0, 1, 2, 3]
+    import zlib
+
+    assert {r for _, r in done} == {TaskResult(3, zlib.crc32(bytes(12)))}
+
+
+def test_write_uses_the_current_client(client, tmp_path):
+    job = vsgen_dask.tensor_job(vsgen.HeNormal(seed=2), (16, 4))
+    with distributed.get_task_stream(client) as stream:
+        vsgen_dask.write(job, str(tmp_path / "w.npy"), chunks=(4, 4))
+    keys = [str(record["key"]) for record in stream.data]
+    assert sum("vsgen-write" in key for key in keys) == 4
+
+
+def test_without_a_client_write_runs_on_threads(monkeypatch, tmp_path):
+    import distributed as module
+
+    def no_client():
+        raise ValueError("No clients found")
+
+    monkeypatch.setattr(module, "default_client", no_client)
+    assert vsgen_dask._default_client() is None
+    job = vsgen_dask.tensor_job(vsgen.HeNormal(seed=2), (16, 4))
+    vsgen_dask.write(job, str(tmp_path / "w.npy"))
+    assert (tmp_path / "w.npy").exists()
+
+
+def test_the_default_client_is_the_one_made_last(client):
+    assert vsgen_dask._default_client() is client
+
+
+def test_the_workers_check_what_they_see(client, tmp_path):
+    health = vsgen_dask._Health(client, 60, 10)
+    assert vsgen_dask._on_workers(client, health, sorted, [3, 1, 2]) == {
+        address: [1, 2, 3] for address in client.scheduler_info()["workers"]
+    }
+    vsgen_dask._check_workers(client, str(tmp_path))
+    vsgen_dask._check_workers(client, "s3://bucket/never/made")
+    with pytest.raises(ClusterError, match="cannot see .* or in an object store"):
+        vsgen_dask._check_workers(client, str(tmp_path / "missing" / "t"))
+
+
+def test_a_worker_of_another_version_is_refused(client, monkeypatch, tmp_path):
+    monkeypatch.setattr(vsgen_dask, "_worker_view", lambda temp: ("0.0.1", True))
+    with pytest.raises(ClusterError, match=r"runs vsgen 0\.0\.1, this client .*same version"):
+        vsgen_dask._check_workers(client, str(tmp_path))
+
+
+def test_connect_to_an_address(client):
+    with vsgen_dask.connect(client.scheduler.address, connect_timeout=5) as connected:
+        assert connected.scheduler_info()["workers"]
+        assert connected.status == "running"
+    assert connected.status == "closed"
+
+
+def test_connect_refuses_bad_timeouts_before_connecting():
+    with (
+        pytest.raises(ValueError, match="connect_timeout"),
+        vsgen_dask.connect("tcp://127.0.0.1:1", connect_timeout=0),
+    ):
+        pass
+    with (
+        pytest.raises(ValueError, match="cluster_timeout"),
+        vsgen_dask.connect("tcp://127.0.0.1:1", cluster_timeout=-1),
+    ):
+        pass
+
+
+def test_connect_to_a_scheduler_without_workers_fails_in_the_cluster_timeout():
+    with distributed.LocalCluster(n_workers=0, processes=False, dashboard_address=":0") as empty:
+        started = time.monotonic()
+        with (
+            pytest.raises(ClusterError, match="no worker joined the Dask scheduler .* 0.5 s"),
+            vsgen_dask.connect(empty.scheduler_address, cluster_timeout=0.5),
+        ):
+            pass
+        assert time.monotonic() - started < 5
+
+
+def test_worker_view_of_an_object_store_is_true():
+    assert vsgen_dask._worker_view("s3://bucket/x") == (vsgen.__version__, True)
+    assert vsgen_dask._worker_view("/no/such/path") == (vsgen.__version__, False)
