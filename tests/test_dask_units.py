@@ -677,3 +677,181 @@ def test_connect_to_a_scheduler_without_workers_fails_in_the_cluster_timeout():
 def test_worker_view_of_an_object_store_is_true():
     assert vsgen_dask._worker_view("s3://bucket/x") == (vsgen.__version__, True)
     assert vsgen_dask._worker_view("/no/such/path") == (vsgen.__version__, False)
+
+
+# --- dask arrays, computed in this process ----------------------------------------------
+
+
+def _computed(array):
+    return array.compute(scheduler="sync")
+
+
+@pytest.mark.parametrize(
+    ("shape", "chunks"),
+    [((10, 7), (3, 7)), ((10, 7), (4, 2)), ((9,), ((2, 7),)), ((), ()), ((5, 0), (2, 1))],
+)
+def test_sample_is_the_single_process_tensor_for_any_chunks(shape, chunks):
+    import numpy as np
+
+    initializer = vsgen.VarianceScaling(scale=2.0, seed=5)
+    array = vsgen_dask.sample(initializer, shape, chunks=chunks)
+    assert array.shape == shape and array.dtype == np.float32
+    assert array.name.startswith("vsgen-")
+    assert _computed(array).tobytes() == initializer(shape).tobytes()
+
+
+def test_sample_takes_rows_fan_shape_and_dtype():
+    initializer = vsgen.HeNormal(seed=3)
+    array = vsgen_dask.sample(
+        initializer, (8, 5), "float16", chunks=(3, 5), rows=(2, 6), fan_shape=(16, 5)
+    )
+    expected = initializer.sample((8, 5), "float16", rows=(2, 6), fan_shape=(16, 5))
+    assert array.shape == (4, 5) and array.dtype == expected.dtype
+    assert _computed(array).tobytes() == expected.tobytes()
+
+
+def test_blocks_of_different_tensors_have_different_names():
+    first = vsgen_dask.sample(vsgen.HeNormal(seed=1), (6, 4), chunks=(3, 4))
+    again = vsgen_dask.sample(vsgen.HeNormal(seed=1), (6, 4), chunks=(3, 4))
+    assert first.name == again.name
+    for other in (
+        vsgen_dask.sample(vsgen.HeNormal(seed=2), (6, 4), chunks=(3, 4)),
+        vsgen_dask.sample(vsgen.HeNormal(seed=1), (6, 4), chunks=(2, 4)),
+        vsgen_dask.sample(vsgen.HeNormal(seed=1), (6, 4), "float64", chunks=(3, 4)),
+        vsgen_dask.sample(vsgen.HeNormal(seed=1), (6, 4), chunks=(3, 4), fan_shape=(12, 4)),
+        vsgen_dask.sample(vsgen.HeUniform(seed=1), (6, 4), chunks=(3, 4)),
+        vsgen_dask.sample(vsgen.RandomNormal(0.5, seed=1), (6, 4), chunks=(3, 4)),
+    ):
+        assert other.name != first.name
+
+
+def test_auto_chunks_follow_the_dask_chunk_size():
+    import dask
+
+    with dask.config.set({"array.chunk-size": "1KiB"}):
+        array = vsgen_dask.sample(vsgen.HeNormal(seed=1), (100, 16), "float32")
+    assert array.chunks[1] == (16,)  # whole rows
+    assert set(array.chunks[0][:-1]) == {16}  # 16 rows of 64 bytes = 1 KiB
+    assert _computed(array).tobytes() == vsgen.HeNormal(seed=1)((100, 16)).tobytes()
+
+
+def test_model_arrays_by_name_with_the_spec_seeds():
+    from vsgen import modelspec
+
+    spec = {
+        "seed": 11,
+        "layout": "torch",
+        "rules": {"*.bias": "zeros"},
+        "tensors": {
+            "fc.weight": [12, 5],
+            "fc.bias": [12],
+            "emb": {"shape": [4, 3], "dtype": "float16"},
+        },
+    }
+    arrays = vsgen_dask.model(spec, chunks=4)
+    expected = modelspec.build_job(modelspec.parse_spec(spec)).arrays()
+    assert list(arrays) == list(expected)
+    for name, values in expected.items():
+        assert _computed(arrays[name]).tobytes() == values.tobytes(), name
+    seeded = vsgen_dask.model(spec, seed=12, chunks=4)
+    assert _computed(seeded["fc.weight"]).tobytes() != expected["fc.weight"].tobytes()
+    doubled = vsgen_dask.model(spec, dtype="float64", chunks=4)
+    assert doubled["fc.weight"].dtype.name == "float64"
+
+
+def test_a_sequential_stream_is_refused_for_arrays():
+    with pytest.raises(ValueError, match="sequential"):
+        vsgen_dask.sample(vsgen.HeNormal(seed=1, stream="keras"), (4, 4), chunks=(2, 2))
+
+
+# --- local clusters ----------------------------------------------------------------------
+
+
+def test_local_processes_start_answer_and_stop(tmp_path):
+    import os
+
+    cluster = vsgen_dask.LocalProcesses(1)
+    try:
+        directory = os.path.dirname(cluster.scheduler_file)
+        address = cluster.address(60)
+        assert address.startswith("tcp://127.0.0.1:")
+        vsgen_dask.probe(address, 10)
+        with distributed.Client(address, timeout="30s") as client:
+            client.wait_for_workers(1, timeout=60)
+            info = client.scheduler_info()
+            assert len(info["workers"]) == 1
+            (worker,) = info["workers"].values()
+            assert worker["nthreads"] == 1 and worker["host"] == "127.0.0.1"
+            pids = [os.getpgid(p.pid) for p in cluster._processes]
+            assert all(pid != os.getpgrp() for pid in pids)  # sessions of their own
+    finally:
+        cluster.close()
+    assert all(p.poll() is not None for p in cluster._processes)
+    assert not os.path.exists(directory)
+
+
+def test_local_processes_that_end_early_are_reported():
+    import signal
+
+    cluster = vsgen_dask.LocalProcesses(1)
+    try:
+        for process in cluster._processes:
+            process.send_signal(signal.SIGKILL)
+            process.wait(30)
+        with pytest.raises(ClusterError, match="the local Dask cluster did not start: it exited"):
+            cluster.address(60)
+    finally:
+        cluster.close()
+
+
+def test_local_processes_that_take_too_long_are_reported():
+    cluster = vsgen_dask.LocalProcesses(1)
+    try:
+        with pytest.raises(ClusterError, match="did not start: not within 0.01 s"):
+            cluster.address(0.01)
+    finally:
+        cluster.close()
+
+
+def test_connect_to_a_local_cluster():
+    with vsgen_dask.connect("local:1", connect_timeout=30) as client:
+        assert len(client.scheduler_info()["workers"]) == 1
+        assert client.run(lambda: 6 * 7) == {a: 42 for a in client.scheduler_info()["workers"]}
+
+
+def test_local_cluster_listens_on_127_0_0_1_only():
+    with vsgen_dask.local_cluster(1) as cluster:
+        assert cluster.scheduler_address.startswith("tcp://127.0.0.1:")
+        assert cluster.dashboard_link.startswith("http://127.0.0.1:")
+        assert len(cluster.workers) == 1
+
+
+def test_forget_tells_the_workers_only_while_the_scheduler_answers(monkeypatch):
+    from vsgen.formats import parallel
+
+    calls: list[str] = []
+
+    class Client:
+        status = "running"
+
+        def run(self, function, temp):
+            calls.append((function.__name__, temp))
+            return {}
+
+    client = Client()
+    runner = vsgen_dask.ClusterRunner(client)
+    parallel._unsynced.add("/t/x")
+    runner.forget("/t")
+    assert calls == [("forget_written", "/t")] and "/t/x" not in parallel._unsynced
+    client.status = "connecting"
+    runner.forget("/t")
+    assert len(calls) == 1
+
+
+def test_the_runner_checks_its_timeouts():
+    with pytest.raises(ValueError, match="cluster_timeout"):
+        vsgen_dask.ClusterRunner(object(), cluster_timeout=0)
+    with pytest.raises(ValueError, match="connect_timeout"):
+        vsgen_dask.ClusterRunner(object(), connect_timeout=-1)
+    runner = vsgen_dask.ClusterRunner(object(), 5, 7)
+    assert (runner.cluster_timeout, runner.connect_timeout) == (5.0, 7.0)

@@ -638,9 +638,7 @@ class _Health:
         return str(getattr(self.client.scheduler, "address", None) or "")
 
     def lost(self, why: str) -> ClusterError:
-        return ClusterError(
-            errno.ECONNRESET, f"lost the Dask scheduler {self.address}: {why}".replace("  ", " ")
-        )
+        return ClusterError(errno.ECONNRESET, f"lost the Dask scheduler {self.address}: {why}")
 
     def check(self) -> None:
         """Raise :class:`ClusterError` if the scheduler is lost or no worker lived for
