@@ -820,10 +820,20 @@ def test_connect_to_a_local_cluster():
 
 
 def test_local_cluster_listens_on_127_0_0_1_only():
-    with vsgen_dask.local_cluster(1) as cluster:
+    import logging
+
+    # No workers started here (a worker process would import this tree anew): the
+    # specification of those it would start says what they are.
+    with vsgen_dask.local_cluster(0) as cluster:
         assert cluster.scheduler_address.startswith("tcp://127.0.0.1:")
         assert cluster.dashboard_link.startswith("http://127.0.0.1:")
-        assert len(cluster.workers) == 1
+        assert cluster.dashboard_link != "http://127.0.0.1:8787/status"
+        options = cluster.new_spec["options"]
+        assert cluster.new_spec["cls"] is distributed.Nanny
+        assert options["nthreads"] == 1 and options["host"] == "127.0.0.1"
+        assert options["silence_logs"] == logging.CRITICAL
+    with vsgen_dask.local_cluster(0, quiet=False) as cluster:
+        assert cluster.new_spec["options"]["silence_logs"] is False
 
 
 def test_forget_tells_the_workers_only_while_the_scheduler_answers(monkeypatch):

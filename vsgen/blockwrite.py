@@ -262,7 +262,13 @@ def check(
         OSError: the target's directory is not writable or too small.
     """
     _, spec, _, _, layout = _planned(job, target, fmt, chunks, max_shard_size, threads)
-    if target is not None:
+    if target is not None and _remote(target):
+        if not isinstance(target, str):
+            return
+        from vsgen import objectstore
+
+        objectstore.preflight(target, spec.name, force)
+    elif target is not None:
         preflight(
             target,
             os.path.abspath(target),
@@ -295,10 +301,14 @@ def _planned(
         check_block_count(tensor_sources, given)
     spec = layout = None
     if target is not None:
-        spec = registry.get(registry.resolve_format(target, fmt, len(tensor_sources)))
+        shown = _shown(target)
+        if shown != target and fmt not in (None, "zarr"):
+            raise ValueError(f"a zarr Store object holds a Zarr store, not {fmt}")
+        chosen = "zarr" if shown != target else fmt
+        spec = registry.get(registry.resolve_format(shown, chosen, len(tensor_sources)))
         infos = [TensorInfo(s.name, s.shape, s.dtype) for s in tensor_sources]
         request = check_output(
-            target,
+            shown,
             spec,
             infos,
             job.metadata(),
@@ -618,17 +628,28 @@ def write(
         OSError: I/O failure, or a runner that could not finish.
     """
     with library_errors():
-        tensor_sources, spec, given, shard_bytes, _ = _planned(
+        tensor_sources, spec, given, shard_bytes, layout = _planned(
             job, target, fmt, chunks, max_shard_size, threads
         )
         if resume and not isinstance(resume, bool):
             raise ValueError(f"Argument `resume` must be True or False. Received: {resume!r}")
+        if resume and _remote(target):
+            raise ValueError(
+                "Argument `resume` keeps a job's work beside its target on a file system; "
+                f"jobs that write to an object store start afresh. Received: {_shown(target)}"
+            )
     runner = runner if runner is not None else LocalRunner(threads)
     infos = [TensorInfo(s.name, s.shape, s.dtype) for s in tensor_sources]
     session = None
     # Laying out (a store's every chunk file), the writers and the commit's syncing
     # all stop at the next file once cancelled() is true; never after the rename.
     with library_errors(), cancellation(cancelled), _naming(target):
+        if _remote(target):
+            from vsgen import objectstore
+
+            remote = objectstore.open_output(target, spec.name, layout, force=force)
+            _run(remote, runner, tensor_sources, chunks, on_progress, cancelled)
+            return
         if resume:
             from vsgen import resume as resuming
 
@@ -698,9 +719,40 @@ def _open(
     )
 
 
+def _run(
+    output: Any,
+    runner: Runner,
+    tensor_sources: Sequence[BlockSource],
+    chunks: Any,
+    on_progress: OnProgress,
+    cancelled: Cancelled,
+) -> None:
+    """Fill an object store's ``output`` with the tasks it plans, and commit it; on any
+    failure or interrupt it is aborted (what was written is removed)."""
+    with output:
+        tasks = plan_tasks(output, tensor_sources, chunks)
+        runner.prepare(output.temp)
+        runner.run(tasks, on_progress, cancelled, on_done=output.receive_task)
+        output.commit()
+
+
+def _remote(target: object) -> bool:
+    """An object store's URL, or a zarr ``Store`` (``vsgen.objectstore``)."""
+    if isinstance(target, str) and "://" not in target:
+        return False
+    from vsgen.formats.remote import is_remote
+
+    return is_remote(target)
+
+
+def _shown(target: Any) -> str:
+    """The target as messages name it (a zarr ``Store``: its repr)."""
+    return target if isinstance(target, str) else repr(target)
+
+
 def _mention_kept(target: str) -> None:
     """A run without resume leaves a kept temporary alone, and says so."""
-    if target == "-":
+    if target == "-" or _remote(target):
         return
     from vsgen.resume import kept_beside
 

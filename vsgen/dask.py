@@ -717,7 +717,15 @@ def _worker_view(temp: str) -> tuple[str, bool]:
     from vsgen._version import __version__
 
     if "://" in temp:
-        return __version__, True
+        # An object store: this worker must have its package (and credentials); a
+        # process's memory:// is its own, which no other process sees.
+        from vsgen.formats import remote
+
+        try:
+            remote.filesystem(temp)
+        except (ImportError, ValueError):
+            return __version__, False
+        return __version__, not temp.startswith("memory://")
     return __version__, os.path.exists(temp)
 
 
@@ -747,6 +755,12 @@ def _check_workers(client: distributed.Client, temp: str, health: _Health | None
                 errno.EIO,
                 f"worker {address} runs vsgen {version}, this client {__version__}; "
                 "install the same version everywhere",
+            )
+        if not sees and "://" in temp:
+            raise ClusterError(
+                errno.ENOENT,
+                f"worker {address} cannot reach {temp}: every worker needs fsspec and the "
+                "store's package (s3fs for s3://), and memory:// is each process's own",
             )
         if not sees:
             raise ClusterError(

@@ -21,7 +21,7 @@ import math
 import os
 import stat
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, BinaryIO, NamedTuple, Protocol
 
 import numpy
@@ -535,7 +535,7 @@ class StoredTensor(NamedTuple):
     offset: int | None = None
     byteorder: str = "<"
     fortran_order: bool = False
-    reader: Format | None = None
+    reader: Format | Any = None
     #: What ``reader`` needs to read the values (a Zarr array's layout), found
     #: when the file was opened: a store is read once, not once per tensor.
     source: Any = None
@@ -665,6 +665,18 @@ def read_values(
     if tensor.reader is not None:
         yield from tensor.reader.values(tensor, chunk_size, any_order)
         return
+    assert tensor.offset is not None
+    with open_binary(tensor.path) as handle:
+        handle.seek(tensor.offset)
+        yield from decoded_values(tensor, chunk_size, lambda start, size: handle.read(size))
+
+
+def decoded_values(
+    tensor: StoredTensor, chunk_size: int, read: Callable[[int, int], bytes]
+) -> Iterator[numpy.ndarray]:
+    """The values of a tensor stored at ``tensor.offset``, in pieces of at most
+    ``chunk_size``: ``read(offset, size)`` gives the next ``size`` bytes, from byte
+    ``offset`` of the file (UnreadableFile if fewer come)."""
     native = tensor.numpy_dtype()
     # ml_dtypes types (bfloat16, float8) have no byte-order variant: read
     # their bits as unsigned words and reinterpret.
@@ -673,15 +685,13 @@ def read_values(
     if stored.itemsize > 1:
         stored = stored.newbyteorder(">" if tensor.byteorder == ">" else "<")
     assert tensor.offset is not None
-    with open_binary(tensor.path) as handle:
-        handle.seek(tensor.offset)
-        for start in range(0, tensor.size, chunk_size):
-            count = min(chunk_size, tensor.size - start)
-            data = handle.read(count * tensor.itemsize)
-            if len(data) != count * tensor.itemsize:
-                raise UnreadableFile(f"{tensor.path}: file is truncated (tensor {tensor.name!r})")
-            piece = numpy.frombuffer(data, dtype=stored)
-            if bits:
-                yield piece.astype(stored.newbyteorder("=")).view(native)
-            else:
-                yield piece.astype(native)
+    for start in range(0, tensor.size, chunk_size):
+        count = min(chunk_size, tensor.size - start)
+        data = read(tensor.offset + start * tensor.itemsize, count * tensor.itemsize)
+        if len(data) != count * tensor.itemsize:
+            raise UnreadableFile(f"{tensor.path}: file is truncated (tensor {tensor.name!r})")
+        piece = numpy.frombuffer(data, dtype=stored)
+        if bits:
+            yield piece.astype(stored.newbyteorder("=")).view(native)
+        else:
+            yield piece.astype(native)
