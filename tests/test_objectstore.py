@@ -149,7 +149,7 @@ def test_a_shard_is_uploaded_in_parts_written_by_tasks(s3, bucket, tmp_path, mon
             assert [len(task.blocks) for task in tasks] == [5, 5, 2]
             # Contiguous parts from the header on, every one but the last >= 5 MiB.
             assert tasks[0].start == 0 and tasks[0].prefix
-            assert all(a.end == b.start for a, b in zip(tasks, tasks[1:]))
+            assert all(a.end == b.start for a, b in zip(tasks[:-1], tasks[1:], strict=True))
             assert tasks[-1].end == len(tasks[0].prefix) + 3072 * 1024 * 4
             assert all(task.end - task.start >= 5 << 20 for task in tasks[:-1])
             return super().run(tasks, on_progress, cancelled, on_done)
