@@ -638,7 +638,7 @@ def test_the_workers_check_what_they_see(client, tmp_path):
 
 
 def test_a_worker_of_another_version_is_refused(client, monkeypatch, tmp_path):
-    monkeypatch.setattr(vsgen_dask, "_worker_view", lambda temp: ("0.0.1", True))
+    monkeypatch.setattr(vsgen_dask, "_worker_view", lambda temp, pid=0: ("0.0.1", True))
     with pytest.raises(ClusterError, match=r"runs vsgen 0\.0\.1, this client .*same version"):
         vsgen_dask._check_workers(client, str(tmp_path))
 
@@ -674,9 +674,15 @@ def test_connect_to_a_scheduler_without_workers_fails_in_the_cluster_timeout():
         assert time.monotonic() - started < 5
 
 
-def test_worker_view_of_an_object_store_is_true():
+def test_worker_view_of_an_object_store():
+    import os
+
     assert vsgen_dask._worker_view("s3://bucket/x") == (vsgen.__version__, True)
     assert vsgen_dask._worker_view("/no/such/path") == (vsgen.__version__, False)
+    # memory:// is a process's own: seen by workers in the client's process only.
+    assert vsgen_dask._worker_view("memory://x/y", os.getpid()) == (vsgen.__version__, True)
+    assert vsgen_dask._worker_view("memory://x/y", os.getpid() + 1) == (vsgen.__version__, False)
+    assert vsgen_dask._worker_view("nosuchscheme://x/y")[1] is False
 
 
 # --- dask arrays, computed in this process ----------------------------------------------
@@ -725,14 +731,55 @@ def test_blocks_of_different_tensors_have_different_names():
         assert other.name != first.name
 
 
-def test_auto_chunks_follow_the_dask_chunk_size():
+def test_auto_chunks_are_whole_rows_of_the_dask_chunk_size():
+    import dask
+    import dask.array
+    import numpy as np
+
+    with dask.config.set({"array.chunk-size": "1KiB"}):
+        array = vsgen_dask.sample(vsgen.HeNormal(seed=1), (100, 64), "float32")
+        default = vsgen_dask.sample(vsgen.HeNormal(seed=1), (100, 64))
+        # Dask's own "auto" would cut square-ish tiles here.
+        dasks_own = dask.array.core.normalize_chunks("auto", (100, 64), dtype=np.float32)
+    assert array.chunks[1] == (64,)  # whole rows of 256 bytes
+    assert set(array.chunks[0][:-1]) == {4}  # 4 rows = 1 KiB
+    assert default.chunks == array.chunks
+    assert dasks_own[1] != (64,)
+    assert _computed(array).tobytes() == vsgen.HeNormal(seed=1)((100, 64)).tobytes()
+
+
+def test_chunks_that_dask_completes_itself():
     import dask
 
     with dask.config.set({"array.chunk-size": "1KiB"}):
-        array = vsgen_dask.sample(vsgen.HeNormal(seed=1), (100, 16), "float32")
-    assert array.chunks[1] == (16,)  # whole rows
-    assert set(array.chunks[0][:-1]) == {16}  # 16 rows of 64 bytes = 1 KiB
-    assert _computed(array).tobytes() == vsgen.HeNormal(seed=1)((100, 16)).tobytes()
+        array = vsgen_dask.sample(vsgen.HeNormal(seed=1), (8, 512), chunks=(-1, "auto"))
+    assert array.chunks[0] == (8,) and sum(array.chunks[1]) == 512
+    assert _computed(array).tobytes() == vsgen.HeNormal(seed=1)((8, 512)).tobytes()
+
+
+def test_arrays_of_different_values_have_different_names():
+    from vsgen import modelspec
+
+    spec = {
+        "seed": 1,
+        "rules": {"a.bias": "zeros", "b.bias": "ones"},
+        "tensors": {"a.bias": [6], "b.bias": [6]},
+    }
+    arrays = vsgen_dask.model(spec, chunks=3)
+    assert arrays["a.bias"].name != arrays["b.bias"].name
+    expected = modelspec.build_job(modelspec.parse_spec(spec)).arrays()
+    computed = dask_compute(arrays)
+    assert computed["b.bias"].tobytes() == expected["b.bias"].tobytes()
+    top = vsgen_dask.sample(vsgen.HeNormal(seed=1), (6, 4), chunks=(3, 4), rows=(0, 3))
+    bottom = vsgen_dask.sample(vsgen.HeNormal(seed=1), (6, 4), chunks=(3, 4), rows=(3, 6))
+    assert top.name != bottom.name
+    assert _computed(bottom).tobytes() == vsgen.HeNormal(seed=1)((6, 4))[3:].tobytes()
+
+
+def dask_compute(arrays):
+    import dask
+
+    return dict(zip(arrays, dask.compute(*arrays.values(), scheduler="sync"), strict=True))
 
 
 def test_model_arrays_by_name_with_the_spec_seeds():
@@ -757,6 +804,22 @@ def test_model_arrays_by_name_with_the_spec_seeds():
     assert _computed(seeded["fc.weight"]).tobytes() != expected["fc.weight"].tobytes()
     doubled = vsgen_dask.model(spec, dtype="float64", chunks=4)
     assert doubled["fc.weight"].dtype.name == "float64"
+    # Every keyword is model_job's, as --spec's options are.
+    plain = {"seed": 11, "tensors": {"dense.kernel": [12, 5]}}
+    reference = modelspec.build_job(modelspec.parse_spec(plain)).arrays()["dense.kernel"]
+    for keywords in (
+        {"layout": "torch"},
+        {"init": {"preset": "he_uniform"}},
+        {"rules": {"dense.kernel": "ones"}},
+    ):
+        weight = _computed(vsgen_dask.model(plain, chunks=4, **keywords)["dense.kernel"])
+        assert weight.tobytes() != reference.tobytes(), keywords
+    ones = _computed(vsgen_dask.model(plain, rules={"dense.kernel": "ones"})["dense.kernel"])
+    assert (ones == 1).all()
+    with pytest.raises(ValueError, match="sequential"):
+        vsgen_dask.model(spec, stream="keras", chunks=4)
+    whole = vsgen_dask.model(spec)  # "auto" chunks: whole rows
+    assert whole["fc.weight"].chunks == ((12,), (5,))
 
 
 def test_a_sequential_stream_is_refused_for_arrays():
@@ -856,6 +919,29 @@ def test_forget_tells_the_workers_only_while_the_scheduler_answers(monkeypatch):
     client.status = "connecting"
     runner.forget("/t")
     assert len(calls) == 1
+
+
+def test_forget_never_fails_and_never_hangs(monkeypatch):
+    release = threading.Event()
+
+    class Broken:
+        status = "running"
+
+        def run(self, function, temp):
+            raise OSError("the scheduler went away")
+
+    class Hanging:
+        status = "running"
+
+        def run(self, function, temp):
+            release.wait(30)
+
+    vsgen_dask.ClusterRunner(Broken()).forget("/t")
+    monkeypatch.setattr(vsgen_dask, "CLOSE_SECONDS", 0.2)
+    started = time.monotonic()
+    vsgen_dask.ClusterRunner(Hanging()).forget("/t")
+    assert time.monotonic() - started < 2
+    release.set()
 
 
 def test_the_runner_checks_its_timeouts():

@@ -712,20 +712,20 @@ def _on_workers(
     return box["value"]
 
 
-def _worker_view(temp: str) -> tuple[str, bool]:
+def _worker_view(temp: str, client_pid: int = 0) -> tuple[str, bool]:
     """Run on a worker: its vsgen version, and whether it sees the temporary output."""
     from vsgen._version import __version__
 
     if "://" in temp:
         # An object store: this worker must have its package (and credentials); a
-        # process's memory:// is its own, which no other process sees.
+        # process's memory:// is its own, seen only by workers of the client's process.
         from vsgen.formats import remote
 
         try:
             remote.filesystem(temp)
         except (ImportError, ValueError):
             return __version__, False
-        return __version__, not temp.startswith("memory://")
+        return __version__, not temp.startswith("memory://") or os.getpid() == client_pid
     return __version__, os.path.exists(temp)
 
 
@@ -740,7 +740,7 @@ def _check_workers(client: distributed.Client, temp: str, health: _Health | None
 
     health = health or _Health(client, CLUSTER_TIMEOUT, CONNECT_TIMEOUT)
     try:
-        views = _on_workers(client, health, _worker_view, temp)
+        views = _on_workers(client, health, _worker_view, temp, os.getpid())
     except (ClusterError, KeyboardInterrupt):
         raise
     except Exception as error:  # a worker without vsgen cannot even unpickle the check
