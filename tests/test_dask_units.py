@@ -951,3 +951,59 @@ def test_the_runner_checks_its_timeouts():
         vsgen_dask.ClusterRunner(object(), connect_timeout=-1)
     runner = vsgen_dask.ClusterRunner(object(), 5, 7)
     assert (runner.cluster_timeout, runner.connect_timeout) == (5.0, 7.0)
+
+
+def test_an_interrupted_job_in_an_object_store_leaves_no_object(client, monkeypatch):
+    """Cancelling does not stop a task a worker runs; the job waits for them before it
+    removes what it wrote, so no chunk comes after the removal."""
+    import fsspec
+
+    from vsgen.blockwrite import WriteTask
+
+    original = WriteTask.__call__
+
+    def slow(self, threads=1, report=None):
+        time.sleep(0.3)
+        return original(self, threads, report)
+
+    monkeypatch.setattr(WriteTask, "__call__", slow)
+    job = vsgen_dask.tensor_job(vsgen.HeNormal(seed=1), (64, 8))
+    seen: list[int] = []
+    with pytest.raises(KeyboardInterrupt):
+        vsgen_dask.write(
+            job,
+            "memory://vsgen-drain/w.zarr",
+            client=client,
+            chunks=(4, 8),
+            on_progress=seen.append,
+            cancelled=lambda: bool(seen),
+        )
+    time.sleep(1.0)
+    memory = fsspec.filesystem("memory")
+    assert not memory.exists("/vsgen-drain/w.zarr") or memory.find("/vsgen-drain/w.zarr") == []
+
+
+def test_until_idle_waits_for_the_jobs_running_tasks_only():
+    from types import SimpleNamespace
+
+    class Task:
+        def __init__(self, key: str) -> None:
+            self.key = key
+
+    mine = Task("vsgen-write-abc-3")
+    other = Task("vsgen-write-xyz-1")
+    worker = SimpleNamespace(state=SimpleNamespace(executing={mine, other}))
+
+    def finish_later():
+        time.sleep(0.3)
+        worker.state.executing.discard(mine)
+
+    started = time.monotonic()
+    threading.Thread(target=finish_later).start()
+    left = asyncio.run(vsgen_dask._until_idle("vsgen-write-abc", 5, dask_worker=worker))
+    assert left == 0 and 0.25 < time.monotonic() - started < 3
+    worker.state.executing.add(mine)
+    started = time.monotonic()
+    assert asyncio.run(vsgen_dask._until_idle("vsgen-write-abc", 0.2, dask_worker=worker)) == 1
+    assert time.monotonic() - started < 2
+    assert asyncio.run(vsgen_dask._until_idle("vsgen-write-q", 5, dask_worker=worker)) == 0

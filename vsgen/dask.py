@@ -242,6 +242,7 @@ def _polled(
     timeout: float | None,
     cancelled: Cancelled = None,
     on_late: Callable[[Any], None] | None = None,
+    interruptible: bool = True,
 ) -> Any:
     """``call()`` in a helper thread, waited for at most ``timeout`` seconds (None: no
     limit) while ``cancelled`` and the caller's cancellation are polled.
@@ -250,6 +251,7 @@ def _polled(
     scheduler that went silent) thus never holds an interrupt. If the wait ends first
     (TimeoutError, KeyboardInterrupt), the call is left to finish in its thread, and
     ``on_late(result)`` disposes of what it returns then (a client made too late).
+    Cleaning up after an interrupt is not ``interruptible``: it has its timeout only.
     """
     box: dict[str, Any] = {}
     done = threading.Event()
@@ -275,7 +277,8 @@ def _polled(
     deadline = None if timeout is None else time.monotonic() + timeout
     try:
         while not done.wait(POLL_SECONDS):
-            _stop_if_cancelled(cancelled)
+            if interruptible:
+                _stop_if_cancelled(cancelled)
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError(f"no answer within {timeout:g} s")
     except BaseException:
@@ -532,6 +535,9 @@ class ClusterRunner:
 
     def prepare(self, temp: str) -> None:
         _check_workers(self.client, temp, self._health())
+        # Writers of an object store create what they write: a job that stops must
+        # wait for its running tasks before its output is removed.
+        self._drain = "://" in temp
 
     def run(
         self,
@@ -540,7 +546,15 @@ class ClusterRunner:
         cancelled: Cancelled,
         on_done: OnDone = None,
     ) -> None:
-        _run_on_cluster(self.client, tasks, on_progress, cancelled, on_done, self._health())
+        _run_on_cluster(
+            self.client,
+            tasks,
+            on_progress,
+            cancelled,
+            on_done,
+            self._health(),
+            drain=getattr(self, "_drain", False),
+        )
 
     def sync(self, temp: str) -> None:
         # Every worker syncs the files it wrote, once.
@@ -550,7 +564,11 @@ class ClusterRunner:
         parallel.forget_written(temp)
         if self.client.status == "running":
             with contextlib.suppress(Exception, KeyboardInterrupt):
-                _polled(lambda: self.client.run(parallel.forget_written, temp), CLOSE_SECONDS)
+                _polled(
+                    lambda: self.client.run(parallel.forget_written, temp),
+                    CLOSE_SECONDS,
+                    interruptible=False,
+                )
 
 
 def write(
@@ -778,11 +796,15 @@ def _run_on_cluster(
     cancelled: Cancelled,
     on_done: OnDone,
     health: _Health,
+    drain: bool = False,
 ) -> None:
     """Submit every task; progress as they finish; cancel on failure.
 
     Dask reruns the tasks of a lost worker elsewhere; blocks are deterministic and
-    written at fixed offsets, so a rerun writes the same bytes.
+    written at fixed offsets, so a rerun writes the same bytes. With ``drain``, a job
+    that stops waits (at most :data:`CLOSE_SECONDS`) for the tasks its workers are
+    running, which cancelling does not stop, so that none writes after the output is
+    removed.
     """
     from dask.base import tokenize
     from distributed import as_completed
@@ -815,12 +837,39 @@ def _run_on_cluster(
     except BaseException:
         if client.status == "running":
             with contextlib.suppress(Exception, KeyboardInterrupt):
-                _polled(lambda: client.cancel(futures, force=True), CLOSE_SECONDS)
+                _polled(
+                    lambda: client.cancel(futures, force=True),
+                    CLOSE_SECONDS,
+                    interruptible=False,
+                )
+            if drain:
+                prefix = f"vsgen-write-{token}"
+                with contextlib.suppress(Exception, KeyboardInterrupt):
+                    _polled(
+                        lambda: client.run(_until_idle, prefix, CLOSE_SECONDS),
+                        CLOSE_SECONDS + 1,
+                        interruptible=False,
+                    )
         raise
     finally:
         if client.status == "running":
             with contextlib.suppress(Exception):
                 client.unsubscribe_topic(topic)
+
+
+async def _until_idle(prefix: str, timeout: float, dask_worker: Any = None) -> int:
+    """Run on a worker (``client.run`` passes it as ``dask_worker``): wait (at most
+    ``timeout`` seconds) until it executes no task whose key starts with ``prefix``;
+    how many still run then."""
+    import asyncio
+
+    worker = dask_worker
+    deadline = time.monotonic() + timeout
+    while True:
+        running = sum(str(task.key).startswith(prefix) for task in worker.state.executing)
+        if not running or time.monotonic() >= deadline:
+            return running
+        await asyncio.sleep(POLL_SECONDS)
 
 
 def _result(future: Any, health: _Health) -> TaskResult:
@@ -1017,7 +1066,7 @@ class LocalProcesses:
 
 def _close_quietly(closeable: Any) -> None:
     with contextlib.suppress(Exception, KeyboardInterrupt):
-        _polled(closeable.close, CLOSE_SECONDS)
+        _polled(closeable.close, CLOSE_SECONDS, interruptible=False)
 
 
 @contextlib.contextmanager
