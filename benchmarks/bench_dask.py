@@ -6,29 +6,38 @@ rows, 2**size_log2 values in all: 1 GiB by default):
 1. ``Stream.fill_block`` on a block of whole rows and on column tiles, with the
    cost model's choice against one fill per run and against covering spans;
 2. whole ``vsgen sample --spec`` CLI processes (wall time) into one
-   ``.safetensors`` file, a Zarr store and sharded safetensors: single process
-   (streaming writer, or the parallel writers on local threads), and with
-   ``--scheduler`` against running LocalClusters of 1 and of 2 worker processes
+   ``.safetensors`` file, a Zarr store, sharded safetensors (two tensors per shard)
+   and one big shard (the whole job in one shard, written by tasks of about 64 MiB):
+   single process (streaming writer, or the parallel writers on local threads), and
+   with ``--scheduler`` against running LocalClusters of 1 and of 2 worker processes
    (one thread each, 127.0.0.1 only, warmed up as long-lived ``dask worker``
    processes are). The configurations run interleaved, ``--repeat`` rounds, with
    ``sync`` before each run, so drifting load on a shared machine hits all alike;
-3. rates (M values/s), ratios to single process (target: 2 local workers >= 90 %),
-   and marginal rates: minus the time of a 64 x 64 run of the same command, which
-   is start-up, the connection to the scheduler and shutdown;
+3. rates (M values/s), ratios to single process, and marginal rates: minus the
+   time of a 64 x 64 run of the same command (start-up, connection, shutdown);
 4. the compute-only rate of one worker (float32, bfloat16), the per-task overhead
-   of the cluster, and ``--scheduler local:2`` once (its own cluster, cold workers).
+   of the cluster (an empty task, a one-row vsgen write task), and
+   ``--scheduler local:2`` once (its own cluster: scheduler and worker processes);
+5. a resume after a lost cluster: the job runs with ``--resume`` on a real
+   ``dask scheduler`` with two ``dask worker`` processes, the scheduler is killed
+   when about half the tasks are done, and the same command runs again on a fresh
+   cluster; its time is compared with the whole job run from scratch on that
+   cluster, and the bytes with a single-process run.
 
 Usage: ``python benchmarks/bench_dask.py [--size-log2 28] [--tensors 8]
-[--repeat 3] [--dir DIR] [--blocks-only]``. Everything is deleted afterwards.
+[--repeat 3] [--dir DIR] [--blocks-only] [--no-resume]``. Everything is deleted
+afterwards.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -89,6 +98,14 @@ def outputs(shard_size: str) -> dict[str, list[str]]:
             "--max-shard-size",
             shard_size,
         ],
+        "one big shard": [
+            "-o",
+            "big",
+            "--format",
+            "safetensors-sharded",
+            "--max-shard-size",
+            "1TB",
+        ],
     }
 
 
@@ -138,6 +155,119 @@ def worker_compute_rate(client, values: int, dtype: str = "float32") -> float:
     return values / (time.perf_counter() - start) / 1e6
 
 
+class Processes:
+    """``dask scheduler`` / ``dask worker`` processes on 127.0.0.1, each in its own
+    session (so that a whole one can be killed, as a machine that goes away)."""
+
+    def __init__(self, work: str) -> None:
+        self.work = work
+        self.started: list[subprocess.Popen] = []
+
+    def start(self, module: str, *arguments: str) -> subprocess.Popen:
+        process = subprocess.Popen(
+            [sys.executable, "-m", module, *arguments],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        self.started.append(process)
+        return process
+
+    def cluster(self, workers: int = 2) -> tuple[str, subprocess.Popen]:
+        scheduler_file = os.path.join(self.work, f"scheduler-{len(self.started)}.json")
+        scheduler = self.start(
+            "distributed.cli.dask_scheduler",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--no-dashboard",
+            "--scheduler-file",
+            scheduler_file,
+        )
+        self.start(
+            "distributed.cli.dask_worker",
+            "--scheduler-file",
+            scheduler_file,
+            "--nworkers",
+            str(workers),
+            "--nthreads",
+            "1",
+            "--host",
+            "127.0.0.1",
+            "--no-dashboard",
+        )
+        while not os.path.exists(scheduler_file):
+            time.sleep(0.05)
+        time.sleep(0.2)
+        with open(scheduler_file) as handle:
+            address = json.load(handle)["address"]
+        from distributed import Client
+
+        with Client(address, timeout="60s") as client:
+            client.wait_for_workers(workers, timeout=120)
+        return address, scheduler
+
+    def stop(self) -> None:
+        for process in self.started:
+            with contextlib.suppress(OSError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def resume_after_a_lost_cluster(work: str, spec: str, values: int) -> None:
+    """Kill the scheduler at about half the job, finish with --resume on a fresh
+    cluster: its time against the whole job from scratch on that cluster."""
+    processes = Processes(work)
+    target = os.path.join(work, "resumed.safetensors")
+    reference = os.path.join(work, "reference.safetensors")
+    base = [*VSGEN, "sample", "--spec", spec, "--quiet"]
+    try:
+        subprocess.run([*base, "-o", reference], check=True)
+        address, scheduler = processes.cluster(2)
+        job = subprocess.Popen(
+            [*base, "-o", target, "--scheduler", address, "--resume"],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        directory = os.path.dirname(target)
+        tasks = 0
+        started = time.perf_counter()
+        while job.poll() is None:
+            journals = [n for n in os.listdir(directory) if n.endswith(".journal")]
+            if journals:
+                with open(os.path.join(directory, journals[0]), "rb") as handle:
+                    lines = handle.read().split(b"\n")
+                header = json.loads(lines[1]) if len(lines) > 2 else None
+                done = len([line for line in lines[2:] if line])
+                if header and done * 2 >= header["tasks"]:
+                    tasks = header["tasks"]
+                    break
+            time.sleep(0.05)
+        os.killpg(scheduler.pid, signal.SIGKILL)
+        _, stderr = job.communicate()
+        lost = time.perf_counter() - started
+        print(f"\nresume after a lost cluster ({values:,} values, {tasks} tasks)")
+        print(f"  killed the scheduler {lost:.2f} s in; the job said: {stderr.strip()}")
+        fresh, _ = processes.cluster(2)
+        start = time.perf_counter()
+        subprocess.run([*base, "-o", target, "--scheduler", fresh, "--resume"], check=True)
+        finish = time.perf_counter() - start
+        scratch_target = os.path.join(work, "scratch.safetensors")
+        start = time.perf_counter()
+        subprocess.run([*base, "-o", scratch_target, "--scheduler", fresh], check=True)
+        scratch = time.perf_counter() - start
+        with open(target, "rb") as a, open(reference, "rb") as b:
+            same = a.read() == b.read()
+        print(
+            f"  finishing with --resume on a fresh cluster: {finish:.2f} s; the whole job "
+            f"from scratch there: {scratch:.2f} s ({finish / scratch:.2f}x); "
+            f"bytes {'equal' if same else 'DIFFERENT'} to a single-process run"
+        )
+    finally:
+        processes.stop()
+
+
 def block_fill_rates(repeat: int) -> None:
     """M values/s of Stream.fill_block on an 8192 x 8192 float32 tensor: a block of
     whole rows, and full-height column tiles of several widths (the cost model's
@@ -184,6 +314,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--dir", default=None, help="where to write (default: a temp dir)")
     parser.add_argument("--blocks-only", action="store_true", help="only the fill_block rates")
+    parser.add_argument("--no-resume", action="store_true", help="skip the resume measurement")
     args = parser.parse_args()
     block_fill_rates(args.repeat)
     if args.blocks_only:
@@ -267,7 +398,7 @@ def main() -> None:
         for cluster in clusters:
             cluster.close()
         clusters = []
-        print("\n--scheduler local:2 (starts and stops its own cluster; cold workers), once")
+        print("\n--scheduler local:2 (starts and stops its own processes; cold workers), once")
         for label, output in outputs(shard_size).items():
             command = [*base, *output, "--scheduler", "local:2"]
             seconds = median_wall(command, work, 1, output[1])
@@ -276,6 +407,8 @@ def main() -> None:
                 f"  {label:<24} {seconds:6.2f} s {values / seconds / 1e6:6,.0f} M values/s   "
                 f"start-up {start_up:5.2f} s"
             )
+        if not args.no_resume:
+            resume_after_a_lost_cluster(work, spec, values)
     finally:
         for cluster in clusters:
             cluster.close()

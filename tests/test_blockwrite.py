@@ -101,26 +101,28 @@ def test_h5_blocks_hold_the_streamed_values(tmp_path):
 
 
 class Recording:
-    """A runner that runs the tasks in this thread and says what it was asked."""
+    """A runner that runs the tasks in this thread and says what it was asked;
+    ``fail_after``: raise a full disk after that many tasks."""
 
-    def __init__(self, one_task_per_file: bool, fail: bool = False) -> None:
-        self.one_task_per_file = one_task_per_file
-        self.fail = fail
+    def __init__(self, fail_after: int | None = None) -> None:
+        self.fail_after = fail_after
         self.calls: list[tuple[str, str]] = []
         self.tasks: list[blockwrite.WriteTask] = []
 
     def prepare(self, temp: str) -> None:
         self.calls.append(("prepare", temp))
 
-    def run(self, tasks, on_progress, cancelled) -> None:
+    def run(self, tasks, on_progress, cancelled, on_done=None) -> None:
         self.calls.append(("run", ""))
         self.tasks = list(tasks)
-        for task in tasks:
-            count = task()
-            if on_progress is not None:
-                on_progress(count)
-            if self.fail:
+        for index, task in enumerate(tasks):
+            if self.fail_after is not None and index >= self.fail_after:
                 raise OSError(28, "No space left on device")
+            result = task()
+            if on_done is not None:
+                on_done(index, result)
+            if on_progress is not None:
+                on_progress(result.values)
 
     def sync(self, temp: str) -> None:
         self.calls.append(("sync", temp))
@@ -130,11 +132,11 @@ class Recording:
         self.calls.append(("forget", temp))
 
 
-def test_the_runner_is_passed_in_and_shards_go_one_task_per_file(tmp_path):
+def test_the_runner_is_passed_in_and_shards_are_cut_into_tasks(tmp_path):
     job = model()
     target = tmp_path / "blocks" / "ckpt"
     local = tmp_path / "blocks" / "local"
-    runner = Recording(one_task_per_file=True)
+    runner = Recording()
     progress: list[int] = []
     blockwrite.write(
         job,
@@ -150,7 +152,13 @@ def test_the_runner_is_passed_in_and_shards_go_one_task_per_file(tmp_path):
     assert runner.calls[2][1] == temp and os.path.dirname(temp) == str(target.parent)
     assert ".ckpt.vsgen-tmp-" in os.path.basename(temp) and not os.path.exists(temp)
     shards = sorted(name for name in os.listdir(target) if name.startswith("model-"))
-    assert len(runner.tasks) == len(shards) == 2  # 40*24*4 bytes alone, the rest together
+    assert len(shards) == 2  # 40*24*4 bytes alone, the rest together
+    # Not one task per shard: a.kernel's 5 x 3 blocks of 8 x 8 are a task each, and the
+    # small tensors given no chunks of their rank share one.
+    assert len(runner.tasks) == 15 + 1
+    assert [len(task.blocks) for task in runner.tasks] == [1] * 15 + [3]
+    assert {task.blocks[0][0].name for task in runner.tasks[:15]} == {"a.kernel"}
+    assert [block[0].name for block in runner.tasks[15].blocks] == ["a.bias", "b.kernel", "scale"]
     assert sum(progress) == job.total_values
     # The same bytes as threads that take any block.
     blockwrite.write(job, str(local), "safetensors-sharded", chunks=(8, 8), max_shard_size=4000)
@@ -165,7 +173,7 @@ def test_the_runner_is_passed_in_and_shards_go_one_task_per_file(tmp_path):
 
 def test_zarr_blocks_are_its_chunks_whatever_the_runner(tmp_path):
     job = tensor_job(vsgen.GlorotUniform(seed=4), (10, 7))
-    runner = Recording(one_task_per_file=True)
+    runner = Recording()
     blockwrite.write(job, str(tmp_path / "blocks" / "w.zarr"), runner=runner, chunks=(4, 3))
     # One task per chunk: a chunk is its own file.
     assert len(runner.tasks) == 3 * 3
@@ -175,11 +183,12 @@ def test_zarr_blocks_are_its_chunks_whatever_the_runner(tmp_path):
 def test_a_failing_runner_leaves_the_old_target_and_nothing_else(tmp_path):
     target = tmp_path / "blocks" / "m.safetensors"
     target.write_bytes(b"old")
-    runner = Recording(one_task_per_file=False, fail=True)
+    runner = Recording(fail_after=0)
     with pytest.raises(OSError, match="No space left"):
         blockwrite.write(model(), str(target), runner=runner, force=True)
     assert [call for call, _ in runner.calls] == ["prepare", "run", "forget"]
     assert runner.calls[2][1] == runner.calls[0][1]
+    assert runner.tasks  # it was asked to run tasks, and failed at the first
     assert os.listdir(target.parent) == ["m.safetensors"] and target.read_bytes() == b"old"
 
 

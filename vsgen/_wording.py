@@ -25,6 +25,8 @@ _LIBRARY_TERMS = (
     (r"--format ([a-z0-9][a-z0-9-]*)", r'format="\1"'),
     (r"--layout (\w+)", r'layout="\1"'),
     (r"\bgive smaller --chunks\b", "give smaller chunks"),
+    (r"\brun that command again with --resume\b", "write that job again with resume=True"),
+    (r"--resume\b", "resume=True"),
     (r"\bwithout --scheduler\b", "written by vsgen.save/vsgen.save_model without a scheduler"),
     (r"\bwith --like\b", "with a checkpoint as the source"),
     (r"\(--like\)", "(a checkpoint as the source)"),

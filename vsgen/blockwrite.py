@@ -27,19 +27,20 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import math
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
 from vsgen._limits import MAX_CHUNKS, MAX_THREADS
-from vsgen._wording import library_errors
+from vsgen._wording import COMMAND_LINE_MESSAGE, library_errors
 from vsgen.dtypes import TensorInfo
-from vsgen.fans import auto_block_shape
+from vsgen.fans import DEFAULT_BLOCK_BYTES, auto_block_shape
 from vsgen.formats import atomic, parallel, registry
 from vsgen.formats.atomic import cancellation, io_error, preflight
 from vsgen.formats.base import check_output
@@ -47,14 +48,18 @@ from vsgen.formats.sharded import DEFAULT_MAX_SHARD_SIZE, parse_size
 from vsgen.streams import Draw, get_stream, usable_cpus
 
 __all__ = [
+    "TASK_BYTES",
     "BlockSource",
     "Job",
+    "KeptInterrupt",
     "LocalRunner",
     "Runner",
+    "TaskResult",
     "WriteTask",
     "check",
     "plan_tasks",
     "sources",
+    "task_groups",
     "write",
 ]
 
@@ -259,7 +264,13 @@ def check(
         OSError: the target's directory is not writable or too small.
     """
     _, spec, _, _, layout = _planned(job, target, fmt, chunks, max_shard_size, threads)
-    if target is not None:
+    if target is not None and _remote(target):
+        if not isinstance(target, str):
+            return
+        from vsgen import objectstore
+
+        objectstore.preflight(target, spec.name, force)
+    elif target is not None:
         preflight(
             target,
             os.path.abspath(target),
@@ -292,16 +303,21 @@ def _planned(
         check_block_count(tensor_sources, given)
     spec = layout = None
     if target is not None:
-        spec = registry.get(registry.resolve_format(target, fmt, len(tensor_sources)))
+        shown = _shown(target)
+        if shown != target and fmt not in (None, "zarr"):
+            raise ValueError(f"a zarr Store object holds a Zarr store, not {fmt}")
+        chosen = "zarr" if shown != target else fmt
+        spec = registry.get(registry.resolve_format(shown, chosen, len(tensor_sources)))
         infos = [TensorInfo(s.name, s.shape, s.dtype) for s in tensor_sources]
         request = check_output(
-            target,
+            shown,
             spec,
             infos,
             job.metadata(),
             job.tensor_metadata(),
             chunk_shapes=given,
             max_shard_size=shard_bytes,
+            companions=getattr(job, "companions", None),
         )
         layout = spec.plan(request)
     return tensor_sources, spec, given, shard_bytes, layout
@@ -343,25 +359,60 @@ def _grid(shape: tuple[int, ...], chunks: Any) -> Iterator[tuple[tuple[int, ...]
         yield origin, extent
 
 
+class TaskResult(NamedTuple):
+    """What a task reports: the values it wrote, the CRC-32 of their bytes (resumable
+    jobs, :mod:`vsgen.resume`), and receipts its output needs at the commit (an
+    object store's part tags)."""
+
+    values: int
+    checksum: int | None = None
+    receipts: tuple[Any, ...] = ()
+
+
 @dataclass(frozen=True)
 class WriteTask:
     """Blocks to make and write: ``(source, place, origin, extent)`` each. Picklable,
-    and small: it carries only its own tensors' sources and places, never data."""
+    and small: it carries only its own tensors' sources and places, never data.
+
+    ``checksum``: report the CRC-32 of the bytes written (a resumable job). ``expected``:
+    the CRC-32 an earlier run journaled for this task; its blocks are read back and
+    compared first, and written again only if they differ.
+    """
 
     blocks: tuple[tuple[BlockSource, parallel.Place, tuple[int, ...], tuple[int, ...]], ...]
+    checksum: bool = False
+    expected: int | None = None
 
     @property
     def values(self) -> int:
         return sum(math.prod(extent) for _, _, _, extent in self.blocks)
 
-    def __call__(self, threads: int = 1, report: Callable[[int], None] | None = None) -> int:
-        """Make and write every block; return the number of values written.
+    def __call__(self, threads: int = 1, report: Callable[[int], None] | None = None) -> TaskResult:
+        """Make and write every block (or find them written already); the result.
         ``report(n)`` is called after each block but the last (progress within a task)."""
+        if self.expected is not None:
+            from vsgen import resume
+
+            if resume.verify(self.blocks) == self.expected:
+                return TaskResult(self.values, self.expected)
+        crc = 0
         for position, (source, place, origin, extent) in enumerate(self.blocks):
-            parallel.write_block(place, origin, source.block(origin, extent, threads))
+            values = source.block(origin, extent, threads)
+            parallel.write_block(place, origin, values)
+            if self.checksum or self.expected is not None:
+                from vsgen import resume
+
+                crc = resume.checksum(values, crc)
             if report is not None and position + 1 < len(self.blocks):
                 report(math.prod(extent))
-        return self.values
+        return TaskResult(self.values, crc if self.checksum or self.expected is not None else None)
+
+
+#: About this many bytes per task: blocks of tensors given no chunks are about this
+#: large, and consecutive smaller ones (small tensors) share a task.
+TASK_BYTES = DEFAULT_BLOCK_BYTES
+
+Block = tuple[BlockSource, Any, tuple[int, ...], tuple[int, ...]]
 
 
 def _given_chunks(source: BlockSource, chunks: Any) -> Any:
@@ -384,46 +435,79 @@ def _chunks_for(source: BlockSource, place: parallel.Place, chunks: Any) -> Any:
     return given
 
 
-def plan_tasks(
-    output: parallel.ParallelOutput,
+def task_groups(
+    output: parallel.ParallelOutput | Any,
     tensor_sources: Sequence[BlockSource],
     chunks: Any = None,
-    one_task_per_file: bool = False,
-) -> list[WriteTask]:
-    """The tasks that fill ``output``: one per block, or one per file (shards)."""
-    per_tensor = [
-        [
-            (source.part(origin, extent), place, origin, extent)
-            for origin, extent in _grid(source.shape, _chunks_for(source, place, chunks))
-        ]
-        for source, place in zip(tensor_sources, output.places, strict=True)
-    ]
-    if one_task_per_file:
-        return [
-            WriteTask(tuple(block for index in group for block in per_tensor[index]))
-            for group in parallel.file_groups(output.places)
-        ]
-    return [WriteTask((block,)) for blocks in per_tensor for block in blocks]
+    task_bytes: int = TASK_BYTES,
+) -> list[list[Block]]:
+    """The blocks of every tensor, grouped into tasks in order.
+
+    A tensor given chunks (the caller's block shape, or its Zarr chunks) has one task
+    per block: tasks of about ``--chunks``. The blocks of the other tensors are about
+    ``task_bytes`` each (whole trailing axes), and consecutive smaller ones share a
+    task up to ``task_bytes``, so a model of many small tensors is a few tasks, and a
+    single large tensor, a shard or a store keeps every worker busy.
+    """
+    groups: list[list[Block]] = []
+    current: list[Block] = []
+    size = 0
+    for source, place in zip(tensor_sources, output.places, strict=True):
+        given = _given_chunks(source, chunks) is not None
+        for origin, extent in _grid(source.shape, _chunks_for(source, place, chunks)):
+            block = (source.part(origin, extent), place, origin, extent)
+            nbytes = math.prod(extent) * source.dtype.itemsize
+            if given or (current and size + nbytes > task_bytes):
+                if current:
+                    groups.append(current)
+                current, size = [], 0
+            if given:
+                groups.append([block])
+                continue
+            current.append(block)
+            size += nbytes
+    if current:
+        groups.append(current)
+    return groups
+
+
+def plan_tasks(
+    output: parallel.ParallelOutput | Any,
+    tensor_sources: Sequence[BlockSource],
+    chunks: Any = None,
+    task_bytes: int = TASK_BYTES,
+) -> list[Any]:
+    """The tasks that fill ``output`` (:func:`task_groups`): :class:`WriteTask` objects,
+    or the output's own kind of task (an object store's upload parts)."""
+    groups = task_groups(output, tensor_sources, chunks, task_bytes)
+    make = getattr(output, "make_tasks", None)
+    if make is not None:
+        return list(make(groups))
+    return [WriteTask(tuple(group)) for group in groups]
 
 
 # --- who runs the tasks --------------------------------------------------------------
+
+#: ``on_done(index, result)``: called in the caller's thread as each task finishes.
+OnDone = Callable[[int, TaskResult], None] | None
 
 
 class Runner(Protocol):
     """Who makes and writes the blocks of :func:`write`, and makes them durable."""
 
-    #: Sharded outputs go one task per shard file: each shard is written by one
-    #: worker (a cluster, where every task costs the scheduler a few milliseconds).
-    one_task_per_file: bool
-
     def prepare(self, temp: str) -> None:
         """Check that the blocks can be written under ``temp`` (the laid-out temporary)."""
 
     def run(
-        self, tasks: Sequence[WriteTask], on_progress: OnProgress, cancelled: Cancelled
+        self,
+        tasks: Sequence[Any],
+        on_progress: OnProgress,
+        cancelled: Cancelled,
+        on_done: OnDone = None,
     ) -> None:
-        """Run every task; ``on_progress(values)`` as they finish, in the calling
-        thread; stop (KeyboardInterrupt) as soon as ``cancelled()`` is true."""
+        """Run every task; ``on_progress(values)`` as values are written and
+        ``on_done(index, result)`` as each task finishes, both in the calling thread;
+        stop (KeyboardInterrupt) as soon as ``cancelled()`` is true."""
 
     def sync(self, temp: str) -> None:
         """Make every block written under ``temp`` durable (before the commit)."""
@@ -444,28 +528,43 @@ class LocalRunner:
     at most two per thread in flight, so memory stays at a few blocks per thread."""
 
     threads: int | None = None
-    one_task_per_file = False
 
     def prepare(self, temp: str) -> None:
         """Nothing to check: this process laid the temporary out."""
 
     def run(
-        self, tasks: Sequence[WriteTask], on_progress: OnProgress, cancelled: Cancelled
+        self,
+        tasks: Sequence[Any],
+        on_progress: OnProgress,
+        cancelled: Cancelled,
+        on_done: OnDone = None,
     ) -> None:
         check_threads(self.threads)
         workers = usable_cpus() if self.threads is None else self.threads
-        pending = list(reversed(tasks))
-        running: set[Future[int]] = set()
+        pending = list(reversed(range(len(tasks))))
+        running: dict[Future[TaskResult], int] = {}
         with ThreadPoolExecutor(workers, thread_name_prefix="vsgen-write") as pool:
             try:
                 while pending or running:
                     while pending and len(running) < 2 * workers:
-                        running.add(pool.submit(pending.pop(), 1))
-                    done, running = wait(running, timeout=POLL_SECONDS, return_when=FIRST_COMPLETED)
-                    for future in done:
-                        count = future.result()
+                        index = pending.pop()
+                        running[pool.submit(tasks[index], 1)] = index
+                    done, _ = wait(running, timeout=POLL_SECONDS, return_when=FIRST_COMPLETED)
+                    failed = None
+                    # The tasks that finished are reported before a failure among them is
+                    # raised, so that a resumable job keeps all of them.
+                    for future in sorted(done, key=running.__getitem__):
+                        index = running.pop(future)
+                        if future.exception() is not None:
+                            failed = failed or future
+                            continue
+                        result = future.result()
+                        if on_done is not None:
+                            on_done(index, result)
                         if on_progress is not None:
-                            on_progress(count)
+                            on_progress(result.values)
+                    if failed is not None:
+                        failed.result()
                     stop_if_cancelled(cancelled)
             except BaseException:
                 for future in running:
@@ -482,6 +581,12 @@ class LocalRunner:
 # --- writing ---------------------------------------------------------------------------
 
 
+class KeptInterrupt(KeyboardInterrupt):
+    """An interrupt that kept a resumable job's temporary; ``str()`` says how far the
+    job got and how to finish it (in the words of ``command_line_message`` for the
+    command line)."""
+
+
 def write(
     job: Job,
     target: str,
@@ -494,6 +599,7 @@ def write(
     threads: int | None = None,
     on_progress: OnProgress = None,
     cancelled: Cancelled = None,
+    resume: bool = False,
 ) -> None:
     """Write every tensor of ``job`` to ``target``, block by block, atomically.
 
@@ -504,54 +610,222 @@ def write(
     ``runner`` makes and writes the blocks: a :class:`LocalRunner` of ``threads``
     threads by default, or ``vsgen.dask.ClusterRunner(client)``. ``chunks``: a
     block shape (the Zarr chunk shape) for the tensors of its rank, per-axis block
-    lists (not for Zarr), or a dict of those by name; other tensors get about
-    64 MiB of whole trailing axes per block. ``max_shard_size`` (bytes, or ``"5GB"``)
-    bounds the shards of ``safetensors-sharded``; a job's ``companions`` (a Hugging
-    Face ``config.json``) are written beside them. ``on_progress(n)`` is called in
-    this thread as blocks complete; ``cancelled()`` is polled about 20 times a
-    second, and True stops the job (KeyboardInterrupt) as an interrupt would.
+    lists (not for Zarr), or a dict of those by name; each such block is a task.
+    Other tensors get blocks of about 64 MiB of whole trailing axes, and small ones
+    share tasks of about that size (:func:`task_groups`). ``max_shard_size`` (bytes,
+    or ``"5GB"``) bounds the shards of ``safetensors-sharded``; a job's
+    ``companions`` (a Hugging Face ``config.json``) are written beside them.
+    ``on_progress(n)`` is called in this thread as blocks complete; ``cancelled()``
+    is polled about 20 times a second, and True stops the job (KeyboardInterrupt) as
+    an interrupt would.
 
     The bytes do not depend on the runner, the chunks, the threads or retried
     tasks. On any failure or interrupt the temporary is removed and an existing
-    target left as it was; it is replaced only with ``force``. Messages name the
+    target left as it was; it is replaced only with ``force``. With ``resume``, the
+    temporary and a journal of the finished tasks are kept instead, beside the
+    target, and the same job written again with ``resume`` finishes them
+    (:mod:`vsgen.resume`); the error says how many tasks are done. Messages name the
     arguments (``force=True``, ``format="npydir"``), not the command line's options.
 
     Raises:
-        ValueError: bad arguments (exit 2 in the CLI), including the keras stream.
+        ValueError: bad arguments (exit 2 in the CLI), including the keras stream,
+            or, with ``resume``, the kept temporary of another job beside the target.
         OSError: I/O failure, or a runner that could not finish.
     """
     with library_errors():
-        tensor_sources, spec, given, shard_bytes, _ = _planned(
+        tensor_sources, spec, given, shard_bytes, layout = _planned(
             job, target, fmt, chunks, max_shard_size, threads
         )
+        if resume and not isinstance(resume, bool):
+            raise ValueError(f"Argument `resume` must be True or False. Received: {resume!r}")
+        if resume and _remote(target):
+            raise ValueError(
+                "Argument `resume` keeps a job's work beside its target on a file system; "
+                f"jobs that write to an object store start afresh. Received: {_shown(target)}"
+            )
     runner = runner if runner is not None else LocalRunner(threads)
     infos = [TensorInfo(s.name, s.shape, s.dtype) for s in tensor_sources]
+    session = None
     # Laying out (a store's every chunk file), the writers and the commit's syncing
     # all stop at the next file once cancelled() is true; never after the rename.
     with library_errors(), cancellation(cancelled), _naming(target):
-        output = parallel.open_parallel_output(
-            target,
-            spec.name,
-            infos,
-            metadata=job.metadata(),
-            tensor_metadata=job.tensor_metadata(),
-            force=force,
-            chunk_shapes=given,
-            max_shard_size=shard_bytes,
-            companions=getattr(job, "companions", None),
-        )
+        if _remote(target):
+            from vsgen import objectstore
+
+            remote = objectstore.open_output(target, spec.name, layout, force=force)
+            _run(remote, runner, tensor_sources, chunks, on_progress, cancelled)
+            return
+        if resume:
+            from vsgen import resume as resuming
+
+            wanted = resuming.identity(
+                target, spec.name, tensor_sources, job.metadata(), given, shard_bytes
+            )
+            session = resuming.Session.begin(target, wanted)
+        else:
+            _mention_kept(target)
+        try:
+            output = _open(job, target, spec.name, infos, given, shard_bytes, force, session)
+        except BaseException:
+            if session is not None and session.journal is not None:
+                session.journal.close()
+            raise
         with output:
-            one_per_file = runner.one_task_per_file and spec.task_per_file
-            tasks = plan_tasks(output, tensor_sources, chunks, one_task_per_file=one_per_file)
             try:
+                tasks = plan_tasks(output, tensor_sources, chunks)
+                on_done = None
+                if session is not None:
+                    tasks, on_done = _journaled(session, output, tasks)
                 runner.prepare(output.temp)
-                runner.run(tasks, on_progress, cancelled)
+                if on_done is None:  # runners written before on_done take three arguments
+                    runner.run(tasks, on_progress, cancelled)
+                else:
+                    runner.run(tasks, on_progress, cancelled, on_done=on_done)
                 # Each writer syncs the files it wrote, once, before the rename.
                 runner.sync(output.temp)
-            except BaseException:
+            except BaseException as error:
                 runner.forget(output.temp)
-                raise
-            output.commit()
+                if session is None:
+                    raise
+                _keep(session, output, error)
+            try:
+                output.commit()
+            finally:
+                if session is not None and session.journal is not None:
+                    session.journal.remove()
+
+
+def _open(
+    job: Job,
+    target: str,
+    fmt: str,
+    infos: list[TensorInfo],
+    given: list[Any] | None,
+    shard_bytes: int,
+    force: bool,
+    session: Any,
+) -> Any:
+    """The output's laid-out temporary: a fresh one (named by ``session`` if the job is
+    resumable), or the one an earlier run of the job kept."""
+    if session is not None and session.resuming:
+        return parallel.reopen_parallel_output(
+            target, fmt, infos, session.places(), session.temp, force=force
+        )
+    return parallel.open_parallel_output(
+        target,
+        fmt,
+        infos,
+        metadata=job.metadata(),
+        tensor_metadata=job.tensor_metadata(),
+        force=force,
+        chunk_shapes=given,
+        max_shard_size=shard_bytes,
+        companions=getattr(job, "companions", None),
+        at=None if session is None else session.temp,
+    )
+
+
+def _run(
+    output: Any,
+    runner: Runner,
+    tensor_sources: Sequence[BlockSource],
+    chunks: Any,
+    on_progress: OnProgress,
+    cancelled: Cancelled,
+) -> None:
+    """Fill an object store's ``output`` with the tasks it plans, and commit it; on any
+    failure or interrupt it is aborted (what was written is removed)."""
+    with output:
+        tasks = plan_tasks(output, tensor_sources, chunks)
+        runner.prepare(output.temp)
+        runner.run(tasks, on_progress, cancelled, on_done=output.receive_task)
+        output.commit()
+
+
+def _remote(target: object) -> bool:
+    """An object store's URL, or a zarr ``Store`` (``vsgen.objectstore``)."""
+    if isinstance(target, str) and "://" not in target:
+        return False
+    from vsgen.formats.remote import is_remote
+
+    return is_remote(target)
+
+
+def _shown(target: Any) -> str:
+    """The target as messages name it (a zarr ``Store``: its repr)."""
+    return target if isinstance(target, str) else repr(target)
+
+
+def _mention_kept(target: str) -> None:
+    """A run without resume leaves a kept temporary alone, and says so."""
+    if target == "-" or _remote(target):
+        return
+    from vsgen.resume import kept_beside
+
+    kept = kept_beside(target)
+    if kept:
+        import warnings
+
+        warnings.warn(
+            f"{kept[0]} beside {target!r} holds an unfinished job kept to be resumed "
+            "(--resume, resume=True): run that job again that way to finish it, or delete it",
+            atomic.LeftoverWarning,
+            stacklevel=3,
+        )
+
+
+def _journaled(session: Any, output: Any, tasks: list[Any]) -> tuple[list[Any], OnDone]:
+    """The tasks of a resumable job (checksummed; those an earlier run finished
+    checked instead of made), and the callback that journals each finished one."""
+    journal = session.journal
+    if journal is None:
+        session.start(output.places, len(tasks))
+        journal = session.journal
+    elif journal.tasks != len(tasks):
+        raise ValueError(
+            f"cannot resume the job writing {output.target!r}: its journal lists "
+            f"{journal.tasks:,} tasks, this job has {len(tasks):,}"
+        )
+    tasks = [
+        dataclasses.replace(task, checksum=True, expected=journal.done.get(index))
+        for index, task in enumerate(tasks)
+    ]
+
+    def on_done(index: int, result: TaskResult) -> None:
+        if result.checksum is not None:
+            journal.add(index, result.checksum)
+        journal.sync()
+
+    return tasks, on_done
+
+
+def _keep(session: Any, output: Any, error: BaseException) -> None:
+    """A resumable job failed: keep its temporary and journal, and raise ``error`` with
+    how far it got and how to finish it."""
+    output.keep()
+    if session.journal is not None:
+        session.journal.close()
+    library = session.done_message(library=True)
+    command_line = session.done_message(library=False)
+    if isinstance(error, KeyboardInterrupt):
+        raised: BaseException = KeptInterrupt(f"interrupted; {library}")
+        setattr(raised, COMMAND_LINE_MESSAGE, f"interrupted; {command_line}")
+    elif isinstance(error, OSError):
+        reason = error.strerror or str(error)
+        raised = OSError(error.errno or errno.EIO, f"{reason}; {library}")
+        if isinstance(error, _cluster_error_types()):
+            raised = type(error)(error.errno or errno.EIO, f"{reason}; {library}")
+        setattr(raised, COMMAND_LINE_MESSAGE, f"{reason}; {command_line}")
+    else:
+        raise error
+    raise raised from error
+
+
+def _cluster_error_types() -> tuple[type, ...]:
+    import sys
+
+    dask_module = sys.modules.get("vsgen.dask")
+    return () if dask_module is None else (dask_module.ClusterError,)
 
 
 @contextlib.contextmanager

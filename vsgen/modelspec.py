@@ -1481,7 +1481,7 @@ def like_tensors(path: str) -> list[TensorInfo]:
     """
     from vsgen.formats import read_tensor_infos
 
-    if not os.path.exists(path):
+    if "://" not in path and not os.path.exists(path):  # a URL: the reader says
         raise ValueError(f"--like: file not found: {path}")
     try:
         return read_tensor_infos(path)

@@ -363,26 +363,49 @@ def stream_job(
             commit(output)
 
 
-def runner_for(scheduler: Any) -> contextlib.AbstractContextManager[Runner | None]:
+def runner_for(
+    scheduler: Any,
+    *,
+    connect_timeout: float | None = None,
+    cluster_timeout: float | None = None,
+    cancelled: Callable[[], bool] | None = None,
+) -> contextlib.AbstractContextManager[Runner | None]:
     """The runner of :func:`vsgen.blockwrite.write` for ``scheduler``: None (local
     threads) for None; a runner as it is; a ``vsgen.dask.ClusterRunner`` of a
     ``distributed.Client``; or of a client connected to an address (or a
     ``local:N`` cluster) on entering the context, closed on leaving it. An
-    address is checked at once (ValueError)."""
+    address is checked at once (ValueError). ``connect_timeout`` and
+    ``cluster_timeout`` (seconds; default ``vsgen.dask``'s) bound the connection and
+    the time without a live worker; ``cancelled()`` is polled while connecting."""
     if scheduler is None:
         return contextlib.nullcontext(None)
     if all(hasattr(scheduler, name) for name in ("prepare", "run", "sync", "forget")):
         return contextlib.nullcontext(scheduler)
     from vsgen import dask as vsgen_dask
 
+    timeouts = {
+        "connect_timeout": vsgen_dask.CONNECT_TIMEOUT
+        if connect_timeout is None
+        else connect_timeout,
+        "cluster_timeout": vsgen_dask.CLUSTER_TIMEOUT
+        if cluster_timeout is None
+        else cluster_timeout,
+    }
+    for name, value in timeouts.items():
+        vsgen_dask.check_timeout(name, value)
     if not isinstance(scheduler, str):
-        return contextlib.nullcontext(vsgen_dask.ClusterRunner(scheduler))
+        return contextlib.nullcontext(vsgen_dask.ClusterRunner(scheduler, **timeouts))
     vsgen_dask.parse_scheduler(scheduler)
 
     @contextlib.contextmanager
     def connected() -> Iterator[Runner]:
-        with vsgen_dask.connect(scheduler) as client:
-            yield vsgen_dask.ClusterRunner(client)
+        with vsgen_dask.connect(
+            scheduler,
+            connect_timeout=timeouts["connect_timeout"],
+            cluster_timeout=timeouts["cluster_timeout"],
+            cancelled=cancelled,
+        ) as client:
+            yield vsgen_dask.ClusterRunner(client, **timeouts)
 
     return connected()
 

@@ -148,8 +148,6 @@ def test_the_new_output_is_never_wider_than_the_old_or_the_umask(tmp_path):
 class Meddling:
     """A runner that runs the tasks here, then ``meddle()``s before the commit."""
 
-    one_task_per_file = False
-
     def __init__(self, meddle) -> None:
         self.meddle = meddle
 

@@ -63,7 +63,7 @@ FACTS = {
     "safetensors": (False, True, True, False, False, True),
     "raw": (False, False, True, True, True, True),
     "npydir": (True, False, False, True, False, True),
-    "zarr": (True, True, False, False, False, False),
+    "zarr": (True, True, True, False, False, False),
     "safetensors-sharded": (True, True, True, False, False, False),
 }
 

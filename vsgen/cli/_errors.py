@@ -65,6 +65,8 @@ OPTION_NAMES = {
     "threads": "--threads",
     "chunks": "--chunks",
     "max_shard_size": "--max-shard-size",
+    "connect_timeout": "--connect-timeout",
+    "cluster_timeout": "--cluster-timeout",
 }
 
 
@@ -109,6 +111,10 @@ def user_errors(renamed: Mapping[str, str] | None = None) -> Iterator[None]:
 
 
 def describe_os_error(error: OSError) -> str:
+    # A message the library worded for Python callers keeps the command line's words.
+    worded = getattr(error, "command_line_message", None)
+    if worded:
+        return str(worded)
     if error.strerror and error.filename:
         return f"{error.strerror}: {error.filename}"
     # OSError(errno, message) prints as "[Errno N] message"; the message is enough.

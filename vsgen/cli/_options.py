@@ -238,7 +238,7 @@ def recorded_tensors(path: str, command: str) -> dict[str, dict[str, Any]]:
     from vsgen import provenance
     from vsgen.formats.readers import open_file
 
-    if not os.path.exists(path):
+    if "://" not in path and not os.path.exists(path):  # a URL: the reader says
         raise BadInput(f"{command}: file not found: {path}")
     try:
         tensor_file = open_file(path)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from vsgen._interrupt import is_output_in_place, output_in_place
 from vsgen.cli._errors import (
     BadInput,
+    RuntimeFailure,
     say,
     signals_held,
     terminate_as_interrupt,
@@ -148,19 +149,30 @@ def write_parallel(
     chunks: tuple[int, ...] | None,
 ) -> None:
     """Write ``job`` block by block (:func:`vsgen.blockwrite.write`): by local threads,
-    or with --scheduler by the workers of a Dask cluster, with the same progress bar
-    and exit codes. A drawn seed is announced once the request is known to be valid."""
+    or with --scheduler by the workers of a Dask cluster, with the same plan table,
+    progress bar, summary line and exit codes as the streaming writer. A drawn seed
+    is announced once the request is known to be valid. With --resume a failed job
+    keeps its work and its one error line says how far it got."""
     from vsgen import blockwrite, saving
+    from vsgen._wording import COMMAND_LINE_MESSAGE
+    from vsgen.cli._cluster import cluster_logs, say_dashboard
 
     scheduler = options["scheduler"]
+    quiet = options["quiet"]
     if output == "-":
         what = "--scheduler" if scheduler is not None else f"format {fmt!r}"
         raise BadInput(f"{what} cannot write to standard output; give -o FILE or DIR")
-    # Ctrl-C and SIGTERM are held and acted on at the next poll of the job (laying out
-    # a store's files, the writers, the commit's syncing), never inside the cluster
-    # client or an output's layout, which do not survive an exception at an
+    started = time.monotonic()
+    # Ctrl-C and SIGTERM are held and acted on at the next poll of the job (connecting,
+    # laying out a store's files, the writers, the commit's syncing), never inside the
+    # cluster client or an output's layout, which do not survive an exception at an
     # arbitrary point, and never after the rename.
-    with signals_held() as received, user_errors(), _needs_extra(fmt, scheduler):
+    with (
+        signals_held() as received,
+        user_errors(),
+        _needs_extra(fmt, scheduler),
+        cluster_logs(options.get("verbose", False)) if scheduler else contextlib.nullcontext(),
+    ):
         blockwrite.check(
             job,
             output,
@@ -170,29 +182,60 @@ def write_parallel(
             threads=options["threads"],
             force=options["force"],
         )
-        runners = saving.runner_for(scheduler)
-        if job.seed_was_drawn:
-            say(f"seed: {job.seed}")
-        with runners as runner:
-            if received:
-                raise KeyboardInterrupt
-            with progress(job.total_values, "sampling", options["quiet"]) as advance:
-                blockwrite.write(
-                    job,
-                    output,
-                    fmt,
-                    runner=runner,
-                    chunks=chunks,
-                    max_shard_size=options["max_shard_size"],
-                    force=options["force"],
-                    threads=options["threads"],
-                    on_progress=advance,
-                    cancelled=lambda: bool(received),
-                )
-                # Renamed into place: a signal that came since changes nothing.
-                output_in_place()
+        runners = saving.runner_for(
+            scheduler,
+            connect_timeout=options.get("connect_timeout"),
+            cluster_timeout=options.get("cluster_timeout"),
+            cancelled=lambda: bool(received),
+        )
+        show = not quiet and _stderr_is_terminal()
+        try:
+            with runners as runner:
+                if received:
+                    raise KeyboardInterrupt
+                # Once the cluster answers: a run that cannot start prints its one
+                # error line and nothing else.
+                if job.seed_was_drawn:
+                    say(f"seed: {job.seed}")
+                say_dashboard(runner, show)
+                _say_plan(job, show)
+                with progress(job.total_values, "sampling", quiet) as advance:
+                    blockwrite.write(
+                        job,
+                        output,
+                        fmt,
+                        runner=runner,
+                        chunks=chunks,
+                        max_shard_size=options["max_shard_size"],
+                        force=options["force"],
+                        threads=options["threads"],
+                        on_progress=advance,
+                        cancelled=lambda: bool(received),
+                        resume=options.get("resume", False),
+                    )
+                    # Renamed into place: a signal that came since changes nothing.
+                    output_in_place()
+        except blockwrite.KeptInterrupt as kept:
+            raise RuntimeFailure(getattr(kept, COMMAND_LINE_MESSAGE, str(kept))) from None
     if received and not is_output_in_place():
         raise KeyboardInterrupt
+    if show:
+        nbytes = sum(info.nbytes for info in job.infos)
+        say(summary_line(job.total_values, nbytes, time.monotonic() - started, output))
+
+
+#: Above this many tensors the plan shown on a terminal is summarised.
+PLAN_MAX_ROWS = 40
+
+
+def _say_plan(job: ModelJob, show: bool) -> None:
+    """A model's plan table on stderr before it is written, on a terminal."""
+    if not show or not job.rows:
+        return
+    from vsgen.modelspec import plan_table
+
+    for line in plan_table(job.rows, max_rows=PLAN_MAX_ROWS):
+        say(line)
 
 
 @contextlib.contextmanager

@@ -25,6 +25,7 @@ from vsgen.cli._options import (
     SPELLING_NOTE,
     Count,
     Name,
+    Real,
     build_initializer,
     dtype_type,
     format_type,
@@ -36,7 +37,7 @@ from vsgen.cli._options import (
     pop_initializer_options,
     recorded_tensors,
 )
-from vsgen.cli._output import open_output, write_parallel, write_plans
+from vsgen.cli._output import PLAN_MAX_ROWS, open_output, write_parallel, write_plans
 from vsgen.dtypes import DTYPE_ALIASES, DTYPE_NAMES
 from vsgen.fans import looks_channels_last, shard_rows
 from vsgen.initializer import RandomInitializer
@@ -49,8 +50,6 @@ if TYPE_CHECKING:
 
 #: Options that select one tensor; whole-model sampling refuses them.
 _SINGLE_TENSOR_OPTIONS = ("shape", "rows", "shard", "fan_shape", "config_from", "name")
-#: Above this many tensors the plan shown on a terminal is summarised.
-_PLAN_MAX_ROWS = 40
 #: Options that give whole-model sampling its default initializer.
 _DEFAULT_INIT_OPTIONS = ("scale", "mode", "distribution", "preset", "config_source", "in_axes")
 
@@ -153,6 +152,29 @@ def _conventions() -> Any:
     "(N local worker processes). Needs the dask extra.",
 )
 @click.option(
+    "--connect-timeout",
+    type=Real(),
+    default=None,
+    metavar="SECONDS",
+    help="With --scheduler: seconds to reach the scheduler and hear its Dask handshake; "
+    "also how long a job waits for a scheduler that stopped answering. [10]",
+)
+@click.option(
+    "--cluster-timeout",
+    type=Real(),
+    default=None,
+    metavar="SECONDS",
+    help="With --scheduler: seconds a job waits with no live worker (and for the first "
+    "one to join) before it fails. [60]",
+)
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Block-written outputs: if the job fails, keep its work (a journal of finished "
+    "tasks beside its temporary); the same command with --resume finishes it.",
+)
+@click.option("--verbose", "-v", is_flag=True, help="With --scheduler: show Dask's own log lines.")
+@click.option(
     "--max-shard-size",
     type=str,
     default="5GB",
@@ -233,13 +255,19 @@ def sample(**kwargs: Any) -> None:
     fmt = _check_target(job, kwargs["output"], kwargs["fmt"], whole_model)
     from vsgen import saving
 
+    for option in ("connect_timeout", "cluster_timeout"):
+        if kwargs[option] is not None and kwargs["scheduler"] is None:
+            raise BadInput(f"--{option.replace('_', '-')} applies to --scheduler")
     if saving.writes_in_blocks(fmt, kwargs["scheduler"]):
         chunks = parse_shape_option(kwargs["chunks"], "--chunks")
         _say_warnings(job)
         write_parallel(job, kwargs["output"], fmt, kwargs, chunks)
         return
-    if kwargs["chunks"] is not None:
-        raise BadInput("--chunks applies to .zarr, safetensors-sharded and --scheduler outputs")
+    for option in ("chunks", "resume"):
+        if kwargs[option]:
+            raise BadInput(
+                f"--{option} applies to .zarr, safetensors-sharded and --scheduler outputs"
+            )
     target = _open_target(job, kwargs["output"], fmt, kwargs["force"])
     # Warnings only once the job is sure to run: a run that fails prints its
     # one error line and nothing else.
@@ -249,7 +277,7 @@ def sample(**kwargs: Any) -> None:
     if job.rows and not kwargs["quiet"] and sys.stderr is not None and sys.stderr.isatty():
         from vsgen.modelspec import plan_table
 
-        for line in plan_table(job.rows, max_rows=_PLAN_MAX_ROWS):
+        for line in plan_table(job.rows, max_rows=PLAN_MAX_ROWS):
             say(line)
     write_plans(target, job.plans, threads, kwargs["quiet"])
 

@@ -20,8 +20,10 @@ flushed to disk and renamed into place by ``commit``; an error or interrupt
 removes the temporary and leaves any existing target untouched. ``target == "-"``
 streams NPY (or raw) bytes to standard output, where no atomicity is possible.
 bfloat16 (``ml_dtypes.bfloat16``) is stored by ``safetensors``,
-``safetensors-sharded`` and ``raw`` only; float16, float32 and float64 by every
-format.
+``safetensors-sharded``, ``zarr`` and ``raw`` only; float16, float32 and float64
+by every format. Zarr stores and sharded safetensors also go to object stores
+(fsspec URLs: :mod:`vsgen.formats.remote` reads them, :mod:`vsgen.objectstore`
+writes them).
 
 Reading: :mod:`~vsgen.formats.readers`, the one place that opens files vsgen did
 not just write (:func:`read_tensor_infos`, :func:`read_metadata`).

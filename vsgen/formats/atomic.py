@@ -662,15 +662,47 @@ def _fresh(final: str, display: str, kind: str, create: Callable[[str], T]) -> t
     raise FileExistsError(errno.EEXIST, f"cannot create a temporary {kind} for {display!r}")
 
 
+def _made_at(path: str, create: Callable[[str], T]) -> T:
+    """``create(path)`` at the given name (a kept temporary's, known in advance);
+    an interrupt just after it was made removes it again."""
+    try:
+        return create(path)
+    except FileExistsError:
+        raise
+    except BaseException:
+        if os.path.lexists(path):
+            remove_quietly(path)
+        raise
+
+
+def _reopen_file(path: str) -> int:
+    """A read-write descriptor of the kept temporary file ``path`` (a regular file,
+    never through a link)."""
+    flags = os.O_RDWR | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(path, flags | getattr(os, "O_NONBLOCK", 0))
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise FileNotFoundError(errno.ENOENT, f"{path} is not a regular file")
+    os.set_blocking(fd, True)
+    return fd
+
+
 class AtomicFile:
     """A temporary file beside ``final`` that becomes ``final`` on ``install``."""
 
-    def __init__(self, final: str, display: str, force: bool) -> None:
+    def __init__(
+        self, final: str, display: str, force: bool, at: str | None = None, reopen: bool = False
+    ) -> None:
         self.final = final
         self.display = display
         self.force = force
         flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
-        self.path, fd = _fresh(final, display, "file", lambda path: os.open(path, flags, 0o666))
+        if at is None:
+            self.path, fd = _fresh(final, display, "file", lambda path: os.open(path, flags, 0o666))
+        elif reopen:
+            self.path, fd = at, _reopen_file(at)
+        else:
+            self.path, fd = at, _made_at(at, lambda path: os.open(path, flags, 0o666))
         try:
             # Removes the temporary even if the Output is dropped without abort().
             self._finalizer = weakref.finalize(self, remove_quietly, self.path)
@@ -704,6 +736,14 @@ class AtomicFile:
             with contextlib.suppress(OSError):
                 file.close()
         self._finalizer()
+
+    def keep(self) -> None:
+        """Close the temporary and leave it in place (a job to be resumed)."""
+        self._finalizer.detach()
+        file = getattr(self, "file", None)
+        if file is not None and not file.closed:
+            with contextlib.suppress(OSError):
+                file.close()
 
 
 def pwrite_all(fd: int, data: memoryview, offset: int) -> None:
@@ -749,6 +789,8 @@ class TemporaryDirectory:
         check: Callable[[str], tuple[Judge, Survey]] | None = None,
         sync: Sequence[str] = (),
         old: Survey | None = None,
+        at: str | None = None,
+        reopen: bool = False,
     ) -> None:
         self.final = final
         self.display = display
@@ -758,9 +800,17 @@ class TemporaryDirectory:
         #: Permission bits for what the layout makes (``mkdir``/``open`` modes).
         self.directory_mode = 0o777 if old is None else old.directory_mode & 0o777
         self.file_mode = 0o666 if old is None else old.file_mode & 0o666
-        self.path, _ = _fresh(
-            final, display, "directory", lambda path: os.mkdir(path, self.directory_mode)
-        )
+        if at is None:
+            self.path, _ = _fresh(
+                final, display, "directory", lambda path: os.mkdir(path, self.directory_mode)
+            )
+        elif reopen:
+            if not stat.S_ISDIR(os.lstat(at).st_mode):
+                raise FileNotFoundError(errno.ENOENT, f"{at} is not a directory")
+            self.path = at
+        else:
+            self.path = at
+            _made_at(at, lambda path: os.mkdir(path, self.directory_mode))
         try:
             self._finalizer = weakref.finalize(self, remove_quietly, self.path)
         except BaseException:
@@ -783,6 +833,10 @@ class TemporaryDirectory:
 
     def discard(self) -> None:
         self._finalizer()
+
+    def keep(self) -> None:
+        """Leave the temporary in place (a job to be resumed)."""
+        self._finalizer.detach()
 
 
 def sync_tree(root: str, suffixes: Sequence[str]) -> None:
@@ -984,12 +1038,22 @@ class StagedOutput:
 
     def abort(self) -> None:
         """Remove the temporary; a pre-existing target stays untouched. Idempotent."""
-        if self._state == "committed":
+        if self._state in ("committed", "kept"):
             return
         self._state = "aborted"
         self._release()
         if self._temporary is not None:
             self._temporary.discard()
+
+    def keep(self) -> None:
+        """Leave the unfinished temporary in place, for a later run to finish (a
+        resumable job); a pre-existing target stays untouched."""
+        if self._state != "open":
+            return
+        self._state = "kept"
+        self._release()
+        if self._temporary is not None:
+            self._temporary.keep()
 
     def _check_complete(self) -> None:
         """Raise ValueError (after :meth:`abort`) if values are missing."""

@@ -21,7 +21,7 @@ import math
 import os
 import stat
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, BinaryIO, NamedTuple, Protocol
 
 import numpy
@@ -271,8 +271,6 @@ class Format:
     one_tensor = False
     #: Stores the tensors' names (a .npy or raw file holds values only).
     named = True
-    #: Block writers on a cluster give each file one task (one worker per shard).
-    task_per_file = False
     #: Directory formats: suffixes of the files the commit syncs (writers sync the rest).
     commit_syncs: tuple[str, ...] = ()
     #: Holds files of the caller's beside the tensors (a Hugging Face ``config.json``).
@@ -346,19 +344,33 @@ class Format:
         raise NotImplementedError
 
     def temporary(
-        self, path: str, display: str, force: bool, old: Survey | None = None
+        self,
+        path: str,
+        display: str,
+        force: bool,
+        old: Survey | None = None,
+        at: str | None = None,
+        reopen: bool = False,
     ) -> Temporary:
         """A new temporary beside ``path`` (a file, or a directory for directory formats,
-        made no more permissive than ``old``, the survey of the output it replaces)."""
+        made no more permissive than ``old``, the survey of the output it replaces);
+        ``at`` names it (a resumable job's, known in advance; ``reopen``: it exists)."""
         if self.directory:
 
             def check(aside: str) -> tuple[Judge, Survey]:
                 return self.survey_aside(aside, display)
 
             return TemporaryDirectory(
-                path, display, force, check=check, sync=self.commit_syncs, old=old
+                path,
+                display,
+                force,
+                check=check,
+                sync=self.commit_syncs,
+                old=old,
+                at=at,
+                reopen=reopen,
             )
-        return AtomicFile(path, display, force)
+        return AtomicFile(path, display, force, at=at, reopen=reopen)
 
     #: What ``--force`` replaces of a directory format, in messages.
     replace_words = "a directory of .npy files"
@@ -474,14 +486,19 @@ def check_output(
 
 
 def lay_out(
-    target: str, fmt: Format, layout: Layout, force: bool, presize: bool
+    target: str,
+    fmt: Format,
+    layout: Layout,
+    force: bool,
+    presize: bool,
+    at: str | None = None,
 ) -> tuple[Temporary, list[Place]]:
     """The output's temporary beside ``target``, laid out.
 
     :func:`~vsgen.formats.atomic.preflight` first (``layout.needed`` bytes, what
-    ``fmt`` lets ``force`` replace), then a new temporary and ``layout.create``
-    (``presize`` as there); if laying out fails the temporary is removed.
-    OSErrors name the target.
+    ``fmt`` lets ``force`` replace), then a new temporary (named ``at`` if given:
+    a resumable job's) and ``layout.create`` (``presize`` as there); if laying out
+    fails the temporary is removed. OSErrors name the target.
     """
     path = os.path.abspath(target)
     old = preflight(
@@ -493,7 +510,7 @@ def lay_out(
         refuse_replacing=fmt.refuse_replacing,
     )
     try:
-        temporary = fmt.temporary(path, target, force, old)
+        temporary = fmt.temporary(path, target, force, old, at=at)
     except OSError as error:
         raise io_error(error, target) from error
     try:
@@ -533,7 +550,7 @@ class StoredTensor(NamedTuple):
     offset: int | None = None
     byteorder: str = "<"
     fortran_order: bool = False
-    reader: Format | None = None
+    reader: Format | Any = None
     #: What ``reader`` needs to read the values (a Zarr array's layout), found
     #: when the file was opened: a store is read once, not once per tensor.
     source: Any = None
@@ -663,6 +680,18 @@ def read_values(
     if tensor.reader is not None:
         yield from tensor.reader.values(tensor, chunk_size, any_order)
         return
+    assert tensor.offset is not None
+    with open_binary(tensor.path) as handle:
+        handle.seek(tensor.offset)
+        yield from decoded_values(tensor, chunk_size, lambda start, size: handle.read(size))
+
+
+def decoded_values(
+    tensor: StoredTensor, chunk_size: int, read: Callable[[int, int], bytes]
+) -> Iterator[numpy.ndarray]:
+    """The values of a tensor stored at ``tensor.offset``, in pieces of at most
+    ``chunk_size``: ``read(offset, size)`` gives the next ``size`` bytes, from byte
+    ``offset`` of the file (UnreadableFile if fewer come)."""
     native = tensor.numpy_dtype()
     # ml_dtypes types (bfloat16, float8) have no byte-order variant: read
     # their bits as unsigned words and reinterpret.
@@ -671,15 +700,13 @@ def read_values(
     if stored.itemsize > 1:
         stored = stored.newbyteorder(">" if tensor.byteorder == ">" else "<")
     assert tensor.offset is not None
-    with open_binary(tensor.path) as handle:
-        handle.seek(tensor.offset)
-        for start in range(0, tensor.size, chunk_size):
-            count = min(chunk_size, tensor.size - start)
-            data = handle.read(count * tensor.itemsize)
-            if len(data) != count * tensor.itemsize:
-                raise UnreadableFile(f"{tensor.path}: file is truncated (tensor {tensor.name!r})")
-            piece = numpy.frombuffer(data, dtype=stored)
-            if bits:
-                yield piece.astype(stored.newbyteorder("=")).view(native)
-            else:
-                yield piece.astype(native)
+    for start in range(0, tensor.size, chunk_size):
+        count = min(chunk_size, tensor.size - start)
+        data = read(tensor.offset + start * tensor.itemsize, count * tensor.itemsize)
+        if len(data) != count * tensor.itemsize:
+            raise UnreadableFile(f"{tensor.path}: file is truncated (tensor {tensor.name!r})")
+        piece = numpy.frombuffer(data, dtype=stored)
+        if bits:
+            yield piece.astype(stored.newbyteorder("=")).view(native)
+        else:
+            yield piece.astype(native)

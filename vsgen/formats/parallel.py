@@ -35,7 +35,7 @@ import numpy
 
 from vsgen.dtypes import TensorInfo
 from vsgen.formats import registry
-from vsgen.formats.atomic import AtomicFile, StagedOutput, TemporaryDirectory
+from vsgen.formats.atomic import AtomicFile, StagedOutput, TemporaryDirectory, preflight
 from vsgen.formats.base import Place, check_output, lay_out
 from vsgen.formats.sharded import DEFAULT_MAX_SHARD_SIZE
 
@@ -44,7 +44,9 @@ __all__ = [
     "Place",
     "file_groups",
     "forget_written",
+    "note_written",
     "open_parallel_output",
+    "reopen_parallel_output",
     "sync_written",
     "write_block",
 ]
@@ -134,6 +136,7 @@ def open_parallel_output(
     chunk_shapes: Sequence[Sequence[Any] | None] | None = None,
     max_shard_size: int = DEFAULT_MAX_SHARD_SIZE,
     companions: Mapping[str, bytes] | None = None,
+    at: str | None = None,
 ) -> ParallelOutput:
     """Check ``target`` and lay out its temporary for parallel writers.
 
@@ -144,7 +147,8 @@ def open_parallel_output(
     Zarr chunk shape of each tensor (None: about 64 MiB of whole trailing axes).
     ``max_shard_size`` is in bytes. ``companions`` (sharded safetensors only: name ->
     bytes, e.g. ``config.json``) are written beside the shards and recorded in the index
-    as vsgen's, so ``--force`` may replace them later.
+    as vsgen's, so ``--force`` may replace them later. ``at`` names the temporary (a
+    resumable job's, :mod:`vsgen.resume`; default: a fresh random name).
 
     Raises:
         ValueError: bad arguments, a dtype the format cannot hold, or an existing
@@ -166,8 +170,42 @@ def open_parallel_output(
         companions=companions,
     )
     layout = spec.plan(request)
-    temporary, places = lay_out(target, spec, layout, force, presize=True)
+    temporary, places = lay_out(target, spec, layout, force, presize=True, at=at)
     return ParallelOutput(target, spec.name, request.tensors, temporary, places)
+
+
+def reopen_parallel_output(
+    target: str,
+    fmt: str,
+    tensors: Sequence[TensorInfo],
+    places: Sequence[Place],
+    at: str,
+    *,
+    force: bool = False,
+    needed: int = 0,
+) -> ParallelOutput:
+    """The laid-out temporary ``at`` of an unfinished job (:mod:`vsgen.resume`) as a
+    :class:`ParallelOutput` again, with the ``places`` its layout made. ``target`` is
+    checked as :func:`open_parallel_output` checks it (``needed``: bytes still to come)."""
+    spec = registry.get(fmt)
+    path = os.path.abspath(target)
+    old = preflight(
+        target,
+        path,
+        directory=spec.directory,
+        force=force,
+        needed=needed,
+        refuse_replacing=spec.refuse_replacing,
+    )
+    temporary = spec.temporary(path, target, force, old, at=at, reopen=True)
+    return ParallelOutput(target, spec.name, tuple(tensors), temporary, places)
+
+
+def note_written(path: str) -> None:
+    """Have :func:`sync_written` sync ``path`` too (a file an earlier process wrote and
+    this one checked: its data may still be in the page cache)."""
+    with _unsynced_lock:
+        _unsynced.add(path)
 
 
 def file_groups(places: Sequence[Place]) -> list[list[int]]:

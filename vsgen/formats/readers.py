@@ -70,7 +70,9 @@ def sniff(path: str) -> str:
     return _format_of(path).name
 
 
-def _format_of(path: str) -> Format:
+def _format_of(path: str) -> Format | _Remote:
+    if "://" in path:
+        return _Remote()
     try:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
@@ -90,6 +92,22 @@ def _format_of(path: str) -> Format:
         f"{path}: not a .npy, .h5 or .safetensors file (unrecognised first bytes; "
         "raw files have no header)"
     )
+
+
+class _Remote:
+    """The reader of an object store's URL (:mod:`vsgen.formats.remote`), as a format."""
+
+    name = "remote"
+
+    def open(self, path: str) -> TensorFile:
+        from vsgen.formats import remote
+
+        if not remote.is_url(path):
+            raise UnreadableFile(f"file not found: {path}")
+        return remote.open_file(path)
+
+    def read_metadata(self, path: str) -> dict[str, str]:
+        return self.open(path).metadata
 
 
 def open_file(path: str) -> TensorFile:

@@ -112,6 +112,11 @@ def resolve_format(target: str, fmt: str | None, n_tensors: int = 1) -> str:
                 f"cannot tell the format of {target!r} ({what}); "
                 f"use one of {', '.join(_SUFFIXES)} or pass --format"
             )
+    if "://" in target and chosen not in ("zarr", "safetensors-sharded"):
+        raise ValueError(
+            f"{target}: to an object store vsgen writes .zarr stores and --format "
+            f"safetensors-sharded, not {chosen}"
+        )
     _load(chosen).check_fits(target, n_tensors)
     return chosen
 

@@ -24,6 +24,7 @@ import math
 import os
 import struct
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy
 
@@ -139,21 +140,28 @@ def read_safetensors(
     """The tensors and ``__metadata__`` of the safetensors file ``path`` (the module
     docstring says what is checked); ``follow=False`` refuses a symbolic link."""
     with open_binary(path, follow) as handle:
-        size = os.fstat(handle.fileno()).st_size
-        prefix = handle.read(8)
-        if len(prefix) < 8:
-            raise UnreadableFile(f"{path} is too short for a safetensors file")
-        (length,) = struct.unpack("<Q", prefix)
-        if length > SAFETENSORS_MAX_HEADER:
-            raise UnreadableFile(
-                f"{path}: safetensors header length {length} is over the format's "
-                f"limit of {SAFETENSORS_MAX_HEADER} bytes"
-            )
-        if length > size - 8:
-            raise UnreadableFile(
-                f"{path}: safetensors header length {length} exceeds the file ({size} bytes)"
-            )
-        text = handle.read(length)
+        return parse_safetensors(path, handle, os.fstat(handle.fileno()).st_size)
+
+
+def parse_safetensors(
+    path: str, handle: Any, size: int
+) -> tuple[tuple[StoredTensor, ...], dict[str, str]]:
+    """The tensors and ``__metadata__`` of the safetensors file ``path`` of ``size``
+    bytes, read from ``handle`` at its start (a file, or an object store's object)."""
+    prefix = handle.read(8)
+    if len(prefix) < 8:
+        raise UnreadableFile(f"{path} is too short for a safetensors file")
+    (length,) = struct.unpack("<Q", prefix)
+    if length > SAFETENSORS_MAX_HEADER:
+        raise UnreadableFile(
+            f"{path}: safetensors header length {length} is over the format's "
+            f"limit of {SAFETENSORS_MAX_HEADER} bytes"
+        )
+    if length > size - 8:
+        raise UnreadableFile(
+            f"{path}: safetensors header length {length} exceeds the file ({size} bytes)"
+        )
+    text = handle.read(length)
     if len(text) < length:
         raise UnreadableFile(f"{path}: safetensors header is truncated")
     _check_text_memory(path, text)

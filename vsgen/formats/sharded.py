@@ -22,14 +22,14 @@ every file but the index itself: the shards (size only) and any small companion
 file written with them (``config.json``, ``generation_config.json``: size and
 SHA-256 of the bytes). Loaders read only ``total_size`` of the metadata.
 
-Written block by block (:mod:`vsgen.blockwrite`; on a cluster one task per shard),
-never streamed. Read back through the index (every directory is untrusted): the
-index through the bounded JSON parser, no lies (``total_size`` a non-negative
-integer equal to the bytes of the shards' tensors, a tensor in one shard only and
-in the shard the index names, shard names plain file names), every shard a regular
-file in the directory (never a symbolic link, FIFO or device), each shard's header
-parsed once (:mod:`vsgen.formats.safetensors`), the tensors listed in the index's
-order and the shards' provenance merged.
+Written block by block (:mod:`vsgen.blockwrite`: tasks of about 64 MiB, so a large
+shard is written by many workers), never streamed. Read back through the index
+(every directory is untrusted): the index through the bounded JSON parser, no lies
+(``total_size`` a non-negative integer equal to the bytes of the shards' tensors, a
+tensor in one shard only and in the shard the index names, shard names plain file
+names), every shard a regular file in the directory (never a symbolic link, FIFO or
+device), each shard's header parsed once (:mod:`vsgen.formats.safetensors`), the
+tensors listed in the index's order and the shards' provenance merged.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ import json
 import os
 import re
 import stat
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from vsgen._limits import MAX_INDEX_BYTES, MAX_TENSORS, loads_json
@@ -225,32 +225,60 @@ class ShardedLayout(StoreLayout):
     def needed(self) -> int:
         return super().needed + sum(map(len, self.companions.values()))
 
-    def create(self, temporary: TemporaryDirectory, presize: bool) -> list[Place]:
-        """Every shard with its header (sized to its tensors), the companions, and the index."""
+    def files(self) -> list[ShardFile]:
+        """Every shard: its name, header (with its tensors' provenance), size, and where
+        each of its tensors starts in it (tensor index, byte offset)."""
         document = self.document()
-        places: list[Place | None] = [None] * len(self.tensors)
-        files: dict[str, dict[str, Any]] = {}
+        shard_files = []
         for number, members in enumerate(self.shards, start=1):
-            stop_if_cancelled()
             infos = [self.tensors[i] for i in members]
             relative = safetensors_layout(infos)
             own = shard_metadata(document, [info.name for info in infos])
             prefix = safetensors_header(infos, relative, own)
-            name = shard_name(number, len(self.shards))
-            file_path = os.path.join(temporary.path, name)
             size = len(prefix) + sum(info.nbytes for info in infos)
-            sized_file(file_path, prefix, size if presize else 0, temporary.file_mode)
-            files[name] = file_record(size=size)
-            for index, offset in zip(members, relative, strict=True):
+            starts = tuple(
+                (index, len(prefix) + offset)
+                for index, offset in zip(members, relative, strict=True)
+            )
+            shard_files.append(
+                ShardFile(shard_name(number, len(self.shards)), prefix, size, starts)
+            )
+        return shard_files
+
+    def index_text(self) -> str:
+        """The index (with the record of every shard and companion), as written."""
+        files: dict[str, dict[str, Any]] = {
+            shard.name: file_record(size=shard.size) for shard in self.files()
+        }
+        for name, data in self.companions.items():
+            files[name] = file_record(data)
+        return json.dumps(index_document(self.tensors, self.shards, files), indent=2) + "\n"
+
+    def create(self, temporary: TemporaryDirectory, presize: bool) -> list[Place]:
+        """Every shard with its header (sized to its tensors), the companions, and the index."""
+        places: list[Place | None] = [None] * len(self.tensors)
+        for shard in self.files():
+            stop_if_cancelled()
+            file_path = os.path.join(temporary.path, shard.name)
+            sized_file(file_path, shard.prefix, shard.size if presize else 0, temporary.file_mode)
+            for index, offset in shard.starts:
                 info = self.tensors[index]
-                places[index] = FilePlace(file_path, len(prefix) + offset, info.shape, info.dtype)
+                places[index] = FilePlace(file_path, offset, info.shape, info.dtype)
         for name, data in self.companions.items():
             sized_file(os.path.join(temporary.path, name), data, 0, temporary.file_mode)
-            files[name] = file_record(data)
-        text = json.dumps(index_document(self.tensors, self.shards, files), indent=2) + "\n"
         index_path = os.path.join(temporary.path, INDEX_NAME)
-        sized_file(index_path, text.encode("utf-8"), 0, temporary.file_mode)
+        sized_file(index_path, self.index_text().encode("utf-8"), 0, temporary.file_mode)
         return [place for place in places if place is not None]
+
+
+class ShardFile(NamedTuple):
+    """One shard as :meth:`ShardedLayout.files` plans it."""
+
+    name: str
+    prefix: bytes
+    size: int
+    #: ``(tensor index, byte offset)`` of each tensor in the shard.
+    starts: tuple[tuple[int, int], ...]
 
 
 # --- reading (untrusted) ---------------------------------------------------------------
@@ -304,6 +332,12 @@ def read_index(directory: str, display: str | None = None) -> ShardIndex:
     data = read_entry(path, MAX_INDEX_BYTES + 1)
     if data is None:
         raise UnreadableFile(f"{where}: cannot be read as a regular file")
+    return parse_index(data, where)
+
+
+def parse_index(data: bytes, where: str) -> ShardIndex:
+    """The index ``where`` read as at most ``MAX_INDEX_BYTES + 1`` bytes, checked as
+    :func:`read_index` says (UnreadableFile naming it and what is wrong)."""
     if len(data) > MAX_INDEX_BYTES:
         raise UnreadableFile(f"{where} is larger than {MAX_INDEX_BYTES >> 20} MiB; refusing it")
     try:
@@ -469,7 +503,6 @@ class ShardedFormat(StoreFormat):
     keeps_metadata = True
     holds_bfloat16 = SafetensorsFormat.holds_bfloat16
     holds_complex = SafetensorsFormat.holds_complex
-    task_per_file = True
     commit_syncs = (".safetensors", ".json")
     replace_words = "sharded safetensors vsgen wrote"
     holds_companions = True
@@ -501,38 +534,55 @@ class ShardedFormat(StoreFormat):
         Shards the record lists but the index does not name are read too (their
         provenance records tensors the index has lost, which ``check`` reports)."""
         index = read_index(path)
-        names = list(dict.fromkeys(index.weight_map.values()))
-        for file_name in index.files or {}:
-            recorded_shard = file_name.endswith(".safetensors") and file_name not in names
-            if recorded_shard and os.path.lexists(os.path.join(path, file_name)):
-                names.append(file_name)
-        holds: dict[str, str] = {}
-        found: dict[str, StoredTensor] = {}
-        metadata: dict[str, dict[str, str]] = {}
-        total = 0
-        for file_name in names:
-            stop_if_cancelled()
-            tensors, metadata[file_name] = _read_shard(path, file_name, path)
-            for tensor in tensors:
-                if tensor.name in holds:
-                    raise UnreadableFile(
-                        f"{path}: tensor {tensor.name[:200]!r} is in two shards, "
-                        f"{holds[tensor.name]} and {file_name}"
-                    )
-                holds[tensor.name] = file_name
-                found[tensor.name] = tensor
-                total += tensor.nbytes
-            if len(holds) > MAX_TENSORS:
-                raise UnreadableFile(f"{path}: the shards hold more than {MAX_TENSORS:,} tensors")
-        if index.total_size is not None and index.total_size != total:
-            raise UnreadableFile(
-                f"{os.path.join(path, INDEX_NAME)}: metadata.total_size is "
-                f"{index.total_size:,} bytes, but the shards' tensors take {total:,}"
-            )
-        for name, file_name in index.weight_map.items():
-            if holds.get(name) != file_name:
+
+        def exists(file_name: str) -> bool:
+            return os.path.lexists(os.path.join(path, file_name))
+
+        return assemble(path, index, exists, lambda name: _read_shard(path, name, path))
+
+
+def assemble(
+    path: str,
+    index: ShardIndex,
+    exists: Callable[[str], bool],
+    read_shard: Callable[[str], tuple[Any, dict[str, str]]],
+) -> TensorFile:
+    """The tensors of a shard directory ``path`` from its checked ``index`` and its
+    shards (``read_shard(name)``: tensors and metadata; ``exists(name)``), every lie of
+    the index refused; shards the record lists but the index does not name are read
+    too (their provenance records tensors the index has lost, which ``check`` reports)."""
+    names = list(dict.fromkeys(index.weight_map.values()))
+    for file_name in index.files or {}:
+        recorded_shard = file_name.endswith(".safetensors") and file_name not in names
+        if recorded_shard and exists(file_name):
+            names.append(file_name)
+    holds: dict[str, str] = {}
+    found: dict[str, StoredTensor] = {}
+    metadata: dict[str, dict[str, str]] = {}
+    total = 0
+    for file_name in names:
+        stop_if_cancelled()
+        tensors, metadata[file_name] = read_shard(file_name)
+        for tensor in tensors:
+            if tensor.name in holds:
                 raise UnreadableFile(
-                    f"{path}: the index puts {name[:200]!r} in {file_name}, which lacks it"
+                    f"{path}: tensor {tensor.name[:200]!r} is in two shards, "
+                    f"{holds[tensor.name]} and {file_name}"
                 )
-        ordered = tuple(found[name] for name in index.weight_map)
-        return TensorFile(path, self.name, ordered, _merged(path, metadata, holds))
+            holds[tensor.name] = file_name
+            found[tensor.name] = tensor
+            total += tensor.nbytes
+        if len(holds) > MAX_TENSORS:
+            raise UnreadableFile(f"{path}: the shards hold more than {MAX_TENSORS:,} tensors")
+    if index.total_size is not None and index.total_size != total:
+        raise UnreadableFile(
+            f"{path.rstrip('/')}/{INDEX_NAME}: metadata.total_size is "
+            f"{index.total_size:,} bytes, but the shards' tensors take {total:,}"
+        )
+    for name, file_name in index.weight_map.items():
+        if holds.get(name) != file_name:
+            raise UnreadableFile(
+                f"{path}: the index puts {name[:200]!r} in {file_name}, which lacks it"
+            )
+    ordered = tuple(found[name] for name in index.weight_map)
+    return TensorFile(path, "safetensors-sharded", ordered, _merged(path, metadata, holds))

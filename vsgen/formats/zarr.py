@@ -8,8 +8,10 @@ What vsgen writes (and the only kind of store it reads back):
   ``fill_value`` 0 (``false`` for bool), and the single codec ``bytes``
   (little-endian): a chunk file is the chunk's values in C order, edge chunks
   padded with zeros to the full chunk shape. No compression: weights made from a
-  random stream do not compress. float16/32/64, and the integer and bool types of
-  tensors copied from a checkpoint (``--like``).
+  random stream do not compress. float16/32/64, bfloat16 (the data type
+  ``bfloat16`` of the zarr-extensions registry: 2 bytes, the top half of a float32;
+  zarr-python reads it once :func:`vsgen.formats.zarr_bfloat16.register` has run),
+  and the integer and bool types of tensors copied from a checkpoint (``--like``).
 - One tensor: the store's root is the array. Several: the root is a group and
   each tensor an array under its name (``/`` in a name makes nested groups).
 - Provenance: the attribute ``vsgen`` of the root (array or group) holds the same
@@ -74,6 +76,8 @@ from vsgen.formats.base import (
     WriteRequest,
     check_no_group_clash,
     check_path_name,
+    little_endian,
+    little_endian_bytes,
 )
 
 _METADATA_FILE = "zarr.json"
@@ -82,7 +86,7 @@ _METADATA_FILE = "zarr.json"
 _MAX_CHUNK_VALUES = 1 << 27
 #: Largest element count of an array (as for every tensor vsgen writes).
 _MAX_ELEMENTS = 2**63 - 1
-_FLOATS = ("float16", "float32", "float64")
+_FLOATS = ("float16", "bfloat16", "float32", "float64")
 #: Integer and bool types are only ever copied (``--like``), never generated.
 _ZARR_DTYPES = (
     *_FLOATS,
@@ -155,10 +159,19 @@ def array_dir(store: str, name: str | None) -> str:
     return store if name is None else os.path.join(store, *name.split("/"))
 
 
+def _numpy_dtype(name: str) -> numpy.dtype:
+    """The NumPy dtype of a Zarr data type vsgen writes (``bfloat16``: ml_dtypes')."""
+    if name == "bfloat16":
+        import ml_dtypes
+
+        return numpy.dtype(ml_dtypes.bfloat16)
+    return numpy.dtype(name)
+
+
 def _fill_value(dtype: numpy.dtype) -> Any:
     if dtype.kind == "b":
         return False
-    return 0.0 if dtype.kind == "f" else 0
+    return 0.0 if dtype.kind == "f" or dtype.name == "bfloat16" else 0
 
 
 def _array_node(
@@ -237,30 +250,57 @@ def create_store(
     array directory.
     """
     make = _Maker(store, directory_mode, file_mode)
+    directories = []
+    for parts, node in store_documents(tensors, chunk_shapes, document):
+        directory = os.path.join(store, *parts)
+        make.node(directory, node)
+        if node["node_type"] == "array":
+            make.chunk_files(
+                directory, node["shape"], node["chunk_grid"]["configuration"]["chunk_shape"]
+            )
+            directories.append(directory)
+    return directories
+
+
+def store_documents(
+    tensors: Sequence[TensorInfo],
+    chunk_shapes: Sequence[tuple[int, ...]],
+    document: Mapping[str, Any],
+) -> list[tuple[tuple[str, ...], dict[str, Any]]]:
+    """Every node of a store of ``tensors`` (path components below the root, and its
+    ``zarr.json`` document), parents before children, the root first; each array's
+    in the order of ``tensors``. ``document`` is the provenance (the root gets all
+    of it, each array of a group its own tensor's part)."""
     root_attributes = {"vsgen": dict(document)} if document else {}
     if len(tensors) == 1:
-        info, chunk_shape = tensors[0], chunk_shapes[0]
-        make.node(store, _array_node(info, chunk_shape, root_attributes))
-        make.chunk_files(store, info.shape, chunk_shape)
-        return [store]
-    make.node(store, {"zarr_format": 3, "node_type": "group", "attributes": root_attributes})
+        return [((), _array_node(tensors[0], chunk_shapes[0], root_attributes))]
+    nodes: list[tuple[tuple[str, ...], dict[str, Any]]] = [
+        ((), {"zarr_format": 3, "node_type": "group", "attributes": root_attributes})
+    ]
     groups = {""}
-    directories = []
     for info, chunk_shape in zip(tensors, chunk_shapes, strict=True):
-        parts = info.name.split("/")
+        parts = tuple(info.name.split("/"))
         for depth in range(1, len(parts)):
             parent = "/".join(parts[:depth])
             if parent not in groups:
                 groups.add(parent)
-                node = {"zarr_format": 3, "node_type": "group", "attributes": {}}
-                make.node(os.path.join(store, *parts[:depth]), node)
+                nodes.append(
+                    (parts[:depth], {"zarr_format": 3, "node_type": "group", "attributes": {}})
+                )
         own = {key: value for key, value in document.items() if key != "tensors"}
         own["tensors"] = {info.name: document.get("tensors", {}).get(info.name)}
-        directory = array_dir(store, info.name)
-        make.node(directory, _array_node(info, chunk_shape, {"vsgen": own} if document else {}))
-        make.chunk_files(directory, info.shape, chunk_shape)
-        directories.append(directory)
-    return directories
+        nodes.append((parts, _array_node(info, chunk_shape, {"vsgen": own} if document else {})))
+    return nodes
+
+
+def chunk_payload(values: numpy.ndarray, chunk_shape: Sequence[int]) -> memoryview:
+    """The bytes of a chunk file holding ``values`` (its in-bounds part): padded with
+    zeros to ``chunk_shape``, little-endian, C order (the ``bytes`` codec)."""
+    if tuple(values.shape) != tuple(chunk_shape):
+        padded = numpy.zeros(tuple(chunk_shape), dtype=values.dtype)
+        padded[tuple(slice(0, e) for e in values.shape)] = values
+        values = padded
+    return little_endian_bytes(numpy.ascontiguousarray(values).reshape(-1))
 
 
 def write_chunk(
@@ -272,14 +312,7 @@ def write_chunk(
     the file (``vsgen.formats.parallel`` does, once per job and writer process).
     Raises FileNotFoundError if the store has been removed meanwhile.
     """
-    if tuple(values.shape) != tuple(chunk_shape):
-        padded = numpy.zeros(tuple(chunk_shape), dtype=values.dtype)
-        padded[tuple(slice(0, e) for e in values.shape)] = values
-        values = padded
-    data = numpy.ascontiguousarray(values)
-    if data.dtype.byteorder == ">":
-        data = data.astype(data.dtype.newbyteorder("<"))
-    payload = memoryview(data.reshape(-1).view(numpy.uint8).data)
+    payload = chunk_payload(values, chunk_shape)
     fd = os.open(chunk_path(directory, index), os.O_WRONLY | getattr(os, "O_CLOEXEC", 0))
     try:
         pwrite_all(fd, payload, 0)
@@ -424,6 +457,12 @@ def _load_node(store: str, parts: tuple[str, ...], display: str) -> dict[str, An
             raise StoreError(display, entry, f"is {describe_file_kind(info.st_mode)}, not a file")
         os.set_blocking(descriptor, True)
         data = handle.read(MAX_NODE_BYTES + 1)
+    return parse_node(data, display, entry)
+
+
+def parse_node(data: bytes, display: str, entry: tuple[str, ...]) -> dict[str, Any]:
+    """A ``zarr.json`` document (``entry`` of the store ``display``) read as at most
+    ``MAX_NODE_BYTES + 1`` bytes: bounded JSON, a Zarr v3 node (StoreError if not)."""
     if len(data) > MAX_NODE_BYTES:
         raise StoreError(display, entry, f"is larger than {MAX_NODE_BYTES >> 20} MiB; refusing it")
     try:
@@ -484,7 +523,7 @@ class ZarrArray:
                     f"{tuple(shape)} in chunks of {tuple(chunk_shape)} is over {MAX_CHUNKS:,} "
                     "chunks (vsgen writes at most that many chunk files)"
                 )
-        dtype = numpy.dtype(dtype_name)
+        dtype = _numpy_dtype(dtype_name)
         codecs = node.get("codecs")
         short = [{"name": "bytes"}]
         if codecs != _CODECS and not ((not shape or dtype.itemsize == 1) and codecs == short):
@@ -539,7 +578,7 @@ class ZarrArray:
         if self.size == 0:
             return
         max_values = max(1, int(max_values))
-        stored = self.dtype.newbyteorder("<")
+        stored = little_endian(self.dtype)
         counts = grid_counts(self.shape, self.chunk_shape)
         for number in range(first_chunk, self.chunk_count):
             index = _unravel(number, counts)
@@ -547,7 +586,9 @@ class ZarrArray:
             descriptor = self._open_chunk(index)
             try:
                 for offset, count, cut in _pieces(self.chunk_shape, extent, max_values):
-                    data = os.pread(descriptor, count * stored.itemsize, offset * stored.itemsize)
+                    data = self._pread(
+                        descriptor, count * stored.itemsize, offset * stored.itemsize
+                    )
                     if len(data) != count * stored.itemsize:
                         raise self._refuse(index, "is truncated")
                     values = numpy.frombuffer(data, dtype=stored)
@@ -555,7 +596,15 @@ class ZarrArray:
                         values = values.reshape(cut[0])[cut[1]].reshape(-1)
                     yield number, values.astype(self.dtype)
             finally:
-                os.close(descriptor)
+                self._close(descriptor)
+
+    # How a chunk is read (an object store's arrays read theirs by range requests).
+
+    def _pread(self, handle: Any, size: int, offset: int) -> bytes:
+        return os.pread(handle, size, offset)
+
+    def _close(self, handle: Any) -> None:
+        os.close(handle)
 
     def _refuse(self, index: Sequence[int], problem: str) -> StoreError:
         key = chunk_key(index)
@@ -563,7 +612,7 @@ class ZarrArray:
             self.display, (*self.parts, *key), f"chunk of array {self.name[:200]!r} {problem}"
         )
 
-    def _open_chunk(self, index: Sequence[int]) -> int:
+    def _open_chunk(self, index: Sequence[int]) -> Any:
         """The chunk file, reached one directory at a time without following a link."""
         key = chunk_key(index)
         directory = os.open(self.directory, _FLAGS | getattr(os, "O_DIRECTORY", 0))
@@ -839,11 +888,12 @@ class StoreJudge:
 
 
 class ZarrFormat(StoreFormat):
-    """Zarr v3: array names are paths (groups), float16/32/64 (integer and bool types
-    for copied tensors), regular chunks."""
+    """Zarr v3: array names are paths (groups), float16/32/64 and bfloat16 (integer
+    and bool types for copied tensors), regular chunks."""
 
     label = ".zarr"
     keeps_metadata = True
+    holds_bfloat16 = True
     holds_complex = False
     commit_syncs = (".json",)
     replace_words = "a Zarr store vsgen wrote"
