@@ -244,10 +244,17 @@ def resume_after_a_lost_cluster(work: str, spec: str, values: int) -> None:
                     tasks = header["tasks"]
                     break
             time.sleep(0.05)
+        finished = job.poll() is not None
         os.killpg(scheduler.pid, signal.SIGKILL)
         _, stderr = job.communicate()
         lost = time.perf_counter() - started
         print(f"\nresume after a lost cluster ({values:,} values, {tasks} tasks)")
+        if finished:
+            print(
+                f"  the job finished in {lost:.2f} s, before half its tasks were seen done: "
+                "nothing to resume (give a larger --size-log2)"
+            )
+            return
         print(f"  killed the scheduler {lost:.2f} s in; the job said: {stderr.strip()}")
         fresh, _ = processes.cluster(2)
         start = time.perf_counter()
@@ -315,6 +322,13 @@ def main() -> None:
     parser.add_argument("--dir", default=None, help="where to write (default: a temp dir)")
     parser.add_argument("--blocks-only", action="store_true", help="only the fill_block rates")
     parser.add_argument("--no-resume", action="store_true", help="skip the resume measurement")
+    parser.add_argument(
+        "--resume-size-log2",
+        type=int,
+        default=None,
+        help="values of the resumed job (log2; default --size-log2 + 2, so that it runs "
+        "long enough to be cut at half)",
+    )
     args = parser.parse_args()
     block_fill_rates(args.repeat)
     if args.blocks_only:
@@ -408,7 +422,10 @@ def main() -> None:
                 f"start-up {start_up:5.2f} s"
             )
         if not args.no_resume:
-            resume_after_a_lost_cluster(work, spec, values)
+            resume_spec = os.path.join(work, "resume.json")
+            size = args.resume_size_log2 or args.size_log2 + 2
+            resume_values = write_spec(resume_spec, size, args.tensors)
+            resume_after_a_lost_cluster(work, resume_spec, resume_values)
     finally:
         for cluster in clusters:
             cluster.close()

@@ -49,7 +49,10 @@ RLIMIT_AS)``, ``--memory-cap-gib``, default 12 GiB) so that a path that needs th
 whole model in memory fails with its own memory error instead of taking the
 machine; the table says so. Time is the child's wall time; peak RSS is the
 largest resident set of the child or of any process it waited for (the Dask
-workers of ``local:2`` included, each counted alone).
+workers of ``local:2`` and the process that builds the model from its config
+included, each counted alone); "own peak" is the command's own process alone
+(its ``VmHWM``, read every 10 ms while it runs): for ``vsgen sample --like
+config.json`` the process that writes, which never imports torch.
 
     python benchmarks/bench_models.py --part hf --size 1b|7b [--dir DIR]
         [--memory-cap-gib 12] [--skip transformers,torch,load]
@@ -73,17 +76,34 @@ sys.path.insert(0, str(ROOT))
 #: Runs a child and prints its wall time, its own JSON report and its peak RSS.
 #: A child that fails is reported with ``error``, the last line of its stderr.
 WRAPPER = (
-    "import json, resource, subprocess, sys, time\n"
+    "import json, resource, subprocess, sys, threading, time\n"
+    "def hwm(pid):\n"
+    "    try:\n"
+    "        with open(f'/proc/{pid}/status') as status:\n"
+    "            return max(int(l.split()[1]) for l in status if l.startswith('VmHWM:'))\n"
+    "    except (OSError, ValueError):\n"
+    "        return 0\n"
     "started = time.perf_counter()\n"
-    "done = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"
+    "process = subprocess.Popen(sys.argv[1:], stdout=subprocess.PIPE, stderr=subprocess.PIPE,"
+    " text=True)\n"
+    "own = [0]\n"
+    "def watch():\n"
+    "    while process.poll() is None:\n"
+    "        own[0] = max(own[0], hwm(process.pid))\n"
+    "        time.sleep(0.01)\n"
+    "watcher = threading.Thread(target=watch, daemon=True)\n"
+    "watcher.start()\n"
+    "stdout, stderr = process.communicate()\n"
     "seconds = time.perf_counter() - started\n"
-    "lines = done.stdout.strip().splitlines()\n"
+    "watcher.join()\n"
+    "lines = stdout.strip().splitlines()\n"
     "report = json.loads(lines[-1]) if lines and lines[-1].startswith('{') else {}\n"
-    "if done.returncode:\n"
-    "    errors = [line for line in done.stderr.splitlines() if line.strip()]\n"
-    "    report = {'error': errors[-1] if errors else f'exit {done.returncode}'}\n"
+    "if process.returncode:\n"
+    "    errors = [line for line in stderr.splitlines() if line.strip()]\n"
+    "    report = {'error': errors[-1] if errors else f'exit {process.returncode}'}\n"
     "report['wall'] = seconds\n"
     "report['peak_kib'] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss\n"
+    "report['own_peak_kib'] = own[0]\n"
     "print(json.dumps(report))\n"
 )
 
@@ -431,12 +451,19 @@ def hf_part(args: argparse.Namespace) -> None:
         _remove_output(out)
     floor = rows["write + fsync floor"].get("seconds")
     print(f"vsgen's output: {nbytes / 2**30:.2f} GiB")
-    print("| path | wall s | work s | work / floor | peak RSS MiB | above loaded MiB |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    print(
+        "| path | wall s | work s | work / floor | peak RSS MiB (any process) "
+        "| own peak MiB | above loaded MiB |"
+    )
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name, report in rows.items():
         if "error" in report:
             peak = report["peak_kib"] / 1024
-            print(f"| {name} | {report['wall']:.1f}: {report['error'][:120]} | | | {peak:,.0f} | |")
+            own = report.get("own_peak_kib", 0) / 1024
+            print(
+                f"| {name} | {report['wall']:.1f}: {report['error'][:120]} | | | {peak:,.0f} "
+                f"| {own:,.0f} | |"
+            )
             continue
         # work: the child's own timing, after its imports (none for a whole command)
         work = report.get("seconds")
@@ -444,7 +471,11 @@ def hf_part(args: argparse.Namespace) -> None:
         ratio = "" if work is None or not floor else f"{work / floor:.2f}"
         peak = report["peak_kib"] / 1024
         above = "" if "loaded_kib" not in report else f"{peak - report['loaded_kib'] / 1024:,.0f}"
-        print(f"| {name} | {report['wall']:.1f} | {work_text} | {ratio} | {peak:,.0f} | {above} |")
+        own = report.get("own_peak_kib", 0) / 1024
+        print(
+            f"| {name} | {report['wall']:.1f} | {work_text} | {ratio} | {peak:,.0f} "
+            f"| {own:,.0f} | {above} |"
+        )
         if "loading_info" in report:
             print(f"  loading info: {report['loading_info']}, dtype {report['dtype']}")
     api = rows["vsgen (API; work after imports)"]
@@ -454,6 +485,13 @@ def hf_part(args: argparse.Namespace) -> None:
             f"transformers / vsgen: {tf['wall'] / api['wall']:.1f}x the wall time, "
             f"{tf['seconds'] / api['seconds']:.1f}x the work"
         )
+    cli = rows["vsgen sample --like config.json"]
+    floor_row = rows["write + fsync floor"]
+    if "error" not in cli and "error" not in floor_row:
+        line = f"vsgen sample --like: {cli['wall'] / floor_row['wall']:.2f}x the floor's wall time"
+        if "wall" in tf and "error" not in tf:
+            line += f", transformers {tf['wall'] / cli['wall']:.1f}x its wall time"
+        print(line)
 
 
 def main() -> None:

@@ -19,7 +19,11 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import pickle
 import re
+import signal
+import subprocess
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -667,6 +671,12 @@ def test_cli_a_tensor_without_values_is_one_line(tmp_path):
 def test_cli_without_transformers_says_what_to_install(tmp_path, monkeypatch):
     path = write_config(tmp_path / "cfg", tiny("llama"))
     monkeypatch.setitem(sys.modules, "transformers", None)  # import transformers fails
+    # ... here and in the child process that builds the model
+    fake = tmp_path / "fake" / "transformers"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError(\"No module named 'transformers'\")\n")
+    given = os.environ.get("PYTHONPATH")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(fake.parent), given])))
     result = invoke("--like", str(path), "-o", str(tmp_path / "out"))
     assert result.exit_code == 2
     assert result.stderr.strip() == (
@@ -721,3 +731,110 @@ def test_the_readme_block_runs_as_written(tmp_path):
     assert found is not None
     exec(compile(found.group(1), "README.md", "exec"), {})  # in tmp_path (conftest)
     assert (tmp_path / "tiny-llama" / "config.json").exists()
+
+
+# --- planning in a child process (the command line's way) ---------------------------------------
+
+
+def _same_jobs(one, other) -> None:
+    assert one.infos == other.infos
+    assert one.records == other.records
+    assert one.rows == other.rows
+    assert one.aliases == other.aliases
+    assert one.companions == other.companions
+    assert one.warnings == other.warnings
+    for mine, theirs in zip(one.plans, other.plans, strict=True):
+        assert type(mine) is type(theirs)
+        assert mine.array().tobytes() == theirs.array().tobytes()
+
+
+@pytest.mark.parametrize(("kind", "tied"), [("llama", True), ("gpt2", False), ("bert", False)])
+def test_a_plan_made_in_a_child_process_is_the_plan_made_here(tmp_path, kind, tied):
+    path = write_config(tmp_path / "cfg", tiny(kind, tie_word_embeddings=tied))
+    here = vsgen.hf.plan(path, seed=7)
+    there = vsgen.hf.plan(path, seed=7, isolate=True)
+    _same_jobs(here, there)
+    assert there.aliases == ({"lm_head.weight": "model.embed_tokens.weight"} if tied else {})
+
+
+def test_a_child_s_error_is_raised_here_as_it_was_raised_there():
+    document = {"model_type": "no-such-model"}
+    with pytest.raises(ValueError) as here:
+        vsgen.hf.plan(document)
+    with pytest.raises(ValueError) as there:
+        vsgen.hf.plan(document, isolate=True)
+    assert str(there.value) == str(here.value)
+    with pytest.raises(TypeError, match=r"Argument `isolate`: the arguments do not pickle"):
+        vsgen.hf.plan(tiny("llama"), rules={"x": lambda: 0}, isolate=True)
+
+
+def test_the_child_sends_its_warnings_and_its_answer(monkeypatch):
+    """The child's side of the exchange, run here: a warning raised while planning
+    travels with the job."""
+    import io
+    import warnings
+
+    from vsgen import _hf_planner
+
+    def plan(**kwargs):
+        warnings.warn("a note from planning", UserWarning, stacklevel=1)
+        return {"planned": kwargs}
+
+    monkeypatch.setattr(vsgen.hf, "plan", plan)
+    stdin = io.TextIOWrapper(io.BytesIO(pickle.dumps({"seed": 3})))
+    stdout = io.TextIOWrapper(io.BytesIO())
+    monkeypatch.setattr(sys, "stdin", stdin)
+    monkeypatch.setattr(sys, "stdout", stdout)
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        assert _hf_planner.main() == 0
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    kind, payload, raised = pickle.loads(stdout.buffer.getvalue())
+    assert (kind, payload) == ("job", {"planned": {"seed": 3}})
+    assert raised == [(UserWarning, "a note from planning")]
+
+
+def test_the_parent_raises_the_child_s_warnings_again_and_reports_a_dead_child(monkeypatch):
+    answer = pickle.dumps(("job", "the job", [(UserWarning, "from the child")]))
+    code = f"import sys; sys.stdin.buffer.read(); sys.stdout.buffer.write({answer!r})"
+    monkeypatch.setattr(vsgen.hf, "_child_command", lambda: [sys.executable, "-c", code])
+    with pytest.warns(UserWarning, match="^from the child$"):
+        assert vsgen.hf.plan({"model_type": "llama"}, isolate=True) == "the job"
+    dead = "import sys; sys.stdin.buffer.read(); sys.exit(3)"
+    monkeypatch.setattr(vsgen.hf, "_child_command", lambda: [sys.executable, "-c", dead])
+    with pytest.raises(OSError, match="builds the model from its config exited with status 3$"):
+        vsgen.hf.plan({"model_type": "llama"}, isolate=True)
+    killed = "import os, signal, sys; sys.stdin.buffer.read(); os.kill(os.getpid(), signal.SIGKILL)"
+    monkeypatch.setattr(vsgen.hf, "_child_command", lambda: [sys.executable, "-c", killed])
+    with pytest.raises(OSError, match="was ended by signal 9$"):
+        vsgen.hf.plan({"model_type": "llama"}, isolate=True)
+
+
+def test_the_command_line_writes_a_model_without_importing_torch(tmp_path):
+    """The writing process never holds torch or transformers: the child built the model."""
+    path = write_config(tmp_path / "cfg", tiny("llama", tie_word_embeddings=True))
+    out = tmp_path / "out"
+    command = [sys.executable, "-X", "importtime", "-m", "vsgen", "sample", "--like", str(path)]
+    done = subprocess.run(
+        [*command, "--seed", "5", "-o", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    imported = {
+        line.rsplit("|", 1)[-1].strip()
+        for line in done.stderr.splitlines()
+        if line.startswith("import time:")
+    }
+    assert "vsgen.hf" in imported  # the listing is this process's
+    assert not {"torch", "transformers"} & imported
+    here = vsgen.hf.plan(path, seed=5)
+    written = load_file(str(out / "model-00001-of-00001.safetensors"))
+    assert sorted(written) == sorted(info.name for info in here.infos)
+    import ml_dtypes  # noqa: F401 - safetensors reads bfloat16 through it
+
+    for info, plan in zip(here.infos, here.plans, strict=True):
+        assert written[info.name].tobytes() == plan.array().tobytes(), info.name

@@ -470,6 +470,7 @@ def plan(
     model_class: object = None,
     layout: str | None = None,
     stream: str | None = None,
+    isolate: bool = False,
 ) -> modelspec.ModelJob:
     """The plan of the model ``config`` describes (``job.rows``: every tensor's
     initializer and why), with ``job.companions`` the ``config.json`` (and
@@ -489,12 +490,32 @@ def plan(
         model_class: the class to build (a transformers model or auto class, or
             its name); default the config's ``architectures``, else its causal-LM
             auto class.
+        isolate: build and record the model in a child Python process, which exits
+            before this returns, so that this process never imports torch or
+            transformers (about 400 MiB of memory for as long as it runs; the
+            command line does this). The job is the same; the arguments must
+            pickle (a ``convention`` object defined in ``__main__`` does not).
 
     Raises:
         ValueError / TypeError: bad arguments, a config transformers cannot build, an
             unknown architecture, a tensor on the meta device without values.
         ImportError: transformers or torch is missing (``pip install 'vsgen[hf]'``).
+        OSError: ``isolate`` and the child process could not run or died.
     """
+    if isolate:
+        return _plan_in_child(
+            config=config,
+            preset=preset,
+            seed=seed,
+            rules=rules,
+            spec=spec,
+            convention=convention,
+            dtype=dtype,
+            initializer_range=initializer_range,
+            model_class=model_class,
+            layout=layout,
+            stream=stream,
+        )
     from vsgen import torch as vsgen_torch
 
     model = _meta_model(config, dtype, initializer_range, model_class)
@@ -510,6 +531,71 @@ def plan(
     )
     job.companions = model_files(model, job)
     return job
+
+
+def _plan_in_child(**kwargs: Any) -> modelspec.ModelJob:
+    """:func:`plan` run by a child process (:mod:`vsgen._hf_planner`); its warnings
+    are raised again here, its exception re-raised, the child killed if this process
+    is interrupted first."""
+    import pickle
+    import subprocess
+    import warnings
+
+    try:
+        request = pickle.dumps(kwargs, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as error:
+        raise TypeError(f"Argument `isolate`: the arguments do not pickle ({error})") from None
+    child = subprocess.Popen(_child_command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert child.stdin is not None and child.stdout is not None
+        with child.stdin:
+            child.stdin.write(request)
+        _preload()  # while the child works, on another CPU
+        answer = child.stdout.read()
+        child.wait()
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    if child.returncode != 0 or not answer:
+        how = (
+            f"was ended by signal {-child.returncode}"
+            if child.returncode < 0
+            else f"exited with status {child.returncode}"
+        )
+        raise OSError(f"the process that builds the model from its config {how}")
+    kind, payload, raised = pickle.loads(answer)  # our own child's answer
+    for category, message in raised:
+        warnings.warn(message, category, stacklevel=3)
+    if kind == "error":
+        raise payload
+    job: modelspec.ModelJob = payload
+    return job
+
+
+def _preload() -> None:
+    """Import what writing the job will need (ml_dtypes alone takes about half a second)."""
+    import contextlib
+    import importlib
+
+    for name in ("ml_dtypes", "vsgen.blockwrite", "vsgen.formats.sharded"):
+        with contextlib.suppress(ImportError):
+            importlib.import_module(name)
+
+
+def _child_command() -> list[str]:
+    """The child's command line: this Python, importing this very vsgen first (the
+    directory this process imported it from), whatever the child's ``sys.path``."""
+    import sys
+
+    import vsgen
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(vsgen.__file__)))
+    code = (
+        f"import sys; sys.path.insert(0, {root!r}); "
+        "from vsgen._hf_planner import main; sys.exit(main())"
+    )
+    return [sys.executable, "-c", code]
 
 
 def save_pretrained(

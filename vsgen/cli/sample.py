@@ -477,6 +477,7 @@ def _config_job(
                 dtype=kwargs["dtype"] if _given("dtype") else None,
                 layout=options["layout"],
                 stream=options["stream"],
+                isolate=True,  # this process, the writer, never holds torch
             )
             written = registry.resolve_format(output, fmt, len(job.infos)) if output else None
     except ImportError as error:
