@@ -33,7 +33,7 @@ import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -44,6 +44,7 @@ from vsgen.fans import DEFAULT_BLOCK_BYTES, auto_block_shape
 from vsgen.formats import atomic, parallel, registry
 from vsgen.formats.atomic import cancellation, io_error, preflight
 from vsgen.formats.base import check_output
+from vsgen.formats.parallel import TaskResult
 from vsgen.formats.sharded import DEFAULT_MAX_SHARD_SIZE, parse_size
 from vsgen.streams import Draw, get_stream, usable_cpus
 
@@ -357,16 +358,6 @@ def _grid(shape: tuple[int, ...], chunks: Any) -> Iterator[tuple[tuple[int, ...]
         origin = tuple(int(starts[axis][i]) for axis, i in enumerate(index))
         extent = tuple(int(per_axis[axis][i]) for axis, i in enumerate(index))
         yield origin, extent
-
-
-class TaskResult(NamedTuple):
-    """What a task reports: the values it wrote, the CRC-32 of their bytes (resumable
-    jobs, :mod:`vsgen.resume`), and receipts its output needs at the commit (an
-    object store's part tags)."""
-
-    values: int
-    checksum: int | None = None
-    receipts: tuple[Any, ...] = ()
 
 
 @dataclass(frozen=True)

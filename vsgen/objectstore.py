@@ -48,11 +48,11 @@ from typing import Any, NamedTuple
 import numpy
 
 from vsgen._limits import MAX_CHUNKS, MAX_NODES
-from vsgen.blockwrite import TASK_BYTES, TaskResult
 from vsgen.dtypes import TensorInfo
-from vsgen.fans import block_runs, block_start
+from vsgen.fans import DEFAULT_BLOCK_BYTES, block_runs, block_start
 from vsgen.formats.atomic import NotOwned, exists_message, stop_if_cancelled
 from vsgen.formats.base import little_endian_bytes
+from vsgen.formats.parallel import TaskResult
 from vsgen.formats.remote import (
     bucket_of,
     check_url,
@@ -76,9 +76,9 @@ __all__ = [
 MIN_PART_BYTES = 5 << 20
 MAX_PART_BYTES = 5 << 30
 MAX_PARTS = 10_000
-#: Bytes a part of a shard aims at (about a task's): every part but a shard's last
-#: is at least this large, so at least S3's minimum.
-PART_BYTES = TASK_BYTES
+#: Bytes a part of a shard aims at (a task's, ``vsgen.blockwrite.TASK_BYTES``): every
+#: part but a shard's last is at least this large, so at least S3's minimum.
+PART_BYTES = DEFAULT_BLOCK_BYTES
 #: Formats written to object stores.
 FORMATS = ("zarr", "safetensors-sharded")
 

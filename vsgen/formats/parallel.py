@@ -29,7 +29,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy
 
@@ -42,6 +42,7 @@ from vsgen.formats.sharded import DEFAULT_MAX_SHARD_SIZE
 __all__ = [
     "ParallelOutput",
     "Place",
+    "TaskResult",
     "file_groups",
     "forget_written",
     "note_written",
@@ -50,6 +51,16 @@ __all__ = [
     "sync_written",
     "write_block",
 ]
+
+
+class TaskResult(NamedTuple):
+    """What a task of parallel writers reports: the values it wrote, the CRC-32 of
+    their bytes (resumable jobs, :mod:`vsgen.resume`), and receipts its output needs
+    at the commit (an object store's part tags)."""
+
+    values: int
+    checksum: int | None = None
+    receipts: tuple[Any, ...] = ()
 
 
 def write_block(place: Place, origin: Sequence[int], values: numpy.ndarray) -> None:
