@@ -343,16 +343,9 @@ class StorePlace(NamedTuple):
         Raises:
             ValueError: the block is not exactly one chunk.
         """
-        from vsgen.formats.zarr import chunk_key, chunk_payload, chunk_region
+        from vsgen.formats.zarr import chunk_key, chunk_payload, whole_chunk
 
-        origin = tuple(int(o) for o in origin)
-        index = tuple(o // c for o, c in zip(origin, self.chunk_shape, strict=True))
-        expected_origin, extent = chunk_region(self.shape, self.chunk_shape, index)
-        if expected_origin != origin or tuple(values.shape) != extent:
-            raise ValueError(
-                f"a Zarr block must be one whole chunk: got origin {origin} and shape "
-                f"{values.shape}, chunk {index} is at {expected_origin} with shape {extent}"
-            )
+        index = whole_chunk(self.shape, self.chunk_shape, origin, values.shape)
         _set(self.store, join(self.key, *chunk_key(index)), chunk_payload(values, self.chunk_shape))
         return None
 

@@ -137,6 +137,29 @@ def chunk_indices(shape: Sequence[int], chunk_shape: Sequence[int]) -> Iterator[
     yield from numpy.ndindex(*grid_counts(shape, chunk_shape))
 
 
+def whole_chunk(
+    shape: Sequence[int],
+    chunk_shape: Sequence[int],
+    origin: Sequence[int],
+    block_shape: Sequence[int],
+) -> tuple[int, ...]:
+    """The index of the chunk a block at ``origin`` of ``block_shape`` is, exactly
+    (its in-bounds part).
+
+    Raises:
+        ValueError: the block is not exactly one chunk.
+    """
+    origin = tuple(int(o) for o in origin)
+    index = tuple(o // c for o, c in zip(origin, chunk_shape, strict=True))
+    expected_origin, extent = chunk_region(shape, chunk_shape, index)
+    if expected_origin != origin or tuple(block_shape) != extent:
+        raise ValueError(
+            f"a Zarr block must be one whole chunk: got origin {origin} and shape "
+            f"{tuple(block_shape)}, chunk {index} is at {expected_origin} with shape {extent}"
+        )
+    return index
+
+
 def chunk_region(
     shape: Sequence[int], chunk_shape: Sequence[int], index: Sequence[int]
 ) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -376,14 +399,7 @@ class ZarrPlace(NamedTuple):
             FileNotFoundError: the store is gone (the job was abandoned).
             ValueError: the block is not exactly one chunk.
         """
-        origin = tuple(int(o) for o in origin)
-        index = tuple(o // c for o, c in zip(origin, self.chunk_shape, strict=True))
-        expected_origin, extent = chunk_region(self.shape, self.chunk_shape, index)
-        if expected_origin != origin or tuple(values.shape) != extent:
-            raise ValueError(
-                f"a Zarr block must be one whole chunk: got origin {origin} and shape "
-                f"{values.shape}, chunk {index} is at {expected_origin} with shape {extent}"
-            )
+        index = whole_chunk(self.shape, self.chunk_shape, origin, values.shape)
         write_chunk(self.path, index, self.chunk_shape, values)
         return chunk_path(self.path, index)
 
