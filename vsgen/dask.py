@@ -1011,15 +1011,16 @@ class LocalProcesses:
                     + ["--no-dashboard"],
                 ),
             ):
+                # Not mutated (see docs/testing.md): a process left in the caller's
+                # session ends that session's whole process group when it ends itself.
+                parent = str(os.getpid())  # pragma: no mutate
                 self._processes.append(
                     subprocess.Popen(
-                        [sys.executable, "-c", _LAUNCHER, str(os.getpid()), module]
-                        + arguments
-                        + common,
+                        [sys.executable, "-c", _LAUNCHER, parent, module] + arguments + common,
                         stdin=subprocess.DEVNULL,
                         stdout=output,
                         stderr=output,
-                        start_new_session=True,
+                        start_new_session=True,  # pragma: no mutate
                     )
                 )
         except BaseException:
