@@ -20,9 +20,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from vsgen import modelspec
+from vsgen._inits import KEEP, Choice, Init, parse_init
 from vsgen.conventions import ONES, ZEROS
-from vsgen.modelspec import KEEP, Choice, Init
 
 if TYPE_CHECKING:
     import torch
@@ -66,7 +65,7 @@ def _number(value: object) -> float | None:
 
 
 def _spec(form: Mapping[str, Any]) -> Init:
-    return modelspec.parse_init(dict(form), "a recorded init")
+    return parse_init(dict(form), "a recorded init")
 
 
 def _is_floating(tensor: torch.Tensor) -> bool:

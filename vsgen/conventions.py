@@ -41,7 +41,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vsgen.modelspec import (
+from vsgen._inits import (
     KEEP,
     Choice,
     Init,

@@ -55,7 +55,7 @@ from vsgen.blockwrite import (
 )
 from vsgen.fans import auto_block_shape
 from vsgen.formats import atomic, parallel, sharded
-from vsgen.job import model_job, tensor_job
+from vsgen.job import tensor_job
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import dask.array
@@ -213,10 +213,12 @@ def model(
     ``spec_or_checkpoint`` is a model spec (a ``.toml``/``.json`` path, a parsed
     ``ModelSpec`` or its dict), a checkpoint path (``.safetensors``/``.h5``: the
     ``--like`` rules; its integer tensors are read from it), or a ``ModelJob``.
-    The keywords are those of :func:`vsgen.job.model_job` (the command line's
+    The keywords are those of :func:`vsgen.modelspec.model_job` (the command line's
     ``--seed``, ``--dtype``, ...), so each tensor gets the same seed as
     ``vsgen sample --spec/--like`` gives it.
     """
+    from vsgen.modelspec import model_job
+
     job = model_job(
         spec_or_checkpoint,
         seed=seed,

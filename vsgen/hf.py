@@ -21,6 +21,9 @@ name. Tied weights (``tie_word_embeddings``) are recorded untied, as transformer
 initialises them before tying, and written once under the name ``save_pretrained``
 keeps (:func:`saved_tied_name`). The values are drawn from vsgen's stream, block by
 block (:func:`vsgen.torch.save`), so memory stays bounded whatever the model's size.
+(:func:`saved_tied_name`, :func:`record_init_weights` and :func:`model_files` are
+defined in ``vsgen._hf_model``, which :mod:`vsgen.torch` uses for any transformers
+model, and imported from here.)
 
 The output directory holds ``model-0000K-of-0000N.safetensors``,
 ``model.safetensors.index.json``, ``config.json`` (its ``dtype`` the one written,
@@ -37,14 +40,24 @@ import copy
 import math
 import os
 import re
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from vsgen import modelspec
+from vsgen._hf_model import (
+    _FLOATING,
+    CONFIG_NAME,
+    GENERATION_CONFIG_NAME,
+    SHARDED,
+    _one_line,
+    _tied_targets,
+    model_files,
+    record_init_weights,
+    saved_tied_name,
+)
 from vsgen._limits import MAX_SPEC_BYTES, loads_json, read_capped
-from vsgen.modelspec import KEEP, Choice
-from vsgen.torch import ModuleConvention, ModuleTensor, is_transformers_model, record_init
+from vsgen.modelspec import Choice
+from vsgen.torch import ModuleConvention, ModuleTensor, is_transformers_model
 
 if TYPE_CHECKING:
     import torch
@@ -65,12 +78,7 @@ __all__ = [
     "saved_tied_name",
 ]
 
-SHARDED = "safetensors-sharded"
-CONFIG_NAME = "config.json"
-GENERATION_CONFIG_NAME = "generation_config.json"
 INSTALL = "pip install 'vsgen[hf]'"
-_ORIGIN = "convention hf"
-_FLOATING = ("float16", "bfloat16", "float32", "float64")
 #: Files that make a directory a checkpoint rather than a config to build from.
 _WEIGHT_FILE = re.compile(
     r".*\.(safetensors|bin|pt|pth|ckpt|h5|hdf5|msgpack|npz|npy|gguf|zarr)|.*\.index\.json",
@@ -115,13 +123,6 @@ def _transformers() -> Any:
             f"a model from a Hugging Face config needs transformers: {INSTALL}"
         ) from None
     return transformers
-
-
-def _one_line(error: BaseException) -> str:
-    text = " ".join(str(error).split())
-    if len(text) > 300:
-        text = text[:297] + "..."
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 def load_config(config: Any) -> PretrainedConfig:
@@ -295,62 +296,6 @@ def build_meta_model(
 # --- the hf convention -----------------------------------------------------------------------
 
 
-def _tied_targets(model: torch.nn.Module) -> dict[str, str]:
-    """transformers' tied weights, ``{target: source}`` (``lm_head.weight`` ->
-    ``model.embed_tokens.weight`` when ``tie_word_embeddings``), expanded."""
-    tied = getattr(model, "all_tied_weights_keys", None)
-    return dict(tied) if isinstance(tied, Mapping) else {}
-
-
-def _untie(model: torch.nn.Module) -> None:
-    """Give every tied target a parameter of its own: transformers initialises the
-    weights before it ties them, so the source's initialisation is the one kept."""
-    import torch
-
-    for target in _tied_targets(model):
-        parent_name, _, leaf = target.rpartition(".")
-        try:
-            parent = model.get_submodule(parent_name)
-        except AttributeError:
-            continue
-        current = parent._parameters.get(leaf)
-        if current is not None:
-            fresh = torch.empty_like(current, device="meta")
-            parent._parameters[leaf] = torch.nn.Parameter(fresh, current.requires_grad)
-
-
-def _forget_initialized(model: torch.nn.Module) -> None:
-    """Clear transformers' ``_is_hf_initialized`` marks (a model built with memory, or
-    loaded, carries them), which make ``initialize_weights`` skip what they mark."""
-    for sub in model.modules():
-        for item in (sub, *sub._parameters.values(), *sub._buffers.values()):
-            if item is not None and "_is_hf_initialized" in vars(item):
-                delattr(item, "_is_hf_initialized")
-
-
-def record_init_weights(model: torch.nn.Module) -> dict[str, Choice]:
-    """What a transformers model's ``initialize_weights()`` (``_init_weights`` on
-    every submodule) does to each tensor, by name, recorded on a meta copy with its
-    tied weights untied (:func:`vsgen.torch.record_init`); ``model`` is not touched."""
-    import torch
-
-    def initialize(clone: torch.nn.Module) -> None:
-        _untie(clone)
-        _forget_initialized(clone)
-        clone.initialize_weights()  # type: ignore[operator]
-
-    initialize.__qualname__ = f"{type(model).__name__}._init_weights"
-    try:
-        return record_init(model, initialize, origin=_ORIGIN)
-    except Exception as error:  # a model's init may need values the meta copy lacks
-        reason = f"{initialize.__qualname__} failed on a meta copy ({_one_line(error)})"
-        return {
-            name: Choice(KEEP, reason, _ORIGIN)
-            for name, tensor in model.state_dict(keep_vars=True).items()
-            if isinstance(tensor, torch.Tensor)
-        }
-
-
 class HFConvention(ModuleConvention):
     """The ``"hf"`` convention: what a transformers model's ``_init_weights`` does,
     recorded on a meta copy (see the module doc). Only for transformers models."""
@@ -379,50 +324,6 @@ class HFConvention(ModuleConvention):
 
 
 HF: ModuleConvention = HFConvention()
-
-
-def saved_tied_name(model: torch.nn.Module, names: Sequence[str]) -> str:
-    """The name under which transformers' ``save_pretrained`` writes a tensor known by
-    all of ``names`` (tied weights), and ``from_pretrained`` expects it: not one of
-    the model's ``_tied_weights_keys`` targets (they are re-tied on loading), the
-    first such in sorted order; if every name is a target, the last one."""
-    patterns: list[str] = []
-    for prefix, sub in model.named_modules():
-        keys = getattr(sub, "_tied_weights_keys", None) or {}
-        patterns.extend(f"{prefix}.{key}" if prefix else key for key in keys)
-    ordered = sorted(names)
-    targets = [n for n in ordered if any(re.search(p, n) for p in patterns)]
-    others = [n for n in ordered if n not in targets]
-    return others[0] if others else targets[-1]
-
-
-# --- the files beside the weights ------------------------------------------------------------
-
-
-def _written_dtype(job: modelspec.ModelJob) -> str | None:
-    """The floating dtype that holds most of the job's bytes."""
-    sizes: Counter[str] = Counter()
-    for info in job.infos:
-        if info.dtype.name in _FLOATING:
-            sizes[info.dtype.name] += info.nbytes
-    return sizes.most_common(1)[0][0] if sizes else None
-
-
-def model_files(model: Any, job: modelspec.ModelJob) -> dict[str, bytes]:
-    """``config.json`` (and ``generation_config.json`` for a model that generates)
-    as transformers' ``save_pretrained`` writes them for ``model`` saved as ``job``:
-    the config's differences from its class's defaults, ``architectures`` the
-    model's class, ``dtype`` the floating type the job writes."""
-    config = copy.deepcopy(model.config)
-    config.architectures = [type(model).__name__]
-    dtype = _written_dtype(job)
-    if dtype is not None:
-        config.dtype = dtype
-    files = {CONFIG_NAME: config.to_json_string(use_diff=True).encode("utf-8")}
-    generation = getattr(model, "generation_config", None)
-    if generation is not None and model.can_generate():
-        files[GENERATION_CONFIG_NAME] = generation.to_json_string(use_diff=True).encode("utf-8")
-    return files
 
 
 # --- plans and directories -------------------------------------------------------------------

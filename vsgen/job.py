@@ -5,8 +5,8 @@ dtype (:class:`~vsgen.dtypes.TensorInfo`), its plan (what makes its values: a
 ``SamplePlan`` of an initializer, a constant or a copy) and its provenance record.
 :func:`tensor_job` makes the job of one tensor (``vsgen sample --shape``);
 :func:`vsgen.modelspec.build_job` and :func:`vsgen.modelspec.job_from_file` make
-the jobs of models, and :func:`model_job` the job of any model source (a spec,
-a checkpoint, a job) with the same keywords everywhere. The command line,
+the jobs of models, and :func:`vsgen.modelspec.model_job` the job of any model
+source (a spec, a checkpoint, a job) with the same keywords everywhere. The command line,
 :mod:`vsgen.saving`, :mod:`vsgen.blockwrite` and :mod:`vsgen.dask` all write
 these. A small module, so that a one-tensor job never imports the model
 machinery.
@@ -15,10 +15,9 @@ machinery.
 from __future__ import annotations
 
 import math
-import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -27,10 +26,7 @@ from vsgen.dtypes import TensorInfo
 from vsgen.fans import normalize_shape
 from vsgen.initializer import Plan, RandomInitializer
 
-if TYPE_CHECKING:
-    from vsgen.modelspec import Init, ModelSpec
-
-__all__ = ["ModelJob", "PlanRow", "model_job", "tensor_job"]
+__all__ = ["ModelJob", "PlanRow", "tensor_job"]
 
 
 class PlanRow(NamedTuple):
@@ -201,104 +197,3 @@ def tensor_job(
     job.plans.append(plan)
     job.records[name] = provenance.tensor_record(initializer, plan, fans)
     return job
-
-
-def model_job(
-    source: Any,
-    *,
-    seed: int | None = None,
-    dtype: object = None,
-    layout: str | None = None,
-    stream: str | None = None,
-    init: Any = None,
-    rules: Mapping[str, Any] | None = None,
-) -> ModelJob:
-    """The job of a model, as ``vsgen sample --spec/--like`` makes it.
-
-    ``source`` is a spec (a ``.toml``/``.json`` path, its dict, or a
-    :class:`~vsgen.modelspec.ModelSpec`), any other path (a checkpoint whose
-    names, shapes and dtypes are kept: ``--like``; its integer tensors are
-    copied from it), or a :class:`ModelJob`, returned as it is. The keywords are
-    the command line's: ``seed`` (``--seed``, the global seed), ``dtype``,
-    ``layout``, ``stream``, ``init`` (the default initializer of tensors of rank
-    >= 2 no rule covers: a preset name, a spec's initializer table, a
-    :class:`~vsgen.modelspec.Init` or an initializer object) and ``rules`` (glob
-    pattern -> initializer, before the spec's own rules; the first match wins).
-
-    Raises:
-        ValueError: a malformed spec, rule or initializer, an unreadable
-            checkpoint, or keywords given with a finished job.
-        TypeError: ``source`` or ``rules`` of the wrong type.
-    """
-    from vsgen import modelspec
-
-    if isinstance(source, ModelJob):
-        given = {
-            "seed": seed,
-            "dtype": dtype,
-            "layout": layout,
-            "stream": stream,
-            "init": init,
-            "rules": rules,
-        }
-        extra = [key for key, value in given.items() if value is not None]
-        if extra:
-            raise ValueError(
-                f"Argument `source` is a finished ModelJob, which {', '.join(extra)} cannot "
-                "change: build the job with them (vsgen.modelspec.build_job) or pass its spec. "
-                f"Received: {', '.join(f'{key}={given[key]!r}' for key in extra)}"
-            )
-        return source
-    spec: ModelSpec | None = None
-    like: str | None = None
-    if isinstance(source, modelspec.ModelSpec):
-        spec = source
-    elif isinstance(source, Mapping):
-        spec = modelspec.parse_spec(source, source="Argument `source`")
-    elif isinstance(source, (str, os.PathLike)):
-        path = os.fspath(source)
-        if path.lower().endswith((".toml", ".json")):
-            spec = modelspec.load_spec(path)
-        else:
-            like = path
-    else:
-        raise TypeError(
-            "Argument `source` must be a spec (a .toml/.json path, a dict or a ModelSpec), "
-            f"a checkpoint path or a ModelJob. Received: {type(source).__name__}"
-        )
-    if rules is not None:
-        spec = _with_rules(spec or modelspec.ModelSpec(source="Argument `rules`"), rules)
-    return modelspec.build_job(
-        spec,
-        like,
-        seed=seed,
-        dtype=dtype,
-        layout=layout,
-        stream=stream,
-        init=_default_init(init),
-    )
-
-
-def _default_init(init: Any) -> Init | None:
-    """A default initializer given as a name, a table, an Init or an initializer."""
-    from vsgen import modelspec
-
-    if init is None or isinstance(init, modelspec.Init):
-        return init
-    if isinstance(init, RandomInitializer):
-        return modelspec.init_from_initializer(init)
-    return modelspec.parse_init(init, "Argument `init`")
-
-
-def _with_rules(spec: ModelSpec, rules: Mapping[str, Any]) -> ModelSpec:
-    """``spec`` with ``rules`` before its own (the first match wins)."""
-    import dataclasses
-
-    from vsgen import modelspec
-
-    if not isinstance(rules, Mapping):
-        raise TypeError(
-            f"Argument `rules` must map glob patterns to initializers. Received: rules={rules!r}"
-        )
-    extra = modelspec.parse_spec({"rules": dict(rules)}, source="Argument `rules`").rules
-    return dataclasses.replace(spec, rules=extra + spec.rules)

@@ -1,7 +1,7 @@
 """Writing from Python in one call: :func:`save` (one tensor), :func:`save_model` (a model).
 
 Both make a :class:`~vsgen.job.ModelJob` (:func:`vsgen.job.tensor_job`,
-:func:`vsgen.job.model_job`) and hand it to :func:`write_job`, the writer
+:func:`vsgen.modelspec.model_job`) and hand it to :func:`write_job`, the writer
 ``vsgen sample`` uses too: the format from the suffix or ``format``, the same
 atomic output (a temporary beside the target, renamed into place when complete,
 removed on any failure or Ctrl-C), the same provenance records, and the same
@@ -163,7 +163,7 @@ def save_model(
     global seed: each tensor's is derived from it and its name), ``dtype``,
     ``layout``, ``stream``, ``init`` (the default initializer of tensors of rank
     >= 2 that no rule covers) and ``rules`` (glob pattern -> initializer, before
-    the spec's) are :func:`vsgen.job.model_job`'s. ``path`` is a ``.safetensors``,
+    the spec's) are :func:`vsgen.modelspec.model_job`'s. ``path`` is a ``.safetensors``,
     ``.h5`` or ``.zarr`` target or a directory (``format="npydir"`` or
     ``"safetensors-sharded"``); the other arguments are :func:`save`'s.
 
@@ -177,7 +177,7 @@ def save_model(
     import warnings
 
     from vsgen._wording import in_library_terms
-    from vsgen.job import model_job
+    from vsgen.modelspec import model_job
 
     with library_errors():
         _check_path(path)

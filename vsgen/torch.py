@@ -66,7 +66,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from vsgen import conventions, modelspec
+from vsgen import _hf_model, conventions, modelspec
 from vsgen._torch_record import check_module, record_init, type_name
 from vsgen.conventions import ONES, ZEROS
 from vsgen.dtypes import TensorInfo, normalize_dtype
@@ -364,9 +364,7 @@ def _kept_name(
     it (a transformers model: the name ``save_pretrained`` keeps, whatever the
     convention), else by the convention (``safetensors.torch.save_model``'s)."""
     if is_transformers_model(module):
-        from vsgen import hf
-
-        return lambda names: hf.saved_tied_name(module, names)
+        return lambda names: _hf_model.saved_tied_name(module, names)
     return convention.kept_name
 
 
@@ -438,9 +436,7 @@ def _own_init(module: torch.nn.Module) -> dict[str, Choice]:
     """What the module's own initialisation sets, recorded: a transformers model's
     ``_init_weights`` (what ``from_config`` gives it), else every ``reset_parameters``."""
     if is_transformers_model(module):
-        from vsgen import hf
-
-        return hf.record_init_weights(module)
+        return _hf_model.record_init_weights(module)
     return record_init(module)
 
 
@@ -788,12 +784,11 @@ def save(
     )
     blockwrite.check(job)
     if is_transformers_model(module):
-        from vsgen import hf
         from vsgen.formats import registry
 
-        if registry.resolve_format(os.fspath(path), format, len(job.infos)) == hf.SHARDED:
+        if registry.resolve_format(os.fspath(path), format, len(job.infos)) == _hf_model.SHARDED:
             # A directory from_pretrained loads: the config beside the shards.
-            job.companions = hf.model_files(module, job)
+            job.companions = _hf_model.model_files(module, job)
     with _runner(scheduler, threads) as runner:
         blockwrite.write(
             job,
