@@ -25,11 +25,11 @@ A convention decides in one of two ways:
   norm to be drawn or set, and is kept otherwise (``docs/spec-files.md``);
 * from the module that owns each tensor (``vsgen.torch``, where the module's
   type decides, or PyTorch's own ``reset_parameters`` recorded on a meta copy):
-  :attr:`Convention.module` names that object, imported only when a module is
-  initialised, so that this module never imports torch.
+  an object of ``vsgen.torch.MODULE_CONVENTIONS``, by the same name, so that this
+  module never imports torch.
 
-A new convention is one entry of :data:`CONVENTIONS`: its names-only rules and
-the path of its module-side object.
+A new convention is one entry of :data:`CONVENTIONS` (its names-only rules) and
+one of ``vsgen.torch.MODULE_CONVENTIONS`` (its module-side object).
 """
 
 from __future__ import annotations
@@ -362,15 +362,14 @@ Rule = Callable[[_Model, _Tensor], Choice]
 @dataclass(frozen=True)
 class Convention:
     """A convention: its name, a one-line summary, the fan layout its numbers
-    assume (None: the initializers' own), its rule for a tensor known by name
-    only, and ``module``, the ``"package.module:attribute"`` of the object that
-    decides from a module's structure (imported on use)."""
+    assume (None: the initializers' own) and its rule for a tensor known by name
+    only (the object that decides from a module's structure is
+    ``vsgen.torch.MODULE_CONVENTIONS[name]``)."""
 
     name: str
     summary: str
     layout: str | None
     rule: Rule
-    module: str
 
     def classify(self, entries: Sequence[TensorEntry], copyable: bool) -> dict[str, Choice]:
         """Every tensor's choice (see :func:`classify`)."""
@@ -406,14 +405,12 @@ CONVENTIONS: dict[str, Convention] = {
         "every other tensor keeps its values",
         None,
         _vsgen_checkpoint,
-        "vsgen.torch:VSGEN",
     ),
     "torch": Convention(
         "torch",
         "PyTorch's defaults: what each module's reset_parameters() draws",
         "torch",
         _torch_checkpoint,
-        "vsgen.torch:TORCH",
     ),
     "hf": Convention(
         "hf",
@@ -421,7 +418,6 @@ CONVENTIONS: dict[str, Convention] = {
         "(normal(0, initializer_range) for Linear and Embedding weights...)",
         "torch",
         _hf_checkpoint,
-        "vsgen.hf:HF",
     ),
 }
 #: Other spellings of the conventions' names.

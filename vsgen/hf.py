@@ -40,7 +40,7 @@ import copy
 import math
 import os
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from vsgen import modelspec
@@ -50,14 +50,12 @@ from vsgen._hf_model import (
     GENERATION_CONFIG_NAME,
     SHARDED,
     _one_line,
-    _tied_targets,
     model_files,
     record_init_weights,
     saved_tied_name,
 )
 from vsgen._limits import MAX_SPEC_BYTES, loads_json, read_capped
-from vsgen.modelspec import Choice
-from vsgen.torch import ModuleConvention, ModuleTensor, is_transformers_model
+from vsgen.torch import HF, HFConvention, ModuleConvention
 
 if TYPE_CHECKING:
     import torch
@@ -294,36 +292,6 @@ def build_meta_model(
 
 
 # --- the hf convention -----------------------------------------------------------------------
-
-
-class HFConvention(ModuleConvention):
-    """The ``"hf"`` convention: what a transformers model's ``_init_weights`` does,
-    recorded on a meta copy (see the module doc). Only for transformers models."""
-
-    name = "hf"
-    layout = "torch"
-
-    def choices(
-        self, module: torch.nn.Module, tensors: Sequence[ModuleTensor]
-    ) -> dict[str, Choice]:
-        if not is_transformers_model(module):
-            raise TypeError(
-                "convention 'hf' records a transformers model's _init_weights; "
-                f"{type(module).__name__} is not a transformers PreTrainedModel: use "
-                "convention 'torch' or 'vsgen'"
-            )
-        recorded = record_init_weights(module)
-        targets = _tied_targets(module)
-        decided = {}
-        for item in tensors:
-            # A tied tensor takes its source's initialisation (a target is re-tied).
-            names = [item.name, *item.aliases]
-            sources = [name for name in names if name not in targets and name in recorded]
-            decided[item.name] = recorded[sources[0] if sources else item.name]
-        return decided
-
-
-HF: ModuleConvention = HFConvention()
 
 
 # --- plans and directories -------------------------------------------------------------------

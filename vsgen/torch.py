@@ -55,7 +55,6 @@ each. Non-persistent buffers are not in the state dict and are left alone.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import math
 import os
 import sys
@@ -332,6 +331,39 @@ VSGEN: ModuleConvention = _VsgenModules()
 TORCH: ModuleConvention = _TorchModules()
 
 
+class HFConvention(ModuleConvention):
+    """The ``"hf"`` convention: what a transformers model's ``_init_weights`` does,
+    recorded on a meta copy (:func:`vsgen.hf.record_init_weights`). Only for
+    transformers models."""
+
+    name = "hf"
+    layout = "torch"
+
+    def choices(
+        self, module: torch.nn.Module, tensors: Sequence[ModuleTensor]
+    ) -> dict[str, Choice]:
+        if not is_transformers_model(module):
+            raise TypeError(
+                "convention 'hf' records a transformers model's _init_weights; "
+                f"{type(module).__name__} is not a transformers PreTrainedModel: use "
+                "convention 'torch' or 'vsgen'"
+            )
+        recorded = _hf_model.record_init_weights(module)
+        targets = _hf_model._tied_targets(module)
+        decided = {}
+        for item in tensors:
+            # A tied tensor takes its source's initialisation (a target is re-tied).
+            names = [item.name, *item.aliases]
+            sources = [name for name in names if name not in targets and name in recorded]
+            decided[item.name] = recorded[sources[0] if sources else item.name]
+        return decided
+
+
+HF: ModuleConvention = HFConvention()
+#: The module-side object of each convention of :data:`vsgen.conventions.CONVENTIONS`.
+MODULE_CONVENTIONS: dict[str, ModuleConvention] = {"vsgen": VSGEN, "torch": TORCH, "hf": HF}
+
+
 def is_transformers_model(module: object) -> bool:
     """A Hugging Face transformers model (``PreTrainedModel``), told without importing
     transformers: a model can only be one if transformers is imported already."""
@@ -353,8 +385,7 @@ def _module_convention(convention: object, module: object) -> tuple[str, ModuleC
     if convention is None and is_transformers_model(module):
         convention = "hf"
     chosen = conventions.get_convention(convention)
-    path, _, attribute = chosen.module.partition(":")
-    return chosen.name, getattr(importlib.import_module(path), attribute)
+    return chosen.name, MODULE_CONVENTIONS[chosen.name]
 
 
 def _kept_name(
