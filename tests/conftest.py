@@ -28,6 +28,7 @@ import atexit
 import os
 import re
 import shutil
+import signal
 import stat
 import sys
 import tempfile
@@ -58,6 +59,15 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 os.environ["PATH"] = os.pathsep.join([str(_SHIM_DIR), os.environ.get("PATH", "")])
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+# A suite started in the background (`pytest &` from a script, nohup) inherits
+# SIGINT (and maybe SIGTERM) ignored, and so would every vsgen it starts: vsgen
+# keeps an ignored signal ignored, as a background job should, so the interrupt
+# tests would wait for an exit that never comes. Their processes start with the
+# default actions instead.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+if signal.getsignal(signal.SIGTERM) is signal.SIG_IGN:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _prepare_session_temp() -> None:
