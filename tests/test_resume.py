@@ -449,3 +449,38 @@ def test_identity_names_what_the_bytes_depend_on(tmp_path):
         assert resume.key_of(changed) != resume.key_of(base)
     assert resume.differences(base, {**base, "max_shard_size": 1}) == "max shard size"
     assert resume.differences(base, {**base, "vsgen": "0"}) == "vsgen version"
+
+
+@pytest.mark.parametrize("fmt", ["zarr", "safetensors-sharded"])
+def test_resuming_over_an_earlier_store_refuses_without_force_and_replaces_it_with(tmp_path, fmt):
+    """A directory output that appeared while the job was kept: the rerun names it as
+    the user did and keeps the work; with force it replaces it whole at the commit."""
+    name, kind, chunks = TARGETS[fmt]
+    target = tmp_path / name
+    with pytest.raises(OSError):
+        blockwrite.write(
+            job_of(kind),
+            str(target),
+            fmt,
+            runner=FailingAfter(2, OSError(5, "I/O")),
+            chunks=chunks,
+            resume=True,
+        )
+    with pytest.warns(LeftoverWarning, match="holds an unfinished job kept to be resumed"):
+        blockwrite.write(job_of(kind, seed=9), str(target), fmt, chunks=chunks)  # another run
+    earlier = sorted(p.name for p in target.iterdir())
+    with pytest.raises(ValueError) as caught:
+        blockwrite.write(job_of(kind), str(target), fmt, chunks=chunks, resume=True)
+    assert str(caught.value) == (
+        f"output directory {str(target)!r} exists; pass force=True to replace it"
+    )
+    assert sorted(p.name for p in target.iterdir()) == earlier
+    assert len(kept(tmp_path)) == 2  # the work is still kept
+    blockwrite.write(job_of(kind), str(target), fmt, chunks=chunks, force=True, resume=True)
+    assert sorted(os.listdir(tmp_path)) == [name]  # no temporary, journal or old store left
+    from vsgen.formats import readers
+
+    expected = job_of(kind).arrays()
+    for tensor_name, values in expected.items():
+        got = readers.read_tensor_range(str(target), tensor_name, 0, values.size)
+        assert got.tobytes() == values.reshape(-1).tobytes(), tensor_name

@@ -43,7 +43,6 @@ __all__ = [
     "ParallelOutput",
     "Place",
     "TaskResult",
-    "file_groups",
     "forget_written",
     "note_written",
     "open_parallel_output",
@@ -217,11 +216,3 @@ def note_written(path: str) -> None:
     this one checked: its data may still be in the page cache)."""
     with _unsynced_lock:
         _unsynced.add(path)
-
-
-def file_groups(places: Sequence[Place]) -> list[list[int]]:
-    """Tensor indices grouped by the file they are written to, in order."""
-    groups: dict[str, list[int]] = {}
-    for index, place in enumerate(places):
-        groups.setdefault(place.path, []).append(index)
-    return list(groups.values())
