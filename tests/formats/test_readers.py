@@ -650,3 +650,37 @@ def test_refusing_to_replace_names_the_target_as_given(tmp_path):
     with pytest.raises(atomic.NotOwned) as caught:
         get("zarr").survey_aside(str(store), "shown")
     assert caught.value.reason.startswith("invalid JSON")
+
+
+# --- object stores' URLs (an in-process fsspec file system) -------------------------------------
+
+
+def test_a_store_at_a_url_is_read_through_the_remote_reader():
+    """``memory://`` is fsspec's own in-process file system: the path every URL takes
+    (``s3://`` in tests/test_objectstore.py, against a local S3 server)."""
+    pytest.importorskip("fsspec")
+    pytest.importorskip("zarr")
+    import vsgen
+    from vsgen import blockwrite
+    from vsgen.job import tensor_job
+
+    job = tensor_job(vsgen.HeNormal(seed=3), (16, 8))
+    url = f"memory://vsgen-readers-{os.getpid()}/w.zarr"
+    blockwrite.write(job, url, "zarr")
+    opened = readers.open_file(url)
+    assert (opened.format, [t.name for t in opened.tensors]) == ("zarr", ["weight"])
+    assert readers.read_tensor_infos(url) == [formats.TensorInfo("weight", (16, 8), "float32")]
+    assert readers.read_metadata(url) == opened.metadata
+    assert "vsgen" in opened.metadata
+    expected = job.plans[0].array().reshape(-1)
+    assert readers.read_tensor_range(url, "weight", 5, 77).tobytes() == expected[5:77].tobytes()
+    with pytest.raises(readers.UnreadableFile) as caught:
+        readers.open_file(f"memory://vsgen-readers-{os.getpid()}/absent.zarr")
+    assert "absent.zarr" in str(caught.value)
+
+
+def test_a_local_name_with_a_colon_and_slashes_is_a_path_not_a_url(tmp_path):
+    path = tmp_path / "a b" / "x" / "1://w.npy"
+    with pytest.raises(readers.UnreadableFile) as caught:
+        readers.open_file(str(path))
+    assert str(caught.value) == f"file not found: {path}"
