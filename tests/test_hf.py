@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import pickle
 import re
 import signal
@@ -675,8 +674,7 @@ def test_cli_without_transformers_says_what_to_install(tmp_path, monkeypatch):
     fake = tmp_path / "fake" / "transformers"
     fake.mkdir(parents=True)
     (fake / "__init__.py").write_text("raise ImportError(\"No module named 'transformers'\")\n")
-    given = os.environ.get("PYTHONPATH")
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(fake.parent), given])))
+    monkeypatch.syspath_prepend(str(fake.parent))  # the child takes this sys.path
     result = invoke("--like", str(path), "-o", str(tmp_path / "out"))
     assert result.exit_code == 2
     assert result.stderr.strip() == (

@@ -453,15 +453,13 @@ def _preload() -> None:
 
 
 def _child_command() -> list[str]:
-    """The child's command line: this Python, importing this very vsgen first (the
-    directory this process imported it from), whatever the child's ``sys.path``."""
+    """The child's command line: this Python with this process's ``sys.path``, so that
+    it imports this very vsgen (and transformers), wherever each was found here."""
     import sys
 
-    import vsgen
-
-    root = os.path.dirname(os.path.dirname(os.path.abspath(vsgen.__file__)))
+    search = [os.path.abspath(entry) if entry else os.getcwd() for entry in sys.path]
     code = (
-        f"import sys; sys.path.insert(0, {root!r}); "
+        f"import sys; sys.path[:] = {search!r}; "
         "from vsgen._hf_planner import main; sys.exit(main())"
     )
     return [sys.executable, "-c", code]
