@@ -1373,7 +1373,29 @@ class _Fixed(RandomInitializer):
         raise NotImplementedError
 
 
-class RandomNormal(_Fixed):
+class _MeanStddev(_Fixed):
+    """A normal family of Keras 3's: ``mean`` and ``stddev`` (Keras's defaults 0.0 and
+    0.05), ``stddev`` the one a fit may raise."""
+
+    _KERAS_DEFAULTS: ClassVar[dict[str, float]] = {"mean": 0.0, "stddev": 0.05}
+
+    def __init__(
+        self,
+        mean: float = 0.0,
+        stddev: float = 0.05,
+        seed: int | np.random.SeedSequence | None = None,
+        *,
+        stream: str = DEFAULT_STREAM,
+    ) -> None:
+        self.mean = _check_real(mean, "mean")
+        self.stddev = _check_real(stddev, "stddev", positive=True)
+        self._set_seed(seed, stream)
+
+    def _fit_argument(self) -> tuple[str, object]:
+        return "stddev", self.stddev
+
+
+class RandomNormal(_MeanStddev):
     """Keras 3's ``RandomNormal``: N(mean, stddev**2), untruncated.
 
     Args:
@@ -1388,22 +1410,6 @@ class RandomNormal(_Fixed):
     """
 
     kind = "random_normal"
-    _KERAS_DEFAULTS: ClassVar[dict[str, float]] = {"mean": 0.0, "stddev": 0.05}
-
-    def __init__(
-        self,
-        mean: float = 0.0,
-        stddev: float = 0.05,
-        seed: int | np.random.SeedSequence | None = None,
-        *,
-        stream: str = DEFAULT_STREAM,
-    ) -> None:
-        self.mean = _check_real(mean, "mean")
-        self.stddev = _check_real(stddev, "stddev", positive=True)
-        self._set_seed(seed, stream)
-
-    def _fit_argument(self) -> tuple[str, object]:
-        return "stddev", self.stddev
 
     def _scaling(self, shape: tuple[int, ...], complex_valued: bool = False) -> Scaling:
         if complex_valued and self.mean != 0.0:
@@ -1417,7 +1423,7 @@ class RandomNormal(_Fixed):
         return _fixed(shape, "untruncated_normal", self.stddev, self.stddev, mean=self.mean)
 
 
-class TruncatedNormal(_Fixed):
+class TruncatedNormal(_MeanStddev):
     """Keras 3's ``TruncatedNormal``: N(mean, stddev**2) with values more than two
     standard deviations from the mean redrawn.
 
@@ -1432,22 +1438,6 @@ class TruncatedNormal(_Fixed):
     """
 
     kind = "truncated_normal"
-    _KERAS_DEFAULTS: ClassVar[dict[str, float]] = {"mean": 0.0, "stddev": 0.05}
-
-    def __init__(
-        self,
-        mean: float = 0.0,
-        stddev: float = 0.05,
-        seed: int | np.random.SeedSequence | None = None,
-        *,
-        stream: str = DEFAULT_STREAM,
-    ) -> None:
-        self.mean = _check_real(mean, "mean")
-        self.stddev = _check_real(stddev, "stddev", positive=True)
-        self._set_seed(seed, stream)
-
-    def _fit_argument(self) -> tuple[str, object]:
-        return "stddev", self.stddev
 
     def _fixed_scaling(self, shape: tuple[int, ...]) -> Scaling:
         return _fixed(
