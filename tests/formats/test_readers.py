@@ -655,18 +655,24 @@ def test_refusing_to_replace_names_the_target_as_given(tmp_path):
 # --- object stores' URLs (an in-process fsspec file system) -------------------------------------
 
 
-def test_a_store_at_a_url_is_read_through_the_remote_reader():
+def test_a_store_at_a_url_is_read_through_the_remote_reader(request):
     """``memory://`` is fsspec's own in-process file system: the path every URL takes
     (``s3://`` in tests/test_objectstore.py, against a local S3 server)."""
     pytest.importorskip("fsspec")
     pytest.importorskip("zarr")
+    import uuid
+
+    import fsspec
+
     import vsgen
     from vsgen import blockwrite
     from vsgen.job import tensor_job
 
     job = tensor_job(vsgen.HeNormal(seed=3), (16, 8))
-    url = f"memory://vsgen-readers-{os.getpid()}/w.zarr"
+    root = f"vsgen-readers-{uuid.uuid4().hex}"  # memory:// is shared by the whole process
+    url = f"memory://{root}/w.zarr"
     blockwrite.write(job, url, "zarr")
+    request.addfinalizer(lambda: fsspec.filesystem("memory").rm(f"/{root}", recursive=True))
     opened = readers.open_file(url)
     assert (opened.format, [t.name for t in opened.tensors]) == ("zarr", ["weight"])
     assert readers.read_tensor_infos(url) == [formats.TensorInfo("weight", (16, 8), "float32")]
@@ -675,7 +681,7 @@ def test_a_store_at_a_url_is_read_through_the_remote_reader():
     expected = job.plans[0].array().reshape(-1)
     assert readers.read_tensor_range(url, "weight", 5, 77).tobytes() == expected[5:77].tobytes()
     with pytest.raises(readers.UnreadableFile) as caught:
-        readers.open_file(f"memory://vsgen-readers-{os.getpid()}/absent.zarr")
+        readers.open_file(f"memory://{root}/absent.zarr")
     assert "absent.zarr" in str(caught.value)
 
 
