@@ -690,3 +690,14 @@ def test_a_local_name_with_a_colon_and_slashes_is_a_path_not_a_url(tmp_path):
     with pytest.raises(readers.UnreadableFile) as caught:
         readers.open_file(str(path))
     assert str(caught.value) == f"file not found: {path}"
+
+
+def test_a_file_of_no_known_format_is_refused_in_one_line(tmp_path):
+    path = tmp_path / "w.bin"
+    path.write_bytes(b"\x00\x01 not a tensor file")
+    with pytest.raises(readers.UnreadableFile) as caught:
+        readers.open_file(str(path))
+    assert str(caught.value) == (
+        f"{path}: not a .npy, .h5 or .safetensors file (unrecognised first bytes; "
+        "raw files have no header)"
+    )
