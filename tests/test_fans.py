@@ -167,3 +167,22 @@ def test_normalize_shape_messages(shape, kind, message):
     with pytest.raises(kind) as caught:
         normalize_shape(shape)
     assert str(caught.value) == message
+
+
+def test_axis_fans_follow_jax_s_rule_derived_by_hand():
+    from vsgen.fans import axis_fans
+
+    # r = product of the axes named nowhere; fan_in = prod(in) * r, fan_out = prod(out) * r
+    assert axis_fans((3, 3, 5, 7)) == (5 * 9, 7 * 9)  # in -2, out -1, r = 3 * 3
+    assert axis_fans((2, 4, 5, 6), in_axis=1, out_axis=3, batch_axis=0) == (4 * 5, 6 * 5)
+    assert axis_fans((2, 3, 4, 5), in_axis=(0, 1), out_axis=-1) == (2 * 3 * 4, 5 * 4)
+    assert axis_fans((8, 16), in_axis=0, out_axis=1, batch_axis=()) == (8, 16)
+    with pytest.raises(ValueError) as caught:
+        axis_fans((3, 4), in_axis=0, out_axis=-2)
+    assert str(caught.value) == (
+        "Arguments `in_axis`, `out_axis` and `batch_axis` must not share an axis. Received: "
+        "in_axis=0, out_axis=-2, batch_axis=()"
+    )
+    # compute_fans takes the layout's defaults for the axis it is not given
+    assert compute_fans((3, 3, 5, 7), in_axis=-2) == (45, 63)
+    assert compute_fans((7, 5, 3, 3), layout="torch", in_axis=1) == (5 * 9, 7 * 9)  # out 0
