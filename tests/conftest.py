@@ -97,9 +97,7 @@ else:
 
     # No per-example deadline: these properties are about values, and a
     # deadline turns a busy machine's slow example into a failure ("Flaky").
-    _hypothesis_settings.register_profile(
-        "vsgen", database=None, print_blob=True, deadline=None
-    )
+    _hypothesis_settings.register_profile("vsgen", database=None, print_blob=True, deadline=None)
     _hypothesis_settings.load_profile("vsgen")
     # Even without a database, hypothesis caches Unicode tables (for text
     # strategies) in its home directory, ./.hypothesis by default.
