@@ -188,6 +188,11 @@ class Listener:
                 connection.close()
                 return
 
+    @property
+    def accepted(self) -> int:
+        """How many connections were accepted so far."""
+        return len(self._connections)
+
     def close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)

@@ -262,7 +262,11 @@ def test_a_signal_while_connecting_is_answered_at_once(tmp_path, signum):
                 "60",
             ]
         )
-        time.sleep(2.0)
+        # Signalled once it is connected (not after a fixed sleep: a busy
+        # machine may still be importing Dask then, before vsgen's handlers).
+        _wait_for(lambda: listener.accepted or job.poll() is not None, what="the connection")
+        time.sleep(0.5)
+        assert job.poll() is None, job.communicate()
         job.send_signal(signum)
         signalled = time.monotonic()
         _, stderr = job.communicate(timeout=60)

@@ -1007,3 +1007,111 @@ def test_until_idle_waits_for_the_jobs_running_tasks_only():
     assert asyncio.run(vsgen_dask._until_idle("vsgen-write-abc", 0.2, dask_worker=worker)) == 1
     assert time.monotonic() - started < 2
     assert asyncio.run(vsgen_dask._until_idle("vsgen-write-q", 5, dask_worker=worker)) == 0
+
+
+def test_forget_finishes_telling_the_workers_even_when_interrupted():
+    # Cleaning up after an interrupt is not interruptible: with the caller's
+    # cancellation already set, forget still waits for the workers' answer.
+    from vsgen.formats.atomic import cancellation
+
+    calls: list[str] = []
+
+    class Slow:
+        status = "running"
+
+        def run(self, function, temp):
+            time.sleep(0.3)
+            calls.append(temp)
+            return {}
+
+    with cancellation(lambda: True):
+        vsgen_dask.ClusterRunner(Slow()).forget("/t")
+    assert calls == ["/t"]
+
+
+@pytest.mark.parametrize("failure", [RuntimeError("closed twice"), KeyboardInterrupt()])
+def test_close_quietly_swallows_any_failure_of_close(failure):
+    closed: list[bool] = []
+
+    class Closeable:
+        def close(self):
+            closed.append(True)
+            raise failure
+
+    vsgen_dask._close_quietly(Closeable())
+    assert closed == [True]
+
+
+def test_to_dask_names_tensors_apart():
+    # Two tensors of one plan under different names are different keys of a graph.
+    from vsgen.blockwrite import BlockSource
+
+    plan = vsgen.HeNormal(seed=1).plan((8, 4))
+    first = vsgen_dask.to_dask(BlockSource.from_plan("a", plan), (4, 4))
+    again = vsgen_dask.to_dask(BlockSource.from_plan("a", plan), (4, 4))
+    other = vsgen_dask.to_dask(BlockSource.from_plan("b", plan), (4, 4))
+    assert first.name == again.name and first.name != other.name
+    assert (first.compute() == other.compute()).all()
+
+
+def unstarted_local_processes(tmp_path, processes=()) -> vsgen_dask.LocalProcesses:
+    """A LocalProcesses whose scheduler file and processes the test provides."""
+    cluster = object.__new__(vsgen_dask.LocalProcesses)
+    cluster.workers = 1
+    cluster._directory = str(tmp_path / "cluster")
+    cluster.scheduler_file = str(tmp_path / "scheduler.json")
+    cluster._processes = list(processes)
+    return cluster
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"", b'{"addr', b"{}", b"[]", b'{"address": 5}', b'{"address": ""}', b"\xff\xfe"],
+    ids=["empty", "half-written", "no address", "a list", "a number", "empty address", "binary"],
+)
+def test_a_scheduler_file_not_yet_written_is_waited_for(tmp_path, content):
+    (tmp_path / "scheduler.json").write_bytes(content)
+    cluster = unstarted_local_processes(tmp_path)
+    started = time.monotonic()
+    with pytest.raises(ClusterError) as raised:
+        cluster.address(0.2)
+    assert str(raised.value).endswith("the local Dask cluster did not start: not within 0.2 s")
+    assert time.monotonic() - started >= 0.2
+    (tmp_path / "scheduler.json").write_bytes(b'{"address": "tcp://127.0.0.1:4"}')
+    assert cluster.address(0.2) == "tcp://127.0.0.1:4"
+
+
+def test_a_local_scheduler_that_exited_is_named_by_its_status(tmp_path):
+    import subprocess
+    import sys
+
+    ended = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    ended.wait(60)
+    cluster = unstarted_local_processes(tmp_path, [ended])
+    with pytest.raises(ClusterError) as raised:
+        cluster.address(60)
+    assert str(raised.value).endswith("the local Dask cluster did not start: it exited with 3")
+
+
+def test_closing_local_processes_lets_them_end_on_sigterm_first(tmp_path):
+    import subprocess
+    import sys
+
+    # A process that takes its time over SIGTERM (as a worker shutting down does)
+    # ends by itself, with its own status, rather than by SIGKILL.
+    code = (
+        "import signal, sys, time\n"
+        "signal.signal(signal.SIGTERM, lambda *a: (time.sleep(0.3), sys.exit(7)))\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, start_new_session=True
+    )
+    assert process.stdout.readline() == b"ready\n"
+    (tmp_path / "cluster").mkdir()
+    cluster = unstarted_local_processes(tmp_path, [process])
+    cluster.close()
+    process.stdout.close()
+    assert process.returncode == 7
+    assert not (tmp_path / "cluster").exists()

@@ -186,3 +186,79 @@ def test_axis_fans_follow_jax_s_rule_derived_by_hand():
     # compute_fans takes the layout's defaults for the axis it is not given
     assert compute_fans((3, 3, 5, 7), in_axis=-2) == (45, 63)
     assert compute_fans((7, 5, 3, 3), layout="torch", in_axis=1) == (5 * 9, 7 * 9)  # out 0
+
+
+def test_parse_integer_accepts_ascii_digits_and_names_the_argument():
+    from vsgen.fans import parse_integer
+
+    assert parse_integer(" 42 ", "seed") == 42
+    assert parse_integer("-3", "axis", negative=True) == -3
+    for text, negative, kind in [
+        ("-3", False, "a non-negative integer"),
+        ("1_0", True, "an integer"),
+        ("\u0663", False, "a non-negative integer"),  # ARABIC-INDIC DIGIT THREE
+        ("+4", True, "an integer"),
+    ]:
+        with pytest.raises(ValueError) as caught:
+            parse_integer(text, "seed", negative=negative)
+        assert str(caught.value) == (
+            f"Argument `seed` must be {kind} written with the digits 0-9. Received: seed={text!r}"
+        )
+
+
+@pytest.mark.parametrize(
+    ("shape", "expected"),
+    [
+        ((3, 3, 64, 128), True),  # Keras (kh, kw, in, out)
+        ((11, 11, 12, 12), True),  # the largest kernel side, just below both channels
+        ((3, 64, 128), True),  # rank 3: (k, in, out)
+        ((1, 1, 1, 2, 3), True),  # rank 5
+        ((64, 3, 7, 7), False),  # PyTorch (out, in, kh, kw)
+        ((32, 1, 3, 3), False),
+        ((12, 12, 64, 64), False),  # kernel side above 11
+        ((3, 5, 4, 128), False),  # a kernel side (5) not below a channel count (4)
+        ((3, 3, 3, 128), False),  # equal is not below
+        ((3, 3), False),  # rank 2 is dense, not conv
+        ((1, 1, 1, 1, 2, 3), False),  # rank 6
+    ],
+)
+def test_looks_channels_last(shape, expected):
+    from vsgen.fans import looks_channels_last
+
+    assert looks_channels_last(shape) is expected
+
+
+def test_resolve_rows_fills_the_open_ends():
+    from vsgen.fans import resolve_rows
+
+    assert resolve_rows((10, 4), (None, None)) == (0, 10)
+    assert resolve_rows((10, 4), (None, 3)) == (0, 3)
+    assert resolve_rows((10, 4), (2, None)) == (2, 10)
+    assert resolve_rows((10, 4), (2, 5)) == (2, 5)
+    with pytest.raises(ValueError, match="a scalar has no rows"):
+        resolve_rows((), (None, None))
+
+
+@pytest.mark.parametrize(
+    ("shape", "itemsize", "target", "expected"),
+    [
+        # 10 floats of 4 bytes = 40 bytes per row fit in 100; 100 // 40 = 2 rows
+        ((100, 10), 4, 100, (2, 10)),
+        # everything fits: the block is the whole tensor, size-1 axes stay 1
+        ((7, 1, 3), 4, 1 << 20, (7, 1, 3)),
+        # the last axis alone is too big: cut to 64 // 8 = 8 elements, earlier axes 1
+        ((5, 6, 100), 8, 64, (1, 1, 8)),
+        # a row of 3 * 4 = 12 bytes; 30 // 12 = 2 rows of axis 1, axis 0 cut to 1
+        ((4, 5, 3), 4, 30, (1, 2, 3)),
+        # a zero-size axis counts as 1; the block never has a zero
+        ((0, 5), 4, 1 << 20, (1, 5)),
+        # an item larger than the target still gives one element
+        ((3, 2), 16, 8, (1, 1)),
+    ],
+)
+def test_auto_block_shape_derived_by_hand(shape, itemsize, target, expected):
+    from vsgen.fans import auto_block_shape
+
+    block = auto_block_shape(shape, itemsize, target)
+    assert block == expected
+    assert all(type(b) is int for b in block)

@@ -606,3 +606,50 @@ def test_defaults_plan_rows_and_a_single_axis():
     assert init.plan((10, 4)).rows is None
     single = vsgen.VarianceScaling(seed=0, input_axes=0, output_axes=1)
     assert (single.input_axes, single.output_axes) == ((0,), (1,))
+
+
+#: Every key a plain config may have, in the order the refusal lists them.
+CONFIG_KEYS = (
+    "scale, mode, distribution, seed, input_axes, output_axes, in_axis, out_axis, "
+    "batch_axis, layout, stream, preset"
+)
+
+
+@pytest.mark.parametrize("key", ["preset", "bogus"])
+def test_from_config_refuses_a_null_preset_and_unknown_keys(key):
+    # A "preset": null names no class, so VarianceScaling itself cannot take it.
+    with pytest.raises(ValueError) as caught:
+        vsgen.VarianceScaling.from_config({"scale": 1.0, key: None})
+    assert str(caught.value) == (
+        f"Argument `config` has unknown key(s) '{key}'; allowed: {CONFIG_KEYS}"
+    )
+
+
+def test_keras_config_refuses_jax_axes_with_the_way_out():
+    with pytest.raises(ValueError) as caught:
+        vsgen.VarianceScaling(seed=1, in_axis=0, out_axis=1).keras_config()
+    assert str(caught.value) == (
+        "in_axis/out_axis/batch_axis (JAX's fan axes) have no Keras equivalent; "
+        "use input_axes/output_axes instead"
+    )
+
+
+def test_plan_fill_refuses_a_strided_buffer_naming_its_strides():
+    plan = vsgen.VarianceScaling(seed=1).plan((4, 4))
+    strided = np.zeros((4, 8), dtype=np.float32)[:, ::2]
+    with pytest.raises(ValueError) as caught:
+        plan.fill(strided)
+    assert str(caught.value) == (
+        "Argument `out` must be a writeable C-contiguous array. "
+        "Received: out with strides (32, 8), writeable=True"
+    )
+    assert not strided.any()  # nothing written
+
+
+def test_sample_passes_its_thread_count_on():
+    init = vsgen.VarianceScaling(seed=1)
+    with pytest.raises(ValueError) as caught:
+        init.sample((4, 4), threads=0)
+    assert str(caught.value) == "Argument `threads` must be an integer >= 1. Received: threads=0"
+    # Any valid count gives the same bytes (SPEC: portable bytes).
+    assert init.sample((64, 33), threads=2).tobytes() == init.sample((64, 33), threads=1).tobytes()

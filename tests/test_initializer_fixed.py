@@ -292,3 +292,23 @@ def test_records_say_what_made_the_tensor():
     replayed = provenance.replay(json.loads(json.dumps(record)))
     again = replayed.initializer.plan(replayed.full_shape, replayed.dtype)
     assert again.array().tobytes() == plan.array().tobytes()
+
+
+def test_fixed_scaling_as_dict_keys_and_values():
+    # RandomNormal's defaults: mean 0, stddev 0.05; no truncation, no limit.
+    info = vsgen.RandomNormal(seed=1).scaling((2, 3)).as_dict()
+    assert info == {
+        "shape": [2, 3],
+        "distribution": "untruncated_normal",
+        "mean": 0.0,
+        "stddev": 0.05,
+        "variance": 0.05**2,
+        "pre_truncation_std": None,
+        "bound": None,
+        "limit": None,
+    }
+    # RandomUniform's defaults: [-0.05, 0.05), so limit 0.05 and the range itself.
+    info = vsgen.RandomUniform(seed=1).scaling((2, 3)).as_dict()
+    assert info["limit"] == 0.05
+    assert (info["minval"], info["maxval"]) == (-0.05, 0.05)
+    assert info["variance"] == pytest.approx(0.1**2 / 12, rel=1e-12)

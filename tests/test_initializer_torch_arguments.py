@@ -429,3 +429,42 @@ def test_the_zero_element_warning_is_one_line_on_the_command_line(tmp_path):
         "dimensions. Received: shape=(5,)\n"
     )
     assert not (tmp_path / "bias.npy").exists()
+
+
+@pytest.mark.parametrize(
+    "nonlinearity", ["leaky_relu", "relu", "tanh", "linear", "selu", "sigmoid"]
+)
+@pytest.mark.parametrize("a", [0, 0.01, 5**0.5])
+def test_kaiming_config_scale_is_torchs_gain_squared(nonlinearity, a):
+    # The config's scale is gain**2 (exact fractions: 2, 25/9, 9/16, ...); torch's
+    # own calculate_gain is the reference, equal within a rounding of the square.
+    scale = vsgen.KaimingNormal(seed=0, a=a, nonlinearity=nonlinearity).get_config()["scale"]
+    assert math.isclose(scale, init.calculate_gain(nonlinearity, a) ** 2, rel_tol=4e-16)
+
+
+def test_torch_presets_take_explicit_axes_and_read_them_back():
+    preset = vsgen.KaimingNormal(seed=3, input_axes=[0], output_axes=[1])
+    # (20, 30) read as (in, out) here, against torch's (out, in) by default.
+    assert (preset.scaling((20, 30)).fan_in, preset.scaling((20, 30)).fan_out) == (20, 30)
+    assert vsgen.KaimingNormal(seed=3).scaling((20, 30)).fan_in == 30
+    config = preset.get_config()
+    assert (config["input_axes"], config["output_axes"]) == ([0], [1])
+    assert vsgen.KaimingNormal.from_config(config) == preset
+    assert vsgen.deserialize(config) == preset
+
+
+def test_torch_preset_plans_of_rows_are_rows_of_the_whole():
+    preset = vsgen.KaimingUniform(seed=2, a=0.1)
+    whole = preset((10, 6))
+    part = np.empty((3, 6), dtype=np.float32)
+    preset.plan((10, 6), rows=(2, 5)).fill(part)
+    assert part.tobytes() == whole[2:5].tobytes()
+
+
+def test_torch_presets_refuse_complex_dtypes():
+    with pytest.raises(ValueError) as caught:
+        vsgen.KaimingNormal(seed=1).plan((4, 4), "complex64")
+    assert str(caught.value) == (
+        "PyTorch presets make real tensors only (torch.nn.init defines no complex "
+        "variant). Received: a complex dtype"
+    )

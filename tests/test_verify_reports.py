@@ -417,3 +417,153 @@ def test_formats_read_by_open_tensor(tmp_path):
     source = verify.open_tensor(str(tmp_path / "w.npy"), "ignored")
     assert (source.name, source.format, source.size, source.shape) == ("w", "npy", 64, (8, 8))
     assert formats.read_tensor_infos(str(tmp_path / "w.npy"))[0].name == "w"
+
+
+# --- the judge's thresholds and wording -------------------------------------------------------
+
+
+def summary_of(scaling, **changes) -> verify.Summary:
+    fields = {"count": 10_000, "mean": scaling.mean, "std": scaling.stddev, "nonfinite": 0}
+    fields.update({"min": -scaling.stddev, "max": scaling.stddev})
+    fields.update(changes)
+    return verify.Summary(**fields)
+
+
+def checks_of(scaling, summary, sample=None) -> dict[str, verify.Check]:
+    sample = np.empty(0, dtype=np.float32) if sample is None else sample
+    checks, _ = verify.judge(summary, sample, 1, scaling, np.dtype(np.float32))
+    return {check.name: check for check in checks}
+
+
+@pytest.mark.parametrize(
+    ("distribution", "what"), [("truncated_normal", "2s"), ("uniform", "limit")]
+)
+def test_the_bound_holds_at_the_threshold_itself(distribution, what):
+    scaling = vsgen.VarianceScaling(distribution=distribution).scaling((64, 32))
+    allowed = checks_of(scaling, summary_of(scaling))["bounds"].threshold
+    at = checks_of(scaling, summary_of(scaling, min=-allowed, max=allowed))["bounds"]
+    assert at.passed and at.value == allowed
+    assert f"({what} = " in at.detail and " <= " in at.detail
+    beyond = checks_of(scaling, summary_of(scaling, max=np.nextafter(allowed, np.inf)))["bounds"]
+    assert not beyond.passed and " > " in beyond.detail
+
+
+def test_the_mean_holds_at_its_tolerance_and_names_an_offset():
+    scaling = vsgen.VarianceScaling(distribution="uniform").scaling((64, 32))
+    tolerance = checks_of(scaling, summary_of(scaling))["mean"].threshold
+    at = checks_of(scaling, summary_of(scaling, mean=tolerance))["mean"]
+    assert at.passed and at.value == tolerance and at.detail.startswith("|mean| = ")
+    beyond = checks_of(scaling, summary_of(scaling, mean=np.nextafter(tolerance, np.inf)))
+    assert not beyond["mean"].passed
+    offset = vsgen.RandomNormal(mean=1.0, stddev=0.5).scaling((64, 32))
+    assert checks_of(offset, summary_of(offset))["mean"].detail.startswith("|mean - 1| = ")
+
+
+@pytest.mark.parametrize(
+    ("initializer", "interval"),
+    [
+        (vsgen.RandomUniform(minval=-1.0, maxval=1.0), "[-1, 1)"),  # uniform: high excluded
+        (vsgen.TruncatedNormal(mean=1.0, stddev=0.5), "[0, 2]"),  # mean +- 2 stddev, closed
+    ],
+)
+def test_a_range_of_its_own_is_printed_with_its_brackets(initializer, interval):
+    scaling = initializer.scaling((64, 32))
+    check = checks_of(scaling, summary_of(scaling, min=0.5, max=0.75))["bounds"]
+    assert check.passed
+    assert check.detail.startswith(f"min 0.5, max 0.75 in {interval}: 0 <= ")
+
+
+def test_the_ks_line_prints_statistic_and_critical_value():
+    scaling = vsgen.VarianceScaling(distribution="uniform").scaling((64, 32))
+    sample = uniform((64, 32)).ravel()
+    check = checks_of(scaling, summary_of(scaling), sample)["ks"]
+    statistic, sign, critical = check.detail.split(" (")[0].removeprefix("D = ").split(" ")
+    assert (float(statistic), sign, float(critical)) == pytest.approx(
+        (check.value, "<=", check.threshold), rel=1e-3
+    )
+    assert check.detail.endswith(f"{sample.size} values, every 1)")
+
+
+def test_the_finite_check_counts_the_non_finite_values():
+    scaling = vsgen.VarianceScaling().scaling((4, 4))
+    check = checks_of(scaling, summary_of(scaling, nonfinite=2))["finite"]
+    assert (check.passed, check.value, check.threshold) == (False, 2.0, 0.0)
+    assert check.detail == "2 NaN/inf values"
+
+
+def test_one_hundred_values_are_enough_to_judge():
+    initializer = vsgen.VarianceScaling(distribution="uniform")
+    enough = verify.verify_array(uniform((10, 10)), initializer)
+    assert enough.notes == [] and enough.verdict == verify.CONSISTENT
+    few = verify.verify_array(uniform((99,)), initializer)
+    assert few.verdict == verify.TOO_FEW
+    assert few.notes == [
+        "only 99 values: below 100 the checks have little power, so passing them proves little"
+    ]
+
+
+def test_the_expected_fields_keep_explicit_axes():
+    initializer = vsgen.VarianceScaling(input_axes=[0], output_axes=[1])
+    report = verify.verify_array(uniform((64, 32)), initializer)
+    assert (report.expected["input_axes"], report.expected["output_axes"]) == ([0], [1])
+    assert report.expected["layout"] == "keras" and report.expected["fan_shape"] == [64, 32]
+
+
+def test_the_histogram_spans_the_whole_tensor_not_only_the_sample():
+    scaling = vsgen.VarianceScaling().scaling((4, 4))
+    sample = np.array([-1.0, 0.0, 1.0], dtype=np.float32)
+    histogram = verify._histogram(sample, summary_of(scaling, min=-4.0, max=4.0))
+    assert (histogram.edges[0], histogram.edges[-1]) == (-4.0, 4.0)
+    assert sum(histogram.counts) == 3 and histogram.sample_size == 3
+    # One value only: a bin range of +-0.5 around it (a quarter at half scale).
+    for value in (0.0, 1.0):
+        constant = np.full(5, value, dtype=np.float32)
+        histogram = verify._histogram(constant, summary_of(scaling, min=value, max=value))
+        assert (histogram.edges[0], histogram.edges[-1]) == (value - 0.5, value + 0.5)
+
+
+def test_summarize_samples_every_kth_value_across_uneven_chunks():
+    # 10 values, at most 4 in the sample: every ceil(10 / 4) = 3rd, flat indices 0, 3, 6, 9.
+    values = np.arange(10, dtype=np.float64)
+    chunks = iter([values[:4], values[4:5], values[5:]])
+    summary, sample, stride = verify.summarize(chunks, 10, max_sample=4)
+    assert stride == 3 and sample.tolist() == [0.0, 3.0, 6.0, 9.0]
+    assert (summary.count, summary.mean, summary.min, summary.max) == (10, 4.5, 0.0, 9.0)
+    with pytest.raises(ValueError) as caught:
+        verify.summarize(iter([values[:5]]), 6)
+    assert str(caught.value) == "read 5 values, expected 6"
+
+
+def test_moments_leave_out_an_infinity_beside_finite_values():
+    # The block's minimum is finite and its maximum is not: the infinity is counted apart.
+    summary, _, _ = verify.summarize(iter([np.array([-1.0, 2.0, np.inf])]), 3)
+    assert (summary.count, summary.nonfinite) == (3, 1)
+    assert (summary.mean, summary.min, summary.max) == (0.5, -1.0, 2.0)
+    summary, _, _ = verify.summarize(iter([np.array([-np.inf, 2.0, 4.0])]), 3)
+    assert (summary.nonfinite, summary.mean, summary.min) == (1, 3.0, 2.0)
+
+
+def test_clamped_ends_move_only_the_ends_a_clamp_could_have_reached():
+    scaling = vsgen.RandomUniform(minval=-1.0, maxval=1.0).scaling((4,))
+    # float16 holds [-1, 1) as -1 .. 1 - 2**-11 (its spacing below 1 is 2**-11).
+    top = 1 - 2.0**-11
+    values = np.array([-1.0, 0.0, top])
+    upper, lower = verify._clamped_ends(
+        scaling, np.dtype(np.float16), values, values + 0.1, values - 0.1
+    )
+    assert upper.tolist() == [-0.9, 0.1, np.inf]
+    assert lower.tolist() == [-np.inf, -0.1, top - 0.1]
+    # A value beyond the low end: nothing was clamped there, that end keeps its midpoint.
+    beyond = np.array([-1.5, -1.0, top])
+    upper, lower = verify._clamped_ends(
+        scaling, np.dtype(np.float16), beyond, beyond + 0.1, beyond - 0.1
+    )
+    assert lower.tolist() == (beyond - 0.1).tolist() and upper[-1] == np.inf
+
+
+def test_a_malformed_document_names_the_file(tmp_path):
+    path = tmp_path / "m.safetensors"
+    safetensors.numpy.save_file({"w": uniform((4, 4))}, str(path), metadata={"vsgen": "{"})
+    with pytest.raises(ValueError) as caught:
+        verify.recorded_record(verify.open_tensor(str(path)))
+    assert str(caught.value).startswith(f"{path}: the vsgen provenance is malformed: ")
