@@ -562,7 +562,7 @@ def test_cli_interrupt_leaves_target_and_no_temporaries(client, tmp_path):
             "vsgen",
             "sample",
             "--shape",
-            "400,16",
+            "4000,16",  # 4,000 tasks: seconds on any machine, so still running when signalled
             "--seed",
             "2",
             "--chunks",

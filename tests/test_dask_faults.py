@@ -313,7 +313,7 @@ def test_ctrl_c_to_the_process_group_of_a_local_cluster_is_one_line(tmp_path):
             "--seed",
             "1",
             "--chunks",
-            "256,8192",
+            "16,8192",  # 1,024 tasks on one worker: seconds on any machine
             "-o",
             str(target),
             "--scheduler",
