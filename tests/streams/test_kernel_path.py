@@ -237,3 +237,38 @@ def test_a_small_sample_says_nothing(without_library, tmp_path):
         without_library, "sample", "--shape", "512,256", "--seed", "0", "-o", "w.npy", cwd=tmp_path
     )
     assert done.returncode == 0 and done.stderr == ""
+
+
+# --- how a threaded fill is cut into pieces -------------------------------------------------
+
+
+def test_piece_size_halves_until_each_thread_has_about_four_pieces():
+    from vsgen.streams._dispatch import _piece_size
+
+    mib = 1 << 20
+    assert _piece_size(64 * mib, 2) == mib  # 8 pieces of 2**20 already cover 2 threads x 4
+    assert _piece_size(8 * mib, 2) == mib  # exactly 4 per thread: no halving
+    assert _piece_size(8 * mib - 1, 2) == mib // 2  # one value short: halved once
+    assert _piece_size(mib, 2) == mib // 8  # 2**20 / (4 * 2) = 2**17
+    assert _piece_size(mib, 4) == 1 << 16  # 2**16, the floor
+    assert _piece_size(1000, 8) == 1 << 16  # never below the floor
+
+
+@pytest.mark.parametrize(
+    ("size", "start", "threads", "expected"),
+    [
+        # piece 2**17 (size 2**20, 2 threads); start 0: boundaries on multiples of 2**17
+        (1 << 20, 0, 2, [0, *range(1 << 17, 1 << 20, 1 << 17), 1 << 20]),
+        # start 5: the first boundary where start + offset is a multiple, 2**17 - 5
+        (1 << 20, 5, 2, [0, *range((1 << 17) - 5, 1 << 20, 1 << 17), 1 << 20]),
+        # piece 2**16 (the floor); 100,000 values from flat index 70,000:
+        # flat 131,072 is offset 61,072; then the end
+        (100_000, 70_000, 2, [0, 61_072, 100_000]),
+    ],
+)
+def test_piece_bounds_fall_on_multiples_of_the_piece_in_the_flat_index(
+    size, start, threads, expected
+):
+    from vsgen.streams._dispatch import _piece_bounds
+
+    assert _piece_bounds(size, start, threads) == expected
