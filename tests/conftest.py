@@ -93,11 +93,18 @@ try:
 except ImportError:  # pragma: no cover - hypothesis is in the test extra
     pass
 else:
+    from hypothesis import HealthCheck
     from hypothesis.configuration import set_hypothesis_home_dir
 
-    # No per-example deadline: these properties are about values, and a
-    # deadline turns a busy machine's slow example into a failure ("Flaky").
-    _hypothesis_settings.register_profile("vsgen", database=None, print_blob=True, deadline=None)
+    # No per-example deadline and no "too slow" health check: these properties
+    # are about values, and both turn a busy machine's slow example into a failure.
+    _hypothesis_settings.register_profile(
+        "vsgen",
+        database=None,
+        print_blob=True,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
     _hypothesis_settings.load_profile("vsgen")
     # Even without a database, hypothesis caches Unicode tables (for text
     # strategies) in its home directory, ./.hypothesis by default.

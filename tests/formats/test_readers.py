@@ -315,7 +315,7 @@ def test_fuzzed_npy(tmp_path, valid_files, mutation):
     deadline=None,
     database=None,
     derandomize=True,
-    suppress_health_check=[HealthCheck.function_scoped_fixture],
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(mutation=MUTATION.filter(lambda m: m[0] in ("flip", "truncate")))
 def test_fuzzed_h5_in_a_child_process(tmp_path, mutation):

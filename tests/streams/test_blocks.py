@@ -33,7 +33,9 @@ def _blocks_of(draw_fn):
 @pytest.mark.parametrize("strategy", ["cost model", "runs", "span"])
 # monkeypatch is set the same way for every example of one strategy.
 @settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(
     block=_blocks_of(),

@@ -223,7 +223,7 @@ def test_any_split_gives_the_same_bytes(distribution, dtype, kernel):
         max_examples=25,
         deadline=None,
         database=None,  # leave no example database behind
-        suppress_health_check=[HealthCheck.function_scoped_fixture],
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
     )
     @given(st.lists(st.integers(0, 10_001), max_size=6))
     def check(cuts):
