@@ -653,3 +653,10 @@ def test_sample_passes_its_thread_count_on():
     assert str(caught.value) == "Argument `threads` must be an integer >= 1. Received: threads=0"
     # Any valid count gives the same bytes (SPEC: portable bytes).
     assert init.sample((64, 33), threads=2).tobytes() == init.sample((64, 33), threads=1).tobytes()
+
+
+def test_deserialize_takes_the_snake_case_class_name():
+    # Keras' own alias for the class, as in keras.initializers.get("variance_scaling").
+    config = {"scale": 2.0, "mode": "fan_out", "seed": 1}
+    made = deserialize({"class_name": "variance_scaling", "config": config})
+    assert made == vsgen.VarianceScaling(**config)

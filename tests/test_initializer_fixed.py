@@ -312,3 +312,12 @@ def test_fixed_scaling_as_dict_keys_and_values():
     assert info["limit"] == 0.05
     assert (info["minval"], info["maxval"]) == (-0.05, 0.05)
     assert info["variance"] == pytest.approx(0.1**2 / 12, rel=1e-12)
+
+
+def test_complex_random_normal_needs_mean_zero():
+    with pytest.raises(ValueError) as caught:
+        vsgen.RandomNormal(seed=1, mean=1.0).plan((2, 2), "complex64")
+    assert str(caught.value) == (
+        "RandomNormal makes complex values only with mean 0 (as jax.nn.initializers.normal). "
+        "Received: mean=1.0"
+    )

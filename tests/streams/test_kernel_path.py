@@ -272,3 +272,14 @@ def test_piece_bounds_fall_on_multiples_of_the_piece_in_the_flat_index(
     from vsgen.streams._dispatch import _piece_bounds
 
     assert _piece_bounds(size, start, threads) == expected
+
+
+def test_the_helper_threads_are_named_vsgen():
+    # So that a user's thread dump (py-spy, faulthandler) says whose threads they are.
+    import threading
+
+    from vsgen.streams import _dispatch
+
+    _dispatch._start_helpers(1)
+    helpers = [t for t in threading.enumerate() if t in _dispatch._helpers]
+    assert helpers and all(t.name == "vsgen" and t.daemon for t in helpers)
