@@ -321,7 +321,8 @@ def test_command_line_takes_torchs_arguments(tmp_path):
         ),
         (
             ["--preset", "kaiming_uniform", "--nonlinearity", "gelu"],
-            "Error: --nonlinearity: unknown name 'gelu'",
+            "Error: --nonlinearity: torch.nn.init.calculate_gain has no gain for 'gelu'; "
+            "use one of linear, conv1d,",
         ),
         (["--preset", "xavier_uniform", "--gain", "-1"], "Error: --gain must be a positive"),
     ],
@@ -468,3 +469,19 @@ def test_torch_presets_refuse_complex_dtypes():
         "PyTorch presets make real tensors only (torch.nn.init defines no complex "
         "variant). Received: a complex dtype"
     )
+
+
+def test_activations_without_a_torch_gain_are_named_not_corrected():
+    from vsgen.initializer import NO_TORCH_GAIN
+
+    for name in NO_TORCH_GAIN:
+        with pytest.raises(ValueError, match="Unsupported nonlinearity"):
+            init.calculate_gain(name)  # torch itself has no gain for it
+        result = CliRunner().invoke(
+            cli, ["config", "--preset", "kaiming_normal", "--nonlinearity", name.upper()]
+        )
+        assert result.exit_code == 2
+        assert result.stderr.startswith(
+            f"Error: --nonlinearity: torch.nn.init.calculate_gain has no gain for {name!r}; "
+        )
+        assert "did you mean" not in result.stderr and result.stderr.count("\n") == 1

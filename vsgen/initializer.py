@@ -1029,6 +1029,29 @@ LINEAR_NONLINEARITIES = (
 )
 #: Every nonlinearity ``calculate_gain`` knows, in its order.
 NONLINEARITIES = (*LINEAR_NONLINEARITIES, "sigmoid", "tanh", "relu", "leaky_relu", "selu")
+#: Activations of ``torch.nn`` that ``calculate_gain`` has no gain for: a real name,
+#: not a misspelling of one it knows (``gelu`` is not a typo of ``selu``).
+NO_TORCH_GAIN = (
+    "gelu",
+    "silu",
+    "swish",
+    "mish",
+    "elu",
+    "celu",
+    "softplus",
+    "softsign",
+    "hardswish",
+    "hardsigmoid",
+    "hardtanh",
+    "relu6",
+    "prelu",
+    "rrelu",
+    "glu",
+    "logsigmoid",
+    "tanhshrink",
+    "softmax",
+    "log_softmax",
+)
 
 
 def _check_nonlinearity(nonlinearity: object) -> str:

@@ -23,6 +23,7 @@ from vsgen.initializer import (
     INITIALIZERS,
     KERAS_PRESETS,
     MODES,
+    NO_TORCH_GAIN,
     NONLINEARITIES,
     PRESET_ALIASES,
     TORCH_PRESETS,
@@ -75,9 +76,12 @@ class Name(click.ParamType):
         choices: Sequence[str] | Callable[[], Sequence[str]],
         aliases: Mapping[str, str] | Callable[[], Mapping[str, str]] | None = None,
         metavar: str = "NAME",
+        refused: Mapping[str, str] | None = None,
     ) -> None:
         self._choices = choices
         self._aliases = aliases
+        # Real names that are not choices, with why: no "did you mean" for them.
+        self._refused = {spelling(name): why for name, why in (refused or {}).items()}
         self.name = metavar.lower()
         self._metavar = metavar
 
@@ -101,6 +105,9 @@ class Name(click.ParamType):
         except ValueError:
             pass
         option = param.opts[0] if param is not None and param.opts else "value"
+        why = self._refused.get(spelling(str(value)))
+        if why is not None:
+            raise BadInput(f"{option}: {why}; use one of {', '.join(choices)}")
         guess = closest(str(value), [*choices, *aliases])
         if guess is not None:
             raise BadInput(f"{option}: unknown name {value!r}; did you mean {guess}?")
@@ -454,7 +461,14 @@ def initializer_options(
         ),
         "nonlinearity": click.option(
             "--nonlinearity",
-            type=Name(NONLINEARITIES, metavar="NONLINEARITY"),
+            type=Name(
+                NONLINEARITIES,
+                metavar="NONLINEARITY",
+                refused={
+                    name: f"torch.nn.init.calculate_gain has no gain for {name!r}"
+                    for name in NO_TORCH_GAIN
+                },
+            ),
             default=None,
             help=f"kaiming_*: one of {', '.join(NONLINEARITIES)} (torch's calculate_gain). "
             "[leaky_relu]",
