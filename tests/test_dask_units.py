@@ -200,6 +200,10 @@ def test_a_silent_peer_is_reported_within_the_timeout(kind):
         elapsed = time.monotonic() - started
     assert 0.3 <= elapsed < 3
     assert raised.value.errno == errno.EPROTO
+    assert str(raised.value) == (
+        f"[Errno {errno.EPROTO}] {listener.address} is not a Dask scheduler: it accepted the "
+        "connection but sent no Dask handshake within 0.3 s (the connect timeout)"
+    )
 
 
 def test_a_peer_that_closes_at_once():
@@ -235,8 +239,30 @@ def test_the_probe_answers_a_cancellation_at_once():
 
 
 def test_an_unresolvable_name():
-    with pytest.raises(ClusterError, match="cannot resolve 'no-such-host.invalid'"):
-        vsgen_dask.probe("tcp://no-such-host.invalid:8786", 5)
+    address = "tcp://no-such-host.invalid:8786"
+    with pytest.raises(ClusterError) as raised:
+        vsgen_dask.probe(address, 5)
+    assert str(raised.value).startswith(
+        f"[Errno {errno.ECONNREFUSED}] cannot reach the Dask scheduler {address}: "
+        "cannot resolve 'no-such-host.invalid': "
+    )
+
+
+def test_a_peer_that_resets_the_connection():
+    import socket
+
+    class Resetting(Listener):
+        def _talk(self, connection):
+            # Closing with a zero linger time sends a reset, not an orderly close.
+            connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            connection.close()
+
+    with Resetting("banner") as listener, pytest.raises(ClusterError) as raised:
+        vsgen_dask.probe(listener.address, 5)
+    assert str(raised.value) == (
+        f"[Errno {errno.EPROTO}] {listener.address} is not a Dask scheduler: "
+        "the connection failed: Connection reset by peer"
+    )
 
 
 def test_shown_bytes():
