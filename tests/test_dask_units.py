@@ -248,6 +248,23 @@ def test_an_unresolvable_name():
     )
 
 
+def test_a_name_that_resolves_too_slowly(monkeypatch):
+    import socket
+
+    release = threading.Event()
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *args, **kwargs: release.wait(10))
+    address = "tcp://slow-resolver.invalid:8786"
+    try:
+        with pytest.raises(ClusterError) as raised:
+            vsgen_dask.probe(address, 0.2)
+    finally:
+        release.set()
+    assert str(raised.value) == (
+        f"[Errno {errno.ECONNREFUSED}] cannot reach the Dask scheduler {address}: "
+        "no answer within 0.2 s (the connect timeout)"
+    )
+
+
 def test_a_peer_that_resets_the_connection():
     import socket
 
