@@ -634,3 +634,36 @@ def test_a_failed_install_aborts_and_names_the_target(
         str(caught.value) == "[Errno 28] disk full while writing 'w.raw': No space left on device"
     )
     assert staged.closed and os.listdir(tmp_path) == []
+
+
+def test_a_kept_temporary_is_reopened_for_writing_and_never_through_a_link(tmp_path):
+    kept = tmp_path / ".w.npy.vsgen-resume-0"
+    kept.write_bytes(b"abc")
+    fd = atomic._reopen_file(str(kept))
+    try:
+        assert os.get_blocking(fd)
+        os.pwrite(fd, b"X", 1)  # read-write, in place
+        assert os.pread(fd, 3, 0) == b"aXc"
+    finally:
+        os.close(fd)
+    link = tmp_path / "link"
+    link.symlink_to(kept)
+    with pytest.raises(OSError) as raised:
+        atomic._reopen_file(str(link))
+    assert raised.value.errno == errno.ELOOP
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(FileNotFoundError, match="is not a regular file"):
+        atomic._reopen_file(str(fifo))
+
+
+def test_keeping_a_temporary_closes_it_and_leaves_it_in_place(tmp_path):
+    final = tmp_path / "w.npy"
+    made = atomic.AtomicFile(str(final), "w.npy", force=False)
+    made.file.write(b"kept")
+    made.keep()
+    assert made.file.closed
+    del made
+    gc.collect()  # the finalizer that removes a dropped temporary is detached
+    [kept] = [p for p in tmp_path.iterdir()]
+    assert kept.read_bytes() == b"kept" and not final.exists()
