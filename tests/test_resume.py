@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import zlib
@@ -484,3 +485,37 @@ def test_resuming_over_an_earlier_store_refuses_without_force_and_replaces_it_wi
     for tensor_name, values in expected.items():
         got = readers.read_tensor_range(str(target), tensor_name, 0, values.size)
         assert got.tobytes() == values.reshape(-1).tobytes(), tensor_name
+
+
+def test_resuming_needs_room_only_for_the_bytes_still_to_come(tmp_path, monkeypatch):
+    import collections
+    import errno
+    import shutil
+
+    mib = 1 << 20
+    job = tensor_job(vsgen.HeNormal(seed=2), (4096, 256))  # 4 MiB of float32
+    target = tmp_path / "w.npy"
+    failing = FailingAfter(3, OSError(errno.EIO, "I/O"))  # 3 of 16 tasks of 256 KiB
+    with pytest.raises(OSError):
+        blockwrite.write(job, str(target), runner=failing, chunks=(256, 256), resume=True)
+    before = {name: (tmp_path / name).read_bytes() for name in kept(tmp_path)}
+
+    usage = collections.namedtuple("usage", "total used free")
+    free = {"bytes": 3 * mib}
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(64 * mib, 0, free["bytes"]))
+    # About 3.25 MiB are still to come: 3 MiB free is too little, and the kept work stays.
+    with pytest.raises(OSError) as raised:
+        blockwrite.write(job, str(target), chunks=(256, 256), resume=True)
+    assert raised.value.errno == errno.ENOSPC
+    assert re.search(r"needs 3\.2\d MiB, 3\.00 MiB free", str(raised.value)), raised.value
+    assert {name: (tmp_path / name).read_bytes() for name in kept(tmp_path)} == before
+    # A fresh run of the job needs all 4 MiB, so 3.5 MiB free refuses it ...
+    free["bytes"] = int(3.5 * mib)
+    other = tmp_path / "other"
+    other.mkdir()
+    with pytest.raises(OSError, match="not enough free space"):
+        blockwrite.write(job, str(other / "w.npy"), chunks=(256, 256))
+    # ... and lets the resumed one finish.
+    blockwrite.write(job, str(target), chunks=(256, 256), resume=True)
+    assert kept(tmp_path) == [] and "other" in os.listdir(tmp_path)
+    assert np.load(target).tobytes() == vsgen.HeNormal(seed=2)((4096, 256)).tobytes()

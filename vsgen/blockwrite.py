@@ -656,7 +656,9 @@ def write(
         else:
             _mention_kept(target)
         try:
-            output = _open(job, target, spec.name, infos, given, shard_bytes, force, session)
+            output = _open(
+                job, target, spec.name, infos, given, shard_bytes, force, session, layout.needed
+            )
         except BaseException:
             if session is not None and session.journal is not None:
                 session.journal.close()
@@ -695,12 +697,18 @@ def _open(
     shard_bytes: int,
     force: bool,
     session: Any,
+    needed: int,
 ) -> Any:
     """The output's laid-out temporary: a fresh one (named by ``session`` if the job is
-    resumable), or the one an earlier run of the job kept."""
+    resumable), or the one an earlier run of the job kept. ``needed``: the layout's
+    bytes; a kept temporary already holds some of them, and the directory must have
+    room for the rest."""
     if session is not None and session.resuming:
+        from vsgen import resume as resuming
+
+        still = max(0, needed - resuming.allocated(session.temp))
         return parallel.reopen_parallel_output(
-            target, fmt, infos, session.places(), session.temp, force=force
+            target, fmt, infos, session.places(), session.temp, force=force, needed=still
         )
     return parallel.open_parallel_output(
         target,

@@ -611,6 +611,38 @@ def _remove_kept(path: str) -> None:
     _remove_owned_tree(path)
 
 
+def allocated(path: str) -> int:
+    """Bytes the file system holds for the kept temporary ``path`` (``st_blocks`` x 512
+    of the file, or of every regular file below the directory; links not followed).
+
+    Its files were sized by ``ftruncate`` and are sparse until written, so the bytes a
+    resumed job still needs are the layout's bytes less these. Polls the caller's
+    cancellation at every directory (a store holds a file per chunk).
+    """
+    total = 0
+    pending = [path]
+    while pending:
+        stop_if_cancelled()
+        here = pending.pop()
+        try:
+            info = os.lstat(here)
+        except OSError:
+            continue
+        if stat.S_ISREG(info.st_mode):
+            total += info.st_blocks * 512
+        elif stat.S_ISDIR(info.st_mode):
+            try:
+                with os.scandir(here) as entries:
+                    for entry in entries:
+                        if entry.is_dir(follow_symlinks=False):
+                            pending.append(entry.path)
+                        elif entry.is_file(follow_symlinks=False):
+                            total += entry.stat(follow_symlinks=False).st_blocks * 512
+            except OSError:
+                continue
+    return total
+
+
 def kept_beside(target: str) -> list[str]:
     """Names of the kept temporaries beside ``target`` (for a run without resume to mention)."""
     final = os.path.abspath(target)
