@@ -508,3 +508,40 @@ def test_closed_stderr_on_a_job_with_a_progress_bar(tmp_path: Path) -> None:
     )
     assert done.returncode == 0
     assert (tmp_path / "w.npy").stat().st_size == 4096 * 4096 * 4 + 128
+
+
+def test_an_interrupt_inside_pythons_threading_code_is_still_an_interrupt(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A signal can land inside ``threading.Condition.wait`` (under every
+    ``Event.wait``) just after it released its lock and before the ``try`` that
+    takes it back: the ``with`` around it then raises "RuntimeError: release
+    unlocked lock", the interrupt its context. Here the interrupt is raised at that
+    very step of CPython's own ``Condition.wait``, once, while a command samples."""
+    import threading
+
+    from vsgen.streams import counter
+
+    release_save = threading.Condition._release_save
+
+    def interrupted_after_release(self):
+        threading.Condition._release_save = release_save  # once only
+        release_save(self)
+        raise KeyboardInterrupt  # what the signal handler raises at that bytecode
+
+    def fill_waiting(*args, **kwargs):
+        threading.Condition._release_save = interrupted_after_release
+        threading.Event().wait(1)
+
+    # The mechanism itself, outside vsgen: CPython's with-statement fails so.
+    monkeypatch.setattr(threading.Condition, "_release_save", release_save)
+    with pytest.raises(RuntimeError, match="release unlocked lock") as raised:
+        fill_waiting()
+    assert isinstance(raised.value.__context__, KeyboardInterrupt)
+
+    monkeypatch.setattr(counter.VsgenStream, "fill", fill_waiting)
+    before = snapshot(workdir)
+    result = CliRunner().invoke(cli, [*SAMPLE, *SMALL, "--force"])
+    assert result.exit_code == 1, result.stderr
+    assert result.stderr == "Error: interrupted\n"
+    assert snapshot(workdir) == before

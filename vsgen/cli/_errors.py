@@ -262,6 +262,10 @@ class VsgenGroup(click.Group):
             say(f"Error: cannot write the output: {describe_os_error(error)}")
             sys.exit(failed)
         except Exception as error:  # a bug: still one line, unless debugging
+            if _raised_while_interrupted(error):
+                _forget_unhandled_interrupt()
+                say("Error: interrupted")
+                sys.exit(failed)
             if os.environ.get("VSGEN_DEBUG"):
                 raise
             say(
@@ -270,6 +274,26 @@ class VsgenGroup(click.Group):
             )
             sys.exit(failed)
         sys.exit(result if isinstance(result, int) else 0)
+
+
+def _raised_while_interrupted(error: BaseException) -> bool:
+    """True if ``error`` was raised while a Ctrl-C or SIGTERM unwound the command.
+
+    Python's threading primitives are written in Python, so an interrupt can land
+    between two of their steps: ``threading.Condition.wait`` (under every
+    ``Event.wait``) interrupted just after it released its lock, and before the
+    ``try`` that takes it back, leaves the lock free, and the enclosing ``with``
+    then fails with "RuntimeError: release unlocked lock", the interrupt its
+    ``__context__``. The interrupt is what happened; the run was unwound all the same.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, KeyboardInterrupt):
+            return True
+        seen.add(id(current))
+        current = current.__context__
+    return False
 
 
 def _forget_unhandled_interrupt() -> None:
