@@ -270,7 +270,10 @@ def test_a_peer_that_resets_the_connection():
 
     class Resetting(Listener):
         def _talk(self, connection):
-            # Closing with a zero linger time sends a reset, not an orderly close.
+            # Once the probe waits for the handshake (a reset at once can reach it
+            # while it is still connecting: "cannot reach"), close with a zero
+            # linger time, which sends a reset rather than an orderly close.
+            time.sleep(1.0)
             connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             connection.close()
 
