@@ -212,7 +212,11 @@ class VsgenGroup(click.Group):
         try:
             with terminate_as_interrupt(), library_warnings_as_lines():
                 return super().invoke(ctx)
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, Exception) as error:
+            # The interrupt itself, or what it caused on its way out; a message the
+            # command made (a ClickException) stays, even one made for an interrupt.
+            if isinstance(error, click.ClickException) or not _raised_while_interrupted(error):
+                raise
             _forget_unhandled_interrupt()
             raise RuntimeFailure("interrupted") from None
 
@@ -262,10 +266,6 @@ class VsgenGroup(click.Group):
             say(f"Error: cannot write the output: {describe_os_error(error)}")
             sys.exit(failed)
         except Exception as error:  # a bug: still one line, unless debugging
-            if _raised_while_interrupted(error):
-                _forget_unhandled_interrupt()
-                say("Error: interrupted")
-                sys.exit(failed)
             if os.environ.get("VSGEN_DEBUG"):
                 raise
             say(
@@ -277,7 +277,8 @@ class VsgenGroup(click.Group):
 
 
 def _raised_while_interrupted(error: BaseException) -> bool:
-    """True if ``error`` was raised while a Ctrl-C or SIGTERM unwound the command.
+    """True if ``error`` is a Ctrl-C or SIGTERM (KeyboardInterrupt), or was raised
+    while one unwound the command.
 
     Python's threading primitives are written in Python, so an interrupt can land
     between two of their steps: ``threading.Condition.wait`` (under every
