@@ -616,8 +616,8 @@ def allocated(path: str) -> int:
     of the file, or of every regular file below the directory; links not followed).
 
     Its files were sized by ``ftruncate`` and are sparse until written, so the bytes a
-    resumed job still needs are the layout's bytes less these. Polls the caller's
-    cancellation at every directory (a store holds a file per chunk).
+    resumed job still needs are the layout's bytes less these. One ``lstat`` per entry,
+    polling the caller's cancellation at each (a store holds a file per chunk).
     """
     total = 0
     pending = [path]
@@ -626,20 +626,13 @@ def allocated(path: str) -> int:
         here = pending.pop()
         try:
             info = os.lstat(here)
+            if stat.S_ISDIR(info.st_mode):
+                with os.scandir(here) as entries:
+                    pending.extend(entry.path for entry in entries)
+            elif stat.S_ISREG(info.st_mode):
+                total += info.st_blocks * 512
         except OSError:
             continue
-        if stat.S_ISREG(info.st_mode):
-            total += info.st_blocks * 512
-        elif stat.S_ISDIR(info.st_mode):
-            try:
-                with os.scandir(here) as entries:
-                    for entry in entries:
-                        if entry.is_dir(follow_symlinks=False):
-                            pending.append(entry.path)
-                        elif entry.is_file(follow_symlinks=False):
-                            total += entry.stat(follow_symlinks=False).st_blocks * 512
-            except OSError:
-                continue
     return total
 
 
