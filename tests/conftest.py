@@ -203,6 +203,25 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
+# --- test IDs stay short -----------------------------------------------------------------
+
+#: Longest parameter value spelled out in a test ID.  pytest puts the ID into the
+#: environment (PYTEST_CURRENT_TEST) of every subprocess a test starts, and Linux
+#: refuses to start a process with one variable over 128 KiB (E2BIG); some pytest
+#: releases spell out bytes values in full, so a 16 MiB hostile document made its
+#: test unable to run the CLI at all.
+_ID_CHARS = 40
+
+
+def pytest_make_parametrize_id(config: pytest.Config, val: object, argname: str) -> str | None:
+    if not isinstance(val, (str, bytes)) or len(val) <= _ID_CHARS:
+        return None
+    text = val.decode("latin-1") if isinstance(val, bytes) else val
+    head = text[: _ID_CHARS // 2].encode("unicode_escape").decode("ascii")
+    unit = "bytes" if isinstance(val, bytes) else "chars"
+    return f"{head}...({len(val)} {unit})"
+
+
 # --- in CI, skips of what must run are failures ------------------------------------------
 
 #: A skip whose reason matches this means a test dependency is missing

@@ -167,6 +167,29 @@ def test_environment_is_pinned_whatever_the_shell_says(
     result.assert_outcomes(passed=1)
 
 
+def test_a_large_parameter_still_lets_its_test_start_processes(inner: Inner) -> None:
+    """A 16 MiB hostile document as a parameter: its test ID (which pytest puts in
+    every subprocess's environment) stays short, so the test can run the CLI."""
+    (inner.path / "tests" / "test_big.py").write_text(
+        "import os, subprocess, sys\n"
+        "import pytest\n"
+        "@pytest.mark.parametrize('data', [b' ' * (16 << 20), 'x' * (1 << 20), b'short'])\n"
+        "def test_big(data):\n"
+        "    assert len(os.environ['PYTEST_CURRENT_TEST']) < 200\n"
+        "    subprocess.run([sys.executable, '-c', 'pass'], check=True, timeout=60)\n"
+    )
+    result = run(inner, "--collect-only", "-q")
+    ids = [line for line in result.stdout.lines if "::test_big[" in line]
+    assert ids == [
+        "tests/test_big.py::test_big[                    ...(16777216 bytes)]",
+        "tests/test_big.py::test_big[xxxxxxxxxxxxxxxxxxxx...(1048576 chars)]",
+        "tests/test_big.py::test_big[short]",
+    ], result.stdout.str()
+    result = run(inner)
+    assert result.ret == 0, result.stdout.str()[-2000:]
+    result.assert_outcomes(passed=3)
+
+
 def test_this_run_uses_this_tree() -> None:
     """``python -m vsgen`` in a subprocess, from any folder, imports this tree."""
     import subprocess
