@@ -84,7 +84,7 @@ def test_bfloat16_safetensors_numpy_and_raw(tmp_path):
 def test_vsgen_stream_narrow_types_are_rounded_float32():
     """The vsgen stream computes <= 32-bit outputs in float32 and rounds once;
     only a value that rounding carried onto or past the bound is moved to the
-    nearest representable value inside (see tests/test_narrow_bounds.py)."""
+    nearest representable value inside (see tests/test_dtype_bounds.py)."""
     init = vsgen.VarianceScaling(seed=7, distribution="uniform")
     limit = init.scaling(SHAPE).limit
     wide = init.sample(SHAPE, "float32")

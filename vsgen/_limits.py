@@ -238,12 +238,13 @@ def _escape_runs(chunk: Any, quotes: Any, carried: int) -> Any:
 
 
 def _non_finite_path(document: Any) -> str | None:
-    """Where the first NaN or infinity sits in a parsed document, e.g. ``'config'.'scale'``."""
+    """Where the first NaN or infinity sits in a parsed document, e.g. ``'config'.'scale'``
+    (``""``: the document itself; None: nowhere)."""
     stack: list[tuple[Any, str]] = [(document, "")]
     while stack:
         value, where = stack.pop()
         if isinstance(value, float) and not math.isfinite(value):
-            return where or "the document"
+            return where
         if isinstance(value, dict):
             stack.extend(
                 (child, f"{where}.{key[:80]!r}".lstrip(".")) for key, child in value.items()
@@ -293,7 +294,7 @@ def loads_json(
 
     def constant(name: str) -> float:
         non_finite.append(name)
-        return float(name.replace("Infinity", "inf"))
+        return float(name)  # Python's float() reads NaN, Infinity and -Infinity
 
     def number(text: str) -> float:
         value = float(text)
@@ -321,8 +322,9 @@ def loads_json(
         raise ValueError(f"{what}: {message}") from None
     if non_finite:
         # NaN, Infinity (not JSON) and 1e400 (beyond float64): name the field.
-        field = _non_finite_path(document) or "a value"
-        raise ValueError(f"{what}: field {field} is {non_finite[0]}, not a finite number")
+        where = _non_finite_path(document)
+        subject = "a value" if where is None else f"field {where}" if where else "the document"
+        raise ValueError(f"{what}: {subject} is {non_finite[0]}, not a finite number")
     return document
 
 
