@@ -190,6 +190,7 @@ def test_the_command_line_round_trip_in_s3(s3, bucket, tmp_path):
         liked = tmp_path / f"liked-{len(fmt)}.safetensors"
         done = vsgen_cli(["sample", "--like", url, "--seed", "3", "-o", str(liked)])
         assert done.returncode == 0, done.stderr
+        import ml_dtypes  # noqa: F401  (NumPy learns the name 'bfloat16' from it)
         import safetensors.numpy
 
         assert sorted(safetensors.numpy.load_file(str(liked))) == sorted(SPEC["tensors"])
