@@ -398,7 +398,7 @@ def test_a_signal_while_a_store_is_synced_keeps_the_old_one(tmp_path, signum):
     assert _store_values(store) == np.ascontiguousarray(expected, "<f4").tobytes()
 
 
-def test_an_interrupt_python_cannot_raise_is_delivered_again(capfd, monkeypatch):
+def test_an_interrupt_python_cannot_raise_is_delivered_again(capfd):
     """A KeyboardInterrupt raised inside a weakref callback or a __del__ (the import
     system's module locks have one) is printed by Python as "Exception ignored" and
     lost; the command's handler delivers the signal again, to be raised where it can."""
@@ -408,7 +408,7 @@ def test_an_interrupt_python_cannot_raise_is_delivered_again(capfd, monkeypatch)
     # As at the start of every command (VsgenGroup.invoke): an earlier command run
     # in this process may have left its output in place, after which signals are
     # meant to change nothing.
-    monkeypatch.setattr(_interrupt, "_output_in_place", False)
+    _interrupt.output_pending()
 
     class Dropped:
         def __del__(self) -> None:
